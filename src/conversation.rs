@@ -1,0 +1,250 @@
+//! A conversation: its header, its replicated document, and the rendered
+//! index built from it.
+//!
+//! Document schema (protocol/sync.md): root list `msgs` of signed message
+//! bytes, root map `receipts` of signed receipt bytes.
+//!
+//! Invariants:
+//! - The index holds only messages whose signature verifies for this
+//!   conversation; it is ordered by (HLC, message id), so every device
+//!   renders the same history in the same order.
+//! - Indexing is incremental: a new entry costs O(log n).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use automerge::ObjType;
+
+use crate::crypto::DeviceKey;
+use crate::header::ConversationHeader;
+use crate::hlc::Hlc;
+use crate::ids::{ConversationId, DeviceId, MemberId, MessageId, Millis};
+use crate::message::{Message, Receipt, ReceiptKind};
+use crate::replica::{Entry, Persist, Replica, ReplicaError, Schema};
+
+pub const SCHEMA: Schema = Schema {
+    roots: &[("msgs", ObjType::List), ("receipts", ObjType::Map)],
+};
+const MSGS: usize = 0;
+const RECEIPTS: usize = 1;
+
+/// Receipts as rendered: who has what, per member.
+#[derive(Clone, Debug, Default)]
+pub struct ReceiptIndex {
+    /// Highest delivered / read cursor per member (max over their devices).
+    pub delivered: BTreeMap<MemberId, (Hlc, MessageId)>,
+    pub read: BTreeMap<MemberId, (Hlc, MessageId)>,
+    /// Members who acknowledged each message.
+    pub acks: HashMap<MessageId, BTreeSet<MemberId>>,
+}
+
+/// What applying new entries changed.
+#[derive(Clone, Debug, Default)]
+pub struct Applied {
+    pub messages: Vec<Message>,
+    pub receipts: Vec<Receipt>,
+    /// Entries that failed to decode or verify (dropped, counted).
+    pub rejected: usize,
+}
+
+pub struct Conversation {
+    pub header: ConversationHeader,
+    replica: Replica,
+    messages: BTreeMap<(Hlc, MessageId), Message>,
+    ids: HashMap<MessageId, Hlc>,
+    pub receipts: ReceiptIndex,
+    pub rejected: u64,
+}
+
+impl std::fmt::Debug for Conversation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conversation")
+            .field("id", &self.header.id)
+            .field("messages", &self.messages.len())
+            .finish()
+    }
+}
+
+impl Conversation {
+    pub fn new(header: ConversationHeader, actor: &automerge::ActorId) -> Self {
+        let replica = Replica::new(&header.id.0, SCHEMA, actor);
+        Self::with_replica(header, replica)
+    }
+
+    fn with_replica(header: ConversationHeader, replica: Replica) -> Self {
+        Conversation {
+            header,
+            replica,
+            messages: BTreeMap::new(),
+            ids: HashMap::new(),
+            receipts: ReceiptIndex::default(),
+            rejected: 0,
+        }
+    }
+
+    pub fn load(
+        header: ConversationHeader,
+        actor: &automerge::ActorId,
+        snapshot: Option<&[u8]>,
+        chunks: &[(u64, Vec<u8>)],
+    ) -> Result<(Self, Applied), ReplicaError> {
+        let (replica, entries) = Replica::load(&header.id.0, SCHEMA, actor, snapshot, chunks)?;
+        let mut c = Self::with_replica(header, replica);
+        let applied = c.index(entries);
+        Ok((c, applied))
+    }
+
+    pub fn id(&self) -> ConversationId {
+        self.header.id
+    }
+
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    pub fn replica_mut(&mut self) -> &mut Replica {
+        &mut self.replica
+    }
+
+    /// Verifies and indexes entries; duplicates and invalid ones are skipped.
+    pub fn index(&mut self, entries: Vec<Entry>) -> Applied {
+        let conv = self.header.id;
+        let mut applied = Applied::default();
+        for e in entries {
+            match e {
+                Entry::Item { root: MSGS, value } => match Message::decode(&value) {
+                    Ok(m) if m.verify(&conv) => {
+                        let id = m.id();
+                        if self.ids.insert(id, m.hlc).is_none() {
+                            self.messages.insert((m.hlc, id), m.clone());
+                            applied.messages.push(m);
+                        }
+                    }
+                    _ => applied.rejected += 1,
+                },
+                Entry::Keyed {
+                    root: RECEIPTS,
+                    key,
+                    value,
+                } => match Receipt::decode(&value) {
+                    Ok(r) if r.verify(&conv) && r.doc_key() == key => {
+                        if self.apply_receipt(&r) {
+                            applied.receipts.push(r);
+                        }
+                    }
+                    _ => applied.rejected += 1,
+                },
+                _ => applied.rejected += 1,
+            }
+        }
+        self.rejected += applied.rejected as u64;
+        applied
+    }
+
+    fn apply_receipt(&mut self, r: &Receipt) -> bool {
+        match r.kind {
+            ReceiptKind::Ack => self
+                .receipts
+                .acks
+                .entry(r.upto.1)
+                .or_default()
+                .insert(r.member),
+            kind => {
+                let map = if kind == ReceiptKind::Read {
+                    &mut self.receipts.read
+                } else {
+                    &mut self.receipts.delivered
+                };
+                let cur = map.entry(r.member).or_insert(r.upto);
+                if r.upto > *cur {
+                    *cur = r.upto;
+                    true
+                } else {
+                    *cur == r.upto
+                }
+            }
+        }
+    }
+
+    /// Appends a message this device signed; returns false if it was already there.
+    pub fn append(&mut self, now: Millis, m: &Message) -> Result<bool, ReplicaError> {
+        if self.ids.contains_key(&m.id()) {
+            return Ok(false);
+        }
+        self.replica.insert(now, MSGS, m.encode())?;
+        self.index(vec![]);
+        let id = m.id();
+        self.ids.insert(id, m.hlc);
+        self.messages.insert((m.hlc, id), m.clone());
+        Ok(true)
+    }
+
+    /// Records a receipt this device signed.
+    pub fn put_receipt(&mut self, now: Millis, r: &Receipt) -> Result<(), ReplicaError> {
+        self.replica.put(now, RECEIPTS, &r.doc_key(), r.encode())?;
+        self.apply_receipt(r);
+        Ok(())
+    }
+
+    /// Has `device` already acknowledged `message`?
+    pub fn has_ack_from(&self, message: &MessageId, device: &DeviceId) -> bool {
+        self.replica.contains_key(
+            RECEIPTS,
+            &format!("a{}{}", message, data_encoding::HEXLOWER.encode(&device.0)),
+        )
+    }
+
+    pub fn messages(&self) -> impl DoubleEndedIterator<Item = &Message> + ExactSizeIterator {
+        self.messages.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    pub fn get(&self, id: &MessageId) -> Option<&Message> {
+        let hlc = self.ids.get(id)?;
+        self.messages.get(&(*hlc, *id))
+    }
+
+    /// The position of the newest message in display order.
+    pub fn last_position(&self) -> Option<(Hlc, MessageId)> {
+        self.messages.keys().next_back().copied()
+    }
+
+    pub fn receive_sync(
+        &mut self,
+        state: &mut automerge::sync::State,
+        bytes: &[u8],
+    ) -> Result<Applied, ReplicaError> {
+        let entries = self.replica.receive_sync(state, bytes)?;
+        Ok(self.index(entries))
+    }
+
+    pub fn take_persist(&mut self) -> Option<Persist> {
+        self.replica.take_persist()
+    }
+
+    /// A digest of the rendered history (ids in display order): equal on two
+    /// devices iff they render the same messages in the same order.
+    pub fn history_digest(&self) -> [u8; 32] {
+        let ids: Vec<[u8; 16]> = self.messages.keys().map(|(_, id)| id.0).collect();
+        let parts: Vec<&[u8]> = ids.iter().map(|i| i.as_slice()).collect();
+        crate::crypto::sha256(&parts)
+    }
+
+    /// Signs a receipt for this conversation.
+    pub fn sign_receipt(
+        &self,
+        key: &DeviceKey,
+        kind: ReceiptKind,
+        member: MemberId,
+        upto: (Hlc, MessageId),
+        at: Hlc,
+    ) -> Receipt {
+        Receipt::sign(key, &self.header.id, kind, member, upto, at)
+    }
+}

@@ -1,0 +1,31 @@
+//! huddle: a peer-to-peer, offline-first mesh messenger for care teams.
+//!
+//! Crate map (see ARCHITECTURE.md for the bird's-eye view):
+//!
+//! - Core, always built, no I/O: [`ids`], [`hlc`], [`codec`], [`crypto`],
+//!   [`membership`] (certificates, revocations, tokens), [`message`]
+//!   (signed messages and receipts), [`header`] (conversation headers),
+//!   [`replica`] (one Automerge document), [`conversation`], [`team`],
+//!   [`wire`] (frames), [`store`] (the storage trait, the in-memory store,
+//!   the key layout) and [`node`] (the sans-IO state machine).
+//! - Behind the `store-sled` feature: the sled store.
+//! - Behind `net`: the tokio/libp2p/mdns-sd shell. Behind `cli`: the binary.
+
+pub mod codec;
+pub mod conversation;
+pub mod crypto;
+pub mod header;
+pub mod hlc;
+pub mod ids;
+pub mod membership;
+pub mod message;
+pub mod node;
+pub mod replica;
+pub mod store;
+pub mod team;
+pub mod wire;
+
+pub use header::{ConversationHeader, ConversationKind};
+pub use ids::{ConversationId, DeviceId, MemberId, MessageId, Millis, TeamId};
+pub use message::Priority;
+pub use node::{Command, Event, Input, Node, NodeConfig, Output, Reply};

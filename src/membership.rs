@@ -1,0 +1,462 @@
+//! Team membership: certificates signed by the team authority that bind a
+//! device to a member (name, roles) in a team until an expiry, revocations
+//! signed by the same authority, and the compact text token that carries a
+//! certificate between devices (copy-paste or QR code).
+//!
+//! Invariant: [`Certificate::check`] is the single place that decides whether
+//! a certificate is valid now; every gate (hello, sync, rendering) calls it.
+
+use std::collections::BTreeSet;
+
+use thiserror::Error;
+
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::crypto::{self, domain, AuthorityKey, SIGNATURE_LEN};
+use crate::ids::{DeviceId, MemberId, Millis, TeamId};
+
+pub const MAX_NAME_LEN: usize = 100;
+pub const MAX_ROLE_LEN: usize = 64;
+pub const MAX_ROLES: usize = 16;
+/// Tolerated clock difference when checking `issued` (a device whose clock is
+/// a little behind the authority's must still accept a fresh certificate).
+pub const ISSUE_SKEW_MS: Millis = 10 * 60 * 1000;
+
+const CERT_VERSION: u8 = 1;
+const REVOCATION_VERSION: u8 = 1;
+const TOKEN_PREFIX: &str = "HUDDLE1:";
+
+/// Why a certificate is not valid.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CertError {
+    #[error("the certificate belongs to another team")]
+    WrongTeam,
+    #[error("the certificate's signature does not verify")]
+    BadSignature,
+    #[error("the certificate is not valid yet")]
+    NotYetValid,
+    #[error("the certificate has expired")]
+    Expired,
+    #[error("this device has been revoked")]
+    RevokedDevice,
+    #[error("this member has been revoked")]
+    RevokedMember,
+    #[error("the certificate is for another device")]
+    WrongDevice,
+}
+
+/// Why a token could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TokenError {
+    #[error("this is not a huddle membership token (it should start with {TOKEN_PREFIX})")]
+    Prefix,
+    #[error("the token is damaged: it is not valid base32; copy it again in full")]
+    Encoding,
+    #[error("the token is damaged (checksum mismatch); copy it again in full")]
+    Checksum,
+    #[error("the token could not be decoded: {0}")]
+    Decode(#[from] DecodeError),
+}
+
+/// A membership certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Certificate {
+    pub team: TeamId,
+    pub team_name: String,
+    pub member: MemberId,
+    pub display_name: String,
+    pub roles: Vec<String>,
+    pub device: DeviceId,
+    pub issued: Millis,
+    pub expires: Millis,
+    pub signature: [u8; SIGNATURE_LEN],
+}
+
+/// The fields an authority signs.
+#[derive(Clone, Debug)]
+pub struct CertificateRequest {
+    pub team_name: String,
+    pub member: MemberId,
+    pub display_name: String,
+    pub roles: Vec<String>,
+    pub device: DeviceId,
+    pub issued: Millis,
+    pub expires: Millis,
+}
+
+/// A user-supplied field that does not fit the certificate's limits.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CertFieldError {
+    #[error("names must be 1 to {MAX_NAME_LEN} bytes long")]
+    Name,
+    #[error("roles must be 1 to {MAX_ROLE_LEN} bytes of lowercase letters, digits or '-', at most {MAX_ROLES} of them")]
+    Role,
+    #[error("the expiry must be after the issue time")]
+    Expiry,
+}
+
+/// A role is a short lowercase slug, e.g. `charge-nurse`.
+pub fn valid_role(r: &str) -> bool {
+    !r.is_empty()
+        && r.len() <= MAX_ROLE_LEN
+        && r.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.trim().is_empty() && n.len() <= MAX_NAME_LEN
+}
+
+impl CertificateRequest {
+    pub fn sign(self, authority: &AuthorityKey) -> Result<Certificate, CertFieldError> {
+        if !valid_name(&self.team_name) || !valid_name(&self.display_name) {
+            return Err(CertFieldError::Name);
+        }
+        if self.roles.len() > MAX_ROLES || !self.roles.iter().all(|r| valid_role(r)) {
+            return Err(CertFieldError::Role);
+        }
+        if self.expires <= self.issued {
+            return Err(CertFieldError::Expiry);
+        }
+        let mut cert = Certificate {
+            team: authority.team_id(),
+            team_name: self.team_name,
+            member: self.member,
+            display_name: self.display_name,
+            roles: self.roles,
+            device: self.device,
+            issued: self.issued,
+            expires: self.expires,
+            signature: [0; SIGNATURE_LEN],
+        };
+        cert.signature = authority.sign(domain::CERTIFICATE, &cert.signed_bytes());
+        Ok(cert)
+    }
+}
+
+impl Certificate {
+    fn signed_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(256);
+        w.u8(CERT_VERSION)
+            .raw(&self.team.0)
+            .str(&self.team_name)
+            .raw(&self.member.0)
+            .str(&self.display_name)
+            .varint(self.roles.len() as u64);
+        for r in &self.roles {
+            w.str(r);
+        }
+        w.raw(&self.device.0)
+            .u64_be(self.issued)
+            .u64_be(self.expires);
+        w.finish()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = self.signed_bytes();
+        b.extend_from_slice(&self.signature);
+        b
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Certificate, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let cert = Self::read(&mut r)?;
+        r.finish()?;
+        Ok(cert)
+    }
+
+    pub fn read(r: &mut Reader<'_>) -> Result<Certificate, DecodeError> {
+        let version = r.u8("certificate version")?;
+        if version != CERT_VERSION {
+            return Err(DecodeError::Unknown("certificate version", version.into()));
+        }
+        let team = TeamId(r.array("team id")?);
+        let team_name = r.str(MAX_NAME_LEN, "team name")?.to_owned();
+        let member = MemberId(r.array("member id")?);
+        let display_name = r.str(MAX_NAME_LEN, "display name")?.to_owned();
+        let n = r.count(MAX_ROLES, 1, "roles")?;
+        let mut roles = Vec::with_capacity(n);
+        for _ in 0..n {
+            roles.push(r.str(MAX_ROLE_LEN, "role")?.to_owned());
+        }
+        let device = DeviceId(r.array("device id")?);
+        let issued = r.u64_be("issued")?;
+        let expires = r.u64_be("expires")?;
+        let signature = r.array("certificate signature")?;
+        Ok(Certificate {
+            team,
+            team_name,
+            member,
+            display_name,
+            roles,
+            device,
+            issued,
+            expires,
+            signature,
+        })
+    }
+
+    /// Is this a certificate of `team`, signed by its authority? (No expiry
+    /// or revocation check: see [`Certificate::check`].)
+    pub fn is_signed_by(&self, team: &TeamId) -> bool {
+        self.team == *team
+            && crypto::verify(
+                &self.team.0,
+                domain::CERTIFICATE,
+                &self.signed_bytes(),
+                &self.signature,
+            )
+    }
+
+    /// Is this certificate valid for `team` at `now`, given what is revoked?
+    pub fn check(
+        &self,
+        team: &TeamId,
+        now: Millis,
+        revoked: &Revocations,
+    ) -> Result<(), CertError> {
+        if self.team != *team {
+            return Err(CertError::WrongTeam);
+        }
+        if !crypto::verify(
+            &self.team.0,
+            domain::CERTIFICATE,
+            &self.signed_bytes(),
+            &self.signature,
+        ) {
+            return Err(CertError::BadSignature);
+        }
+        if self.issued > now.saturating_add(ISSUE_SKEW_MS) {
+            return Err(CertError::NotYetValid);
+        }
+        if now >= self.expires {
+            return Err(CertError::Expired);
+        }
+        if revoked.devices.contains(&self.device) {
+            return Err(CertError::RevokedDevice);
+        }
+        if revoked.members.contains(&self.member) {
+            return Err(CertError::RevokedMember);
+        }
+        Ok(())
+    }
+
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    /// The copy-pasteable token: `HUDDLE1:` then RFC 4648 base32 (no padding)
+    /// of the certificate bytes and a 4-byte SHA-256 checksum. Every character
+    /// is in the QR alphanumeric set.
+    pub fn to_token(&self) -> String {
+        let mut b = self.encode();
+        let sum = crypto::sha256(&[&b]);
+        b.extend_from_slice(&sum[..4]);
+        format!("{TOKEN_PREFIX}{}", data_encoding::BASE32_NOPAD.encode(&b))
+    }
+
+    pub fn from_token(token: &str) -> Result<Certificate, TokenError> {
+        let t: String = token.split_whitespace().collect();
+        let body = t
+            .strip_prefix(TOKEN_PREFIX)
+            .or_else(|| t.strip_prefix(&TOKEN_PREFIX.to_ascii_lowercase()))
+            .ok_or(TokenError::Prefix)?;
+        let bytes = data_encoding::BASE32_NOPAD
+            .decode(body.to_ascii_uppercase().as_bytes())
+            .map_err(|_| TokenError::Encoding)?;
+        if bytes.len() < 4 {
+            return Err(TokenError::Encoding);
+        }
+        let (cert, sum) = bytes.split_at(bytes.len() - 4);
+        if crypto::sha256(&[cert])[..4] != *sum {
+            return Err(TokenError::Checksum);
+        }
+        Ok(Certificate::decode(cert)?)
+    }
+}
+
+/// What a revocation names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RevocationTarget {
+    Device(DeviceId),
+    Member(MemberId),
+}
+
+/// An authority-signed revocation of a device or of a member (all devices).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    pub team: TeamId,
+    pub target: RevocationTarget,
+    pub issued: Millis,
+    pub signature: [u8; SIGNATURE_LEN],
+}
+
+impl Revocation {
+    pub fn sign(authority: &AuthorityKey, target: RevocationTarget, issued: Millis) -> Revocation {
+        let mut r = Revocation {
+            team: authority.team_id(),
+            target,
+            issued,
+            signature: [0; SIGNATURE_LEN],
+        };
+        r.signature = authority.sign(domain::REVOCATION, &r.signed_bytes());
+        r
+    }
+
+    fn signed_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(64);
+        w.u8(REVOCATION_VERSION).raw(&self.team.0);
+        match self.target {
+            RevocationTarget::Device(d) => w.u8(1).raw(&d.0),
+            RevocationTarget::Member(m) => w.u8(2).raw(&m.0),
+        };
+        w.u64_be(self.issued);
+        w.finish()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = self.signed_bytes();
+        b.extend_from_slice(&self.signature);
+        b
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Revocation, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let version = r.u8("revocation version")?;
+        if version != REVOCATION_VERSION {
+            return Err(DecodeError::Unknown("revocation version", version.into()));
+        }
+        let team = TeamId(r.array("team id")?);
+        let target = match r.u8("revocation target")? {
+            1 => RevocationTarget::Device(DeviceId(r.array("device id")?)),
+            2 => RevocationTarget::Member(MemberId(r.array("member id")?)),
+            t => return Err(DecodeError::Unknown("revocation target", t.into())),
+        };
+        let issued = r.u64_be("issued")?;
+        let signature = r.array("revocation signature")?;
+        r.finish()?;
+        Ok(Revocation {
+            team,
+            target,
+            issued,
+            signature,
+        })
+    }
+
+    /// Signed by the authority of `team`?
+    pub fn verify(&self, team: &TeamId) -> bool {
+        self.team == *team
+            && crypto::verify(
+                &team.0,
+                domain::REVOCATION,
+                &self.signed_bytes(),
+                &self.signature,
+            )
+    }
+
+    /// A stable key for storing this revocation.
+    pub fn key(&self) -> [u8; 16] {
+        let h = crypto::sha256(&[&self.encode()]);
+        h[..16].try_into().expect("16 bytes")
+    }
+}
+
+/// The set of revoked devices and members. It only grows: once a node has
+/// seen a valid revocation it never forgets it, whatever a peer's copy of the
+/// team document says later.
+#[derive(Clone, Debug, Default)]
+pub struct Revocations {
+    pub devices: BTreeSet<DeviceId>,
+    pub members: BTreeSet<MemberId>,
+}
+
+impl Revocations {
+    /// Adds a verified revocation; returns true if it was new.
+    pub fn insert(&mut self, target: RevocationTarget) -> bool {
+        match target {
+            RevocationTarget::Device(d) => self.devices.insert(d),
+            RevocationTarget::Member(m) => self.members.insert(m),
+        }
+    }
+
+    pub fn is_revoked(&self, device: &DeviceId, member: &MemberId) -> bool {
+        self.devices.contains(device) || self.members.contains(member)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::rand_core::SeedableRng;
+
+    fn setup() -> (AuthorityKey, Certificate) {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let auth = AuthorityKey::generate(&mut rng);
+        let dev = crate::crypto::DeviceKey::generate(&mut rng);
+        let cert = CertificateRequest {
+            team_name: "St Mary Ward 7".into(),
+            member: MemberId([1; 16]),
+            display_name: "Ana Silva".into(),
+            roles: vec!["nurse".into(), "charge-nurse".into()],
+            device: dev.device_id(),
+            issued: 1_000,
+            expires: 100_000,
+        }
+        .sign(&auth)
+        .unwrap();
+        (auth, cert)
+    }
+
+    #[test]
+    fn token_round_trip_and_checks() {
+        let (auth, cert) = setup();
+        let token = cert.to_token();
+        assert!(token
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b':'));
+        let back = Certificate::from_token(&token).unwrap();
+        assert_eq!(back, cert);
+        let none = Revocations::default();
+        assert_eq!(back.check(&auth.team_id(), 2_000, &none), Ok(()));
+        assert_eq!(
+            back.check(&TeamId([9; 32]), 2_000, &none),
+            Err(CertError::WrongTeam)
+        );
+        assert_eq!(
+            back.check(&auth.team_id(), 100_000, &none),
+            Err(CertError::Expired)
+        );
+        let mut revoked = Revocations::default();
+        revoked.insert(RevocationTarget::Member(cert.member));
+        assert_eq!(
+            back.check(&auth.team_id(), 2_000, &revoked),
+            Err(CertError::RevokedMember)
+        );
+        let mut altered = cert.clone();
+        altered.roles.push("physician".into());
+        assert_eq!(
+            altered.check(&auth.team_id(), 2_000, &none),
+            Err(CertError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn damaged_tokens_are_explained() {
+        let (_, cert) = setup();
+        let token = cert.to_token();
+        assert_eq!(Certificate::from_token("hello"), Err(TokenError::Prefix));
+        let mut chars: Vec<char> = token.chars().collect();
+        let i = chars.len() / 2;
+        chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
+        let damaged: String = chars.into_iter().collect();
+        assert_eq!(Certificate::from_token(&damaged), Err(TokenError::Checksum));
+    }
+
+    #[test]
+    fn revocations_verify() {
+        let (auth, cert) = setup();
+        let r = Revocation::sign(&auth, RevocationTarget::Device(cert.device), 5);
+        let back = Revocation::decode(&r.encode()).unwrap();
+        assert!(back.verify(&auth.team_id()));
+        assert!(!back.verify(&TeamId([3; 32])));
+    }
+}

@@ -1,0 +1,276 @@
+//! User commands: create a conversation, send, mark read, acknowledge,
+//! revoke. Each validates its input, changes the local documents, persists,
+//! and pushes the change to every connected peer allowed to have it.
+
+use std::collections::BTreeSet;
+
+use super::{Command, CommandError, Event, Fx, Node, Output, Reply};
+use crate::header::{ConversationHeader, ConversationKind, MAX_GROUP_MEMBERS};
+use crate::ids::{ConversationId, DeviceId, MemberId, Millis};
+use crate::membership::{valid_role, MAX_NAME_LEN};
+use crate::message::{Draft, Message, ReceiptKind, MAX_BODY_LEN};
+use crate::store::{keys, StoreOp};
+use crate::team::TEAM_DOC_ID;
+use crate::wire::Frame;
+
+/// Direct conversations have a deterministic id, so two members who open one
+/// at the same time, cut off from each other, end up in the same conversation.
+pub fn direct_conversation_id(a: MemberId, b: MemberId) -> ConversationId {
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    let h = crate::crypto::sha256(&[b"huddle/direct/v1", &lo.0, &hi.0]);
+    ConversationId(h[..16].try_into().expect("16 bytes"))
+}
+
+impl Node {
+    /// Carries out a user command.
+    pub fn command(
+        &mut self,
+        now: Millis,
+        rng: &mut dyn rand_core::RngCore,
+        cmd: Command,
+    ) -> (Result<Reply, CommandError>, Vec<Output>) {
+        let mut fx = Fx::default();
+        let r = self.run_command(now, rng, cmd, &mut fx);
+        (r, fx.into_outputs())
+    }
+
+    fn run_command(
+        &mut self,
+        now: Millis,
+        rng: &mut dyn rand_core::RngCore,
+        cmd: Command,
+        fx: &mut Fx,
+    ) -> Result<Reply, CommandError> {
+        if self.membership.is_none() {
+            return Err(CommandError::NoMembership);
+        }
+        match cmd {
+            Command::CreateConversation { kind } => self.create(now, rng, kind, fx),
+            Command::Send {
+                conversation,
+                body,
+                priority,
+                reply_to,
+            } => {
+                let body = body.trim().to_owned();
+                if body.is_empty() {
+                    return Err(CommandError::EmptyBody);
+                }
+                if body.len() > MAX_BODY_LEN {
+                    return Err(CommandError::BodyTooLong {
+                        len: body.len(),
+                        max: MAX_BODY_LEN,
+                    });
+                }
+                let conv = self
+                    .convs
+                    .get(&conversation)
+                    .ok_or(CommandError::UnknownConversation(conversation))?;
+                if let Some(r) = reply_to {
+                    conv.get(&r).ok_or(CommandError::UnknownMessage(r))?;
+                }
+                let member = self.member_id().ok_or(CommandError::NoMembership)?;
+                let hlc = self.clock.tick(now);
+                let msg = Message::sign(
+                    &self.key,
+                    &conversation,
+                    Draft {
+                        author_member: member,
+                        hlc,
+                        priority,
+                        reply_to,
+                        body,
+                    },
+                );
+                let id = msg.id();
+                let conv = self.convs.get_mut(&conversation).expect("checked above");
+                conv.append(now, &msg)
+                    .map_err(|e| CommandError::Document(e.to_string()))?;
+                self.persist_conv(&conversation, fx);
+                fx.emit.push(Event::MessageAdded {
+                    conversation,
+                    message: id,
+                    hlc,
+                    author: member,
+                    priority,
+                    local: true,
+                });
+                fx.emit.push(Event::Sent {
+                    conversation,
+                    message: id,
+                });
+                self.push_doc_to_all(&conversation.0, fx);
+                Ok(Reply::Message(id))
+            }
+            Command::MarkRead { conversation } => {
+                let conv = self
+                    .convs
+                    .get(&conversation)
+                    .ok_or(CommandError::UnknownConversation(conversation))?;
+                if let Some(pos) = conv.last_position() {
+                    self.write_receipt(now, conversation, ReceiptKind::Read, pos, fx)?;
+                }
+                Ok(Reply::Done)
+            }
+            Command::Ack {
+                conversation,
+                message,
+            } => {
+                let conv = self
+                    .convs
+                    .get(&conversation)
+                    .ok_or(CommandError::UnknownConversation(conversation))?;
+                let m = conv
+                    .get(&message)
+                    .ok_or(CommandError::UnknownMessage(message))?;
+                let pos = m.order_key();
+                if !conv.has_ack_from(&message, &self.device) {
+                    self.write_receipt(now, conversation, ReceiptKind::Ack, pos, fx)?;
+                }
+                Ok(Reply::Done)
+            }
+            Command::Revoke(rev) => {
+                let m = self.membership.as_mut().ok_or(CommandError::NoMembership)?;
+                if !rev.verify(&m.cert.team) {
+                    return Err(CommandError::BadRevocation);
+                }
+                let new = m
+                    .team
+                    .add_revocation(now, &rev)
+                    .map_err(|e| CommandError::Document(e.to_string()))?;
+                self.persist_team(fx);
+                fx.persist.push(StoreOp::Put {
+                    key: keys::revocation(&rev.key()),
+                    value: rev.encode(),
+                });
+                if new {
+                    fx.emit.push(Event::Revoked { target: rev.target });
+                }
+                self.enforce_membership(now, fx);
+                self.push_doc_to_all(&TEAM_DOC_ID, fx);
+                Ok(Reply::Done)
+            }
+        }
+    }
+
+    fn create(
+        &mut self,
+        now: Millis,
+        rng: &mut dyn rand_core::RngCore,
+        kind: ConversationKind,
+        fx: &mut Fx,
+    ) -> Result<Reply, CommandError> {
+        let cert = self
+            .certificate()
+            .ok_or(CommandError::NoMembership)?
+            .clone();
+        let invalid = |s: &str| Err(CommandError::InvalidConversation(s.to_owned()));
+        let id = match &kind {
+            ConversationKind::Direct { members } => {
+                if members[0] == members[1] {
+                    return invalid("a direct conversation needs two different members");
+                }
+                if !members.contains(&cert.member) {
+                    return invalid("you must be one of the two members of a direct conversation");
+                }
+                direct_conversation_id(members[0], members[1])
+            }
+            ConversationKind::Group { title, members } => {
+                if title.trim().is_empty() || title.len() > MAX_NAME_LEN {
+                    return invalid("a group needs a title of 1 to 100 bytes");
+                }
+                if members.len() > MAX_GROUP_MEMBERS {
+                    return invalid("a group has at most 256 members");
+                }
+                if !members.contains(&cert.member) {
+                    return invalid("you must be a member of a group you create");
+                }
+                ConversationId::random(rng)
+            }
+            ConversationKind::Role { role } => {
+                if !valid_role(role) {
+                    return invalid("a role is 1 to 64 lowercase letters, digits or '-'");
+                }
+                if !cert.has_role(role) {
+                    return Err(CommandError::InvalidConversation(format!(
+                        "you do not hold the role \"{role}\", so you could not read its channel"
+                    )));
+                }
+                ConversationId::random(rng)
+            }
+        };
+        if self.convs.contains_key(&id) {
+            return Ok(Reply::Conversation(id));
+        }
+        let header = ConversationHeader::sign(&self.key, id, kind, now);
+        fx.persist.push(StoreOp::Put {
+            key: keys::header(&id.0),
+            value: header.encode(),
+        });
+        fx.emit.push(Event::ConversationAdded {
+            conversation: id,
+            title: header.title(),
+        });
+        let frame = Frame::Header {
+            header: header.clone(),
+        }
+        .encode();
+        self.convs.insert(
+            id,
+            crate::conversation::Conversation::new(header, &self.actor),
+        );
+        let peers: Vec<DeviceId> = self.peers.keys().copied().collect();
+        for p in peers {
+            if self.may_share(&id.0, &p) {
+                fx.send.push((p, frame.clone()));
+                self.push_doc(&id.0, p, fx);
+            }
+        }
+        Ok(Reply::Conversation(id))
+    }
+
+    fn write_receipt(
+        &mut self,
+        now: Millis,
+        conversation: ConversationId,
+        kind: ReceiptKind,
+        pos: (crate::hlc::Hlc, crate::ids::MessageId),
+        fx: &mut Fx,
+    ) -> Result<(), CommandError> {
+        let member = self.member_id().ok_or(CommandError::NoMembership)?;
+        let conv = self
+            .convs
+            .get_mut(&conversation)
+            .ok_or(CommandError::UnknownConversation(conversation))?;
+        let current = match kind {
+            ReceiptKind::Read => conv.receipts.read.get(&member),
+            ReceiptKind::Delivered => conv.receipts.delivered.get(&member),
+            ReceiptKind::Ack => None,
+        };
+        if current.is_some_and(|c| *c >= pos) {
+            return Ok(());
+        }
+        let at = self.clock.tick(now);
+        let r = conv.sign_receipt(&self.key, kind, member, pos, at);
+        conv.put_receipt(now, &r)
+            .map_err(|e| CommandError::Document(e.to_string()))?;
+        self.persist_conv(&conversation, fx);
+        fx.emit.push(Event::ReceiptsChanged { conversation });
+        self.push_doc_to_all(&conversation.0, fx);
+        Ok(())
+    }
+
+    /// Writes a delivered receipt for each conversation that received
+    /// messages from others since the last time.
+    pub(super) fn write_delivered_receipts(&mut self, now: Millis, fx: &mut Fx) {
+        let pending: BTreeSet<ConversationId> = std::mem::take(&mut self.pending_receipts);
+        for id in pending {
+            let Some(pos) = self.convs.get(&id).and_then(|c| c.last_position()) else {
+                continue;
+            };
+            if let Err(e) = self.write_receipt(now, id, ReceiptKind::Delivered, pos, fx) {
+                tracing::warn!(conversation = %id, "could not write a delivered receipt: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! The node's inputs, outputs, commands and events: the whole vocabulary
+//! between the pure core and whatever drives it (the tokio shell or the
+//! simulator).
+
+use crate::header::ConversationKind;
+use crate::hlc::Hlc;
+use crate::ids::{ConversationId, DeviceId, MemberId, MessageId, Millis};
+use crate::membership::{Revocation, RevocationTarget};
+use crate::message::Priority;
+use crate::store::StoreOp;
+use crate::wire::Reason;
+
+/// Something that happened, handed to [`Node::handle`](super::Node::handle).
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// The node has been constructed from the store and may begin: it
+    /// publishes its certificate and schedules maintenance.
+    Start,
+    /// A transport connection to `peer` is up; Noise has authenticated that
+    /// the peer holds the private key of `peer`.
+    PeerConnected {
+        peer: DeviceId,
+    },
+    PeerDisconnected {
+        peer: DeviceId,
+    },
+    /// One frame from `peer`.
+    Frame {
+        peer: DeviceId,
+        bytes: Vec<u8>,
+    },
+    Timer(Timer),
+}
+
+/// Timers the node asks for. Setting a timer that is already set moves it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Timer {
+    /// `peer` must have sent a valid hello by now.
+    Hello(DeviceId),
+    /// Write the delivered receipts that have piled up.
+    Receipts,
+    /// Periodic: re-check peers' certificates (expiry), compact.
+    Maintenance,
+}
+
+/// An effect for the shell to carry out, in order.
+///
+/// Contract: outputs are carried out in the order given; a [`Output::Flush`]
+/// makes every earlier `Persist` durable before any later output is carried
+/// out. The node always orders `Persist…, Flush` before the events and frames
+/// that depend on them. A shell may delay a flush (group commit) only by also
+/// delaying everything after it.
+#[derive(Clone, Debug)]
+pub enum Output {
+    Send { peer: DeviceId, frame: Vec<u8> },
+    Disconnect { peer: DeviceId, reason: Reason },
+    Persist(Vec<StoreOp>),
+    Flush,
+    Emit(Event),
+    SetTimer { timer: Timer, at: Millis },
+}
+
+/// What a user (CLI, API, test) asks the node to do.
+#[derive(Clone, Debug)]
+pub enum Command {
+    CreateConversation {
+        kind: ConversationKind,
+    },
+    Send {
+        conversation: ConversationId,
+        body: String,
+        priority: Priority,
+        reply_to: Option<MessageId>,
+    },
+    /// Marks everything in the conversation as read by this member.
+    MarkRead {
+        conversation: ConversationId,
+    },
+    Ack {
+        conversation: ConversationId,
+        message: MessageId,
+    },
+    /// Installs an authority-signed revocation.
+    Revoke(Revocation),
+}
+
+/// The immediate answer to a [`Command`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    Conversation(ConversationId),
+    /// The message was stored; `Event::Sent` follows once it is durable.
+    Message(MessageId),
+    Done,
+}
+
+/// Why a command was refused. Each message is a sentence a user can act on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("this device is not a member of a team yet: join one with `huddle team join <token>`")]
+    NoMembership,
+    #[error("no conversation {0}")]
+    UnknownConversation(ConversationId),
+    #[error("no message {0} in that conversation")]
+    UnknownMessage(MessageId),
+    #[error("the message is empty")]
+    EmptyBody,
+    #[error("the message is too long ({len} bytes; the limit is {max})")]
+    BodyTooLong { len: usize, max: usize },
+    #[error("{0}")]
+    InvalidConversation(String),
+    #[error("the revocation is not signed by this team's authority")]
+    BadRevocation,
+    #[error("the local document could not be changed: {0}")]
+    Document(String),
+}
+
+/// Something the user interface may show.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    ConversationAdded {
+        conversation: ConversationId,
+        title: String,
+    },
+    MessageAdded {
+        conversation: ConversationId,
+        message: MessageId,
+        hlc: Hlc,
+        author: MemberId,
+        priority: Priority,
+        /// Written on this device.
+        local: bool,
+    },
+    /// A message written here is durable on this device.
+    Sent {
+        conversation: ConversationId,
+        message: MessageId,
+    },
+    ReceiptsChanged {
+        conversation: ConversationId,
+    },
+    PeerJoined {
+        peer: DeviceId,
+        member: MemberId,
+        name: String,
+    },
+    PeerLeft {
+        peer: DeviceId,
+    },
+    /// We refused a peer, or a peer refused us.
+    PeerRefused {
+        peer: DeviceId,
+        reason: Reason,
+        by_us: bool,
+    },
+    Revoked {
+        target: RevocationTarget,
+    },
+    /// Entries in a document failed to decode or verify and were dropped.
+    Rejected {
+        conversation: Option<ConversationId>,
+        count: usize,
+    },
+}

@@ -1,0 +1,464 @@
+//! The node: huddle's pure state machine.
+//!
+//! [`Node::handle`] takes the time, a random source and one [`Input`], and
+//! returns [`Output`]s as values; [`Node::command`] does the same for user
+//! commands and also returns a [`Reply`]. The node owns the documents, the
+//! membership checks, and the sync state per peer; it does no I/O, reads no
+//! clock and spawns nothing, so the tokio shell and the simulator drive the
+//! very same code.
+//!
+//! Architecture invariants:
+//! - Bytes of a document reach a peer only through [`Node::push_doc`], which
+//!   asks [`Node::may_share`] first: a non-member never receives a
+//!   conversation, and a device without a valid certificate receives nothing
+//!   but our hello and a refusal.
+//! - Nothing from a peer can panic the node: every frame is decoded with
+//!   bounds, and any error becomes a refusal and a disconnect.
+//! - Effects are ordered `Persist…, Flush, Emit…, Send…, Disconnect…,
+//!   SetTimer…`, so "sent" is emitted (and frames leave) only once the change
+//!   is durable.
+
+mod commands;
+mod io;
+mod peer;
+mod view;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use automerge::ActorId;
+use thiserror::Error;
+
+pub use io::{Command, CommandError, Event, Input, Output, Reply, Timer};
+pub use view::{ConversationSummary, PeerInfo, RenderedMessage};
+
+use crate::conversation::{Applied, Conversation};
+use crate::crypto::DeviceKey;
+use crate::header::ConversationHeader;
+use crate::hlc::HlcClock;
+use crate::ids::{ConversationId, DeviceId, MemberId, Millis, TeamId};
+use crate::membership::{Certificate, Revocation};
+use crate::replica::Persist;
+use crate::store::{keys, StoreOp, Stored};
+use crate::team::{TeamDoc, TEAM_DOC_ID};
+use crate::wire::Reason;
+use peer::Peer;
+
+/// Tunables; the defaults suit a ward LAN.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// A peer must prove membership this soon after connecting.
+    pub hello_timeout_ms: Millis,
+    /// Delivered receipts are batched for this long.
+    pub receipt_delay_ms: Millis,
+    pub maintenance_interval_ms: Millis,
+    /// Bound on a peer's partly received sync messages, all documents together.
+    pub max_reassembly_bytes: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            hello_timeout_ms: 10_000,
+            receipt_delay_ms: 500,
+            maintenance_interval_ms: 30_000,
+            max_reassembly_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum LoadError {
+    #[error("stored conversation {id} is damaged: {why}")]
+    Conversation { id: String, why: String },
+    #[error("the stored team document is damaged: {0}")]
+    Team(String),
+}
+
+/// Accumulates one step's effects, then orders them (see the module docs).
+#[derive(Default)]
+pub(crate) struct Fx {
+    persist: Vec<StoreOp>,
+    emit: Vec<Event>,
+    send: Vec<(DeviceId, Vec<u8>)>,
+    disconnect: Vec<(DeviceId, Reason)>,
+    timers: Vec<(Timer, Millis)>,
+}
+
+impl Fx {
+    fn into_outputs(self) -> Vec<Output> {
+        let mut out = Vec::with_capacity(
+            2 + self.emit.len() + self.send.len() + self.disconnect.len() + self.timers.len(),
+        );
+        if !self.persist.is_empty() {
+            out.push(Output::Persist(self.persist));
+            out.push(Output::Flush);
+        }
+        out.extend(self.emit.into_iter().map(Output::Emit));
+        out.extend(
+            self.send
+                .into_iter()
+                .map(|(peer, frame)| Output::Send { peer, frame }),
+        );
+        out.extend(
+            self.disconnect
+                .into_iter()
+                .map(|(peer, reason)| Output::Disconnect { peer, reason }),
+        );
+        out.extend(
+            self.timers
+                .into_iter()
+                .map(|(timer, at)| Output::SetTimer { timer, at }),
+        );
+        out
+    }
+}
+
+/// What this node is, as far as membership goes.
+pub(crate) struct Membership {
+    pub cert: Certificate,
+    pub team: TeamDoc,
+}
+
+pub struct Node {
+    key: DeviceKey,
+    device: DeviceId,
+    actor: ActorId,
+    clock: HlcClock,
+    config: NodeConfig,
+    membership: Option<Membership>,
+    convs: BTreeMap<ConversationId, Conversation>,
+    peers: BTreeMap<DeviceId, Peer>,
+    /// Conversations with remote messages not yet covered by our delivered receipt.
+    pending_receipts: BTreeSet<ConversationId>,
+    receipts_timer_set: bool,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("device", &self.device)
+            .field("conversations", &self.convs.len())
+            .field("peers", &self.peers.len())
+            .finish()
+    }
+}
+
+fn persist_ops(doc: &[u8; 16], p: Persist, out: &mut Vec<StoreOp>) {
+    match p {
+        Persist::Chunk { seq, bytes } => out.push(StoreOp::Put {
+            key: keys::chunk(doc, seq),
+            value: bytes,
+        }),
+        Persist::Snapshot { bytes, upto } => {
+            out.push(StoreOp::Put {
+                key: keys::snapshot(doc),
+                value: bytes,
+            });
+            out.push(StoreOp::DeleteRange {
+                from: keys::chunk(doc, 0),
+                to: keys::chunk(doc, upto),
+            });
+        }
+    }
+}
+
+impl Node {
+    /// Builds a node from its keys, its certificate (if it has joined a team)
+    /// and what its store holds. `rng` picks this session's Automerge actor.
+    pub fn new(
+        key: DeviceKey,
+        cert: Option<Certificate>,
+        stored: Stored,
+        config: NodeConfig,
+        rng: &mut dyn rand_core::RngCore,
+    ) -> Result<Node, LoadError> {
+        let mut actor = [0u8; 16];
+        rng.fill_bytes(&mut actor);
+        let actor = ActorId::from(actor.as_slice());
+        let device = key.device_id();
+        let mut node = Node {
+            key,
+            device,
+            actor,
+            clock: HlcClock::default(),
+            config,
+            membership: None,
+            convs: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            pending_receipts: BTreeSet::new(),
+            receipts_timer_set: false,
+        };
+        let Some(cert) = cert else {
+            return Ok(node);
+        };
+        let mut docs = stored.docs;
+        let team_stored = docs.remove(&TEAM_DOC_ID).unwrap_or_default();
+        let (mut team, _) = TeamDoc::load(
+            cert.team,
+            &node.actor,
+            team_stored.snapshot.as_deref(),
+            &team_stored.chunks,
+        )
+        .map_err(|e| LoadError::Team(e.to_string()))?;
+        for bytes in &stored.revocations {
+            if let Ok(r) = Revocation::decode(bytes) {
+                if r.verify(&cert.team) {
+                    team.revoked.insert(r.target);
+                }
+            }
+        }
+        team.directory.insert(cert.device, cert.clone());
+        for (id, doc) in docs {
+            let conv_id = ConversationId(id);
+            let bad = |why: String| LoadError::Conversation {
+                id: conv_id.to_string(),
+                why,
+            };
+            let header_bytes = doc
+                .header
+                .ok_or_else(|| bad("its header is missing".into()))?;
+            let header =
+                ConversationHeader::decode(&header_bytes).map_err(|e| bad(e.to_string()))?;
+            let (conv, applied) =
+                Conversation::load(header, &node.actor, doc.snapshot.as_deref(), &doc.chunks)
+                    .map_err(|e| bad(e.to_string()))?;
+            for m in applied
+                .messages
+                .iter()
+                .filter(|m| m.author_device == device)
+            {
+                node.clock.observe(u64::MAX, m.hlc);
+            }
+            node.convs.insert(conv_id, conv);
+        }
+        node.membership = Some(Membership { cert, team });
+        Ok(node)
+    }
+
+    pub fn device_id(&self) -> DeviceId {
+        self.device
+    }
+
+    pub fn certificate(&self) -> Option<&Certificate> {
+        self.membership.as_ref().map(|m| &m.cert)
+    }
+
+    pub fn member_id(&self) -> Option<MemberId> {
+        self.certificate().map(|c| c.member)
+    }
+
+    pub fn team_id(&self) -> Option<TeamId> {
+        self.certificate().map(|c| c.team)
+    }
+
+    /// Every verified certificate this node knows, by device.
+    pub fn directory(&self) -> impl Iterator<Item = &Certificate> {
+        self.membership
+            .iter()
+            .flat_map(|m| m.team.directory.values())
+    }
+
+    pub fn is_revoked(&self, device: &DeviceId, member: &MemberId) -> bool {
+        self.membership
+            .as_ref()
+            .is_some_and(|m| m.team.revoked.is_revoked(device, member))
+    }
+
+    pub fn conversation(&self, id: &ConversationId) -> Option<&Conversation> {
+        self.convs.get(id)
+    }
+
+    pub fn conversation_ids(&self) -> impl Iterator<Item = &ConversationId> {
+        self.convs.keys()
+    }
+
+    /// The heads digest of the team document (for convergence checks).
+    pub fn team_heads(&self) -> Option<[u8; 16]> {
+        self.membership
+            .as_ref()
+            .map(|m| m.team.replica().heads_digest())
+    }
+
+    /// Handles one input.
+    pub fn handle(&mut self, now: Millis, input: Input) -> Vec<Output> {
+        let mut fx = Fx::default();
+        match input {
+            Input::Start => self.on_start(now, &mut fx),
+            Input::PeerConnected { peer } => self.on_connected(now, peer, &mut fx),
+            Input::PeerDisconnected { peer } => {
+                if self.peers.remove(&peer).is_some() {
+                    fx.emit.push(Event::PeerLeft { peer });
+                }
+            }
+            Input::Frame { peer, bytes } => self.on_frame(now, peer, &bytes, &mut fx),
+            Input::Timer(t) => self.on_timer(now, t, &mut fx),
+        }
+        fx.into_outputs()
+    }
+
+    fn on_start(&mut self, now: Millis, fx: &mut Fx) {
+        fx.timers.push((
+            Timer::Maintenance,
+            now + self.config.maintenance_interval_ms,
+        ));
+        let Some(m) = &mut self.membership else {
+            return;
+        };
+        // Publish our certificate in the team directory if it is not there yet.
+        let cert = m.cert.clone();
+        match m.team.add_certificate(now, &cert) {
+            Ok(true) => self.persist_team(fx),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("could not publish our certificate: {e}"),
+        }
+    }
+
+    fn on_timer(&mut self, now: Millis, t: Timer, fx: &mut Fx) {
+        match t {
+            Timer::Hello(peer) => {
+                if self.peers.get(&peer).is_some_and(|p| p.member().is_none()) {
+                    self.refuse(peer, Reason::HelloTimeout, fx);
+                }
+            }
+            Timer::Receipts => {
+                self.receipts_timer_set = false;
+                self.write_delivered_receipts(now, fx);
+            }
+            Timer::Maintenance => {
+                self.enforce_membership(now, fx);
+                fx.timers.push((
+                    Timer::Maintenance,
+                    now + self.config.maintenance_interval_ms,
+                ));
+            }
+        }
+    }
+
+    /// Refuses `peer`: tells it why, forgets it, and asks the shell to disconnect.
+    fn refuse(&mut self, peer: DeviceId, reason: Reason, fx: &mut Fx) {
+        tracing::info!(peer = %peer.short(), %reason, "refusing peer");
+        fx.send
+            .push((peer, crate::wire::Frame::Refuse { reason }.encode()));
+        fx.disconnect.push((peer, reason));
+        fx.emit.push(Event::PeerRefused {
+            peer,
+            reason,
+            by_us: true,
+        });
+        self.peers.remove(&peer);
+    }
+
+    /// Drops every connected peer whose certificate is no longer valid.
+    fn enforce_membership(&mut self, now: Millis, fx: &mut Fx) {
+        let Some(m) = &self.membership else { return };
+        let doomed: Vec<(DeviceId, Reason)> = self
+            .peers
+            .iter()
+            .filter_map(|(d, p)| {
+                let cert = p.member()?;
+                cert.check(&m.cert.team, now, &m.team.revoked)
+                    .err()
+                    .map(|e| (*d, peer::reason_for(&e)))
+            })
+            .collect();
+        for (d, reason) in doomed {
+            self.refuse(d, reason, fx);
+        }
+    }
+
+    /// May `doc` be exchanged with `peer`? The single gate for document bytes.
+    fn may_share(&self, doc: &[u8; 16], peer: &DeviceId) -> bool {
+        let Some(cert) = self.peers.get(peer).and_then(Peer::member) else {
+            return false;
+        };
+        if *doc == TEAM_DOC_ID {
+            return true;
+        }
+        self.convs
+            .get(&ConversationId(*doc))
+            .is_some_and(|c| c.header.admits(cert))
+    }
+
+    fn persist_team(&mut self, fx: &mut Fx) {
+        if let Some(m) = &mut self.membership {
+            if let Some(p) = m.team.take_persist() {
+                persist_ops(&TEAM_DOC_ID, p, &mut fx.persist);
+            }
+        }
+    }
+
+    fn persist_conv(&mut self, id: &ConversationId, fx: &mut Fx) {
+        if let Some(c) = self.convs.get_mut(id) {
+            if let Some(p) = c.take_persist() {
+                persist_ops(&id.0, p, &mut fx.persist);
+            }
+        }
+    }
+
+    /// Sends `peer` whatever the sync protocol says it should get for `doc`.
+    fn push_doc(&mut self, doc: &[u8; 16], peer: DeviceId, fx: &mut Fx) {
+        if !self.may_share(doc, &peer) {
+            return;
+        }
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let state = p.sync.entry(*doc).or_default();
+        let msg = if *doc == TEAM_DOC_ID {
+            self.membership
+                .as_ref()
+                .and_then(|m| m.team.replica().generate_sync(state))
+        } else {
+            self.convs
+                .get(&ConversationId(*doc))
+                .and_then(|c| c.replica().generate_sync(state))
+        };
+        if let Some(msg) = msg {
+            peer::push_sync_frames(peer, *doc, &msg, &mut fx.send);
+        }
+    }
+
+    /// Pushes `doc` to every connected peer allowed to have it.
+    fn push_doc_to_all(&mut self, doc: &[u8; 16], fx: &mut Fx) {
+        let peers: Vec<DeviceId> = self.peers.keys().copied().collect();
+        for p in peers {
+            self.push_doc(doc, p, fx);
+        }
+    }
+
+    /// Events for newly indexed entries of a conversation.
+    fn emit_applied(&mut self, now: Millis, id: ConversationId, applied: &Applied, fx: &mut Fx) {
+        let me = self.member_id();
+        let mut remote = false;
+        for m in &applied.messages {
+            self.clock.observe(now, m.hlc);
+            remote |= Some(m.author_member) != me;
+            fx.emit.push(Event::MessageAdded {
+                conversation: id,
+                message: m.id(),
+                hlc: m.hlc,
+                author: m.author_member,
+                priority: m.priority,
+                local: false,
+            });
+        }
+        if !applied.receipts.is_empty() {
+            fx.emit.push(Event::ReceiptsChanged { conversation: id });
+        }
+        if applied.rejected > 0 {
+            tracing::warn!(conversation = %id, count = applied.rejected, "dropped entries that do not verify");
+            fx.emit.push(Event::Rejected {
+                conversation: Some(id),
+                count: applied.rejected,
+            });
+        }
+        if remote {
+            self.pending_receipts.insert(id);
+            if !self.receipts_timer_set {
+                self.receipts_timer_set = true;
+                fx.timers
+                    .push((Timer::Receipts, now + self.config.receipt_delay_ms));
+            }
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! Per-peer sessions: the membership gate (hello), the catalog exchange,
+//! headers, and the framing of Automerge sync messages.
+//!
+//! Invariant: until a peer's hello has proved a valid certificate for the
+//! key Noise authenticated, the only frames it can cause us to send are our
+//! hello and a refusal.
+
+use std::collections::{BTreeMap, HashMap};
+
+use automerge::sync;
+
+use super::{Event, Fx, Node, Timer};
+use crate::conversation::Conversation;
+use crate::ids::{ConversationId, DeviceId, Millis};
+use crate::membership::{CertError, Certificate};
+use crate::store::{keys, StoreOp};
+use crate::team::TEAM_DOC_ID;
+use crate::wire::{
+    CatalogEntry, Frame, Reason, MAX_CATALOG_ENTRIES, PROTOCOL_VERSION, SYNC_CHUNK_LEN,
+};
+
+/// Most catalog entries we accept from one peer in one catalog.
+const MAX_CATALOG_TOTAL: usize = 1_000_000;
+
+pub(crate) enum PeerState {
+    AwaitingHello,
+    Member(Box<Certificate>),
+}
+
+pub(crate) struct Peer {
+    pub state: PeerState,
+    pub sync: HashMap<[u8; 16], sync::State>,
+    /// Partly received sync messages, per document.
+    parts: HashMap<[u8; 16], Vec<u8>>,
+    parts_bytes: usize,
+    /// The peer's catalog as it arrives (it may span frames).
+    catalog: BTreeMap<[u8; 16], [u8; 16]>,
+}
+
+impl Peer {
+    fn new() -> Peer {
+        Peer {
+            state: PeerState::AwaitingHello,
+            sync: HashMap::new(),
+            parts: HashMap::new(),
+            parts_bytes: 0,
+            catalog: BTreeMap::new(),
+        }
+    }
+
+    pub fn member(&self) -> Option<&Certificate> {
+        match &self.state {
+            PeerState::Member(c) => Some(c),
+            PeerState::AwaitingHello => None,
+        }
+    }
+}
+
+pub(crate) fn reason_for(e: &CertError) -> Reason {
+    match e {
+        CertError::WrongTeam => Reason::WrongTeam,
+        CertError::BadSignature => Reason::BadSignature,
+        CertError::NotYetValid => Reason::NotYetValid,
+        CertError::Expired => Reason::Expired,
+        CertError::RevokedDevice | CertError::RevokedMember => Reason::Revoked,
+        CertError::WrongDevice => Reason::WrongDevice,
+    }
+}
+
+/// Splits an encoded sync message into `Sync` frames.
+pub(crate) fn push_sync_frames(
+    peer: DeviceId,
+    doc: [u8; 16],
+    msg: &[u8],
+    send: &mut Vec<(DeviceId, Vec<u8>)>,
+) {
+    let mut chunks = msg.chunks(SYNC_CHUNK_LEN).peekable();
+    while let Some(chunk) = chunks.next() {
+        let frame = Frame::Sync {
+            doc,
+            more: chunks.peek().is_some(),
+            data: chunk.to_vec(),
+        };
+        send.push((peer, frame.encode()));
+    }
+}
+
+impl Node {
+    pub(super) fn on_connected(&mut self, now: Millis, peer: DeviceId, fx: &mut Fx) {
+        if peer == self.device {
+            fx.disconnect.push((peer, Reason::ProtocolViolation));
+            return;
+        }
+        let Some(m) = &self.membership else {
+            // We cannot prove anything, so we say nothing but why.
+            fx.send.push((
+                peer,
+                Frame::Refuse {
+                    reason: Reason::NotAMember,
+                }
+                .encode(),
+            ));
+            fx.disconnect.push((peer, Reason::NotAMember));
+            return;
+        };
+        let hello = Frame::Hello {
+            version: PROTOCOL_VERSION,
+            certificate: m.cert.clone(),
+        };
+        self.peers.insert(peer, Peer::new());
+        fx.send.push((peer, hello.encode()));
+        fx.timers
+            .push((Timer::Hello(peer), now + self.config.hello_timeout_ms));
+    }
+
+    pub(super) fn on_frame(&mut self, now: Millis, peer: DeviceId, bytes: &[u8], fx: &mut Fx) {
+        let Some(p) = self.peers.get(&peer) else {
+            // Not connected (or already refused): ignore whatever is in flight.
+            return;
+        };
+        let frame = match Frame::decode(bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(peer = %peer.short(), error = %e, "frame does not decode");
+                let reason = match e {
+                    crate::codec::DecodeError::Unknown("protocol version", _) => {
+                        Reason::UnsupportedVersion
+                    }
+                    crate::codec::DecodeError::TooLong("frame", _) => Reason::LimitExceeded,
+                    _ => Reason::Malformed,
+                };
+                self.refuse(peer, reason, fx);
+                return;
+            }
+        };
+        let is_member = p.member().is_some();
+        match frame {
+            Frame::Refuse { reason } => {
+                tracing::info!(peer = %peer.short(), %reason, "peer refused us");
+                self.peers.remove(&peer);
+                fx.disconnect.push((peer, reason));
+                fx.emit.push(Event::PeerRefused {
+                    peer,
+                    reason,
+                    by_us: false,
+                });
+            }
+            Frame::Hello { certificate, .. } if !is_member => {
+                self.on_hello(now, peer, certificate, fx)
+            }
+            _ if !is_member => self.refuse(peer, Reason::ProtocolViolation, fx),
+            Frame::Hello { .. } => self.refuse(peer, Reason::ProtocolViolation, fx),
+            Frame::Catalog { entries, last } => self.on_catalog(peer, entries, last, fx),
+            Frame::Header { header } => self.on_header(now, peer, header, fx),
+            Frame::Sync { doc, more, data } => self.on_sync(now, peer, doc, more, data, fx),
+        }
+    }
+
+    fn on_hello(&mut self, now: Millis, peer: DeviceId, cert: Certificate, fx: &mut Fx) {
+        let Some(m) = &self.membership else { return };
+        let verdict = if cert.device != peer {
+            Err(CertError::WrongDevice)
+        } else {
+            cert.check(&m.cert.team, now, &m.team.revoked)
+        };
+        if let Err(e) = verdict {
+            self.refuse(peer, reason_for(&e), fx);
+            return;
+        }
+        tracing::info!(peer = %peer.short(), name = %cert.display_name, "peer proved membership");
+        fx.emit.push(Event::PeerJoined {
+            peer,
+            member: cert.member,
+            name: cert.display_name.clone(),
+        });
+        if let Some(m) = &mut self.membership {
+            m.team
+                .directory
+                .entry(cert.device)
+                .or_insert_with(|| cert.clone());
+        }
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.state = PeerState::Member(Box::new(cert));
+        }
+        self.send_catalog(peer, fx);
+    }
+
+    /// Our catalog for `peer`: the team document and every conversation it may have.
+    fn send_catalog(&mut self, peer: DeviceId, fx: &mut Fx) {
+        let mut entries = Vec::new();
+        if let Some(m) = &self.membership {
+            entries.push(CatalogEntry {
+                doc: TEAM_DOC_ID,
+                heads: m.team.replica().heads_digest(),
+            });
+        }
+        for (id, c) in &self.convs {
+            if self.may_share(&id.0, &peer) {
+                entries.push(CatalogEntry {
+                    doc: id.0,
+                    heads: c.replica().heads_digest(),
+                });
+            }
+        }
+        let n = entries.len().div_ceil(MAX_CATALOG_ENTRIES).max(1);
+        let mut chunks = entries.chunks(MAX_CATALOG_ENTRIES);
+        for i in 0..n {
+            let frame = Frame::Catalog {
+                entries: chunks
+                    .next()
+                    .map(<[CatalogEntry]>::to_vec)
+                    .unwrap_or_default(),
+                last: i + 1 == n,
+            };
+            fx.send.push((peer, frame.encode()));
+        }
+    }
+
+    fn on_catalog(&mut self, peer: DeviceId, entries: Vec<CatalogEntry>, last: bool, fx: &mut Fx) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        for e in entries {
+            p.catalog.insert(e.doc, e.heads);
+        }
+        if p.catalog.len() > MAX_CATALOG_TOTAL {
+            self.refuse(peer, Reason::LimitExceeded, fx);
+            return;
+        }
+        if !last {
+            return;
+        }
+        let theirs = std::mem::take(&mut p.catalog);
+        let mut docs: Vec<([u8; 16], [u8; 16])> = Vec::new();
+        if let Some(m) = &self.membership {
+            docs.push((TEAM_DOC_ID, m.team.replica().heads_digest()));
+        }
+        docs.extend(
+            self.convs
+                .iter()
+                .map(|(id, c)| (id.0, c.replica().heads_digest())),
+        );
+        for (doc, ours) in docs {
+            if !self.may_share(&doc, &peer) {
+                continue;
+            }
+            match theirs.get(&doc) {
+                Some(h) if *h == ours => self.mark_level(peer, &doc),
+                Some(_) => self.push_doc(&doc, peer, fx),
+                None => {
+                    if let Some(c) = self.convs.get(&ConversationId(doc)) {
+                        fx.send.push((
+                            peer,
+                            Frame::Header {
+                                header: c.header.clone(),
+                            }
+                            .encode(),
+                        ));
+                    }
+                    self.push_doc(&doc, peer, fx);
+                }
+            }
+        }
+    }
+
+    /// The peer's heads equal ours: start the sync state from there, so that
+    /// the next local change is pushed at once, in a single message.
+    fn mark_level(&mut self, peer: DeviceId, doc: &[u8; 16]) {
+        let heads = if *doc == TEAM_DOC_ID {
+            self.membership.as_ref().map(|m| m.team.replica().heads())
+        } else {
+            self.convs
+                .get(&ConversationId(*doc))
+                .map(|c| c.replica().heads())
+        };
+        let (Some(heads), Some(p)) = (heads, self.peers.get_mut(&peer)) else {
+            return;
+        };
+        let state = p.sync.entry(*doc).or_default();
+        state.shared_heads = heads.clone();
+        state.last_sent_heads = heads.clone();
+        state.their_heads = Some(heads.clone());
+        state.their_need = Some(Vec::new());
+        state.their_have = Some(vec![sync::Have {
+            last_sync: heads,
+            bloom: Default::default(),
+        }]);
+        state.have_responded = true;
+    }
+
+    fn on_header(
+        &mut self,
+        _now: Millis,
+        peer: DeviceId,
+        header: crate::header::ConversationHeader,
+        fx: &mut Fx,
+    ) {
+        let Some(m) = &self.membership else { return };
+        if self.convs.contains_key(&header.id) {
+            return;
+        }
+        let peer_admitted = self
+            .peers
+            .get(&peer)
+            .and_then(Peer::member)
+            .is_some_and(|c| header.admits(c));
+        if !header.admits(&m.cert) || !peer_admitted {
+            // Not ours to hold: a correct peer never sends it. Drop it.
+            tracing::warn!(peer = %peer.short(), conversation = %header.id, "ignoring a header we are not a member of");
+            return;
+        }
+        let id = header.id;
+        let title = header.title();
+        fx.persist.push(StoreOp::Put {
+            key: keys::header(&id.0),
+            value: header.encode(),
+        });
+        self.convs
+            .insert(id, Conversation::new(header, &self.actor));
+        fx.emit.push(Event::ConversationAdded {
+            conversation: id,
+            title,
+        });
+    }
+
+    fn on_sync(
+        &mut self,
+        now: Millis,
+        peer: DeviceId,
+        doc: [u8; 16],
+        more: bool,
+        data: Vec<u8>,
+        fx: &mut Fx,
+    ) {
+        if !self.may_share(&doc, &peer) {
+            tracing::debug!(peer = %peer.short(), "ignoring sync for a document we do not share with this peer");
+            return;
+        }
+        let limit = self.config.max_reassembly_bytes;
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        p.parts_bytes += data.len();
+        if p.parts_bytes > limit {
+            self.refuse(peer, Reason::LimitExceeded, fx);
+            return;
+        }
+        let buf = p.parts.entry(doc).or_default();
+        buf.extend_from_slice(&data);
+        if more {
+            return;
+        }
+        let msg = p.parts.remove(&doc).unwrap_or_default();
+        p.parts_bytes -= msg.len();
+        let mut state = p.sync.remove(&doc).unwrap_or_default();
+
+        let before;
+        let result = if doc == TEAM_DOC_ID {
+            let Some(m) = &mut self.membership else {
+                return;
+            };
+            before = m.team.replica().heads_digest();
+            m.team
+                .replica_mut()
+                .receive_sync(&mut state, &msg)
+                .map(|entries| {
+                    let applied = m.team.index(entries);
+                    (None, Some(applied))
+                })
+        } else {
+            let id = ConversationId(doc);
+            let Some(c) = self.convs.get_mut(&id) else {
+                return;
+            };
+            before = c.replica().heads_digest();
+            c.receive_sync(&mut state, &msg).map(|a| (Some(a), None))
+        };
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.sync.insert(doc, state);
+        }
+        let (applied, team_applied) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(peer = %peer.short(), error = %e, "sync message rejected");
+                self.refuse(peer, Reason::Malformed, fx);
+                return;
+            }
+        };
+        if let Some(a) = applied {
+            let id = ConversationId(doc);
+            self.persist_conv(&id, fx);
+            self.emit_applied(now, id, &a, fx);
+        }
+        if let Some(t) = team_applied {
+            self.persist_team(fx);
+            for r in &t.revocations {
+                fx.persist.push(StoreOp::Put {
+                    key: keys::revocation(&r.key()),
+                    value: r.encode(),
+                });
+                fx.emit.push(Event::Revoked { target: r.target });
+            }
+            if !t.revocations.is_empty() {
+                self.enforce_membership(now, fx);
+            }
+        }
+        // Answer the sender, and relay anything new to everyone else.
+        self.push_doc(&doc, peer, fx);
+        let after = if doc == TEAM_DOC_ID {
+            self.membership
+                .as_ref()
+                .map(|m| m.team.replica().heads_digest())
+        } else {
+            self.convs
+                .get(&ConversationId(doc))
+                .map(|c| c.replica().heads_digest())
+        };
+        if after != Some(before) {
+            let others: Vec<DeviceId> = self.peers.keys().copied().filter(|d| *d != peer).collect();
+            for o in others {
+                self.push_doc(&doc, o, fx);
+            }
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Read-only views of the node's state, as the CLI and the API render them.
+//! Everything here is derived from the documents; nothing is stored twice.
+//!
+//! Invariant: the rendered history of a conversation depends only on the
+//! document and the team directory, so two converged devices render the
+//! same history byte for byte.
+
+use serde::Serialize;
+
+use super::Node;
+use crate::header::ConversationKind;
+use crate::hlc::Hlc;
+use crate::ids::{ConversationId, DeviceId, MemberId, MessageId};
+use crate::message::Priority;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConversationSummary {
+    pub id: ConversationId,
+    pub title: String,
+    /// "direct", "group" or "role".
+    pub kind: &'static str,
+    pub members: Vec<MemberId>,
+    pub role: Option<String>,
+    pub messages: usize,
+    pub unread: usize,
+    pub last_activity: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RenderedMessage {
+    pub id: MessageId,
+    /// Hybrid logical clock: milliseconds since the epoch, then a counter.
+    pub hlc: u64,
+    pub time_ms: u64,
+    pub author: MemberId,
+    pub author_name: Option<String>,
+    pub device: DeviceId,
+    /// The author's device holds a certificate for the author member that
+    /// this node has verified. (The signature itself always verified, or the
+    /// message would not be here.)
+    pub author_verified: bool,
+    pub priority: Priority,
+    pub reply_to: Option<MessageId>,
+    pub body: String,
+    pub delivered_to: Vec<MemberId>,
+    pub read_by: Vec<MemberId>,
+    pub acked_by: Vec<MemberId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PeerInfo {
+    pub device: DeviceId,
+    pub member: Option<MemberId>,
+    pub name: Option<String>,
+    /// The peer has proved a valid certificate.
+    pub verified: bool,
+}
+
+impl Node {
+    fn member_name(&self, member: &MemberId) -> Option<String> {
+        self.directory()
+            .filter(|c| c.member == *member)
+            .max_by_key(|c| c.issued)
+            .map(|c| c.display_name.clone())
+    }
+
+    /// The conversations this device holds, newest activity first.
+    pub fn conversations(&self) -> Vec<ConversationSummary> {
+        let me = self.member_id();
+        let mut out: Vec<ConversationSummary> = self
+            .convs
+            .values()
+            .map(|c| {
+                let read = me.and_then(|m| c.receipts.read.get(&m).copied());
+                let unread = c
+                    .messages()
+                    .rev()
+                    .take_while(|m| read.is_none_or(|r| m.order_key() > r))
+                    .filter(|m| Some(m.author_member) != me)
+                    .count();
+                let (kind, members, role) = match &c.header.kind {
+                    ConversationKind::Direct { members } => ("direct", members.to_vec(), None),
+                    ConversationKind::Group { members, .. } => {
+                        ("group", members.iter().copied().collect(), None)
+                    }
+                    ConversationKind::Role { role } => ("role", Vec::new(), Some(role.clone())),
+                };
+                let title = match &c.header.kind {
+                    ConversationKind::Direct { members } => {
+                        let other = members
+                            .iter()
+                            .find(|m| Some(**m) != me)
+                            .unwrap_or(&members[0]);
+                        self.member_name(other)
+                            .unwrap_or_else(|| format!("member {}", &other.to_hex()[..8]))
+                    }
+                    _ => c.header.title(),
+                };
+                ConversationSummary {
+                    id: c.id(),
+                    title,
+                    kind,
+                    members,
+                    role,
+                    messages: c.len(),
+                    unread,
+                    last_activity: c.last_position().map(|(h, _)| h.millis()),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| b.last_activity.cmp(&a.last_activity).then(a.id.cmp(&b.id)));
+        out
+    }
+
+    /// The history of a conversation in display order, `limit` newest if given.
+    pub fn history(
+        &self,
+        id: &ConversationId,
+        limit: Option<usize>,
+    ) -> Option<Vec<RenderedMessage>> {
+        let c = self.convs.get(id)?;
+        let skip = limit.map_or(0, |l| c.len().saturating_sub(l));
+        let verified_device = |d: &DeviceId, m: &MemberId| {
+            self.membership
+                .as_ref()
+                .and_then(|ms| ms.team.directory.get(d))
+                .is_some_and(|cert| cert.member == *m)
+        };
+        Some(
+            c.messages()
+                .skip(skip)
+                .map(|m| {
+                    let pos = m.order_key();
+                    let upto = |map: &std::collections::BTreeMap<MemberId, (Hlc, MessageId)>| {
+                        map.iter()
+                            .filter(|(who, at)| **who != m.author_member && **at >= pos)
+                            .map(|(who, _)| *who)
+                            .collect::<Vec<_>>()
+                    };
+                    RenderedMessage {
+                        id: pos.1,
+                        hlc: m.hlc.0,
+                        time_ms: m.hlc.millis(),
+                        author: m.author_member,
+                        author_name: self.member_name(&m.author_member),
+                        device: m.author_device,
+                        author_verified: verified_device(&m.author_device, &m.author_member),
+                        priority: m.priority,
+                        reply_to: m.reply_to,
+                        body: m.body.clone(),
+                        delivered_to: upto(&c.receipts.delivered),
+                        read_by: upto(&c.receipts.read),
+                        acked_by: c
+                            .receipts
+                            .acks
+                            .get(&pos.1)
+                            .map(|s| s.iter().copied().collect())
+                            .unwrap_or_default(),
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    /// Connected peers.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        self.peers
+            .iter()
+            .map(|(d, p)| PeerInfo {
+                device: *d,
+                member: p.member().map(|c| c.member),
+                name: p.member().map(|c| c.display_name.clone()),
+                verified: p.member().is_some(),
+            })
+            .collect()
+    }
+}

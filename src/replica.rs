@@ -1,0 +1,399 @@
+//! One replicated Automerge document: its deterministic genesis, incremental
+//! persistence (chunks plus occasional snapshots), the sync protocol, and the
+//! extraction of new entries from local or remote changes.
+//!
+//! Both conversation documents and the team document are `Replica`s; they
+//! differ only in their schema (the root objects) and in how they interpret
+//! entries.
+//!
+//! Invariants:
+//! - Every replica of a document starts from the same genesis change (same
+//!   actor, time and ops, hence the same hash), so a device that has only a
+//!   conversation's header can write to it before it has synced anything.
+//! - Entries are reported incrementally (from patches), so appending to a
+//!   100k-entry document costs the same as appending to an empty one.
+//! - Deletions are never reported: an entry once seen stays seen.
+//! - The replica never reads the clock: commit times come from `now`.
+
+use automerge::sync::{self, SyncDoc};
+use automerge::transaction::{CommitOptions, Transactable, Transaction};
+use automerge::{
+    ActorId, Automerge, ChangeHash, ObjType, PatchAction, PatchLog, ReadDoc, ScalarValue,
+    ScalarValueRef, Value, ValueRef, ROOT,
+};
+use thiserror::Error;
+
+use crate::crypto;
+use crate::ids::Millis;
+
+/// The root objects of a document kind.
+#[derive(Clone, Copy, Debug)]
+pub struct Schema {
+    pub roots: &'static [(&'static str, ObjType)],
+}
+
+/// A value found in one of the schema's root objects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// A bytes value inserted into the list root number `root`.
+    Item { root: usize, value: Vec<u8> },
+    /// A bytes value put under `key` in the map root number `root`.
+    Keyed {
+        root: usize,
+        key: String,
+        value: Vec<u8>,
+    },
+}
+
+#[derive(Debug, Error)]
+pub enum ReplicaError {
+    #[error("automerge rejected the data: {0}")]
+    Automerge(#[from] automerge::AutomergeError),
+    #[error("the sync message does not decode: {0}")]
+    SyncDecode(String),
+}
+
+/// What must be written to the store after a mutation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Persist {
+    /// Append these change bytes as chunk number `seq`.
+    Chunk { seq: u64, bytes: Vec<u8> },
+    /// Replace the snapshot and delete every chunk with a number below `upto`.
+    Snapshot { bytes: Vec<u8>, upto: u64 },
+}
+
+/// Snapshots are written once the chunks written since the last one
+/// outweigh it (amortised O(1) per byte), but never for less than this.
+const MIN_COMPACT_BYTES: usize = 256 * 1024;
+
+pub struct Replica {
+    doc: Automerge,
+    roots: Vec<automerge::ObjId>,
+    saved_heads: Vec<ChangeHash>,
+    next_chunk: u64,
+    chunk_bytes: usize,
+    snapshot_bytes: usize,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("heads", &self.doc.get_heads().len())
+            .finish()
+    }
+}
+
+fn genesis(doc_id: &[u8; 16], schema: Schema) -> (Automerge, Vec<automerge::ObjId>) {
+    let mut doc = Automerge::new().with_actor(ActorId::from(doc_id.as_slice()));
+    let mut tx = doc.transaction();
+    let roots = schema
+        .roots
+        .iter()
+        .map(|(name, typ)| tx.put_object(ROOT, *name, *typ).expect("fresh document"))
+        .collect();
+    tx.commit_with(CommitOptions::default().with_time(0));
+    (doc, roots)
+}
+
+fn commit_time(now: Millis) -> i64 {
+    i64::try_from(now / 1000).unwrap_or(i64::MAX)
+}
+
+impl Replica {
+    pub fn new(doc_id: &[u8; 16], schema: Schema, actor: &ActorId) -> Replica {
+        let (doc, roots) = genesis(doc_id, schema);
+        Replica {
+            doc: doc.with_actor(actor.clone()),
+            roots,
+            saved_heads: Vec::new(),
+            next_chunk: 0,
+            chunk_bytes: 0,
+            snapshot_bytes: 0,
+        }
+    }
+
+    /// Rebuilds a replica from what the store holds, returning it with every
+    /// entry it contains. Chunks must be given in ascending `seq` order.
+    pub fn load(
+        doc_id: &[u8; 16],
+        schema: Schema,
+        actor: &ActorId,
+        snapshot: Option<&[u8]>,
+        chunks: &[(u64, Vec<u8>)],
+    ) -> Result<(Replica, Vec<Entry>), ReplicaError> {
+        let (mut doc, roots) = match snapshot {
+            Some(bytes) => {
+                let (_, roots) = genesis(doc_id, schema);
+                let mut doc = Automerge::load(bytes)?;
+                // The snapshot may predate nothing: make sure genesis is in.
+                let (g, _) = genesis(doc_id, schema);
+                doc.merge(&mut g.clone())?;
+                (doc, roots)
+            }
+            None => genesis(doc_id, schema),
+        };
+        let mut chunk_bytes = 0;
+        for (_, bytes) in chunks {
+            doc.load_incremental(bytes)?;
+            chunk_bytes += bytes.len();
+        }
+        let doc = doc.with_actor(actor.clone());
+        let mut replica = Replica {
+            saved_heads: doc.get_heads(),
+            doc,
+            roots,
+            next_chunk: chunks.last().map_or(0, |(s, _)| s + 1),
+            chunk_bytes,
+            snapshot_bytes: snapshot.map_or(0, <[u8]>::len),
+        };
+        let entries = replica.all_entries();
+        // The genesis change is never stored on its own: it is recreated.
+        if replica.snapshot_bytes == 0 && chunks.is_empty() {
+            replica.saved_heads = Vec::new();
+        }
+        Ok((replica, entries))
+    }
+
+    fn all_entries(&self) -> Vec<Entry> {
+        let mut out = Vec::new();
+        for (root, obj) in self.roots.iter().enumerate() {
+            match self.doc.object_type(obj) {
+                Ok(ObjType::List) => {
+                    for item in self.doc.list_range(obj, ..) {
+                        if let ValueRef::Scalar(ScalarValueRef::Bytes(b)) = &item.value {
+                            out.push(Entry::Item {
+                                root,
+                                value: b.to_vec(),
+                            });
+                        }
+                    }
+                }
+                Ok(ObjType::Map) => {
+                    for item in self.doc.map_range(obj, ..) {
+                        if let ValueRef::Scalar(ScalarValueRef::Bytes(b)) = &item.value {
+                            out.push(Entry::Keyed {
+                                root,
+                                key: item.key.to_string(),
+                                value: b.to_vec(),
+                            });
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    pub fn heads(&self) -> Vec<ChangeHash> {
+        self.doc.get_heads()
+    }
+
+    /// A 16-byte digest of the heads, used by the catalog to tell cheaply
+    /// whether two replicas are level.
+    pub fn heads_digest(&self) -> [u8; 16] {
+        let heads = self.doc.get_heads();
+        let parts: Vec<&[u8]> = heads.iter().map(|h| h.0.as_slice()).collect();
+        let d = crypto::sha256(&parts);
+        d[..16].try_into().expect("16 bytes")
+    }
+
+    /// Inserts `value` into list root `root` (at the front: display order is
+    /// computed, not positional, and inserting at 0 costs the same at any length).
+    pub fn insert(&mut self, now: Millis, root: usize, value: Vec<u8>) -> Result<(), ReplicaError> {
+        let obj = self.roots[root].clone();
+        self.local(now, |tx| {
+            tx.insert(&obj, 0, ScalarValue::Bytes(value))?;
+            Ok(())
+        })
+    }
+
+    /// Puts `value` under `key` in map root `root`.
+    pub fn put(
+        &mut self,
+        now: Millis,
+        root: usize,
+        key: &str,
+        value: Vec<u8>,
+    ) -> Result<(), ReplicaError> {
+        let obj = self.roots[root].clone();
+        self.local(now, |tx| {
+            tx.put(&obj, key, ScalarValue::Bytes(value))?;
+            Ok(())
+        })
+    }
+
+    /// Is `key` present in map root `root`?
+    pub fn contains_key(&self, root: usize, key: &str) -> bool {
+        matches!(self.doc.get(&self.roots[root], key), Ok(Some(_)))
+    }
+
+    fn local(
+        &mut self,
+        now: Millis,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<(), automerge::AutomergeError>,
+    ) -> Result<(), ReplicaError> {
+        let mut tx = self.doc.transaction();
+        match f(&mut tx) {
+            Ok(()) => {
+                tx.commit_with(CommitOptions::default().with_time(commit_time(now)));
+                Ok(())
+            }
+            Err(e) => {
+                tx.rollback();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The next message for a peer, if there is anything to say.
+    pub fn generate_sync(&self, state: &mut sync::State) -> Option<Vec<u8>> {
+        self.doc
+            .generate_sync_message(state)
+            .map(sync::Message::encode)
+    }
+
+    /// Applies a peer's sync message and returns the entries it added.
+    pub fn receive_sync(
+        &mut self,
+        state: &mut sync::State,
+        bytes: &[u8],
+    ) -> Result<Vec<Entry>, ReplicaError> {
+        let msg =
+            sync::Message::decode(bytes).map_err(|e| ReplicaError::SyncDecode(e.to_string()))?;
+        let mut log = PatchLog::active();
+        self.doc
+            .receive_sync_message_log_patches(state, msg, &mut log)?;
+        let patches = self.doc.make_patches(&mut log);
+        let mut out = Vec::new();
+        for p in patches {
+            let Some(root) = self.roots.iter().position(|r| *r == p.obj) else {
+                continue;
+            };
+            match p.action {
+                PatchAction::Insert { values, .. } => {
+                    for (v, _, _) in values.iter() {
+                        if let Value::Scalar(s) = v {
+                            if let ScalarValue::Bytes(b) = s.as_ref() {
+                                out.push(Entry::Item {
+                                    root,
+                                    value: b.clone(),
+                                });
+                            }
+                        }
+                    }
+                }
+                PatchAction::PutMap {
+                    key,
+                    value: (Value::Scalar(s), _),
+                    ..
+                } => {
+                    if let ScalarValue::Bytes(b) = s.as_ref() {
+                        out.push(Entry::Keyed {
+                            root,
+                            key,
+                            value: b.clone(),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// True if every change since the last [`Replica::take_persist`] is saved.
+    pub fn is_saved(&self) -> bool {
+        self.saved_heads == self.doc.get_heads()
+    }
+
+    /// What to write so the store holds everything this replica has.
+    pub fn take_persist(&mut self) -> Option<Persist> {
+        let heads = self.doc.get_heads();
+        if heads == self.saved_heads {
+            return None;
+        }
+        let bytes = self.doc.save_after(&self.saved_heads);
+        self.saved_heads = heads;
+        self.chunk_bytes += bytes.len();
+        if self.chunk_bytes > MIN_COMPACT_BYTES.max(self.snapshot_bytes) {
+            let snapshot = self.doc.save();
+            self.snapshot_bytes = snapshot.len();
+            self.chunk_bytes = 0;
+            return Some(Persist::Snapshot {
+                bytes: snapshot,
+                upto: self.next_chunk,
+            });
+        }
+        let seq = self.next_chunk;
+        self.next_chunk += 1;
+        Some(Persist::Chunk { seq, bytes })
+    }
+
+    /// Full save, for tests and benchmarks.
+    pub fn save(&self) -> Vec<u8> {
+        self.doc.save()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCHEMA: Schema = Schema {
+        roots: &[("items", ObjType::List), ("keys", ObjType::Map)],
+    };
+
+    fn sync_pair(a: &mut Replica, b: &mut Replica) -> usize {
+        let (mut sa, mut sb) = (sync::State::new(), sync::State::new());
+        let mut rounds = 0;
+        loop {
+            let m1 = a.generate_sync(&mut sa);
+            if let Some(m) = &m1 {
+                b.receive_sync(&mut sb, m).unwrap();
+            }
+            let m2 = b.generate_sync(&mut sb);
+            if let Some(m) = &m2 {
+                a.receive_sync(&mut sa, m).unwrap();
+            }
+            if m1.is_none() && m2.is_none() {
+                return rounds;
+            }
+            rounds += 1;
+        }
+    }
+
+    #[test]
+    fn independent_geneses_are_one_document() {
+        let id = [1u8; 16];
+        let mut a = Replica::new(&id, SCHEMA, &ActorId::from([2u8; 16].as_slice()));
+        let mut b = Replica::new(&id, SCHEMA, &ActorId::from([3u8; 16].as_slice()));
+        a.insert(1000, 0, b"from a".to_vec()).unwrap();
+        b.insert(1000, 0, b"from b".to_vec()).unwrap();
+        sync_pair(&mut a, &mut b);
+        assert_eq!(a.heads(), b.heads());
+        assert_eq!(a.all_entries().len(), 2);
+        assert_eq!(a.all_entries(), b.all_entries());
+    }
+
+    #[test]
+    fn persisted_chunks_reload() {
+        let id = [1u8; 16];
+        let actor = ActorId::from([2u8; 16].as_slice());
+        let mut a = Replica::new(&id, SCHEMA, &actor);
+        let mut chunks = Vec::new();
+        for i in 0..5u8 {
+            a.insert(1000, 0, vec![i]).unwrap();
+            a.put(1000, 1, &format!("k{i}"), vec![i]).unwrap();
+            match a.take_persist().unwrap() {
+                Persist::Chunk { seq, bytes } => chunks.push((seq, bytes)),
+                Persist::Snapshot { .. } => unreachable!("tiny document"),
+            }
+        }
+        let (b, entries) = Replica::load(&id, SCHEMA, &actor, None, &chunks).unwrap();
+        assert_eq!(b.heads(), a.heads());
+        assert_eq!(entries.len(), 10);
+        let (c, _) = Replica::load(&id, SCHEMA, &actor, Some(&a.save()), &[]).unwrap();
+        assert_eq!(c.heads(), a.heads());
+    }
+}

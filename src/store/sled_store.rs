@@ -1,0 +1,228 @@
+//! The on-disk [`Store`]: one sled database in `<data dir>/db`, guarded by an
+//! exclusive lock on `<data dir>/huddle.lock`.
+//!
+//! Invariants:
+//! - a write is durable only after [`Store::flush`] returns (sled may make it
+//!   durable earlier, never later); a batch given to [`Store::apply`] survives
+//!   a crash whole or not at all;
+//! - one process per data directory: the lock is taken before sled is opened
+//!   and held for as long as the [`SledStore`] lives, and a second opener is
+//!   told the pid of the holder.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::{Store, StoreError, StoreOp};
+
+const LOCK_FILE: &str = "huddle.lock";
+const DB_DIR: &str = "db";
+/// The file inside the sled directory that sled itself `flock`s.
+const SLED_LOCKED_FILE: &str = "db";
+/// How long `open` waits for a previous sled instance of this process to let
+/// go of its files (see [`wait_for_sled_release`]).
+const SLED_RELEASE_DEADLINE: Duration = Duration::from_secs(2);
+
+/// A [`Store`] backed by sled.
+pub struct SledStore {
+    // Field order matters: sled is dropped before the lock is released.
+    db: sled::Db,
+    /// Holds the exclusive lock on `huddle.lock` for the life of the store.
+    _lock: File,
+}
+
+impl SledStore {
+    /// Opens (creating if needed) the store in `dir`.
+    ///
+    /// Fails with [`StoreError::Locked`] if another process (or another
+    /// `SledStore` in this one) has the directory open, and with
+    /// [`StoreError::NewerFormat`] if the data was written by a newer huddle.
+    pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
+        create_private_dir(dir)?;
+        let lock = take_lock(&dir.join(LOCK_FILE))?;
+
+        let db_dir = dir.join(DB_DIR);
+        wait_for_sled_release(&db_dir.join(SLED_LOCKED_FILE))?;
+        let db = sled::Config::new().path(&db_dir).open().map_err(|e| {
+            sled_error(
+                &format!("cannot open the database in {}", db_dir.display()),
+                e,
+            )
+        })?;
+
+        let mut store = SledStore { db, _lock: lock };
+        super::check_format(&mut store)?;
+        Ok(store)
+    }
+
+    /// Bytes the database occupies on disk (for benchmarks); 0 if sled
+    /// cannot read its own file sizes.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+impl Store for SledStore {
+    fn apply(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        // The ops are folded into one key -> final value map first, so that
+        // a range delete also removes keys put earlier in the same batch
+        // (which the tree cannot see yet) and a later put overrides it.
+        let mut writes: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        for op in ops {
+            match op {
+                StoreOp::Put { key, value } => {
+                    writes.insert(key.clone(), Some(value.clone()));
+                }
+                StoreOp::Delete { key } => {
+                    writes.insert(key.clone(), None);
+                }
+                StoreOp::DeleteRange { from, to } => {
+                    if from >= to {
+                        continue;
+                    }
+                    for key in self.db.range(from.as_slice()..to.as_slice()).keys() {
+                        let key = key.map_err(|e| sled_error("cannot read the database", e))?;
+                        writes.insert(key.to_vec(), None);
+                    }
+                    for (_, value) in writes.range_mut(from.clone()..to.clone()) {
+                        *value = None;
+                    }
+                }
+            }
+        }
+
+        let mut batch = sled::Batch::default();
+        for (key, value) in writes {
+            match value {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
+            }
+        }
+        self.db
+            .apply_batch(batch)
+            .map_err(|e| sled_error("cannot write to the database", e))
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        self.db
+            .flush()
+            .map(|_| ())
+            .map_err(|e| sled_error("cannot flush the database to disk", e))
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db
+            .get(key)
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(|e| sled_error("cannot read the database", e))
+    }
+
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.db
+            .scan_prefix(prefix)
+            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())))
+            .collect::<Result<_, _>>()
+            .map_err(|e| sled_error("cannot read the database", e))
+    }
+}
+
+/// Turns a sled error into one sentence: `doing` says what we were doing.
+fn sled_error(doing: &str, e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Io(e) => StoreError::Io(format!("{doing}: {e}")),
+        sled::Error::Corruption { at, .. } => StoreError::Corrupt(match at {
+            Some(at) => format!("the database file is corrupt at {at:?}"),
+            None => "the database file is corrupt".into(),
+        }),
+        sled::Error::Unsupported(why) => StoreError::Io(format!("{doing}: {why}")),
+        sled::Error::ReportableBug(why) => {
+            StoreError::Io(format!("{doing}: internal sled error: {why}"))
+        }
+        sled::Error::CollectionNotFound(_) => {
+            StoreError::Io(format!("{doing}: a sled tree is missing"))
+        }
+    }
+}
+
+fn io_error(doing: &str, path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Io(format!("{doing} {}: {e}", path.display()))
+}
+
+/// Creates `dir` (and its parents) readable by its owner only.
+fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .map_err(|e| io_error("cannot create the data directory", dir, e))
+}
+
+/// Takes the exclusive lock on `path` and records our pid in it.
+fn take_lock(path: &Path) -> Result<File, StoreError> {
+    // No truncate: the file may hold the pid of a live holder, which a
+    // refused opener reads back.
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| io_error("cannot open the lock file", path, e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            return Err(StoreError::Locked {
+                pid: read_pid(&mut file),
+            })
+        }
+        Err(TryLockError::Error(e)) => return Err(io_error("cannot lock", path, e)),
+    }
+    let write_pid = |file: &mut File| -> std::io::Result<()> {
+        file.set_len(0)?;
+        file.seek(SeekFrom::Start(0))?;
+        writeln!(file, "{}", std::process::id())?;
+        file.flush()
+    };
+    write_pid(&mut file).map_err(|e| io_error("cannot write our pid to", path, e))?;
+    Ok(file)
+}
+
+/// The pid a holder wrote into the lock file, if it is there and readable
+/// (the holder may not have written it yet).
+fn read_pid(file: &mut File) -> Option<u32> {
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
+}
+
+/// Waits until no open file holds sled's own lock on `path`.
+///
+/// sled 0.34 releases that lock from background threads some time after the
+/// `Db` is dropped (spacejam/sled#1289), so reopening a store this process
+/// just closed can fail spuriously. We hold `huddle.lock`, so no other huddle
+/// can be the holder: whoever has it is on its way out, and we wait for that
+/// (the lock, not a guessed delay) up to a deadline.
+fn wait_for_sled_release(path: &Path) -> Result<(), StoreError> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        // A new store: nothing to wait for.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_error("cannot open", path, e)),
+    };
+    let deadline = Instant::now() + SLED_RELEASE_DEADLINE;
+    loop {
+        match file.try_lock() {
+            // Dropping `file` releases the probe lock.
+            Ok(()) => return Ok(()),
+            Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(TryLockError::WouldBlock) => return Err(StoreError::Locked { pid: None }),
+            Err(TryLockError::Error(e)) => return Err(io_error("cannot lock", path, e)),
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The frames two huddle nodes exchange over `/huddle/sync/1`. This is the
+//! only code that knows their byte layout; `protocol/wire.md` specifies it
+//! and `protocol/vectors/` holds test vectors checked by `tests/vectors.rs`.
+//!
+//! Invariant: decoding never panics and never allocates beyond the frame it
+//! was given; anything unexpected is a [`DecodeError`], which the node turns
+//! into a disconnect with a logged reason.
+
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::header::ConversationHeader;
+use crate::membership::Certificate;
+
+/// The protocol version carried in `Hello`.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// The libp2p protocol id for frames.
+pub const PROTOCOL_ID: &str = "/huddle/sync/1";
+/// Hard upper bound on one frame, enforced by the transport and again here.
+pub const MAX_FRAME_LEN: usize = 1024 * 1024;
+/// Sync messages larger than this are split into several `Sync` frames.
+pub const SYNC_CHUNK_LEN: usize = 512 * 1024;
+/// Most catalog entries in one frame (the catalog may span frames).
+pub const MAX_CATALOG_ENTRIES: usize = 16 * 1024;
+
+const TAG_HELLO: u8 = 1;
+const TAG_REFUSE: u8 = 2;
+const TAG_CATALOG: u8 = 3;
+const TAG_HEADER: u8 = 4;
+const TAG_SYNC: u8 = 5;
+
+/// Why a node refuses or drops a peer. Sent in `Refuse` and logged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// This node has no membership certificate yet.
+    NotAMember,
+    WrongTeam,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    Revoked,
+    /// The certificate names a different device key than Noise authenticated.
+    WrongDevice,
+    UnsupportedVersion,
+    /// A frame arrived that is not allowed in the current state.
+    ProtocolViolation,
+    /// A frame did not decode.
+    Malformed,
+    /// A frame, buffer or queue limit was exceeded.
+    LimitExceeded,
+    /// No hello arrived in time.
+    HelloTimeout,
+    /// Anything this version does not know.
+    Other(u8),
+}
+
+impl Reason {
+    pub fn code(self) -> u8 {
+        match self {
+            Reason::NotAMember => 1,
+            Reason::WrongTeam => 2,
+            Reason::BadSignature => 3,
+            Reason::Expired => 4,
+            Reason::NotYetValid => 5,
+            Reason::Revoked => 6,
+            Reason::WrongDevice => 7,
+            Reason::UnsupportedVersion => 8,
+            Reason::ProtocolViolation => 9,
+            Reason::Malformed => 10,
+            Reason::LimitExceeded => 11,
+            Reason::HelloTimeout => 12,
+            Reason::Other(c) => c,
+        }
+    }
+
+    pub fn from_code(c: u8) -> Reason {
+        match c {
+            1 => Reason::NotAMember,
+            2 => Reason::WrongTeam,
+            3 => Reason::BadSignature,
+            4 => Reason::Expired,
+            5 => Reason::NotYetValid,
+            6 => Reason::Revoked,
+            7 => Reason::WrongDevice,
+            8 => Reason::UnsupportedVersion,
+            9 => Reason::ProtocolViolation,
+            10 => Reason::Malformed,
+            11 => Reason::LimitExceeded,
+            12 => Reason::HelloTimeout,
+            c => Reason::Other(c),
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            Reason::NotAMember => "no membership certificate",
+            Reason::WrongTeam => "certificate of another team",
+            Reason::BadSignature => "certificate signature does not verify",
+            Reason::Expired => "certificate expired",
+            Reason::NotYetValid => "certificate not valid yet",
+            Reason::Revoked => "device or member revoked",
+            Reason::WrongDevice => "certificate is for another device key",
+            Reason::UnsupportedVersion => "unsupported protocol version",
+            Reason::ProtocolViolation => "protocol violation",
+            Reason::Malformed => "malformed frame",
+            Reason::LimitExceeded => "limit exceeded",
+            Reason::HelloTimeout => "no hello in time",
+            Reason::Other(c) => return write!(f, "reason {c}"),
+        };
+        f.write_str(s)
+    }
+}
+
+/// One catalog entry: a document the sender shares with the receiver, and a
+/// digest of the sender's heads for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CatalogEntry {
+    pub doc: [u8; 16],
+    pub heads: [u8; 16],
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// First frame on a connection, both ways: protocol version and the
+    /// sender's membership certificate.
+    Hello {
+        version: u8,
+        certificate: Certificate,
+    },
+    /// The sender refuses the connection; it closes right after.
+    Refuse { reason: Reason },
+    /// The documents the sender shares with the receiver; `last` is set on
+    /// the final frame of the catalog.
+    Catalog {
+        entries: Vec<CatalogEntry>,
+        last: bool,
+    },
+    /// A conversation header the receiver is a member of but lacks.
+    Header { header: ConversationHeader },
+    /// Part of an Automerge sync message for document `doc`; `more` is set
+    /// on every part but the last.
+    Sync {
+        doc: [u8; 16],
+        more: bool,
+        data: Vec<u8>,
+    },
+}
+
+impl Frame {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        match self {
+            Frame::Hello {
+                version,
+                certificate,
+            } => {
+                w.u8(TAG_HELLO).u8(*version).bytes(&certificate.encode());
+            }
+            Frame::Refuse { reason } => {
+                w.u8(TAG_REFUSE).u8(reason.code());
+            }
+            Frame::Catalog { entries, last } => {
+                w.u8(TAG_CATALOG)
+                    .u8(u8::from(*last))
+                    .varint(entries.len() as u64);
+                for e in entries {
+                    w.raw(&e.doc).raw(&e.heads);
+                }
+            }
+            Frame::Header { header } => {
+                w.u8(TAG_HEADER).bytes(&header.encode());
+            }
+            Frame::Sync { doc, more, data } => {
+                w.u8(TAG_SYNC).raw(doc).u8(u8::from(*more)).bytes(data);
+            }
+        }
+        w.finish()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Frame, DecodeError> {
+        if bytes.len() > MAX_FRAME_LEN {
+            return Err(DecodeError::TooLong("frame", MAX_FRAME_LEN));
+        }
+        let mut r = Reader::new(bytes);
+        let frame = match r.u8("frame tag")? {
+            TAG_HELLO => {
+                let version = r.u8("version")?;
+                if version != PROTOCOL_VERSION {
+                    // What follows may be in a format this version does not know.
+                    return Err(DecodeError::Unknown("protocol version", version.into()));
+                }
+                let certificate = Certificate::decode(r.bytes(4096, "certificate")?)?;
+                Frame::Hello {
+                    version,
+                    certificate,
+                }
+            }
+            TAG_REFUSE => Frame::Refuse {
+                reason: Reason::from_code(r.u8("reason")?),
+            },
+            TAG_CATALOG => {
+                let last = flag(&mut r, "last flag")?;
+                let n = r.count(MAX_CATALOG_ENTRIES, 32, "catalog entries")?;
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    entries.push(CatalogEntry {
+                        doc: r.array("document id")?,
+                        heads: r.array("heads digest")?,
+                    });
+                }
+                Frame::Catalog { entries, last }
+            }
+            TAG_HEADER => Frame::Header {
+                header: ConversationHeader::decode(r.bytes(MAX_FRAME_LEN, "header")?)?,
+            },
+            TAG_SYNC => Frame::Sync {
+                doc: r.array("document id")?,
+                more: flag(&mut r, "more flag")?,
+                data: r.bytes(MAX_FRAME_LEN, "sync data")?.to_vec(),
+            },
+            t => return Err(DecodeError::Unknown("frame tag", t.into())),
+        };
+        r.finish()?;
+        Ok(frame)
+    }
+}
+
+fn flag(r: &mut Reader<'_>, what: &'static str) -> Result<bool, DecodeError> {
+    match r.u8(what)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        v => Err(DecodeError::Unknown(what, v.into())),
+    }
+}
