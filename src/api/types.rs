@@ -1,0 +1,293 @@
+//! The JSON vocabulary of the local API (version 1). The CLI speaks exactly
+//! these types to a running node and builds the same ones from the store
+//! when no node runs, so `--json` output is the same either way.
+//!
+//! Invariant: every field is plain data (ids in their text form, times in
+//! milliseconds since the epoch); nothing here depends on the transport.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ConversationId, DeviceId, MemberId, MessageId, TeamId};
+use crate::membership::RevocationTarget;
+use crate::message::Priority;
+use crate::node::Event;
+
+/// What `GET /v1/status` returns: who this node is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub device: DeviceId,
+    pub member: Option<MemberId>,
+    pub name: Option<String>,
+    pub roles: Vec<String>,
+    pub team: Option<TeamId>,
+    pub team_name: Option<String>,
+    /// Certificate expiry, ms since the epoch.
+    pub expires: Option<u64>,
+    /// The addresses peers can dial (empty when read from the store offline).
+    pub listen: Vec<String>,
+    pub pid: u32,
+}
+
+/// One conversation, as `huddle chats` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chat {
+    pub id: ConversationId,
+    pub title: String,
+    /// "direct", "group" or "role".
+    pub kind: String,
+    pub members: Vec<MemberId>,
+    pub role: Option<String>,
+    pub messages: usize,
+    pub unread: usize,
+    pub last_activity: Option<u64>,
+}
+
+/// One message with its receipts, in display order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryMessage {
+    pub id: MessageId,
+    pub hlc: u64,
+    pub time_ms: u64,
+    pub author: MemberId,
+    pub author_name: Option<String>,
+    pub device: DeviceId,
+    /// False when this node holds no verified certificate binding the
+    /// author's device to the author: show such a message as unverified.
+    pub author_verified: bool,
+    pub priority: Priority,
+    pub reply_to: Option<MessageId>,
+    pub body: String,
+    pub delivered_to: Vec<MemberId>,
+    pub read_by: Vec<MemberId>,
+    pub acked_by: Vec<MemberId>,
+}
+
+/// A team member as this node's directory knows them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub member: MemberId,
+    pub name: String,
+    pub roles: Vec<String>,
+    pub devices: Vec<DeviceId>,
+    pub revoked: bool,
+    /// The latest expiry among the member's certificates.
+    pub expires: u64,
+}
+
+/// A connected peer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    pub device: DeviceId,
+    pub member: Option<MemberId>,
+    pub name: Option<String>,
+    /// The peer has proved a valid certificate.
+    pub verified: bool,
+    pub address: Option<String>,
+    /// "mdns", "static", "inbound" or "dialed".
+    pub found_by: Option<String>,
+    /// When the connection came up, ms since the epoch.
+    pub since_ms: Option<u64>,
+}
+
+/// Where a message lives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRef {
+    pub conversation: ConversationId,
+    pub message: MessageId,
+}
+
+/// `POST /v1/conversations`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum NewConversation {
+    /// A 1:1 conversation between this member and `with`.
+    Direct { with: MemberId },
+    /// A named group; this member is added if missing.
+    Group {
+        title: String,
+        members: Vec<MemberId>,
+    },
+    /// Everyone holding `role`.
+    Role { role: String },
+}
+
+/// `POST /v1/conversations/{id}/messages`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendRequest {
+    pub body: String,
+    #[serde(default = "routine")]
+    pub priority: Priority,
+    #[serde(default)]
+    pub reply_to: Option<MessageId>,
+}
+
+fn routine() -> Priority {
+    Priority::Routine
+}
+
+/// `POST /v1/revocations`: an authority-signed revocation, hex-encoded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeRequest {
+    pub revocation: String,
+}
+
+/// The answer to a create or a send.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Created<T> {
+    pub id: T,
+}
+
+/// Every error response: one sentence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// An event on `GET /v1/events` (the SSE `data:` field).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventJson {
+    ConversationAdded {
+        conversation: ConversationId,
+        title: String,
+    },
+    MessageAdded {
+        conversation: ConversationId,
+        message: MessageId,
+        hlc: u64,
+        author: MemberId,
+        priority: Priority,
+        local: bool,
+    },
+    Sent {
+        conversation: ConversationId,
+        message: MessageId,
+    },
+    ReceiptsChanged {
+        conversation: ConversationId,
+    },
+    PeerJoined {
+        peer: DeviceId,
+        member: MemberId,
+        name: String,
+    },
+    PeerLeft {
+        peer: DeviceId,
+    },
+    PeerRefused {
+        peer: DeviceId,
+        reason: String,
+        by_us: bool,
+    },
+    Revoked {
+        device: Option<DeviceId>,
+        member: Option<MemberId>,
+    },
+    Rejected {
+        conversation: Option<ConversationId>,
+        count: usize,
+    },
+    /// The stream fell behind and skipped `missed` events: re-read state.
+    Lagged {
+        missed: u64,
+    },
+}
+
+impl EventJson {
+    /// The SSE event name (`event:` field).
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventJson::ConversationAdded { .. } => "conversation_added",
+            EventJson::MessageAdded { .. } => "message_added",
+            EventJson::Sent { .. } => "sent",
+            EventJson::ReceiptsChanged { .. } => "receipts_changed",
+            EventJson::PeerJoined { .. } => "peer_joined",
+            EventJson::PeerLeft { .. } => "peer_left",
+            EventJson::PeerRefused { .. } => "peer_refused",
+            EventJson::Revoked { .. } => "revoked",
+            EventJson::Rejected { .. } => "rejected",
+            EventJson::Lagged { .. } => "lagged",
+        }
+    }
+
+    /// The conversation the event concerns, if any.
+    pub fn conversation(&self) -> Option<ConversationId> {
+        match self {
+            EventJson::ConversationAdded { conversation, .. }
+            | EventJson::MessageAdded { conversation, .. }
+            | EventJson::Sent { conversation, .. }
+            | EventJson::ReceiptsChanged { conversation } => Some(*conversation),
+            EventJson::Rejected { conversation, .. } => *conversation,
+            _ => None,
+        }
+    }
+}
+
+impl From<&Event> for EventJson {
+    fn from(e: &Event) -> EventJson {
+        match e.clone() {
+            Event::ConversationAdded {
+                conversation,
+                title,
+            } => EventJson::ConversationAdded {
+                conversation,
+                title,
+            },
+            Event::MessageAdded {
+                conversation,
+                message,
+                hlc,
+                author,
+                priority,
+                local,
+            } => EventJson::MessageAdded {
+                conversation,
+                message,
+                hlc: hlc.0,
+                author,
+                priority,
+                local,
+            },
+            Event::Sent {
+                conversation,
+                message,
+            } => EventJson::Sent {
+                conversation,
+                message,
+            },
+            Event::ReceiptsChanged { conversation } => {
+                EventJson::ReceiptsChanged { conversation }
+            }
+            Event::PeerJoined { peer, member, name } => {
+                EventJson::PeerJoined { peer, member, name }
+            }
+            Event::PeerLeft { peer } => EventJson::PeerLeft { peer },
+            Event::PeerRefused {
+                peer,
+                reason,
+                by_us,
+            } => EventJson::PeerRefused {
+                peer,
+                reason: reason.to_string(),
+                by_us,
+            },
+            Event::Revoked { target } => match target {
+                RevocationTarget::Device(d) => EventJson::Revoked {
+                    device: Some(d),
+                    member: None,
+                },
+                RevocationTarget::Member(m) => EventJson::Revoked {
+                    device: None,
+                    member: Some(m),
+                },
+            },
+            Event::Rejected {
+                conversation,
+                count,
+            } => EventJson::Rejected {
+                conversation,
+                count,
+            },
+        }
+    }
+}

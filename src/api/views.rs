@@ -1,0 +1,143 @@
+//! Builds the API's JSON types from a [`Node`], and API requests into node
+//! [`Command`]s. The server runs these inside `NodeHandle::query`; the CLI
+//! runs the very same functions on a node it loaded from the store when no
+//! node is running, so both paths answer identically.
+
+use std::collections::BTreeMap;
+
+use super::types::{Chat, HistoryMessage, Member, MessageRef, NewConversation, Status};
+use crate::header::ConversationKind;
+use crate::ids::{ConversationId, MemberId};
+use crate::node::{Command, CommandError, Node};
+
+/// Who this node is (`listen` is filled in by the caller that knows it).
+pub fn status(node: &Node) -> Status {
+    let cert = node.certificate();
+    Status {
+        device: node.device_id(),
+        member: cert.map(|c| c.member),
+        name: cert.map(|c| c.display_name.clone()),
+        roles: cert.map(|c| c.roles.clone()).unwrap_or_default(),
+        team: cert.map(|c| c.team),
+        team_name: cert.map(|c| c.team_name.clone()),
+        expires: cert.map(|c| c.expires),
+        listen: Vec::new(),
+        pid: std::process::id(),
+    }
+}
+
+pub fn chats(node: &Node) -> Vec<Chat> {
+    node.conversations()
+        .into_iter()
+        .map(|c| Chat {
+            id: c.id,
+            title: c.title,
+            kind: c.kind.to_owned(),
+            members: c.members,
+            role: c.role,
+            messages: c.messages,
+            unread: c.unread,
+            last_activity: c.last_activity,
+        })
+        .collect()
+}
+
+pub fn history(node: &Node, id: &ConversationId, limit: Option<usize>) -> Option<Vec<HistoryMessage>> {
+    let rendered = node.history(id, limit)?;
+    Some(
+        rendered
+            .into_iter()
+            .map(|m| HistoryMessage {
+                id: m.id,
+                hlc: m.hlc,
+                time_ms: m.time_ms,
+                author: m.author,
+                author_name: m.author_name,
+                device: m.device,
+                author_verified: m.author_verified,
+                priority: m.priority,
+                reply_to: m.reply_to,
+                body: m.body,
+                delivered_to: m.delivered_to,
+                read_by: m.read_by,
+                acked_by: m.acked_by,
+            })
+            .collect(),
+    )
+}
+
+/// The team directory, one entry per member (a member may have several
+/// devices), sorted by name.
+pub fn directory(node: &Node) -> Vec<Member> {
+    let mut by_member: BTreeMap<MemberId, (u64, Member)> = BTreeMap::new();
+    for c in node.directory() {
+        let revoked = node.is_revoked(&c.device, &c.member);
+        let e = by_member.entry(c.member).or_insert_with(|| {
+            (
+                c.issued,
+                Member {
+                    member: c.member,
+                    name: c.display_name.clone(),
+                    roles: c.roles.clone(),
+                    devices: Vec::new(),
+                    revoked: true,
+                    expires: 0,
+                },
+            )
+        });
+        // The newest certificate names the member.
+        if c.issued > e.0 {
+            e.0 = c.issued;
+            e.1.name = c.display_name.clone();
+            e.1.roles = c.roles.clone();
+        }
+        e.1.devices.push(c.device);
+        e.1.revoked &= revoked;
+        e.1.expires = e.1.expires.max(c.expires);
+    }
+    let mut out: Vec<Member> = by_member.into_values().map(|(_, m)| m).collect();
+    out.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+    out
+}
+
+/// Messages whose id starts with `prefix` (lowercase hex), in any conversation.
+pub fn find_messages(node: &Node, prefix: &str) -> Vec<MessageRef> {
+    let prefix = prefix.trim().to_ascii_lowercase();
+    let mut out = Vec::new();
+    for id in node.conversation_ids() {
+        let Some(c) = node.conversation(id) else {
+            continue;
+        };
+        for m in c.messages() {
+            let mid = m.id();
+            if mid.to_hex().starts_with(&prefix) {
+                out.push(MessageRef {
+                    conversation: *id,
+                    message: mid,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Turns a create request into the node command, adding this member where
+/// the conversation needs them.
+pub fn create_command(node: &Node, req: NewConversation) -> Result<Command, CommandError> {
+    let me = node.member_id().ok_or(CommandError::NoMembership)?;
+    let kind = match req {
+        NewConversation::Direct { with } => ConversationKind::Direct {
+            members: [me, with],
+        },
+        NewConversation::Group { title, members } => {
+            let mut members: std::collections::BTreeSet<MemberId> = members.into_iter().collect();
+            members.insert(me);
+            ConversationKind::Group {
+                title: title.trim().to_owned(),
+                members,
+            }
+        }
+        NewConversation::Role { role } => ConversationKind::Role { role },
+    };
+    Ok(Command::CreateConversation { kind })
+}

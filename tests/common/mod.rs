@@ -1,0 +1,335 @@
+//! A small in-memory mesh for core tests: real `Node`s with `MemoryStore`s,
+//! frames carried between them by a queue the test controls (drops,
+//! duplicates and reordering injected from a seeded RNG), timers fired in
+//! virtual time. No threads, no clock: a seed replays a run exactly.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use huddle::crypto::{AuthorityKey, DeviceKey};
+use huddle::membership::{Certificate, CertificateRequest};
+use huddle::node::{Command, CommandError, Event, Input, Node, NodeConfig, Output, Reply, Timer};
+use huddle::store::{MemoryStore, Store};
+use huddle::{DeviceId, MemberId};
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+pub const T0: u64 = 1_700_000_000_000;
+pub const DAY: u64 = 24 * 3600 * 1000;
+
+pub struct Device {
+    pub key: DeviceKey,
+    pub cert: Option<Certificate>,
+    pub node: Node,
+    pub store: MemoryStore,
+    /// Every frame this device was sent, in order.
+    pub received: Vec<Vec<u8>>,
+    /// Messages whose `Sent` this device emitted.
+    pub sent: Vec<(huddle::ConversationId, huddle::MessageId)>,
+    pub events: Vec<Event>,
+}
+
+impl Device {
+    pub fn member(&self) -> MemberId {
+        self.cert.as_ref().expect("member").member
+    }
+
+    pub fn id(&self) -> DeviceId {
+        self.key.device_id()
+    }
+}
+
+/// Fault knobs for frames on live links.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Faults {
+    /// Probability that delivering a frame breaks the connection instead
+    /// (the frame and everything in flight on that link are lost).
+    pub break_link: f64,
+    /// Probability that a frame is delivered twice.
+    pub duplicate: f64,
+    /// Frames may overtake each other within this window (0 = in order).
+    pub reorder_window: usize,
+}
+
+pub struct Mesh {
+    pub now: u64,
+    pub rng: ChaCha8Rng,
+    pub authority: AuthorityKey,
+    pub devices: Vec<Device>,
+    pub links: BTreeSet<(usize, usize)>,
+    queue: VecDeque<(usize, usize, Vec<u8>)>,
+    timers: BTreeMap<(usize, Timer), u64>,
+    pub faults: Faults,
+    pub frames_delivered: u64,
+    pub bytes_delivered: u64,
+}
+
+pub fn request(
+    name: &str,
+    roles: &[&str],
+    device: DeviceId,
+    member: MemberId,
+) -> CertificateRequest {
+    CertificateRequest {
+        team_name: "St Mary Ward 7".into(),
+        member,
+        display_name: name.into(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        device,
+        issued: T0 - DAY,
+        expires: T0 + 365 * DAY,
+    }
+}
+
+impl Mesh {
+    pub fn new(seed: u64) -> Mesh {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let authority = AuthorityKey::generate(&mut rng);
+        Mesh {
+            now: T0,
+            rng,
+            authority,
+            devices: Vec::new(),
+            links: BTreeSet::new(),
+            queue: VecDeque::new(),
+            timers: BTreeMap::new(),
+            faults: Faults::default(),
+            frames_delivered: 0,
+            bytes_delivered: 0,
+        }
+    }
+
+    /// Adds a team member with the given roles; returns its index.
+    pub fn add_member(&mut self, name: &str, roles: &[&str]) -> usize {
+        let key = DeviceKey::generate(&mut self.rng);
+        let member = MemberId::random(&mut self.rng);
+        let cert = request(name, roles, key.device_id(), member)
+            .sign(&self.authority)
+            .expect("valid request");
+        self.add_device(key, Some(cert))
+    }
+
+    /// Adds a device with any certificate (or none).
+    pub fn add_device(&mut self, key: DeviceKey, cert: Option<Certificate>) -> usize {
+        let store = MemoryStore::new();
+        let node = Node::new(
+            key.clone(),
+            cert.clone(),
+            huddle::store::load(&store).unwrap(),
+            NodeConfig::default(),
+            &mut self.rng,
+        )
+        .unwrap();
+        self.devices.push(Device {
+            key,
+            cert,
+            node,
+            store,
+            received: Vec::new(),
+            sent: Vec::new(),
+            events: Vec::new(),
+        });
+        let i = self.devices.len() - 1;
+        let out = self.devices[i].node.handle(self.now, Input::Start);
+        self.apply(i, out);
+        i
+    }
+
+    fn index_of(&self, d: &DeviceId) -> Option<usize> {
+        self.devices.iter().position(|x| x.id() == *d)
+    }
+
+    pub fn apply(&mut self, i: usize, outputs: Vec<Output>) {
+        for o in outputs {
+            match o {
+                Output::Persist(ops) => self.devices[i].store.apply(&ops).unwrap(),
+                Output::Flush => self.devices[i].store.flush().unwrap(),
+                Output::Emit(e) => {
+                    if let Event::Sent {
+                        conversation,
+                        message,
+                    } = &e
+                    {
+                        self.devices[i].sent.push((*conversation, *message));
+                    }
+                    self.devices[i].events.push(e);
+                }
+                Output::Send { peer, frame } => {
+                    if let Some(j) = self.index_of(&peer) {
+                        if self.links.contains(&(i.min(j), i.max(j))) {
+                            self.queue.push_back((i, j, frame));
+                        }
+                    }
+                }
+                Output::Disconnect { peer, .. } => {
+                    if let Some(j) = self.index_of(&peer) {
+                        self.disconnect(i, j);
+                    }
+                }
+                Output::SetTimer { timer, at } => {
+                    self.timers.insert((i, timer), at);
+                }
+            }
+        }
+    }
+
+    pub fn command(&mut self, i: usize, cmd: Command) -> Result<Reply, CommandError> {
+        let now = self.now;
+        let (r, out) = {
+            let Mesh { devices, rng, .. } = self;
+            devices[i].node.command(now, rng, cmd)
+        };
+        self.apply(i, out);
+        r
+    }
+
+    pub fn connect(&mut self, i: usize, j: usize) {
+        let key = (i.min(j), i.max(j));
+        if i == j || !self.links.insert(key) {
+            return;
+        }
+        let (di, dj) = (self.devices[i].id(), self.devices[j].id());
+        let out = self.devices[i]
+            .node
+            .handle(self.now, Input::PeerConnected { peer: dj });
+        self.apply(i, out);
+        let out = self.devices[j]
+            .node
+            .handle(self.now, Input::PeerConnected { peer: di });
+        self.apply(j, out);
+    }
+
+    pub fn disconnect(&mut self, i: usize, j: usize) {
+        let key = (i.min(j), i.max(j));
+        if !self.links.remove(&key) {
+            return;
+        }
+        // A connection that breaks loses everything in flight on it.
+        self.queue
+            .retain(|(a, b, _)| !((*a == i && *b == j) || (*a == j && *b == i)));
+        let (di, dj) = (self.devices[i].id(), self.devices[j].id());
+        let out = self.devices[i]
+            .node
+            .handle(self.now, Input::PeerDisconnected { peer: dj });
+        self.apply(i, out);
+        let out = self.devices[j]
+            .node
+            .handle(self.now, Input::PeerDisconnected { peer: di });
+        self.apply(j, out);
+    }
+
+    pub fn connect_all(&mut self, group: &[usize]) {
+        for (a, &i) in group.iter().enumerate() {
+            for &j in &group[a + 1..] {
+                self.connect(i, j);
+            }
+        }
+    }
+
+    /// Breaks every link, then connects everyone to everyone: a clean heal.
+    pub fn heal(&mut self) {
+        let links: Vec<(usize, usize)> = self.links.iter().copied().collect();
+        for (i, j) in links {
+            self.disconnect(i, j);
+        }
+        let all: Vec<usize> = (0..self.devices.len()).collect();
+        self.connect_all(&all);
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && (self.rng.next_u64() as f64 / u64::MAX as f64) < p
+    }
+
+    /// Delivers one frame (subject to faults). Returns false if none was queued.
+    pub fn step(&mut self) -> bool {
+        if self.queue.is_empty() {
+            return false;
+        }
+        let w = self.faults.reorder_window.min(self.queue.len() - 1);
+        let k = if w > 0 {
+            (self.rng.next_u64() as usize) % (w + 1)
+        } else {
+            0
+        };
+        let (from, to, frame) = self.queue.remove(k).expect("index in range");
+        if self.chance(self.faults.break_link) {
+            self.disconnect(from, to);
+            return true;
+        }
+        if self.chance(self.faults.duplicate) {
+            self.deliver(from, to, frame.clone());
+        }
+        self.deliver(from, to, frame);
+        true
+    }
+
+    fn deliver(&mut self, from: usize, to: usize, frame: Vec<u8>) {
+        if !self.links.contains(&(from.min(to), from.max(to))) {
+            return;
+        }
+        self.frames_delivered += 1;
+        self.bytes_delivered += frame.len() as u64;
+        self.devices[to].received.push(frame.clone());
+        let peer = self.devices[from].id();
+        let out = self.devices[to]
+            .node
+            .handle(self.now, Input::Frame { peer, bytes: frame });
+        self.apply(to, out);
+    }
+
+    /// Runs until no frame is in flight and no timer (other than periodic
+    /// maintenance) is due; advances virtual time to fire timers.
+    pub fn run_until_quiet(&mut self) {
+        for _ in 0..10_000_000u64 {
+            if self.step() {
+                continue;
+            }
+            let next = self
+                .timers
+                .iter()
+                .filter(|((_, t), _)| *t != Timer::Maintenance)
+                .map(|(k, at)| (*at, *k))
+                .min();
+            let Some((at, (i, timer))) = next else { return };
+            self.timers.remove(&(i, timer));
+            self.now = self.now.max(at);
+            let out = self.devices[i].node.handle(self.now, Input::Timer(timer));
+            self.apply(i, out);
+        }
+        panic!("the mesh did not become quiet");
+    }
+
+    /// Simulates a crash of device `i`: unflushed writes are lost and the
+    /// node is rebuilt from its store.
+    pub fn crash_restart(&mut self, i: usize) {
+        let peers: Vec<usize> = self
+            .links
+            .iter()
+            .filter_map(|&(a, b)| {
+                if a == i {
+                    Some(b)
+                } else if b == i {
+                    Some(a)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for j in peers {
+            self.disconnect(i, j);
+        }
+        self.timers.retain(|(d, _), _| *d != i);
+        let d = &mut self.devices[i];
+        d.store.crash();
+        d.node = Node::new(
+            d.key.clone(),
+            d.cert.clone(),
+            huddle::store::load(&d.store).unwrap(),
+            NodeConfig::default(),
+            &mut self.rng,
+        )
+        .unwrap();
+        let out = self.devices[i].node.handle(self.now, Input::Start);
+        self.apply(i, out);
+    }
+}
