@@ -171,7 +171,6 @@ impl Conversation {
             return Ok(false);
         }
         self.replica.insert(now, MSGS, m.encode())?;
-        self.index(vec![]);
         let id = m.id();
         self.ids.insert(id, m.hlc);
         self.messages.insert((m.hlc, id), m.clone());

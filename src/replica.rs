@@ -121,17 +121,14 @@ impl Replica {
         snapshot: Option<&[u8]>,
         chunks: &[(u64, Vec<u8>)],
     ) -> Result<(Replica, Vec<Entry>), ReplicaError> {
-        let (mut doc, roots) = match snapshot {
-            Some(bytes) => {
-                let (_, roots) = genesis(doc_id, schema);
-                let mut doc = Automerge::load(bytes)?;
-                // The snapshot may predate nothing: make sure genesis is in.
-                let (g, _) = genesis(doc_id, schema);
-                doc.merge(&mut g.clone())?;
-                (doc, roots)
-            }
-            None => genesis(doc_id, schema),
-        };
+        let (mut doc, roots) = genesis(doc_id, schema);
+        if let Some(bytes) = snapshot {
+            // Load the snapshot on the fast path, then make sure genesis is in
+            // (it always is in snapshots we wrote; merging it is then a no-op).
+            let mut loaded = Automerge::load(bytes)?;
+            loaded.merge(&mut doc)?;
+            doc = loaded;
+        }
         let mut chunk_bytes = 0;
         for (_, bytes) in chunks {
             doc.load_incremental(bytes)?;
