@@ -325,3 +325,75 @@ fn converges_for_fixed_seeds() {
     );
     assert!(frames > sent as u64, "messages should travel");
 }
+
+/// A conversation created and written at one end of a chain reaches the
+/// other end through a member in the middle (A and C never meet): the relay
+/// sends the header before its first sync message.
+#[test]
+fn conversations_relay_through_a_member_in_the_middle() {
+    let mut mesh = Mesh::new(99);
+    let a = mesh.add_member("Site lead", &["paramedic"]);
+    let b = mesh.add_member("Medic laptop", &["paramedic"]);
+    let c = mesh.add_member("Hospital desk", &["paramedic"]);
+    mesh.connect(a, b);
+    let conv = match mesh.command(
+        a,
+        Command::CreateConversation {
+            kind: ConversationKind::Role {
+                role: "paramedic".into(),
+            },
+        },
+    ) {
+        Ok(Reply::Conversation(id)) => id,
+        other => panic!("{other:?}"),
+    };
+    mesh.command(
+        a,
+        Command::Send {
+            conversation: conv,
+            body: "two casualties, one critical".into(),
+            priority: Priority::Stat,
+            reply_to: None,
+        },
+    )
+    .unwrap();
+    mesh.run_until_quiet();
+    // The laptop leaves the site and reaches the hospital.
+    mesh.disconnect(a, b);
+    mesh.connect(b, c);
+    mesh.run_until_quiet();
+    let at_c = mesh.devices[c]
+        .node
+        .history(&conv, None)
+        .expect("the hospital holds the conversation");
+    assert_eq!(at_c.len(), 1);
+    assert_eq!(at_c[0].body, "two casualties, one critical");
+    // The hospital answers; the laptop carries it back.
+    mesh.command(
+        c,
+        Command::Send {
+            conversation: conv,
+            body: "theatre 2 ready".into(),
+            priority: Priority::Urgent,
+            reply_to: None,
+        },
+    )
+    .unwrap();
+    mesh.run_until_quiet();
+    mesh.disconnect(b, c);
+    mesh.connect(a, b);
+    mesh.run_until_quiet();
+    assert_eq!(mesh.devices[a].node.history(&conv, None).unwrap().len(), 2);
+    assert_eq!(
+        mesh.devices[a]
+            .node
+            .conversation(&conv)
+            .unwrap()
+            .history_digest(),
+        mesh.devices[c]
+            .node
+            .conversation(&conv)
+            .unwrap()
+            .history_digest()
+    );
+}

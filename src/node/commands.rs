@@ -6,12 +6,11 @@ use std::collections::BTreeSet;
 
 use super::{Command, CommandError, Event, Fx, Node, Output, Reply};
 use crate::header::{ConversationHeader, ConversationKind, MAX_GROUP_MEMBERS};
-use crate::ids::{ConversationId, DeviceId, MemberId, Millis};
+use crate::ids::{ConversationId, MemberId, Millis};
 use crate::membership::{valid_role, MAX_NAME_LEN};
 use crate::message::{Draft, Message, ReceiptKind, MAX_BODY_LEN};
 use crate::store::{keys, StoreOp};
 use crate::team::TEAM_DOC_ID;
-use crate::wire::Frame;
 
 /// Direct conversations have a deterministic id, so two members who open one
 /// at the same time, cut off from each other, end up in the same conversation.
@@ -211,21 +210,12 @@ impl Node {
             conversation: id,
             title: header.title(),
         });
-        let frame = Frame::Header {
-            header: header.clone(),
-        }
-        .encode();
         self.convs.insert(
             id,
             crate::conversation::Conversation::new(header, &self.actor),
         );
-        let peers: Vec<DeviceId> = self.peers.keys().copied().collect();
-        for p in peers {
-            if self.may_share(&id.0, &p) {
-                fx.send.push((p, frame.clone()));
-                self.push_doc(&id.0, p, fx);
-            }
-        }
+        // push_doc sends the header first to peers that do not know it.
+        self.push_doc_to_all(&id.0, fx);
         Ok(Reply::Conversation(id))
     }
 

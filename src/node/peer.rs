@@ -5,7 +5,7 @@
 //! key Noise authenticated, the only frames it can cause us to send are our
 //! hello and a refusal.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use automerge::sync;
 
@@ -35,6 +35,11 @@ pub(crate) struct Peer {
     parts_bytes: usize,
     /// The peer's catalog as it arrives (it may span frames).
     catalog: BTreeMap<[u8; 16], [u8; 16]>,
+    /// Conversations the peer is known to hold (its catalog named them, or a
+    /// header went either way): anything else gets its header before its
+    /// first sync message, so relayed conversations reach peers that have
+    /// never seen them.
+    pub known: HashSet<[u8; 16]>,
 }
 
 impl Peer {
@@ -45,6 +50,7 @@ impl Peer {
             parts: HashMap::new(),
             parts_bytes: 0,
             catalog: BTreeMap::new(),
+            known: HashSet::new(),
         }
     }
 
@@ -231,6 +237,7 @@ impl Node {
             return;
         }
         let theirs = std::mem::take(&mut p.catalog);
+        p.known.extend(theirs.keys().copied());
         let mut docs: Vec<([u8; 16], [u8; 16])> = Vec::new();
         if let Some(m) = &self.membership {
             docs.push((TEAM_DOC_ID, m.team.replica().heads_digest()));
@@ -296,6 +303,9 @@ impl Node {
         fx: &mut Fx,
     ) {
         let Some(m) = &self.membership else { return };
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.known.insert(header.id.0);
+        }
         if self.convs.contains_key(&header.id) {
             return;
         }
