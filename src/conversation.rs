@@ -42,8 +42,27 @@ pub struct ReceiptIndex {
 pub struct Applied {
     pub messages: Vec<Message>,
     pub receipts: Vec<Receipt>,
-    /// Entries that failed to decode or verify (dropped, counted).
-    pub rejected: usize,
+    /// Entries that failed to decode or verify (dropped), by
+    /// [`entry_hash`], so the node can remember them across restarts.
+    pub rejected: Vec<[u8; 16]>,
+}
+
+/// How far to trust entries being indexed.
+#[derive(Clone, Copy, Debug)]
+pub enum Trust<'a> {
+    /// From the network: verify every signature.
+    Verify,
+    /// From our own store: every entry was verified when it arrived, and the
+    /// ones that failed are listed here, so signatures are not checked again
+    /// (a 100k-message conversation loads in milliseconds, not seconds).
+    Stored(&'a BTreeSet<[u8; 16]>),
+}
+
+/// A short hash identifying an entry's bytes.
+pub fn entry_hash(value: &[u8]) -> [u8; 16] {
+    crate::crypto::sha256(&[value])[..16]
+        .try_into()
+        .expect("16 bytes")
 }
 
 pub struct Conversation {
@@ -86,10 +105,11 @@ impl Conversation {
         actor: &automerge::ActorId,
         snapshot: Option<&[u8]>,
         chunks: &[(u64, Vec<u8>)],
+        rejected: &BTreeSet<[u8; 16]>,
     ) -> Result<(Self, Applied), ReplicaError> {
         let (replica, entries) = Replica::load(&header.id.0, SCHEMA, actor, snapshot, chunks)?;
         let mut c = Self::with_replica(header, replica);
-        let applied = c.index(entries);
+        let applied = c.index(entries, Trust::Stored(rejected));
         Ok((c, applied))
     }
 
@@ -105,38 +125,72 @@ impl Conversation {
         &mut self.replica
     }
 
-    /// Verifies and indexes entries; duplicates and invalid ones are skipped.
-    pub fn index(&mut self, entries: Vec<Entry>) -> Applied {
+    /// Verifies (per `trust`) and indexes entries; duplicates are skipped,
+    /// invalid ones dropped and reported.
+    pub fn index(&mut self, entries: Vec<Entry>, trust: Trust<'_>) -> Applied {
         let conv = self.header.id;
         let mut applied = Applied::default();
         for e in entries {
-            match e {
-                Entry::Item { root: MSGS, value } => match Message::decode(&value) {
-                    Ok(m) if m.verify(&conv) => {
-                        let id = m.id();
-                        if self.ids.insert(id, m.hlc).is_none() {
-                            self.messages.insert((m.hlc, id), m.clone());
-                            applied.messages.push(m);
+            let (value, ok) = match e {
+                Entry::Item { root: MSGS, value } => {
+                    let ok = match Message::decode(&value) {
+                        Ok(m) => {
+                            let id = m.id();
+                            // Same id, same bytes: a duplicate. Same id, other
+                            // bytes: an altered copy (the id is the hash of the
+                            // signature), which can never be genuine.
+                            let known = self
+                                .ids
+                                .get(&id)
+                                .map(|h| self.messages.get(&(*h, id)) == Some(&m));
+                            if known == Some(true) {
+                                continue;
+                            }
+                            let genuine = known.is_none()
+                                && match trust {
+                                    Trust::Verify => m.verify(&conv),
+                                    Trust::Stored(rejected) => {
+                                        !rejected.contains(&entry_hash(&value))
+                                    }
+                                };
+                            if genuine {
+                                self.ids.insert(id, m.hlc);
+                                self.messages.insert((m.hlc, id), m.clone());
+                                applied.messages.push(m);
+                            }
+                            genuine
                         }
-                    }
-                    _ => applied.rejected += 1,
-                },
+                        Err(_) => false,
+                    };
+                    (value, ok)
+                }
                 Entry::Keyed {
                     root: RECEIPTS,
                     key,
                     value,
-                } => match Receipt::decode(&value) {
-                    Ok(r) if r.verify(&conv) && r.doc_key() == key => {
-                        if self.apply_receipt(&r) {
-                            applied.receipts.push(r);
+                } => {
+                    let ok = match Receipt::decode(&value) {
+                        Ok(r) if r.doc_key() == key => {
+                            let genuine = match trust {
+                                Trust::Verify => r.verify(&conv),
+                                Trust::Stored(rejected) => !rejected.contains(&entry_hash(&value)),
+                            };
+                            if genuine && self.apply_receipt(&r) {
+                                applied.receipts.push(r);
+                            }
+                            genuine
                         }
-                    }
-                    _ => applied.rejected += 1,
-                },
-                _ => applied.rejected += 1,
+                        _ => false,
+                    };
+                    (value, ok)
+                }
+                Entry::Item { value, .. } | Entry::Keyed { value, .. } => (value, false),
+            };
+            if !ok {
+                applied.rejected.push(entry_hash(&value));
             }
         }
-        self.rejected += applied.rejected as u64;
+        self.rejected += applied.rejected.len() as u64;
         applied
     }
 
@@ -220,7 +274,7 @@ impl Conversation {
         bytes: &[u8],
     ) -> Result<Applied, ReplicaError> {
         let entries = self.replica.receive_sync(state, bytes)?;
-        Ok(self.index(entries))
+        Ok(self.index(entries, Trust::Verify))
     }
 
     pub fn take_persist(&mut self) -> Option<Persist> {

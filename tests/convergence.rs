@@ -90,7 +90,7 @@ fn setup(seed: u64, n: usize) -> (Mesh, Vec<ConversationId>) {
     let m1 = mesh.devices[1].member();
     let mut group: BTreeSet<_> = [m0].into();
     for d in &mesh.devices[1..] {
-        if mesh.rng.next_u32() % 2 == 0 {
+        if mesh.rng.next_u32().is_multiple_of(2) {
             group.insert(d.member());
         }
     }

@@ -11,6 +11,7 @@ use huddle::crypto::{AuthorityKey, DeviceKey};
 use huddle::membership::{Revocation, RevocationTarget};
 use huddle::message::{Draft, Message};
 use huddle::node::{Command, Event, Input, Output};
+use huddle::store::Store;
 use huddle::wire::{Frame, Reason, PROTOCOL_VERSION};
 use huddle::{ConversationId, ConversationKind, MemberId, Priority, Reply};
 
@@ -285,7 +286,8 @@ fn forged_altered_and_impersonating_messages_are_never_genuine() {
     send(&mut mesh, a, group, "Bed 4 needs review");
     let now = mesh.now;
     let m_id = m_key.device_id();
-    let node = &mut mesh.devices[a].node;
+    let dev = &mut mesh.devices[a];
+    let (node, store) = (&mut dev.node, &mut dev.store);
 
     // Handshake by hand.
     let mut to_m = node.handle(now, Input::PeerConnected { peer: m_id });
@@ -320,8 +322,11 @@ fn forged_altered_and_impersonating_messages_are_never_genuine() {
     for round in 0..20 {
         let mut replies = Vec::new();
         for o in pending.drain(..) {
-            if let Output::Emit(Event::Rejected { count, .. }) = &o {
-                rejected += count;
+            match &o {
+                Output::Emit(Event::Rejected { count, .. }) => rejected += count,
+                Output::Persist(ops) => store.apply(ops).unwrap(),
+                Output::Flush => store.flush().unwrap(),
+                _ => {}
             }
             let Output::Send { frame, .. } = o else {
                 continue;

@@ -219,9 +219,14 @@ impl Node {
                 .ok_or_else(|| bad("its header is missing".into()))?;
             let header =
                 ConversationHeader::decode(&header_bytes).map_err(|e| bad(e.to_string()))?;
-            let (conv, applied) =
-                Conversation::load(header, &node.actor, doc.snapshot.as_deref(), &doc.chunks)
-                    .map_err(|e| bad(e.to_string()))?;
+            let (conv, applied) = Conversation::load(
+                header,
+                &node.actor,
+                doc.snapshot.as_deref(),
+                &doc.chunks,
+                &doc.rejected,
+            )
+            .map_err(|e| bad(e.to_string()))?;
             for m in applied
                 .messages
                 .iter()
@@ -445,11 +450,17 @@ impl Node {
         if !applied.receipts.is_empty() {
             fx.emit.push(Event::ReceiptsChanged { conversation: id });
         }
-        if applied.rejected > 0 {
-            tracing::warn!(conversation = %id, count = applied.rejected, "dropped entries that do not verify");
+        if !applied.rejected.is_empty() {
+            tracing::warn!(conversation = %id, count = applied.rejected.len(), "dropped entries that do not verify");
+            for h in &applied.rejected {
+                fx.persist.push(StoreOp::Put {
+                    key: keys::rejected(&id.0, h),
+                    value: Vec::new(),
+                });
+            }
             fx.emit.push(Event::Rejected {
                 conversation: Some(id),
-                count: applied.rejected,
+                count: applied.rejected.len(),
             });
         }
         if remote {

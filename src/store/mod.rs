@@ -9,7 +9,7 @@
 //! Invariant: a write is durable only after [`Store::flush`] returns; the
 //! node emits "sent" only after a flush that covers the message.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use thiserror::Error;
 
@@ -88,6 +88,11 @@ pub mod keys {
         doc(id, &[b"/c/".as_slice(), &seq.to_be_bytes()].concat())
     }
 
+    /// Marks an entry of a document as rejected (it failed verification).
+    pub fn rejected(id: &[u8; 16], entry: &[u8; 16]) -> Vec<u8> {
+        doc(id, &[b"/r/".as_slice(), entry].concat())
+    }
+
     pub fn revocation(key: &[u8; 16]) -> Vec<u8> {
         [REVOCATION_PREFIX, key.as_slice()].concat()
     }
@@ -127,6 +132,8 @@ pub struct StoredDoc {
     pub snapshot: Option<Vec<u8>>,
     /// (seq, bytes) in ascending seq order.
     pub chunks: Vec<(u64, Vec<u8>)>,
+    /// Hashes of entries that failed verification when they arrived.
+    pub rejected: BTreeSet<[u8; 16]>,
 }
 
 /// What a node needs at start.
@@ -155,6 +162,9 @@ pub fn load(store: &dyn Store) -> Result<Stored, StoreError> {
             s if s.len() == 11 && s.starts_with(b"/c/") => {
                 let seq = u64::from_be_bytes(s[3..].try_into().expect("8 bytes"));
                 doc.chunks.push((seq, v));
+            }
+            s if s.len() == 19 && s.starts_with(b"/r/") => {
+                doc.rejected.insert(s[3..].try_into().expect("16 bytes"));
             }
             _ => return Err(StoreError::Corrupt("unknown document key".into())),
         }
