@@ -22,7 +22,7 @@
 //! The run is driven by a seeded RNG (kill points, the child's randomness);
 //! the seed is printed, and `HUDDLE_CRASH_SEED=<n>` replays its choices
 //! (process timing is, of course, not replayed).
-#![cfg(unix)]
+#![cfg(all(unix, feature = "store-sled"))]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
