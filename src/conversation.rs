@@ -126,68 +126,92 @@ impl Conversation {
     }
 
     /// Verifies (per `trust`) and indexes entries; duplicates are skipped,
-    /// invalid ones dropped and reported.
+    /// invalid ones dropped and reported. Signatures are checked in one batch.
     pub fn index(&mut self, entries: Vec<Entry>, trust: Trust<'_>) -> Applied {
+        enum Candidate {
+            Message(Message),
+            Receipt(Receipt),
+        }
         let conv = self.header.id;
         let mut applied = Applied::default();
+        // Pass 1: decode, skip duplicates, drop what can never be genuine.
+        let mut candidates: Vec<(Candidate, [u8; 16])> = Vec::new();
         for e in entries {
-            let (value, ok) = match e {
-                Entry::Item { root: MSGS, value } => {
-                    let ok = match Message::decode(&value) {
-                        Ok(m) => {
-                            let id = m.id();
-                            // Same id, same bytes: a duplicate. Same id, other
-                            // bytes: an altered copy (the id is the hash of the
-                            // signature), which can never be genuine.
-                            let known = self
-                                .ids
-                                .get(&id)
-                                .map(|h| self.messages.get(&(*h, id)) == Some(&m));
-                            if known == Some(true) {
-                                continue;
-                            }
-                            let genuine = known.is_none()
-                                && match trust {
-                                    Trust::Verify => m.verify(&conv),
-                                    Trust::Stored(rejected) => {
-                                        !rejected.contains(&entry_hash(&value))
-                                    }
-                                };
-                            if genuine {
-                                self.ids.insert(id, m.hlc);
-                                self.messages.insert((m.hlc, id), m.clone());
-                                applied.messages.push(m);
-                            }
-                            genuine
+            let hash = match &e {
+                Entry::Item { value, .. } | Entry::Keyed { value, .. } => entry_hash(value),
+            };
+            let candidate = match e {
+                Entry::Item { root: MSGS, value } => match Message::decode(&value) {
+                    Ok(m) => {
+                        let id = m.id();
+                        // Same id, same bytes: a duplicate. Same id, other
+                        // bytes: an altered copy (the id is the hash of the
+                        // signature), which can never be genuine.
+                        match self
+                            .ids
+                            .get(&id)
+                            .map(|h| self.messages.get(&(*h, id)) == Some(&m))
+                        {
+                            Some(true) => continue,
+                            Some(false) => None,
+                            None => Some(Candidate::Message(m)),
                         }
-                        Err(_) => false,
-                    };
-                    (value, ok)
-                }
+                    }
+                    Err(_) => None,
+                },
                 Entry::Keyed {
                     root: RECEIPTS,
                     key,
                     value,
-                } => {
-                    let ok = match Receipt::decode(&value) {
-                        Ok(r) if r.doc_key() == key => {
-                            let genuine = match trust {
-                                Trust::Verify => r.verify(&conv),
-                                Trust::Stored(rejected) => !rejected.contains(&entry_hash(&value)),
-                            };
-                            if genuine && self.apply_receipt(&r) {
-                                applied.receipts.push(r);
-                            }
-                            genuine
-                        }
-                        _ => false,
-                    };
-                    (value, ok)
-                }
-                Entry::Item { value, .. } | Entry::Keyed { value, .. } => (value, false),
+                } => match Receipt::decode(&value) {
+                    Ok(r) if r.doc_key() == key => Some(Candidate::Receipt(r)),
+                    _ => None,
+                },
+                _ => None,
             };
-            if !ok {
-                applied.rejected.push(entry_hash(&value));
+            match candidate {
+                Some(c) => candidates.push((c, hash)),
+                None => applied.rejected.push(hash),
+            }
+        }
+        // Pass 2: signatures (or, for our own store, the recorded verdicts).
+        let verdicts: Vec<bool> = match trust {
+            Trust::Verify => {
+                let items: Vec<_> = candidates
+                    .iter()
+                    .map(|(c, _)| match c {
+                        Candidate::Message(m) => m.signed_item(&conv),
+                        Candidate::Receipt(r) => r.signed_item(&conv),
+                    })
+                    .collect();
+                crate::crypto::verify_many(&items)
+            }
+            Trust::Stored(rejected) => candidates
+                .iter()
+                .map(|(_, h)| !rejected.contains(h))
+                .collect(),
+        };
+        // Pass 3: index in order.
+        for ((c, hash), genuine) in candidates.into_iter().zip(verdicts) {
+            if !genuine {
+                applied.rejected.push(hash);
+                continue;
+            }
+            match c {
+                Candidate::Message(m) => {
+                    let id = m.id();
+                    if self.ids.contains_key(&id) {
+                        continue; // the same message twice in one batch
+                    }
+                    self.ids.insert(id, m.hlc);
+                    self.messages.insert((m.hlc, id), m.clone());
+                    applied.messages.push(m);
+                }
+                Candidate::Receipt(r) => {
+                    if self.apply_receipt(&r) {
+                        applied.receipts.push(r);
+                    }
+                }
             }
         }
         self.rejected += applied.rejected.len() as u64;

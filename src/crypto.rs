@@ -41,6 +41,46 @@ pub fn verify(public: &[u8; 32], domain: &[u8], payload: &[u8], sig: &[u8; SIGNA
         .is_ok()
 }
 
+/// One signature to check: (public key, domain, payload, signature).
+pub type SignedItem<'a> = (
+    &'a [u8; 32],
+    &'static [u8],
+    Vec<u8>,
+    &'a [u8; SIGNATURE_LEN],
+);
+
+/// Checks many signatures at once. Uses ed25519-dalek's batch verification
+/// (deterministic, about twice as fast per signature) and, only if the batch
+/// fails, checks one by one to find the bad ones.
+pub fn verify_many(items: &[SignedItem<'_>]) -> Vec<bool> {
+    if items.len() < 4 {
+        return items
+            .iter()
+            .map(|(k, d, p, s)| verify(k, d, p, s))
+            .collect();
+    }
+    let keys: Vec<Option<VerifyingKey>> = items
+        .iter()
+        .map(|(k, ..)| VerifyingKey::from_bytes(k).ok())
+        .collect();
+    if keys.iter().all(Option::is_some) {
+        let messages: Vec<Vec<u8>> = items.iter().map(|(_, d, p, _)| tagged(d, p)).collect();
+        let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+        let sigs: Vec<Signature> = items
+            .iter()
+            .map(|(.., s)| Signature::from_bytes(s))
+            .collect();
+        let keys: Vec<VerifyingKey> = keys.into_iter().flatten().collect();
+        if ed25519_dalek::verify_batch(&refs, &sigs, &keys).is_ok() {
+            return vec![true; items.len()];
+        }
+    }
+    items
+        .iter()
+        .map(|(k, d, p, s)| verify(k, d, p, s))
+        .collect()
+}
+
 fn generate(rng: &mut dyn rand_core::RngCore) -> SigningKey {
     let mut secret = [0u8; 32];
     rng.fill_bytes(&mut secret);
@@ -122,4 +162,38 @@ pub fn sha256(parts: &[&[u8]]) -> [u8; 32] {
         h.update(p);
     }
     h.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::rand_core::SeedableRng;
+
+    #[test]
+    fn batch_verification_finds_the_bad_signatures() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let keys: Vec<DeviceKey> = (0..8).map(|_| DeviceKey::generate(&mut rng)).collect();
+        let ids: Vec<DeviceId> = keys.iter().map(DeviceKey::device_id).collect();
+        let mut sigs: Vec<[u8; SIGNATURE_LEN]> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| k.sign(domain::MESSAGE, &[i as u8]))
+            .collect();
+        let items = |sigs: &[[u8; SIGNATURE_LEN]]| -> Vec<bool> {
+            let items: Vec<SignedItem<'_>> = (0..8)
+                .map(|i| (&ids[i].0, domain::MESSAGE, vec![i as u8], &sigs[i]))
+                .collect();
+            verify_many(&items)
+        };
+        assert_eq!(items(&sigs), vec![true; 8]);
+        sigs[3][0] ^= 1;
+        sigs[6] = sigs[5];
+        let mut expected = vec![true; 8];
+        expected[3] = false;
+        expected[6] = false;
+        assert_eq!(items(&sigs), expected);
+        // The domain matters: a message signature is not a receipt signature.
+        let wrong_domain = verify(&ids[0].0, domain::RECEIPT, &[0], &sigs[0]);
+        assert!(!wrong_domain);
+    }
 }

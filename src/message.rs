@@ -155,10 +155,16 @@ impl Message {
 
     /// Was this message signed by `author_device` for `conversation`?
     pub fn verify(&self, conversation: &ConversationId) -> bool {
-        crypto::verify(
+        let (k, d, p, s) = self.signed_item(conversation);
+        crypto::verify(k, d, &p, s)
+    }
+
+    /// What [`Message::verify`] checks, for batch verification.
+    pub fn signed_item(&self, conversation: &ConversationId) -> crypto::SignedItem<'_> {
+        (
             &self.author_device.0,
             domain::MESSAGE,
-            &self.signed_payload(conversation),
+            self.signed_payload(conversation),
             &self.signature,
         )
     }
@@ -276,10 +282,16 @@ impl Receipt {
     }
 
     pub fn verify(&self, conversation: &ConversationId) -> bool {
-        crypto::verify(
+        let (k, d, p, s) = self.signed_item(conversation);
+        crypto::verify(k, d, &p, s)
+    }
+
+    /// What [`Receipt::verify`] checks, for batch verification.
+    pub fn signed_item(&self, conversation: &ConversationId) -> crypto::SignedItem<'_> {
+        (
             &self.device.0,
             domain::RECEIPT,
-            &self.signed_payload(conversation),
+            self.signed_payload(conversation),
             &self.signature,
         )
     }
