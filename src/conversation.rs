@@ -27,14 +27,17 @@ pub const SCHEMA: Schema = Schema {
 const MSGS: usize = 0;
 const RECEIPTS: usize = 1;
 
-/// Receipts as rendered: who has what, per member.
+/// Receipts as signed: per signing device, with the member it names. A
+/// receipt counts for that member only where the team directory binds the
+/// device to the member (see `Node::history`), so one member's device cannot
+/// acknowledge in another member's name.
 #[derive(Clone, Debug, Default)]
 pub struct ReceiptIndex {
-    /// Highest delivered / read cursor per member (max over their devices).
-    pub delivered: BTreeMap<MemberId, (Hlc, MessageId)>,
-    pub read: BTreeMap<MemberId, (Hlc, MessageId)>,
-    /// Members who acknowledged each message.
-    pub acks: HashMap<MessageId, BTreeSet<MemberId>>,
+    /// Highest delivered / read cursor per device.
+    pub delivered: BTreeMap<DeviceId, (MemberId, (Hlc, MessageId))>,
+    pub read: BTreeMap<DeviceId, (MemberId, (Hlc, MessageId))>,
+    /// Who acknowledged each message: (signing device, member named).
+    pub acks: HashMap<MessageId, BTreeSet<(DeviceId, MemberId)>>,
 }
 
 /// What applying new entries changed.
@@ -126,7 +129,7 @@ impl Conversation {
     }
 
     /// Verifies (per `trust`) and indexes entries; duplicates are skipped,
-    /// invalid ones dropped and reported. Signatures are checked in one batch.
+    /// invalid ones dropped and reported.
     pub fn index(&mut self, entries: Vec<Entry>, trust: Trust<'_>) -> Applied {
         enum Candidate {
             Message(Message),
@@ -225,19 +228,19 @@ impl Conversation {
                 .acks
                 .entry(r.upto.1)
                 .or_default()
-                .insert(r.member),
+                .insert((r.device, r.member)),
             kind => {
                 let map = if kind == ReceiptKind::Read {
                     &mut self.receipts.read
                 } else {
                     &mut self.receipts.delivered
                 };
-                let cur = map.entry(r.member).or_insert(r.upto);
-                if r.upto > *cur {
-                    *cur = r.upto;
+                let cur = map.entry(r.device).or_insert((r.member, r.upto));
+                if r.upto > cur.1 {
+                    *cur = (r.member, r.upto);
                     true
                 } else {
-                    *cur == r.upto
+                    cur.1 == r.upto
                 }
             }
         }

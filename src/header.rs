@@ -36,6 +36,15 @@ pub struct ConversationHeader {
     pub signature: [u8; SIGNATURE_LEN],
 }
 
+/// Direct conversations have a deterministic id, so two members who open one
+/// at the same time, cut off from each other, end up in the same
+/// conversation — and nobody else can claim that id for other members.
+pub fn direct_conversation_id(a: MemberId, b: MemberId) -> ConversationId {
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    let h = crypto::sha256(&[b"huddle/direct/v1", &lo.0, &hi.0]);
+    ConversationId(h[..16].try_into().expect("16 bytes"))
+}
+
 impl ConversationHeader {
     pub fn sign(
         key: &DeviceKey,
@@ -128,6 +137,13 @@ impl ConversationHeader {
                 "conversation header signature does not verify",
             ));
         }
+        if let ConversationKind::Direct { members } = &h.kind {
+            if h.id != direct_conversation_id(members[0], members[1]) {
+                return Err(DecodeError::Invalid(
+                    "direct conversation id does not match its members",
+                ));
+            }
+        }
         Ok(h)
     }
 
@@ -147,5 +163,40 @@ impl ConversationHeader {
             ConversationKind::Group { title, .. } => title.clone(),
             ConversationKind::Role { role } => format!("#{role}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::rand_core::SeedableRng;
+
+    #[test]
+    fn a_direct_conversation_id_cannot_be_squatted() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        let key = DeviceKey::generate(&mut rng);
+        let (ana, ben, mallory) = (MemberId([1; 16]), MemberId([2; 16]), MemberId([3; 16]));
+        let honest = ConversationHeader::sign(
+            &key,
+            direct_conversation_id(ana, ben),
+            ConversationKind::Direct {
+                members: [ana, ben],
+            },
+            5,
+        );
+        assert_eq!(
+            ConversationHeader::decode(&honest.encode()).unwrap(),
+            honest
+        );
+        // Ana and Ben's direct id, claimed for Ana and Mallory.
+        let squat = ConversationHeader::sign(
+            &key,
+            direct_conversation_id(ana, ben),
+            ConversationKind::Direct {
+                members: [ana, mallory],
+            },
+            5,
+        );
+        assert!(ConversationHeader::decode(&squat.encode()).is_err());
     }
 }

@@ -1,9 +1,9 @@
 //! The team document: the replicated member directory (certificates) and the
 //! revocation list, both as authority-signed entries.
 //!
-//! Document schema (protocol/sync.md): root map `certs` (device id hex →
-//! certificate bytes), root map `revocations` (revocation key hex →
-//! revocation bytes).
+//! Document schema (protocol/sync.md): root map `certs` (device id, as its
+//! PeerId text → certificate bytes), root map `revocations` (revocation key
+//! hex → revocation bytes).
 //!
 //! Invariant: the document is only a carrier. Nothing in it is trusted until
 //! its authority signature verifies; unsigned or foreign entries are ignored,

@@ -397,3 +397,41 @@ fn conversations_relay_through_a_member_in_the_middle() {
             .history_digest()
     );
 }
+
+/// A conversation created while peers are connected reaches them at once,
+/// without waiting for a reconnect, and so does its first message.
+#[test]
+fn a_new_conversation_reaches_connected_members_live() {
+    let mut mesh = Mesh::new(5);
+    let a = mesh.add_member("Ana", &["nurse"]);
+    let b = mesh.add_member("Ben", &["nurse"]);
+    mesh.connect(a, b);
+    mesh.run_until_quiet();
+    let conv = match mesh.command(
+        a,
+        Command::CreateConversation {
+            kind: ConversationKind::Role {
+                role: "nurse".into(),
+            },
+        },
+    ) {
+        Ok(Reply::Conversation(id)) => id,
+        other => panic!("{other:?}"),
+    };
+    mesh.command(
+        a,
+        Command::Send {
+            conversation: conv,
+            body: "first".into(),
+            priority: Priority::Routine,
+            reply_to: None,
+        },
+    )
+    .unwrap();
+    mesh.run_until_quiet();
+    let at_b = mesh.devices[b]
+        .node
+        .history(&conv, None)
+        .expect("Ben holds the new conversation");
+    assert_eq!(at_b.len(), 1);
+}

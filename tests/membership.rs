@@ -9,7 +9,7 @@ use common::{request, Mesh, DAY, T0};
 use huddle::conversation::Conversation;
 use huddle::crypto::{AuthorityKey, DeviceKey};
 use huddle::membership::{Revocation, RevocationTarget};
-use huddle::message::{Draft, Message};
+use huddle::message::{Draft, Message, ReceiptKind};
 use huddle::node::{Command, Event, Input, Output};
 use huddle::store::Store;
 use huddle::wire::{Frame, Reason, PROTOCOL_VERSION};
@@ -368,6 +368,23 @@ fn forged_altered_and_impersonating_messages_are_never_genuine() {
             c.replica_mut().insert(now, 0, impostor.encode()).unwrap();
             let honest = Message::sign(&m_key, &group, draft(m_member, "Mallory here"));
             c.replica_mut().insert(now, 0, honest.encode()).unwrap();
+            // An acknowledgement of Ana's message in Ana's name, signed by
+            // Mallory's device; and Mallory's own, genuine one.
+            let upto = original.order_key();
+            let at = huddle::hlc::Hlc::new(now, 9);
+            for member in [ana, m_member] {
+                let r = huddle::message::Receipt::sign(
+                    &m_key,
+                    &group,
+                    ReceiptKind::Ack,
+                    member,
+                    upto,
+                    at,
+                );
+                c.replica_mut()
+                    .put(now, 1, &r.doc_key(), r.encode())
+                    .unwrap();
+            }
         }
         if let Some(msg) = c.replica().generate_sync(&mut state) {
             let f = Frame::Sync {
@@ -412,6 +429,11 @@ fn forged_altered_and_impersonating_messages_are_never_genuine() {
         .find(|m| m.body == "Bed 4 needs review")
         .unwrap();
     assert!(ana_msg.author_verified);
+    assert_eq!(
+        ana_msg.acked_by,
+        vec![m_member],
+        "an ack in someone else's name must not count"
+    );
     let honest = history.iter().find(|m| m.body == "Mallory here").unwrap();
     assert!(
         honest.author_verified,

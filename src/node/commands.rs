@@ -6,19 +6,13 @@ use std::collections::BTreeSet;
 
 use super::{Command, CommandError, Event, Fx, Node, Output, Reply};
 use crate::header::{ConversationHeader, ConversationKind, MAX_GROUP_MEMBERS};
-use crate::ids::{ConversationId, MemberId, Millis};
+use crate::ids::{ConversationId, Millis};
 use crate::membership::{valid_role, MAX_NAME_LEN};
 use crate::message::{Draft, Message, ReceiptKind, MAX_BODY_LEN};
 use crate::store::{keys, StoreOp};
 use crate::team::TEAM_DOC_ID;
 
-/// Direct conversations have a deterministic id, so two members who open one
-/// at the same time, cut off from each other, end up in the same conversation.
-pub fn direct_conversation_id(a: MemberId, b: MemberId) -> ConversationId {
-    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-    let h = crate::crypto::sha256(&[b"huddle/direct/v1", &lo.0, &hi.0]);
-    ConversationId(h[..16].try_into().expect("16 bytes"))
-}
+pub use crate::header::direct_conversation_id;
 
 impl Node {
     /// Carries out a user command.
@@ -233,11 +227,11 @@ impl Node {
             .get_mut(&conversation)
             .ok_or(CommandError::UnknownConversation(conversation))?;
         let current = match kind {
-            ReceiptKind::Read => conv.receipts.read.get(&member),
-            ReceiptKind::Delivered => conv.receipts.delivered.get(&member),
+            ReceiptKind::Read => conv.receipts.read.get(&self.device),
+            ReceiptKind::Delivered => conv.receipts.delivered.get(&self.device),
             ReceiptKind::Ack => None,
         };
-        if current.is_some_and(|c| *c >= pos) {
+        if current.is_some_and(|(_, c)| *c >= pos) {
             return Ok(());
         }
         let at = self.clock.tick(now);

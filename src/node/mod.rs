@@ -408,6 +408,15 @@ impl Node {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
+        // A peer that may not know a conversation gets its header first.
+        if *doc != TEAM_DOC_ID && p.known.insert(*doc) {
+            if let Some(c) = self.convs.get(&ConversationId(*doc)) {
+                let header = crate::wire::Frame::Header {
+                    header: c.header.clone(),
+                };
+                fx.send.push((peer, header.encode()));
+            }
+        }
         let state = p.sync.entry(*doc).or_default();
         let msg = if *doc == TEAM_DOC_ID {
             self.membership

@@ -253,19 +253,8 @@ impl Node {
             }
             match theirs.get(&doc) {
                 Some(h) if *h == ours => self.mark_level(peer, &doc),
-                Some(_) => self.push_doc(&doc, peer, fx),
-                None => {
-                    if let Some(c) = self.convs.get(&ConversationId(doc)) {
-                        fx.send.push((
-                            peer,
-                            Frame::Header {
-                                header: c.header.clone(),
-                            }
-                            .encode(),
-                        ));
-                    }
-                    self.push_doc(&doc, peer, fx);
-                }
+                // push_doc sends the header first if they lack it.
+                _ => self.push_doc(&doc, peer, fx),
             }
         }
     }

@@ -5,6 +5,8 @@
 //! document and the team directory, so two converged devices render the
 //! same history byte for byte.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde::Serialize;
 
 use super::Node;
@@ -56,7 +58,34 @@ pub struct PeerInfo {
     pub verified: bool,
 }
 
+/// Per-device cursors, as signed (see `ReceiptIndex`).
+type Cursors = BTreeMap<DeviceId, (MemberId, (Hlc, MessageId))>;
+
 impl Node {
+    /// Does a verified certificate bind `device` to `member`?
+    fn bound(&self, device: &DeviceId, member: &MemberId) -> bool {
+        self.membership
+            .as_ref()
+            .and_then(|ms| ms.team.directory.get(device))
+            .is_some_and(|cert| cert.member == *member)
+    }
+
+    /// The members whose cursor in `cursors` reaches `pos`, counting only
+    /// devices bound to the member they name.
+    fn reached(
+        &self,
+        cursors: &Cursors,
+        pos: (Hlc, MessageId),
+        except: &MemberId,
+    ) -> Vec<MemberId> {
+        let members: BTreeSet<MemberId> = cursors
+            .iter()
+            .filter(|(d, (m, at))| m != except && *at >= pos && self.bound(d, m))
+            .map(|(_, (m, _))| *m)
+            .collect();
+        members.into_iter().collect()
+    }
+
     fn member_name(&self, member: &MemberId) -> Option<String> {
         self.directory()
             .filter(|c| c.member == *member)
@@ -71,7 +100,14 @@ impl Node {
             .convs
             .values()
             .map(|c| {
-                let read = me.and_then(|m| c.receipts.read.get(&m).copied());
+                let read = me.and_then(|me| {
+                    c.receipts
+                        .read
+                        .iter()
+                        .filter(|(d, (m, _))| *m == me && self.bound(d, m))
+                        .map(|(_, (_, at))| *at)
+                        .max()
+                });
                 let unread = c
                     .messages()
                     .rev()
@@ -120,23 +156,11 @@ impl Node {
     ) -> Option<Vec<RenderedMessage>> {
         let c = self.convs.get(id)?;
         let skip = limit.map_or(0, |l| c.len().saturating_sub(l));
-        let verified_device = |d: &DeviceId, m: &MemberId| {
-            self.membership
-                .as_ref()
-                .and_then(|ms| ms.team.directory.get(d))
-                .is_some_and(|cert| cert.member == *m)
-        };
         Some(
             c.messages()
                 .skip(skip)
                 .map(|m| {
                     let pos = m.order_key();
-                    let upto = |map: &std::collections::BTreeMap<MemberId, (Hlc, MessageId)>| {
-                        map.iter()
-                            .filter(|(who, at)| **who != m.author_member && **at >= pos)
-                            .map(|(who, _)| *who)
-                            .collect::<Vec<_>>()
-                    };
                     RenderedMessage {
                         id: pos.1,
                         hlc: m.hlc.0,
@@ -144,17 +168,24 @@ impl Node {
                         author: m.author_member,
                         author_name: self.member_name(&m.author_member),
                         device: m.author_device,
-                        author_verified: verified_device(&m.author_device, &m.author_member),
+                        author_verified: self.bound(&m.author_device, &m.author_member),
                         priority: m.priority,
                         reply_to: m.reply_to,
                         body: m.body.clone(),
-                        delivered_to: upto(&c.receipts.delivered),
-                        read_by: upto(&c.receipts.read),
+                        delivered_to: self.reached(&c.receipts.delivered, pos, &m.author_member),
+                        read_by: self.reached(&c.receipts.read, pos, &m.author_member),
                         acked_by: c
                             .receipts
                             .acks
                             .get(&pos.1)
-                            .map(|s| s.iter().copied().collect())
+                            .map(|s| {
+                                let members: BTreeSet<MemberId> = s
+                                    .iter()
+                                    .filter(|(d, m)| self.bound(d, m))
+                                    .map(|(_, m)| *m)
+                                    .collect();
+                                members.into_iter().collect()
+                            })
                             .unwrap_or_default(),
                     }
                 })
