@@ -19,6 +19,8 @@ pub mod hlc;
 pub mod ids;
 pub mod membership;
 pub mod message;
+#[cfg(feature = "net")]
+pub mod net;
 pub mod node;
 pub mod replica;
 pub mod store;

@@ -1,0 +1,100 @@
+//! The libp2p side of the shell: the composed behaviour (connection limits,
+//! keep-alive, identify, ping, the frame protocol) and the swarm over
+//! TCP + Noise + Yamux.
+//!
+//! Invariant: every resource a remote can make us hold is bounded here or
+//! in the loop — connections (total, per peer, pending), concurrent streams
+//! per connection, frame size (the codec) and queued frames (the loop).
+
+use std::time::Duration;
+
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{
+    connection_limits, identify, identity, noise, ping, request_response, tcp, yamux, Swarm,
+    SwarmBuilder,
+};
+
+use super::codec::{FrameCodec, SYNC_PROTOCOL};
+use super::{keep_alive, ShellError};
+
+/// The identify protocol id huddle nodes announce.
+pub const IDENTIFY_PROTOCOL: &str = "/huddle/id/1.0.0";
+
+/// Connection limits (protocol/transport.md, "Limits").
+pub mod limits {
+    /// Connections still in the handshake, from others. A flood of
+    /// attempts is cut here before it costs a Noise handshake each.
+    pub const PENDING_INCOMING: u32 = 16;
+    pub const PENDING_OUTGOING: u32 = 32;
+    pub const ESTABLISHED_INCOMING: u32 = 96;
+    pub const ESTABLISHED_OUTGOING: u32 = 96;
+    pub const ESTABLISHED_TOTAL: u32 = 128;
+    /// Two, so that a simultaneous dial from both sides survives.
+    pub const ESTABLISHED_PER_PEER: u32 = 2;
+    /// Streams of the frame protocol open at once on one connection; an
+    /// honest peer uses one per direction.
+    pub const SYNC_STREAMS_PER_CONNECTION: usize = 8;
+    /// A frame must be read and acknowledged within this time.
+    pub const REQUEST_TIMEOUT_SECS: u64 = 30;
+    /// Swarm idle timeout. The keep-alive behaviour holds connections open,
+    /// so this only matters for connections it does not cover.
+    pub const IDLE_CONNECTION_TIMEOUT_SECS: u64 = 30;
+}
+
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    // First, so that a connection over a limit is denied before the other
+    // behaviours set up anything for it.
+    pub limits: connection_limits::Behaviour,
+    pub keep_alive: keep_alive::Behaviour,
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub sync: request_response::Behaviour<FrameCodec>,
+}
+
+/// Builds the swarm for the node whose Ed25519 secret is `secret`.
+pub fn build_swarm(secret: [u8; 32]) -> Result<Swarm<Behaviour>, ShellError> {
+    let keypair = identity::Keypair::ed25519_from_bytes(secret)
+        .map_err(|e| ShellError::Transport(format!("the device key is unusable: {e}")))?;
+    let swarm = SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| ShellError::Transport(format!("cannot set up TCP with Noise: {e}")))?
+        .with_behaviour(|key| {
+            let l = connection_limits::ConnectionLimits::default()
+                .with_max_pending_incoming(Some(limits::PENDING_INCOMING))
+                .with_max_pending_outgoing(Some(limits::PENDING_OUTGOING))
+                .with_max_established_incoming(Some(limits::ESTABLISHED_INCOMING))
+                .with_max_established_outgoing(Some(limits::ESTABLISHED_OUTGOING))
+                .with_max_established(Some(limits::ESTABLISHED_TOTAL))
+                .with_max_established_per_peer(Some(limits::ESTABLISHED_PER_PEER));
+            Behaviour {
+                limits: connection_limits::Behaviour::new(l),
+                keep_alive: keep_alive::Behaviour,
+                identify: identify::Behaviour::new(
+                    identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
+                        .with_agent_version(format!("huddle/{}", env!("CARGO_PKG_VERSION"))),
+                ),
+                ping: ping::Behaviour::new(ping::Config::new()),
+                sync: request_response::Behaviour::with_codec(
+                    FrameCodec,
+                    [(SYNC_PROTOCOL, request_response::ProtocolSupport::Full)],
+                    request_response::Config::default()
+                        .with_request_timeout(Duration::from_secs(limits::REQUEST_TIMEOUT_SECS))
+                        .with_max_concurrent_streams(limits::SYNC_STREAMS_PER_CONNECTION),
+                ),
+            }
+        })
+        .map_err(|e| ShellError::Transport(format!("cannot build the network behaviour: {e}")))?
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(Duration::from_secs(
+                limits::IDLE_CONNECTION_TIMEOUT_SECS,
+            ))
+        })
+        .build();
+    Ok(swarm)
+}

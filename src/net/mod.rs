@@ -1,0 +1,209 @@
+//! The network shell: runs the pure [`Node`] for real, over libp2p
+//! (TCP + Noise + Yamux) with mdns-sd discovery and the sled store.
+//!
+//! [`start`] loads the store, builds the node, starts listening, discovery
+//! and static dials, and spawns one task: the event loop. Everything else
+//! talks to that loop through a [`NodeHandle`].
+//!
+//! Architecture invariants:
+//! - one sequential loop owns the node, the swarm, the store and the mDNS
+//!   daemon; nothing is shared mutably between tasks;
+//! - every channel and queue is bounded, and says what happens when full;
+//! - the node's outputs are carried out in order; a `Flush` is complete
+//!   before anything after it is done, so a message is durable before any
+//!   peer or subscriber hears of it, and before [`NodeHandle::command`]
+//!   returns.
+
+mod behaviour;
+mod codec;
+mod deadlines;
+mod dialer;
+mod discovery;
+mod events;
+mod keep_alive;
+mod links;
+mod shell;
+
+use libp2p::Multiaddr;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::crypto::DeviceKey;
+use crate::ids::DeviceId;
+use crate::membership::Certificate;
+use crate::node::{CommandError, LoadError};
+use crate::store::{SledStore, StoreError};
+use crate::{Command, Event, Node, NodeConfig, Reply};
+
+pub use behaviour::{limits, IDENTIFY_PROTOCOL};
+pub use codec::{FrameCodec, SyncRequest, SYNC_PROTOCOL};
+pub use discovery::{SERVICE_TYPE, TXT_PEER, TXT_TEAM, TXT_VERSION};
+pub use links::{MAX_QUEUED_BYTES, MAX_QUEUED_FRAMES};
+
+/// Requests from handles wait here; when it is full, callers wait (the
+/// loop is never blocked by a caller).
+const REQUEST_QUEUE: usize = 64;
+/// Events kept for slow subscribers; a subscriber that lags further loses
+/// the oldest ones (it sees `RecvError::Lagged`), the loop never waits.
+const EVENT_QUEUE: usize = 1024;
+
+/// Everything [`start`] needs.
+pub struct ShellConfig {
+    /// The device key; its Ed25519 secret is also the libp2p identity.
+    pub key: DeviceKey,
+    pub certificate: Option<Certificate>,
+    /// Addresses to listen on, e.g. `/ip4/0.0.0.0/tcp/0`.
+    pub listen: Vec<Multiaddr>,
+    /// Static peers: dialled at start and re-dialled with exponential backoff
+    /// (1 s to 60 s) whenever not connected.
+    pub peers: Vec<Multiaddr>,
+    /// Discovery with mDNS. When false no mDNS daemon is created at all.
+    pub mdns: bool,
+    pub node: NodeConfig,
+}
+
+/// How a connection came about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum FoundBy {
+    Mdns,
+    Static,
+    Inbound,
+    Dialed,
+}
+
+/// One open connection.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ConnectionInfo {
+    pub device: DeviceId,
+    /// The remote address of the connection.
+    #[serde(serialize_with = "serialize_display")]
+    pub addr: Multiaddr,
+    pub found_by: FoundBy,
+    /// When the connection was established (ms since the Unix epoch).
+    pub since_ms: u64,
+}
+
+fn serialize_display<S: serde::Serializer>(a: &Multiaddr, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(a)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShellError {
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("the stored data cannot be loaded: {0}; restore the data directory from a backup or move it aside to start afresh")]
+    Load(#[from] LoadError),
+    #[error("the huddle node has stopped; start it again")]
+    Stopped,
+    #[error("network error: {0}")]
+    Transport(String),
+    #[error("cannot listen on {addr}: {why}; choose another address or port")]
+    Listen { addr: Multiaddr, why: String },
+    #[error("cannot dial {addr}: {why}")]
+    Dial { addr: Multiaddr, why: String },
+    #[error(
+        "mDNS discovery could not start ({0}); start without discovery and give peers by address"
+    )]
+    Discovery(String),
+}
+
+type Query = Box<dyn FnOnce(&Node) + Send>;
+
+/// What a handle asks the loop.
+enum Request {
+    Command(Command, oneshot::Sender<Result<Reply, CommandError>>),
+    Query(Query),
+    ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    Connections(oneshot::Sender<Vec<ConnectionInfo>>),
+    Dial(Multiaddr, oneshot::Sender<Result<(), ShellError>>),
+    Shutdown(oneshot::Sender<Result<(), ShellError>>),
+}
+
+/// A cheap, cloneable handle on the running node.
+#[derive(Clone)]
+pub struct NodeHandle {
+    requests: mpsc::Sender<Request>,
+    events: broadcast::Sender<Event>,
+}
+
+impl NodeHandle {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Request,
+    ) -> Result<T, ShellError> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(make(tx))
+            .await
+            .map_err(|_| ShellError::Stopped)?;
+        rx.await.map_err(|_| ShellError::Stopped)
+    }
+
+    /// Runs a command. Resolves once its outputs were carried out, flush
+    /// included: a sent message is durable when this returns.
+    pub async fn command(&self, cmd: Command) -> Result<Reply, ShellError> {
+        Ok(self.ask(|tx| Request::Command(cmd, tx)).await??)
+    }
+
+    /// Runs `f` on the node inside the loop and returns its result.
+    pub async fn query<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Node) -> R + Send + 'static,
+    ) -> Result<R, ShellError> {
+        self.ask(|tx| {
+            Request::Query(Box::new(move |n: &Node| {
+                // The asker may have gone away; then nobody wants the answer.
+                let _ = tx.send(f(n));
+            }))
+        })
+        .await
+    }
+
+    /// The node's events from now on. A subscriber more than
+    /// 1024 events behind loses the oldest (`RecvError::Lagged`).
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// The addresses actually bound, each ending in `/p2p/<peer id>`.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, ShellError> {
+        self.ask(Request::ListenAddrs).await
+    }
+
+    pub async fn connections(&self) -> Result<Vec<ConnectionInfo>, ShellError> {
+        self.ask(Request::Connections).await
+    }
+
+    /// Starts dialling `addr` (it may end in `/p2p/<peer id>`). Returns once
+    /// the dial has started; the connection shows in [`Self::connections`].
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), ShellError> {
+        self.ask(|tx| Request::Dial(addr, tx)).await?
+    }
+
+    /// Announces departure on mDNS, flushes the store and stops the loop;
+    /// the task returned by [`start`] then completes.
+    pub async fn shutdown(&self) -> Result<(), ShellError> {
+        self.ask(Request::Shutdown).await?
+    }
+}
+
+/// Loads the node from `store` and starts the shell. Returns once the
+/// listeners are bound (bind errors are returned here).
+pub async fn start(
+    config: ShellConfig,
+    store: SledStore,
+) -> Result<(NodeHandle, JoinHandle<Result<(), ShellError>>), ShellError> {
+    let (req_tx, req_rx) = mpsc::channel(REQUEST_QUEUE);
+    let (ev_tx, _) = broadcast::channel(EVENT_QUEUE);
+    let shell = shell::Shell::new(config, store, req_rx, ev_tx.clone()).await?;
+    let task = tokio::spawn(shell.run());
+    Ok((
+        NodeHandle {
+            requests: req_tx,
+            events: ev_tx,
+        },
+        task,
+    ))
+}

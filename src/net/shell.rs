@@ -1,0 +1,458 @@
+//! The event loop: one task that owns the node, the swarm, the store and
+//! the mDNS daemon, and reacts to one event at a time. Swarm events are
+//! handled in `events.rs`, dialling and discovery in `dialer.rs`.
+//!
+//! Invariants:
+//! - the loop waits on exactly the sources in [`LoopEvent`]; nothing else
+//!   runs concurrently with the node, so there is no shared mutable state;
+//! - the node's outputs are carried out in order ([`Shell::carry_out`]); a
+//!   store error stops the loop (a node that cannot persist must not claim
+//!   messages were sent);
+//! - at most one frame per peer is in flight, behind a bounded queue
+//!   (`links.rs`); a refused peer is closed once its queue has drained, or
+//!   after [`CLOSE_GRACE`] at the latest.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use libp2p::core::transport::ListenerId;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm};
+use mdns_sd::ServiceEvent;
+use rand_core::OsRng;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::behaviour::{build_swarm, Behaviour, BehaviourEvent};
+use super::codec::SyncRequest;
+use super::deadlines::{Deadline, Deadlines};
+use super::dialer::{dial_opts, StaticPeer};
+use super::discovery::Discovery;
+use super::links::Link;
+use super::{ConnectionInfo, FoundBy, Request, ShellConfig, ShellError};
+use crate::ids::{DeviceId, Millis};
+use crate::store::{SledStore, Store, StoreError};
+use crate::{Event, Input, Node, Output};
+
+/// How long a refused peer's queue may take to drain (so that it can read
+/// why) before its connections are closed anyway.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// The furthest ahead a node timer is scheduled; one set later fires then.
+const MAX_TIMER: Duration = Duration::from_secs(24 * 3600);
+/// How long [`Shell::new`] waits for the listeners to bind.
+const LISTEN_WAIT: Duration = Duration::from_secs(10);
+
+pub fn now_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+pub(super) fn peer_id_of(device: &DeviceId) -> Option<PeerId> {
+    PeerId::from_bytes(&device.peer_id_bytes()).ok()
+}
+
+/// The closed set of things the loop reacts to.
+// One value lives on the stack per iteration; boxing the big variant would
+// only add an allocation per swarm event.
+#[allow(clippy::large_enum_variant)]
+enum LoopEvent {
+    Swarm(SwarmEvent<BehaviourEvent>),
+    /// `None`: every handle is gone, so nobody can use the node any more.
+    Request(Option<Request>),
+    /// The earliest deadline is due.
+    Deadline,
+    Mdns(Result<ServiceEvent, mdns_sd::RecvError>),
+}
+
+pub struct Shell {
+    pub(super) node: Node,
+    pub(super) store: SledStore,
+    pub(super) swarm: Swarm<Behaviour>,
+    pub(super) rng: OsRng,
+    /// Bounded broadcast: lagging subscribers lose old events, `send` never waits.
+    pub(super) events: broadcast::Sender<Event>,
+    pub(super) requests: mpsc::Receiver<Request>,
+    pub(super) deadlines: Deadlines,
+    pub(super) links: HashMap<PeerId, Link>,
+    /// Dials we started and not yet resolved, and why we started them.
+    pub(super) dials: HashMap<ConnectionId, FoundBy>,
+    pub(super) statics: Vec<StaticPeer>,
+    pub(super) discovery: Option<Discovery>,
+    pub(super) listen_addrs: Vec<Multiaddr>,
+    /// Swarm events that arrived while [`Shell::new`] waited for listeners.
+    pub(super) early: Vec<SwarmEvent<BehaviourEvent>>,
+}
+
+impl Shell {
+    pub async fn new(
+        config: ShellConfig,
+        store: SledStore,
+        requests: mpsc::Receiver<Request>,
+        events: broadcast::Sender<Event>,
+    ) -> Result<Shell, ShellError> {
+        let stored = crate::store::load(&store)?;
+        let mut rng = OsRng;
+        let node = Node::new(
+            config.key.clone(),
+            config.certificate.clone(),
+            stored,
+            config.node.clone(),
+            &mut rng,
+        )?;
+        let mut swarm = build_swarm(config.key.secret())?;
+        let mut waiting: HashMap<ListenerId, Multiaddr> = HashMap::new();
+        for addr in &config.listen {
+            let id = swarm
+                .listen_on(addr.clone())
+                .map_err(|e| ShellError::Listen {
+                    addr: addr.clone(),
+                    why: e.to_string(),
+                })?;
+            waiting.insert(id, addr.clone());
+        }
+        let mut shell = Shell {
+            node,
+            store,
+            swarm,
+            rng,
+            events,
+            requests,
+            deadlines: Deadlines::default(),
+            links: HashMap::new(),
+            dials: HashMap::new(),
+            statics: config.peers.into_iter().map(StaticPeer::new).collect(),
+            discovery: None,
+            listen_addrs: Vec::new(),
+            early: Vec::new(),
+        };
+        shell.await_listeners(waiting).await?;
+        shell.input(Input::Start)?;
+        if config.mdns {
+            let team = shell.node.team_id().map(|t| t.fingerprint());
+            let port = shell.listen_addrs.iter().find_map(|a| {
+                a.iter().find_map(|p| match p {
+                    Protocol::Tcp(port) => Some(port),
+                    _ => None,
+                })
+            });
+            let local = *shell.swarm.local_peer_id();
+            let d = Discovery::start(local, team, port).map_err(ShellError::Discovery)?;
+            shell.discovery = Some(d);
+        }
+        let now = Instant::now();
+        for i in 0..shell.statics.len() {
+            shell.deadlines.set(Deadline::Redial(i), now);
+        }
+        tracing::info!(peer = %shell.swarm.local_peer_id(), "huddle node started");
+        Ok(shell)
+    }
+
+    /// Waits until every listener has bound an address, keeping any other
+    /// event for the loop.
+    async fn await_listeners(
+        &mut self,
+        mut waiting: HashMap<ListenerId, Multiaddr>,
+    ) -> Result<(), ShellError> {
+        let deadline = Instant::now() + LISTEN_WAIT;
+        while !waiting.is_empty() {
+            let ev = tokio::time::timeout_at(deadline, self.swarm.select_next_some())
+                .await
+                .map_err(|_| {
+                    ShellError::Transport("the listeners did not start within 10 seconds".into())
+                })?;
+            match ev {
+                SwarmEvent::NewListenAddr {
+                    listener_id,
+                    address,
+                } => {
+                    waiting.remove(&listener_id);
+                    self.listen_addrs.push(address);
+                }
+                SwarmEvent::ListenerClosed {
+                    listener_id,
+                    reason,
+                    ..
+                } => {
+                    if let Some(addr) = waiting.remove(&listener_id) {
+                        let why = match reason {
+                            Ok(()) => "the listener closed".into(),
+                            Err(e) => e.to_string(),
+                        };
+                        return Err(ShellError::Listen { addr, why });
+                    }
+                }
+                SwarmEvent::ListenerError { listener_id, error } => {
+                    if let Some(addr) = waiting.remove(&listener_id) {
+                        let why = error.to_string();
+                        return Err(ShellError::Listen { addr, why });
+                    }
+                }
+                other => self.early.push(other),
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the loop until shutdown, then releases everything (the store's
+    /// lock included) before telling the caller that it is done.
+    pub async fn run(mut self) -> Result<(), ShellError> {
+        let outcome = self.serve().await;
+        if let Some(d) = self.discovery.take() {
+            d.stop().await;
+        }
+        let (result, reply) = match outcome {
+            Ok(reply) => (self.store.flush().map_err(ShellError::from), reply),
+            Err(e) => (Err(e), None),
+        };
+        drop(self);
+        match &result {
+            Ok(()) => tracing::info!("huddle node stopped"),
+            Err(e) => tracing::error!("stopping the huddle node: {e}"),
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(match &result {
+                Ok(()) => Ok(()),
+                Err(ShellError::Store(e)) => Err(ShellError::Store(duplicate(e))),
+                Err(_) => Err(ShellError::Stopped),
+            });
+        }
+        result
+    }
+
+    /// The loop proper. Returns the shutdown requester, if there is one.
+    async fn serve(
+        &mut self,
+    ) -> Result<Option<oneshot::Sender<Result<(), ShellError>>>, ShellError> {
+        for ev in std::mem::take(&mut self.early) {
+            self.on_swarm(ev)?;
+        }
+        loop {
+            let next = self.deadlines.next();
+            let ev = tokio::select! {
+                ev = self.swarm.select_next_some() => LoopEvent::Swarm(ev),
+                req = self.requests.recv() => LoopEvent::Request(req),
+                () = sleep_until(next) => LoopEvent::Deadline,
+                m = next_mdns(self.discovery.as_ref()) => LoopEvent::Mdns(m),
+            };
+            match ev {
+                LoopEvent::Swarm(ev) => self.on_swarm(ev)?,
+                LoopEvent::Request(None) => return Ok(None),
+                LoopEvent::Request(Some(req)) => {
+                    if let Some(reply) = self.on_request(req)? {
+                        return Ok(Some(reply));
+                    }
+                }
+                LoopEvent::Deadline => {
+                    let now = Instant::now();
+                    while let Some(d) = self.deadlines.pop_due(now) {
+                        self.on_deadline(d)?;
+                    }
+                }
+                LoopEvent::Mdns(ev) => self.on_mdns(ev),
+            }
+        }
+    }
+
+    // ----- the node -----
+
+    pub(super) fn input(&mut self, input: Input) -> Result<(), ShellError> {
+        let outputs = self.node.handle(now_ms(), input);
+        self.carry_out(outputs)
+    }
+
+    /// Carries out the node's outputs in order (the contract on `Output`).
+    pub(super) fn carry_out(&mut self, outputs: Vec<Output>) -> Result<(), ShellError> {
+        for out in outputs {
+            match out {
+                Output::Persist(ops) => self.store.apply(&ops)?,
+                Output::Flush => self.store.flush()?,
+                Output::Emit(ev) => {
+                    if let Event::PeerLeft { peer } = &ev {
+                        tracing::info!(peer = %peer.short(), "peer left");
+                    }
+                    // No subscriber is not an error.
+                    let _ = self.events.send(ev);
+                }
+                Output::Send { peer, frame } => self.enqueue(peer, frame),
+                Output::Disconnect { peer, reason } => {
+                    tracing::debug!(peer = %peer.short(), %reason, "closing after the queue drains");
+                    self.close_after_drain(peer);
+                }
+                Output::SetTimer { timer, at } => {
+                    // Capped so that the deadline is always representable.
+                    let wait = Duration::from_millis(at.saturating_sub(now_ms())).min(MAX_TIMER);
+                    self.deadlines
+                        .set(Deadline::Node(timer), Instant::now() + wait);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Serves one request; returns the requester if it asked us to stop.
+    fn on_request(
+        &mut self,
+        req: Request,
+    ) -> Result<Option<oneshot::Sender<Result<(), ShellError>>>, ShellError> {
+        match req {
+            Request::Command(cmd, reply) => {
+                let (result, outputs) = self.node.command(now_ms(), &mut self.rng, cmd);
+                self.carry_out(outputs)?;
+                let _ = reply.send(result);
+            }
+            Request::Query(f) => f(&self.node),
+            Request::ListenAddrs(reply) => {
+                let me = *self.swarm.local_peer_id();
+                let addrs = self
+                    .listen_addrs
+                    .iter()
+                    .map(|a| a.clone().with(Protocol::P2p(me)))
+                    .collect();
+                let _ = reply.send(addrs);
+            }
+            Request::Connections(reply) => {
+                let _ = reply.send(self.connections());
+            }
+            Request::Dial(addr, reply) => {
+                let _ = reply.send(self.dial(dial_opts(&addr), FoundBy::Dialed).map_err(|e| {
+                    ShellError::Dial {
+                        addr,
+                        why: e.to_string(),
+                    }
+                }));
+            }
+            Request::Shutdown(reply) => return Ok(Some(reply)),
+        }
+        Ok(None)
+    }
+
+    fn connections(&self) -> Vec<ConnectionInfo> {
+        let mut out: Vec<ConnectionInfo> = self
+            .links
+            .values()
+            .flat_map(|l| {
+                l.conns.values().map(|c| ConnectionInfo {
+                    device: l.device,
+                    addr: c.addr.clone(),
+                    found_by: c.found_by,
+                    since_ms: c.since_ms,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.device.cmp(&b.device).then(a.since_ms.cmp(&b.since_ms)));
+        out
+    }
+
+    fn on_deadline(&mut self, d: Deadline) -> Result<(), ShellError> {
+        match d {
+            Deadline::Node(t) => self.input(Input::Timer(t))?,
+            Deadline::Close(device) => {
+                if let Some(peer) = peer_id_of(&device) {
+                    tracing::debug!(peer = %device.short(), "queue did not drain in time; closing");
+                    self.cut(peer);
+                }
+            }
+            Deadline::Redial(i) => self.redial(i),
+        }
+        Ok(())
+    }
+
+    // ----- sending -----
+
+    pub(super) fn enqueue(&mut self, device: DeviceId, frame: Vec<u8>) {
+        let Some(peer) = peer_id_of(&device) else {
+            return;
+        };
+        let Some(link) = self.links.get_mut(&peer) else {
+            tracing::debug!(peer = %device.short(), "dropping a frame for a peer that is gone");
+            return;
+        };
+        if link.closing {
+            return;
+        }
+        if let Err(o) = link.enqueue(frame) {
+            tracing::warn!(peer = %device.short(), frames = o.frames, bytes = o.bytes,
+                "send queue full; disconnecting the peer");
+            self.cut(peer);
+            return;
+        }
+        self.pump(peer);
+    }
+
+    /// Sends the peer's next frame if none is in flight; closes a closing
+    /// peer once everything has gone.
+    pub(super) fn pump(&mut self, peer: PeerId) {
+        let Some(link) = self.links.get_mut(&peer) else {
+            return;
+        };
+        if let Some(frame) = link.take_next() {
+            tracing::debug!(peer = %link.device.short(), len = frame.len(), tag = frame.first().copied().unwrap_or(0), queued = link.queued(), "sending frame");
+            let id = self
+                .swarm
+                .behaviour_mut()
+                .sync
+                .send_request(&peer, SyncRequest::Frame(frame));
+            link.set_in_flight(id);
+        } else if link.closing && link.drained() {
+            self.cut(peer);
+        }
+    }
+
+    pub(super) fn close_after_drain(&mut self, device: DeviceId) {
+        let Some(peer) = peer_id_of(&device) else {
+            return;
+        };
+        let Some(link) = self.links.get_mut(&peer) else {
+            return;
+        };
+        link.closing = true;
+        if link.drained() {
+            self.cut(peer);
+        } else {
+            self.deadlines
+                .set(Deadline::Close(device), Instant::now() + CLOSE_GRACE);
+        }
+    }
+
+    /// Closes every connection to `peer` now. The core hears of it when the
+    /// last one has closed.
+    pub(super) fn cut(&mut self, peer: PeerId) {
+        if let Some(link) = self.links.get_mut(&peer) {
+            link.closing = true;
+            self.deadlines.cancel(Deadline::Close(link.device));
+        }
+        let _ = self.swarm.disconnect_peer_id(peer);
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_mdns(d: Option<&Discovery>) -> Result<ServiceEvent, mdns_sd::RecvError> {
+    match d {
+        Some(d) => d.events.recv_async().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A copy of a store error for a second recipient (the error types hold
+/// only plain data).
+fn duplicate(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Locked { pid } => StoreError::Locked { pid: *pid },
+        StoreError::NewerFormat { found, supported } => StoreError::NewerFormat {
+            found: *found,
+            supported: *supported,
+        },
+        StoreError::Corrupt(s) => StoreError::Corrupt(s.clone()),
+        StoreError::Io(s) => StoreError::Io(s.clone()),
+    }
+}

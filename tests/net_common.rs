@@ -1,0 +1,187 @@
+//! Helpers shared by the `net_*` tests (included with `#[path]`): a team
+//! authority, certificates, in-process nodes on loopback with temporary
+//! sled stores, and waiting for a condition with a deadline.
+//!
+//! Every node here uses `mdns: false` and listens on 127.0.0.1 only; the
+//! one test that uses mDNS does so inside network namespaces it creates.
+#![cfg(feature = "net")]
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+use huddle::crypto::{AuthorityKey, DeviceKey};
+use huddle::membership::{Certificate, CertificateRequest};
+use huddle::net::{NodeHandle, ShellConfig, ShellError};
+use huddle::store::SledStore;
+use huddle::{ConversationId, MemberId, NodeConfig};
+use libp2p::Multiaddr;
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tokio::task::JoinHandle;
+
+pub const DAY: u64 = 24 * 3600 * 1000;
+/// How long any condition in these tests may take to become true.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
+
+/// Shows the nodes' logs when RUST_LOG is set (e.g. `RUST_LOG=huddle=debug`).
+pub fn init_logs() {
+    #[cfg(feature = "cli")]
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+pub fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+pub fn loopback() -> Multiaddr {
+    "/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")
+}
+
+/// A device and, if it has one, its certificate.
+pub struct Identity {
+    pub key: DeviceKey,
+    pub member: MemberId,
+    pub cert: Option<Certificate>,
+}
+
+pub struct Team {
+    pub authority: AuthorityKey,
+}
+
+impl Team {
+    pub fn new(seed: u64) -> Team {
+        Team {
+            authority: AuthorityKey::generate(&mut rng(seed)),
+        }
+    }
+
+    /// A member with one device whose certificate is valid from a day ago
+    /// to `expires`.
+    pub fn member_until(&self, seed: u64, name: &str, roles: &[&str], expires: u64) -> Identity {
+        let mut r = rng(seed);
+        let key = DeviceKey::generate(&mut r);
+        let member = MemberId::random(&mut r);
+        let cert = CertificateRequest {
+            team_name: "St Mary Ward 7".into(),
+            member,
+            display_name: name.into(),
+            roles: roles.iter().map(|s| s.to_string()).collect(),
+            device: key.device_id(),
+            issued: now_ms() - 2 * DAY,
+            expires,
+        }
+        .sign(&self.authority)
+        .expect("valid certificate fields");
+        Identity {
+            key,
+            member,
+            cert: Some(cert),
+        }
+    }
+
+    pub fn member(&self, seed: u64, name: &str, roles: &[&str]) -> Identity {
+        self.member_until(seed, name, roles, now_ms() + 365 * DAY)
+    }
+}
+
+/// A device that has joined no team.
+pub fn loner(seed: u64) -> Identity {
+    let mut r = rng(seed);
+    Identity {
+        key: DeviceKey::generate(&mut r),
+        member: MemberId::random(&mut r),
+        cert: None,
+    }
+}
+
+pub struct TestNode {
+    pub handle: NodeHandle,
+    pub task: JoinHandle<Result<(), ShellError>>,
+    pub addr: Multiaddr,
+}
+
+/// Starts a node on loopback with its store in `dir`, dialling `peers`.
+pub async fn start_node(id: &Identity, dir: &Path, peers: Vec<Multiaddr>) -> TestNode {
+    init_logs();
+    let store = SledStore::open(dir).expect("open store");
+    let config = ShellConfig {
+        key: id.key.clone(),
+        certificate: id.cert.clone(),
+        listen: vec![loopback()],
+        peers,
+        mdns: false,
+        node: NodeConfig::default(),
+    };
+    let (handle, task) = huddle::net::start(config, store).await.expect("start node");
+    let addr = handle
+        .listen_addrs()
+        .await
+        .expect("listen addrs")
+        .into_iter()
+        .next()
+        .expect("one listen address");
+    TestNode { handle, task, addr }
+}
+
+impl TestNode {
+    pub async fn stop(self) {
+        self.handle.shutdown().await.expect("shutdown");
+        self.task.await.expect("loop task").expect("loop result");
+    }
+
+    /// The number of peers that have proved membership to this node.
+    pub async fn verified_peers(&self) -> usize {
+        self.handle
+            .query(|n| n.peers().iter().filter(|p| p.verified).count())
+            .await
+            .expect("query")
+    }
+
+    /// The bodies of a conversation's history, in display order.
+    pub async fn bodies(&self, id: ConversationId) -> Option<Vec<String>> {
+        self.handle
+            .query(move |n| {
+                n.history(&id, None)
+                    .map(|h| h.into_iter().map(|m| m.body).collect())
+            })
+            .await
+            .expect("query")
+    }
+
+    pub async fn has(&self, id: ConversationId) -> bool {
+        self.handle
+            .query(move |n| n.conversation(&id).is_some())
+            .await
+            .expect("query")
+    }
+}
+
+/// Polls `check` until it holds, failing the test after [`DEADLINE`].
+pub async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {DEADLINE:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
