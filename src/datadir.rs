@@ -171,9 +171,7 @@ impl DataDir {
         let path = self.file(TEAM_KEY);
         match read_optional(&path)? {
             None => Ok(None),
-            Some(text) => Ok(Some(AuthorityKey::from_secret(parse_secret(
-                &path, &text,
-            )?))),
+            Some(text) => Ok(Some(AuthorityKey::from_secret(parse_secret(&path, &text)?))),
         }
     }
 
@@ -191,12 +189,14 @@ impl DataDir {
         let path = self.file(CERTIFICATE);
         match read_optional(&path)? {
             None => Ok(None),
-            Some(text) => Certificate::from_token(&text)
-                .map(Some)
-                .map_err(|e| DataDirError::Damaged {
-                    path,
-                    why: e.to_string(),
-                }),
+            Some(text) => {
+                Certificate::from_token(&text)
+                    .map(Some)
+                    .map_err(|e| DataDirError::Damaged {
+                        path,
+                        why: e.to_string(),
+                    })
+            }
         }
     }
 

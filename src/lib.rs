@@ -11,9 +11,15 @@
 //! - Behind the `store-sled` feature: the sled store.
 //! - Behind `net`: the tokio/libp2p/mdns-sd shell. Behind `cli`: the binary.
 
+#[cfg(feature = "cli")]
+pub mod api;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod codec;
 pub mod conversation;
 pub mod crypto;
+#[cfg(feature = "cli")]
+pub mod datadir;
 pub mod header;
 pub mod hlc;
 pub mod ids;

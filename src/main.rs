@@ -1,1 +1,5 @@
-fn main() {}
+//! The `huddle` binary: everything lives in [`huddle::cli`].
+
+fn main() -> std::process::ExitCode {
+    huddle::cli::main()
+}

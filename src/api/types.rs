@@ -255,9 +255,7 @@ impl From<&Event> for EventJson {
                 conversation,
                 message,
             },
-            Event::ReceiptsChanged { conversation } => {
-                EventJson::ReceiptsChanged { conversation }
-            }
+            Event::ReceiptsChanged { conversation } => EventJson::ReceiptsChanged { conversation },
             Event::PeerJoined { peer, member, name } => {
                 EventJson::PeerJoined { peer, member, name }
             }

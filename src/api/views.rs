@@ -42,7 +42,11 @@ pub fn chats(node: &Node) -> Vec<Chat> {
         .collect()
 }
 
-pub fn history(node: &Node, id: &ConversationId, limit: Option<usize>) -> Option<Vec<HistoryMessage>> {
+pub fn history(
+    node: &Node,
+    id: &ConversationId,
+    limit: Option<usize>,
+) -> Option<Vec<HistoryMessage>> {
     let rendered = node.history(id, limit)?;
     Some(
         rendered
@@ -96,7 +100,7 @@ pub fn directory(node: &Node) -> Vec<Member> {
         e.1.expires = e.1.expires.max(c.expires);
     }
     let mut out: Vec<Member> = by_member.into_values().map(|(_, m)| m).collect();
-    out.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+    out.sort_by_key(|a| a.name.to_lowercase());
     out
 }
 

@@ -1,0 +1,226 @@
+//! A small blocking client for the local API, used by the CLI (which has no
+//! async runtime for its one-shot commands).
+//!
+//! Invariant: every failure becomes one sentence: the server's own
+//! `{"error": …}` when it answered, otherwise why it could not be reached.
+
+use std::io::{BufRead, BufReader, Read};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use thiserror::Error;
+
+use super::types::{
+    Chat, Created, ErrorBody, EventJson, HistoryMessage, Member, MessageRef, NewConversation, Peer,
+    RevokeRequest, SendRequest, Status,
+};
+use crate::datadir::ApiInfo;
+use crate::ids::{ConversationId, MessageId};
+use crate::membership::Revocation;
+
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// The node answered with an error sentence.
+    #[error("{0}")]
+    Api(String),
+    #[error("the running node at {url} did not answer ({why}): check that `huddle run` is still running")]
+    Unreachable { url: String, why: String },
+}
+
+/// A connection to one node's API.
+pub struct ApiClient {
+    info: ApiInfo,
+    agent: ureq::Agent,
+}
+
+fn agent(timeout: Option<Duration>) -> ureq::Agent {
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(2)))
+        .timeout_global(timeout)
+        // The API is on loopback: never go through a proxy from the environment.
+        .proxy(None)
+        .build();
+    ureq::Agent::new_with_config(config)
+}
+
+impl ApiClient {
+    pub fn new(info: ApiInfo) -> ApiClient {
+        ApiClient {
+            info,
+            agent: agent(Some(Duration::from_secs(60))),
+        }
+    }
+
+    /// Connects if the node recorded in `info` answers within a moment.
+    pub fn probe(info: ApiInfo) -> Option<(ApiClient, Status)> {
+        let c = ApiClient {
+            info,
+            agent: agent(Some(Duration::from_secs(3))),
+        };
+        let status = c.status().ok()?;
+        Some((ApiClient::new(c.info), status))
+    }
+
+    pub fn url(&self) -> &str {
+        &self.info.url
+    }
+
+    fn unreachable(&self, e: impl std::fmt::Display) -> ClientError {
+        ClientError::Unreachable {
+            url: self.info.url.clone(),
+            why: e.to_string(),
+        }
+    }
+
+    fn finish<T: DeserializeOwned>(
+        &self,
+        r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T, ClientError> {
+        let mut resp = r.map_err(|e| self.unreachable(e))?;
+        let ok = resp.status().is_success();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(256 * 1024 * 1024)
+            .read_to_string()
+            .map_err(|e| self.unreachable(e))?;
+        if ok {
+            serde_json::from_str(&body).map_err(|e| self.unreachable(e))
+        } else {
+            let msg = serde_json::from_str::<ErrorBody>(&body)
+                .map(|b| b.error)
+                .unwrap_or_else(|_| format!("the node answered {}", resp.status()));
+            Err(ClientError::Api(msg))
+        }
+    }
+
+    fn auth(&self) -> String {
+        format!("Bearer {}", self.info.token)
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let r = self
+            .agent
+            .get(format!("{}{path}", self.info.url))
+            .header("Authorization", self.auth())
+            .call();
+        self.finish(r)
+    }
+
+    fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let r = self
+            .agent
+            .post(format!("{}{path}", self.info.url))
+            .header("Authorization", self.auth())
+            .send_json(body);
+        self.finish(r)
+    }
+
+    pub fn status(&self) -> Result<Status, ClientError> {
+        self.get("/v1/status")
+    }
+
+    pub fn chats(&self) -> Result<Vec<Chat>, ClientError> {
+        self.get("/v1/conversations")
+    }
+
+    pub fn history(
+        &self,
+        id: &ConversationId,
+        limit: Option<usize>,
+    ) -> Result<Vec<HistoryMessage>, ClientError> {
+        let q = limit.map(|l| format!("?limit={l}")).unwrap_or_default();
+        self.get(&format!("/v1/conversations/{id}/messages{q}"))
+    }
+
+    pub fn directory(&self) -> Result<Vec<Member>, ClientError> {
+        self.get("/v1/directory")
+    }
+
+    pub fn peers(&self) -> Result<Vec<Peer>, ClientError> {
+        self.get("/v1/peers")
+    }
+
+    pub fn find_messages(&self, prefix: &str) -> Result<Vec<MessageRef>, ClientError> {
+        self.get(&format!("/v1/messages?prefix={prefix}"))
+    }
+
+    pub fn create(&self, req: &NewConversation) -> Result<ConversationId, ClientError> {
+        self.post::<_, Created<ConversationId>>("/v1/conversations", req)
+            .map(|c| c.id)
+    }
+
+    pub fn send(&self, id: &ConversationId, req: &SendRequest) -> Result<MessageId, ClientError> {
+        self.post::<_, Created<MessageId>>(&format!("/v1/conversations/{id}/messages"), req)
+            .map(|c| c.id)
+    }
+
+    pub fn mark_read(&self, id: &ConversationId) -> Result<(), ClientError> {
+        self.post::<_, serde_json::Value>(&format!("/v1/conversations/{id}/read"), &())
+            .map(drop)
+    }
+
+    pub fn ack(&self, id: &ConversationId, message: &MessageId) -> Result<(), ClientError> {
+        self.post::<_, serde_json::Value>(
+            &format!("/v1/conversations/{id}/messages/{message}/ack"),
+            &(),
+        )
+        .map(drop)
+    }
+
+    pub fn revoke(&self, rev: &Revocation) -> Result<(), ClientError> {
+        let req = RevokeRequest {
+            revocation: data_encoding::HEXLOWER.encode(&rev.encode()),
+        };
+        self.post::<_, serde_json::Value>("/v1/revocations", &req)
+            .map(drop)
+    }
+
+    /// Opens the live event stream.
+    pub fn events(&self) -> Result<Events, ClientError> {
+        let r = agent(None)
+            .get(format!("{}/v1/events", self.info.url))
+            .header("Authorization", self.auth())
+            .call();
+        let resp = r.map_err(|e| self.unreachable(e))?;
+        if !resp.status().is_success() {
+            return Err(ClientError::Api(format!(
+                "the node refused the event stream ({})",
+                resp.status()
+            )));
+        }
+        Ok(Events {
+            lines: BufReader::new(Box::new(resp.into_body().into_reader())),
+        })
+    }
+}
+
+/// The events of `GET /v1/events`, in order; ends when the node stops.
+pub struct Events {
+    lines: BufReader<Box<dyn Read + Send>>,
+}
+
+impl Iterator for Events {
+    type Item = EventJson;
+
+    fn next(&mut self) -> Option<EventJson> {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if self.lines.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            if let Some(data) = line.trim_end().strip_prefix("data:") {
+                if let Ok(e) = serde_json::from_str(data.trim_start()) {
+                    return Some(e);
+                }
+            }
+        }
+    }
+}

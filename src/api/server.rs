@@ -1,0 +1,375 @@
+//! The axum router and its handlers (see the module docs of [`crate::api`]).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{self, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::Stream;
+use serde::Deserialize;
+use thiserror::Error;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::types::{
+    Chat, Created, ErrorBody, EventJson, HistoryMessage, Member, MessageRef, NewConversation, Peer,
+    RevokeRequest, SendRequest, Status,
+};
+use super::views;
+use crate::datadir::ApiInfo;
+use crate::ids::{ConversationId, MessageId};
+use crate::membership::Revocation;
+use crate::net::{FoundBy, NodeHandle, ShellError};
+use crate::node::{Command, CommandError, Reply};
+
+#[derive(Debug, Error)]
+pub enum ApiError {
+    #[error("the local API must listen on a loopback address such as 127.0.0.1:0, not {0}")]
+    NotLoopback(SocketAddr),
+    #[error("cannot listen for the local API on {addr} ({error}): choose another port with --api 127.0.0.1:PORT")]
+    Bind {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+}
+
+/// A running API server; it stops when dropped.
+pub struct ApiServer {
+    pub addr: SocketAddr,
+    pub token: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ApiServer {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// What `api.json` records so that the CLI finds this server.
+    pub fn info(&self) -> ApiInfo {
+        ApiInfo {
+            url: self.url(),
+            token: self.token.clone(),
+            pid: std::process::id(),
+        }
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        // Event streams never end by themselves, so a graceful shutdown
+        // would wait forever: the node is stopping anyway.
+        self.task.abort();
+    }
+}
+
+struct AppState {
+    handle: NodeHandle,
+    token: String,
+}
+
+type Shared = Arc<AppState>;
+
+/// Binds `addr` (loopback only) and serves the API for `handle`.
+pub async fn start(handle: NodeHandle, addr: SocketAddr) -> Result<ApiServer, ApiError> {
+    if !addr.ip().is_loopback() {
+        return Err(ApiError::NotLoopback(addr));
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|error| ApiError::Bind { addr, error })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|error| ApiError::Bind { addr, error })?;
+    let token = super::new_token();
+    let state = Arc::new(AppState {
+        handle,
+        token: token.clone(),
+    });
+    let app = router(state);
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!("the local API stopped: {e}");
+        }
+    });
+    Ok(ApiServer { addr, token, task })
+}
+
+fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/conversations", get(chats).post(create))
+        .route("/v1/conversations/{id}/messages", get(history).post(send))
+        .route("/v1/conversations/{id}/read", post(mark_read))
+        .route("/v1/conversations/{id}/messages/{message}/ack", post(ack))
+        .route("/v1/messages", get(find_messages))
+        .route("/v1/directory", get(directory))
+        .route("/v1/peers", get(peers))
+        .route("/v1/revocations", post(revoke))
+        .route("/v1/events", get(events))
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .with_state(state)
+}
+
+/// An error response: a status and one sentence.
+struct Fail(StatusCode, String);
+
+impl IntoResponse for Fail {
+    fn into_response(self) -> Response {
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
+    }
+}
+
+impl From<ShellError> for Fail {
+    fn from(e: ShellError) -> Fail {
+        match e {
+            ShellError::Command(c) => c.into(),
+            other => Fail(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
+        }
+    }
+}
+
+impl From<CommandError> for Fail {
+    fn from(e: CommandError) -> Fail {
+        let code = match e {
+            CommandError::UnknownConversation(_) | CommandError::UnknownMessage(_) => {
+                StatusCode::NOT_FOUND
+            }
+            CommandError::Document(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Fail(code, e.to_string())
+    }
+}
+
+type Answer<T> = Result<Json<T>, Fail>;
+
+fn bad_request(msg: impl Into<String>) -> Fail {
+    Fail(StatusCode::BAD_REQUEST, msg.into())
+}
+
+async fn authorize(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !constant_time_eq(given.as_bytes(), s.token.as_bytes()) {
+        return Fail(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token: use the token from api.json in the data directory"
+                .into(),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn conversation_id(s: &str) -> Result<ConversationId, Fail> {
+    s.parse()
+        .map_err(|_| bad_request(format!("\"{s}\" is not a conversation id (32 hex digits)")))
+}
+
+fn message_id(s: &str) -> Result<MessageId, Fail> {
+    s.parse()
+        .map_err(|_| bad_request(format!("\"{s}\" is not a message id (32 hex digits)")))
+}
+
+async fn status(State(s): State<Shared>) -> Answer<Status> {
+    let mut st = s.handle.query(views::status).await?;
+    st.listen = s
+        .handle
+        .listen_addrs()
+        .await?
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    Ok(Json(st))
+}
+
+async fn chats(State(s): State<Shared>) -> Answer<Vec<Chat>> {
+    Ok(Json(s.handle.query(views::chats).await?))
+}
+
+async fn create(
+    State(s): State<Shared>,
+    Json(req): Json<NewConversation>,
+) -> Answer<Created<ConversationId>> {
+    let cmd = s
+        .handle
+        .query(move |n| views::create_command(n, req))
+        .await??;
+    match s.handle.command(cmd).await? {
+        Reply::Conversation(id) => Ok(Json(Created { id })),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn unexpected(r: Reply) -> Fail {
+    Fail(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("the node gave an unexpected reply ({r:?}); please report this"),
+    )
+}
+
+#[derive(Deserialize)]
+struct Limit {
+    limit: Option<usize>,
+}
+
+async fn history(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Query<Limit>,
+) -> Answer<Vec<HistoryMessage>> {
+    let id = conversation_id(&id)?;
+    s.handle
+        .query(move |n| views::history(n, &id, q.limit))
+        .await?
+        .map(Json)
+        .ok_or_else(|| CommandError::UnknownConversation(id).into())
+}
+
+async fn send(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    Json(req): Json<SendRequest>,
+) -> Answer<Created<MessageId>> {
+    let conversation = conversation_id(&id)?;
+    let cmd = Command::Send {
+        conversation,
+        body: req.body,
+        priority: req.priority,
+        reply_to: req.reply_to,
+    };
+    match s.handle.command(cmd).await? {
+        Reply::Message(id) => Ok(Json(Created { id })),
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn mark_read(State(s): State<Shared>, Path(id): Path<String>) -> Answer<serde_json::Value> {
+    let conversation = conversation_id(&id)?;
+    s.handle.command(Command::MarkRead { conversation }).await?;
+    Ok(Json(serde_json::json!({})))
+}
+
+async fn ack(
+    State(s): State<Shared>,
+    Path((id, message)): Path<(String, String)>,
+) -> Answer<serde_json::Value> {
+    let conversation = conversation_id(&id)?;
+    let message = message_id(&message)?;
+    s.handle
+        .command(Command::Ack {
+            conversation,
+            message,
+        })
+        .await?;
+    Ok(Json(serde_json::json!({})))
+}
+
+#[derive(Deserialize)]
+struct Prefix {
+    prefix: String,
+}
+
+async fn find_messages(
+    State(s): State<Shared>,
+    Query(q): Query<Prefix>,
+) -> Answer<Vec<MessageRef>> {
+    if q.prefix.is_empty() || !q.prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad_request("a message id prefix is one or more hex digits"));
+    }
+    Ok(Json(
+        s.handle
+            .query(move |n| views::find_messages(n, &q.prefix))
+            .await?,
+    ))
+}
+
+async fn directory(State(s): State<Shared>) -> Answer<Vec<Member>> {
+    Ok(Json(s.handle.query(views::directory).await?))
+}
+
+async fn peers(State(s): State<Shared>) -> Answer<Vec<Peer>> {
+    let known = s.handle.query(|n| n.peers()).await?;
+    let conns = s.handle.connections().await?;
+    let mut out: Vec<Peer> = conns
+        .iter()
+        .map(|c| {
+            let info = known.iter().find(|p| p.device == c.device);
+            Peer {
+                device: c.device,
+                member: info.and_then(|p| p.member),
+                name: info.and_then(|p| p.name.clone()),
+                verified: info.is_some_and(|p| p.verified),
+                address: Some(c.addr.to_string()),
+                found_by: Some(found_by(&c.found_by).to_owned()),
+                since_ms: Some(c.since_ms),
+            }
+        })
+        .collect();
+    for p in known {
+        if !out.iter().any(|o| o.device == p.device) {
+            out.push(Peer {
+                device: p.device,
+                member: p.member,
+                name: p.name,
+                verified: p.verified,
+                address: None,
+                found_by: None,
+                since_ms: None,
+            });
+        }
+    }
+    Ok(Json(out))
+}
+
+fn found_by(f: &FoundBy) -> &'static str {
+    match f {
+        FoundBy::Mdns => "mdns",
+        FoundBy::Static => "static",
+        FoundBy::Inbound => "inbound",
+        FoundBy::Dialed => "dialed",
+    }
+}
+
+async fn revoke(
+    State(s): State<Shared>,
+    Json(req): Json<RevokeRequest>,
+) -> Answer<serde_json::Value> {
+    let rev = data_encoding::HEXLOWER_PERMISSIVE
+        .decode(req.revocation.trim().as_bytes())
+        .ok()
+        .and_then(|b| Revocation::decode(&b).ok())
+        .ok_or_else(|| bad_request("the revocation is not a hex-encoded huddle revocation"))?;
+    s.handle.command(Command::Revoke(rev)).await?;
+    Ok(Json(serde_json::json!({})))
+}
+
+async fn events(
+    State(s): State<Shared>,
+) -> Sse<impl Stream<Item = Result<sse::Event, Infallible>>> {
+    let rx = s.handle.subscribe();
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        let json = match rx.recv().await {
+            Ok(e) => EventJson::from(&e),
+            Err(RecvError::Lagged(missed)) => EventJson::Lagged { missed },
+            Err(RecvError::Closed) => return None,
+        };
+        let data = serde_json::to_string(&json).expect("events serialize");
+        Some((Ok(sse::Event::default().event(json.name()).data(data)), rx))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}

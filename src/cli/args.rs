@@ -1,0 +1,271 @@
+//! The command line, declared with clap's derive API. Doc comments are the
+//! help text; every subcommand's help ends with an example.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+/// huddle: a peer-to-peer, offline-first messenger for care teams.
+///
+/// Every device is a full node: it finds the devices around it, talks to them
+/// over encrypted connections and keeps every conversation locally, so the
+/// ward keeps talking when the hospital's network or servers are down.
+#[derive(Debug, Parser)]
+#[command(name = "huddle", version, propagate_version = true)]
+#[command(
+    after_help = "Start here:\n  huddle demo                               see a whole ward in one process\n  huddle init --name \"Ana Silva\" --role nurse\n  huddle team create \"St Mary Ward 7\"\n  huddle run"
+)]
+pub struct Cli {
+    /// Where this device keeps its identity, keys and messages
+    /// [default: the platform data directory, e.g. ~/.local/share/huddle]
+    #[arg(long, global = true, env = "HUDDLE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Print machine-readable JSON instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Say more (-v, -vv, -vvv); RUST_LOG overrides
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Say less: only results and errors (-qq: only errors)
+    #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
+
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Create this device's identity: its key and who uses it
+    #[command(
+        after_help = "Example:\n  huddle init --name \"Ana Silva\" --role nurse --role charge-nurse"
+    )]
+    Init(InitArgs),
+
+    /// Show this device's identity, team and whether its node is running
+    #[command(after_help = "Example:\n  huddle whoami")]
+    Whoami,
+
+    /// Create a team, admit devices into it, join one, revoke, show
+    #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  huddle team create \"St Mary Ward 7\"\n  huddle team admit 12D3KooW... --name \"Ben Okafor\" --role physician\n  huddle team join HUDDLE1:..."
+    )]
+    Team(TeamCmd),
+
+    /// Run this device's node in the foreground until Ctrl-C
+    #[command(
+        after_help = "Examples:\n  huddle run\n  huddle run --peer /ip4/192.168.1.20/tcp/4001      # when multicast is blocked\n  huddle run --listen /ip4/127.0.0.1/tcp/0 --no-mdns --api 127.0.0.1:0"
+    )]
+    Run(RunArgs),
+
+    /// Start a conversation: 1:1, a named group, or a role channel
+    #[command(subcommand)]
+    #[command(after_help = "Example:\n  huddle chat new --with \"Ben Okafor\"")]
+    Chat(ChatCmd),
+
+    /// List conversations with their unread counts
+    #[command(after_help = "Example:\n  huddle chats")]
+    Chats,
+
+    /// Send a message; returns once it is safely stored on this device
+    #[command(
+        after_help = "Examples:\n  huddle send \"Ben Okafor\" \"Bed 4 obs are back, all stable\"\n  huddle send \"Sepsis review\" \"Lactate 4.1 in bed 12\" --urgent\n  huddle send 3fa2 \"Agreed\" --reply-to 9c1b"
+    )]
+    Send(SendArgs),
+
+    /// Show a conversation's messages with receipts
+    #[command(
+        after_help = "Examples:\n  huddle history \"Sepsis review\" --limit 20\n  huddle history \"Ben Okafor\" --follow"
+    )]
+    History(HistoryArgs),
+
+    /// Mark everything in a conversation as read
+    #[command(after_help = "Example:\n  huddle read \"Sepsis review\"")]
+    Read(ConversationArg),
+
+    /// Acknowledge an urgent or STAT message
+    #[command(after_help = "Example:\n  huddle ack 9c1b2e")]
+    Ack(AckArgs),
+
+    /// List the devices this node is connected to
+    #[command(after_help = "Example:\n  huddle peers")]
+    Peers,
+
+    /// Run a whole ward (4 nodes) in this process and tell its story
+    #[command(
+        after_help = "Examples:\n  huddle demo\n  huddle demo --exit        # tell the story, then stop (for CI)"
+    )]
+    Demo(DemoArgs),
+
+    /// Print a shell completion script
+    #[command(
+        after_help = "Example:\n  huddle completions bash > ~/.local/share/bash-completion/completions/huddle"
+    )]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Your name as colleagues will see it
+    #[arg(long)]
+    pub name: String,
+    /// A role you hold, e.g. nurse, charge-nurse, physician (repeatable)
+    #[arg(long = "role", value_name = "ROLE")]
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TeamCmd {
+    /// Create a new team; this device holds its authority key and joins it
+    #[command(after_help = "Example:\n  huddle team create \"St Mary Ward 7\"")]
+    Create {
+        /// The team's name
+        name: String,
+        /// How long this device's own membership lasts (e.g. 90d, 52w, 1y)
+        #[arg(long, default_value = "365d")]
+        expires: String,
+    },
+    /// Admit a device (run on the device holding the team key); prints a token
+    #[command(
+        after_help = "Example:\n  huddle team admit 12D3KooW... --name \"Ben Okafor\" --role physician --expires 90d\n\nThe device's owner finds its id with `huddle whoami`, then runs\n  huddle team join <token>"
+    )]
+    Admit(AdmitArgs),
+    /// Install the membership token an administrator gave you
+    #[command(after_help = "Example:\n  huddle team join HUDDLE1:AEBAGBAF...")]
+    Join {
+        /// The token printed by `huddle team admit`
+        token: String,
+    },
+    /// Revoke a device or a member (everywhere, as the news spreads)
+    #[command(
+        after_help = "Examples:\n  huddle team revoke 12D3KooW...          # one lost device\n  huddle team revoke \"Ben Okafor\"         # every device of a member"
+    )]
+    Revoke {
+        /// A device id, a member id (or its unique prefix) or a member's name
+        target: String,
+    },
+    /// Show the team and the members this device knows
+    #[command(after_help = "Example:\n  huddle team show")]
+    Show,
+}
+
+#[derive(Debug, Args)]
+pub struct AdmitArgs {
+    /// The device id to admit (its owner sees it with `huddle whoami`)
+    pub device: String,
+    /// The member's name as colleagues will see it
+    #[arg(long)]
+    pub name: String,
+    /// A role the member holds (repeatable)
+    #[arg(long = "role", value_name = "ROLE")]
+    pub roles: Vec<String>,
+    /// The member id, to add another device of an existing member
+    /// [default: the id the device's owner chose, if you pass it, else a new one]
+    #[arg(long)]
+    pub member: Option<String>,
+    /// How long the membership lasts (e.g. 12h, 90d, 52w, 1y)
+    #[arg(long, default_value = "365d")]
+    pub expires: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Address to listen on (repeatable)
+    #[arg(long, value_name = "MULTIADDR", default_value = "/ip4/0.0.0.0/tcp/0")]
+    pub listen: Vec<String>,
+    /// Address of a peer to dial, e.g. /ip4/10.1.2.3/tcp/4001 (repeatable)
+    #[arg(long = "peer", value_name = "MULTIADDR")]
+    pub peers: Vec<String>,
+    /// Do not discover peers on the local network with mDNS
+    #[arg(long)]
+    pub no_mdns: bool,
+    /// Where the local API listens (loopback only)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub api: SocketAddr,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChatCmd {
+    /// Start a conversation
+    #[command(
+        after_help = "Examples:\n  huddle chat new --with \"Ben Okafor\"\n  huddle chat new --group \"Sepsis review\" --with \"Ben Okafor\" --with \"Chloe Martin\"\n  huddle chat new --role charge-nurse"
+    )]
+    New(ChatNewArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ChatNewArgs {
+    /// A member (name, member id or unique id prefix); repeat for a group
+    #[arg(long = "with", value_name = "MEMBER")]
+    pub with: Vec<String>,
+    /// Make a named group
+    #[arg(long, value_name = "TITLE", conflicts_with = "role")]
+    pub group: Option<String>,
+    /// Open the channel of everyone holding this role
+    #[arg(long, conflicts_with = "with")]
+    pub role: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConversationArg {
+    /// The conversation: its title, its id, or a unique id prefix
+    pub conversation: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The conversation: its title, its id, or a unique id prefix
+    pub conversation: String,
+    /// The message text
+    pub text: String,
+    /// Mark the message urgent: everyone is asked to acknowledge it
+    #[arg(long, conflicts_with = "stat")]
+    pub urgent: bool,
+    /// Mark the message STAT (most urgent): everyone is asked to acknowledge it
+    #[arg(long)]
+    pub stat: bool,
+    /// The message this one answers (id or unique prefix)
+    #[arg(long, value_name = "MESSAGE")]
+    pub reply_to: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The conversation: its title, its id, or a unique id prefix
+    pub conversation: String,
+    /// Show only the newest N messages
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Keep printing new messages as they arrive (needs `huddle run`)
+    #[arg(long, short)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AckArgs {
+    /// The message id or a unique prefix (see `huddle history`)
+    pub message: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Tell the story, then stop instead of keeping the ward running
+    /// (the default when stdout is not a terminal)
+    #[arg(long)]
+    pub exit: bool,
+    /// How many nodes the ward has (3 to 5)
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(3..=5))]
+    pub nodes: u8,
+    /// Discover the demo nodes with mDNS on this machine's network instead
+    /// of wiring them by loopback address (off by default)
+    #[arg(long)]
+    pub mdns: bool,
+}

@@ -1,0 +1,150 @@
+//! Where a CLI command is carried out: through the local API of the node
+//! running on the data directory, or, when none runs, on the node loaded
+//! from the store. Both give the same answers (the API's JSON types).
+
+use super::offline::Offline;
+use super::{CliError, Ctx, Result};
+use crate::api::client::ApiClient;
+use crate::api::types::{
+    Chat, HistoryMessage, Member, MessageRef, NewConversation, Peer, SendRequest,
+};
+use crate::api::views;
+use crate::ids::{ConversationId, MessageId};
+use crate::membership::Revocation;
+use crate::node::{Command, CommandError, Reply};
+
+pub enum Backend {
+    Api(ApiClient),
+    Offline(Box<Offline>),
+}
+
+/// Told after a change made without a running node.
+pub const STORED_LOCALLY: &str =
+    "stored locally; it will go out when `huddle run` is running on this data directory";
+
+impl Backend {
+    /// The running node if it answers, else the store.
+    pub fn open(ctx: &Ctx) -> Result<Backend> {
+        // Checked first so that a missing identity gets the `init` hint.
+        ctx.dir.identity()?;
+        if let Some(info) = ctx.dir.api_info()? {
+            if let Some((client, _)) = ApiClient::probe(info) {
+                tracing::debug!(url = client.url(), "using the running node");
+                return Ok(Backend::Api(client));
+            }
+        }
+        Ok(Backend::Offline(Box::new(Offline::open(&ctx.dir)?)))
+    }
+
+    pub fn is_offline(&self) -> bool {
+        matches!(self, Backend::Offline(_))
+    }
+
+    /// Only a running node can do this.
+    pub fn client(&self, ctx: &Ctx, what: &str) -> Result<&ApiClient> {
+        match self {
+            Backend::Api(c) => Ok(c),
+            Backend::Offline(_) => Err(CliError::new(format!(
+                "no node is running on {}: start it with `huddle run` to {what}",
+                ctx.dir.path().display()
+            ))),
+        }
+    }
+
+    pub fn chats(&self) -> Result<Vec<Chat>> {
+        match self {
+            Backend::Api(c) => Ok(c.chats()?),
+            Backend::Offline(o) => Ok(views::chats(o.node())),
+        }
+    }
+
+    pub fn history(
+        &self,
+        id: &ConversationId,
+        limit: Option<usize>,
+    ) -> Result<Vec<HistoryMessage>> {
+        match self {
+            Backend::Api(c) => Ok(c.history(id, limit)?),
+            Backend::Offline(o) => views::history(o.node(), id, limit)
+                .ok_or_else(|| CommandError::UnknownConversation(*id).into()),
+        }
+    }
+
+    pub fn directory(&self) -> Result<Vec<Member>> {
+        match self {
+            Backend::Api(c) => Ok(c.directory()?),
+            Backend::Offline(o) => Ok(views::directory(o.node())),
+        }
+    }
+
+    pub fn peers(&self, ctx: &Ctx) -> Result<Vec<Peer>> {
+        Ok(self.client(ctx, "connect to peers")?.peers()?)
+    }
+
+    pub fn find_messages(&self, prefix: &str) -> Result<Vec<MessageRef>> {
+        match self {
+            Backend::Api(c) => Ok(c.find_messages(prefix)?),
+            Backend::Offline(o) => Ok(views::find_messages(o.node(), prefix)),
+        }
+    }
+
+    pub fn create(&mut self, req: NewConversation) -> Result<ConversationId> {
+        match self {
+            Backend::Api(c) => Ok(c.create(&req)?),
+            Backend::Offline(o) => {
+                let cmd = views::create_command(o.node(), req)?;
+                match o.command(cmd)? {
+                    Reply::Conversation(id) => Ok(id),
+                    r => Err(unexpected(r)),
+                }
+            }
+        }
+    }
+
+    pub fn send(&mut self, id: ConversationId, req: SendRequest) -> Result<MessageId> {
+        match self {
+            Backend::Api(c) => Ok(c.send(&id, &req)?),
+            Backend::Offline(o) => match o.command(Command::Send {
+                conversation: id,
+                body: req.body,
+                priority: req.priority,
+                reply_to: req.reply_to,
+            })? {
+                Reply::Message(m) => Ok(m),
+                r => Err(unexpected(r)),
+            },
+        }
+    }
+
+    pub fn mark_read(&mut self, id: ConversationId) -> Result<()> {
+        match self {
+            Backend::Api(c) => Ok(c.mark_read(&id)?),
+            Backend::Offline(o) => o.command(Command::MarkRead { conversation: id }).map(drop),
+        }
+    }
+
+    pub fn ack(&mut self, r: &MessageRef) -> Result<()> {
+        match self {
+            Backend::Api(c) => Ok(c.ack(&r.conversation, &r.message)?),
+            Backend::Offline(o) => o
+                .command(Command::Ack {
+                    conversation: r.conversation,
+                    message: r.message,
+                })
+                .map(drop),
+        }
+    }
+
+    pub fn revoke(&mut self, rev: Revocation) -> Result<()> {
+        match self {
+            Backend::Api(c) => Ok(c.revoke(&rev)?),
+            Backend::Offline(o) => o.command(Command::Revoke(rev)).map(drop),
+        }
+    }
+}
+
+fn unexpected(r: Reply) -> CliError {
+    CliError::new(format!(
+        "the node gave an unexpected reply ({r:?}); please report this"
+    ))
+}

@@ -1,0 +1,293 @@
+//! The `huddle` command line: argument parsing, the error a user sees, and
+//! dispatch to one file per group of commands.
+//!
+//! Invariants: arguments are parsed and validated before anything touches
+//! the data directory; every failure reaches the user as one sentence that
+//! says what went wrong and what to do (never a debug dump), with a non-zero
+//! exit; results go to stdout (as JSON with `--json`), notes to stderr.
+
+mod args;
+mod backend;
+mod demo;
+mod offline;
+mod render;
+mod resolve;
+mod run;
+mod setup;
+mod talk;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::OnceLock;
+
+use clap::{CommandFactory, Parser};
+
+pub use args::Cli;
+use args::Cmd;
+
+use crate::datadir::DataDir;
+
+/// A failure, as one sentence for the user.
+#[derive(Debug)]
+pub struct CliError(String);
+
+impl CliError {
+    pub fn new(msg: impl Into<String>) -> CliError {
+        CliError(msg.into())
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+macro_rules! sentence_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for CliError {
+            fn from(e: $t) -> CliError {
+                CliError(e.to_string())
+            }
+        }
+    )*};
+}
+
+sentence_from!(
+    crate::datadir::DataDirError,
+    crate::node::CommandError,
+    crate::node::LoadError,
+    crate::membership::TokenError,
+    crate::membership::CertFieldError,
+    crate::api::client::ClientError,
+    crate::api::ApiError,
+    crate::net::ShellError
+);
+
+impl From<crate::store::StoreError> for CliError {
+    fn from(e: crate::store::StoreError) -> CliError {
+        match e {
+            crate::store::StoreError::Locked { .. } => {
+                CliError(format!("{e}: stop it first, or use another --data-dir"))
+            }
+            e => CliError(e.to_string()),
+        }
+    }
+}
+
+pub type Result<T, E = CliError> = std::result::Result<T, E>;
+
+/// How to print: JSON or text, and how chatty.
+#[derive(Clone, Copy, Debug)]
+pub struct Out {
+    pub json: bool,
+    pub quiet: bool,
+}
+
+impl Out {
+    /// A hint or a status line for a person (stderr, silenced by -q).
+    pub fn note(&self, msg: impl fmt::Display) {
+        if !self.quiet {
+            eprintln!("{msg}");
+        }
+    }
+
+    pub fn print_json<T: serde::Serialize>(&self, v: &T) {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(v).expect("output serializes")
+        );
+    }
+}
+
+/// Everything a command needs besides its own arguments.
+pub struct Ctx {
+    pub dir: DataDir,
+    pub out: Out,
+}
+
+static LOCAL_OFFSET: OnceLock<time::UtcOffset> = OnceLock::new();
+
+/// The local time zone offset, read once at start while the process has a
+/// single thread (reading it later is not sound on Unix).
+pub(crate) fn local_offset() -> time::UtcOffset {
+    *LOCAL_OFFSET.get_or_init(|| time::UtcOffset::UTC)
+}
+
+/// The entry point of the binary.
+pub fn main() -> ExitCode {
+    let _ =
+        LOCAL_OFFSET.set(time::UtcOffset::current_local_offset().unwrap_or(time::UtcOffset::UTC));
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8, quiet: u8) {
+    use tracing_subscriber::EnvFilter;
+    let level = match (verbose, quiet) {
+        (_, q) if q >= 2 => "off",
+        (_, 1) => "error",
+        (0, _) => "warn",
+        (1, _) => "info",
+        (2, _) => "debug",
+        _ => "trace",
+    };
+    // Our own crate at the chosen level; libraries one notch quieter.
+    let default = match level {
+        "info" => "warn,huddle=info".to_owned(),
+        "debug" => "info,huddle=debug".to_owned(),
+        other => other.to_owned(),
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn data_dir(cli: &Cli) -> Result<DataDir> {
+    let path: PathBuf = match &cli.data_dir {
+        Some(p) => p.clone(),
+        None => DataDir::default_path().ok_or_else(|| {
+            CliError::new(
+                "cannot find this platform's data directory: pass --data-dir DIR or set HUDDLE_DATA_DIR",
+            )
+        })?,
+    };
+    Ok(DataDir::new(path))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let out = Out {
+        json: cli.json,
+        quiet: cli.quiet > 0,
+    };
+    if let Cmd::Completions { shell } = &cli.command {
+        let mut cmd = Cli::command();
+        clap_complete::generate(*shell, &mut cmd, "huddle", &mut std::io::stdout());
+        return Ok(());
+    }
+    if let Cmd::Demo(a) = &cli.command {
+        return demo::run(a, out);
+    }
+    let ctx = Ctx {
+        dir: data_dir(&cli)?,
+        out,
+    };
+    match cli.command {
+        Cmd::Init(a) => setup::init(&ctx, a),
+        Cmd::Whoami => setup::whoami(&ctx),
+        Cmd::Team(t) => setup::team(&ctx, t),
+        Cmd::Run(a) => run::run(&ctx, a),
+        Cmd::Chat(args::ChatCmd::New(a)) => talk::chat_new(&ctx, a),
+        Cmd::Chats => talk::chats(&ctx),
+        Cmd::Send(a) => talk::send(&ctx, a),
+        Cmd::History(a) => talk::history(&ctx, a),
+        Cmd::Read(a) => talk::read(&ctx, a),
+        Cmd::Ack(a) => talk::ack(&ctx, a),
+        Cmd::Peers => talk::peers(&ctx),
+        Cmd::Demo(_) | Cmd::Completions { .. } => unreachable!("handled above"),
+    }
+}
+
+/// Milliseconds since the Unix epoch, from the system clock.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Parses a duration such as `90d`, `12h`, `52w`, `1y` or `30m` into ms.
+pub(crate) fn parse_duration(s: &str) -> Result<u64> {
+    let bad = || {
+        CliError::new(format!(
+            "\"{s}\" is not a duration: write a number and a unit, e.g. 12h, 90d, 52w or 1y"
+        ))
+    };
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let unit_ms: u64 = match unit.trim() {
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 7 * 86_400_000,
+        "y" => 365 * 86_400_000,
+        _ => return Err(bad()),
+    };
+    match n.checked_mul(unit_ms) {
+        Some(ms) if ms > 0 => Ok(ms),
+        _ => Err(bad()),
+    }
+}
+
+/// Turns what a person typed as a role ("Charge Nurse") into a role slug
+/// ("charge-nurse"), or explains what a role may be.
+pub(crate) fn normalize_role(r: &str) -> Result<String> {
+    let slug = r
+        .trim()
+        .to_lowercase()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join("-");
+    if crate::membership::valid_role(&slug) {
+        Ok(slug)
+    } else {
+        Err(CliError::new(format!(
+            "\"{r}\" is not a role: use 1 to 64 letters, digits or '-', e.g. charge-nurse"
+        )))
+    }
+}
+
+pub(crate) fn check_name(n: &str) -> Result<String> {
+    let n = n.trim();
+    if n.is_empty() || n.len() > crate::membership::MAX_NAME_LEN {
+        return Err(CliError::new(format!(
+            "a name must be 1 to {} bytes long",
+            crate::membership::MAX_NAME_LEN
+        )));
+    }
+    Ok(n.to_owned())
+}
+
+/// A tokio runtime for the commands that run a node (one thread: the shell
+/// is a single loop).
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(format!("cannot start the async runtime: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_roles() {
+        assert_eq!(parse_duration("90d").unwrap(), 90 * 86_400_000);
+        assert_eq!(parse_duration("12h").unwrap(), 12 * 3_600_000);
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("0d").is_err());
+        assert_eq!(normalize_role("Charge Nurse").unwrap(), "charge-nurse");
+        assert!(normalize_role("nurse!").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

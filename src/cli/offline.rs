@@ -1,0 +1,53 @@
+//! A node loaded straight from the store, for commands given while no
+//! `huddle run` is running on the data directory.
+//!
+//! Invariant: this is the same core as a running node; only `Persist` and
+//! `Flush` are carried out (there are no peers to send to and no timers to
+//! keep), so whatever is written here is durable when a command returns and
+//! goes out through the catalog exchange the next time the node runs.
+
+use rand_core::OsRng;
+
+use super::{now_ms, Result};
+use crate::datadir::DataDir;
+use crate::node::{Command, Node, NodeConfig, Output, Reply};
+use crate::store::{self, SledStore, Store};
+
+pub struct Offline {
+    store: SledStore,
+    node: Node,
+}
+
+impl Offline {
+    /// Loads the node of `dir`. Fails with the store's "locked" sentence if
+    /// another process has the directory open.
+    pub fn open(dir: &DataDir) -> Result<Offline> {
+        let id = dir.identity()?;
+        let cert = dir.certificate()?;
+        let store = SledStore::open(dir.path())?;
+        let stored = store::load(&store)?;
+        let node = Node::new(id.key, cert, stored, NodeConfig::default(), &mut OsRng)?;
+        Ok(Offline { store, node })
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Carries out a command and makes its changes durable.
+    pub fn command(&mut self, cmd: Command) -> Result<Reply> {
+        let (reply, outputs) = self.node.command(now_ms(), &mut OsRng, cmd);
+        for o in outputs {
+            match o {
+                Output::Persist(ops) => self.store.apply(&ops)?,
+                Output::Flush => self.store.flush()?,
+                // No peers, no timers: the next `huddle run` catches up.
+                Output::Send { .. }
+                | Output::Disconnect { .. }
+                | Output::SetTimer { .. }
+                | Output::Emit(_) => {}
+            }
+        }
+        Ok(reply?)
+    }
+}

@@ -1,0 +1,441 @@
+//! Identity and team commands: `init`, `whoami`, `team create | admit |
+//! join | revoke | show`.
+//!
+//! Invariants: secrets are created here and nowhere else, from the OS
+//! generator; a token is installed only if it decodes, is for this device,
+//! verifies and is in date.
+
+use rand_core::OsRng;
+use serde_json::json;
+
+use super::args::{AdmitArgs, InitArgs, TeamCmd};
+use super::backend::{Backend, STORED_LOCALLY};
+use super::{
+    check_name, normalize_role, now_ms, parse_duration, render, resolve, CliError, Ctx, Result,
+};
+use crate::api::client::ApiClient;
+use crate::crypto::{AuthorityKey, DeviceKey};
+use crate::datadir::{Identity, Profile};
+use crate::ids::{DeviceId, MemberId, Millis};
+use crate::membership::{
+    Certificate, CertificateRequest, Revocation, RevocationTarget, ISSUE_SKEW_MS, MAX_ROLES,
+};
+
+fn roles(raw: &[String]) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for r in raw {
+        let r = normalize_role(r)?;
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    if out.len() > MAX_ROLES {
+        return Err(CliError::new(format!(
+            "a member has at most {MAX_ROLES} roles"
+        )));
+    }
+    Ok(out)
+}
+
+pub(super) fn date(ms: Millis) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        .to_offset(super::local_offset());
+    t.format(time::macros::format_description!("[year]-[month]-[day]"))
+        .unwrap_or_default()
+}
+
+/// The command an administrator runs to admit this device.
+fn admit_hint(id: &Identity) -> String {
+    let mut s = format!(
+        "huddle team admit {} --name \"{}\"",
+        id.device_id(),
+        id.profile.name
+    );
+    for r in &id.profile.roles {
+        s.push_str(&format!(" --role {r}"));
+    }
+    s.push_str(&format!(" --member {}", id.profile.member));
+    s
+}
+
+/// Is a node running on this data directory (answering on its API)?
+fn running_node(ctx: &Ctx) -> Option<ApiClient> {
+    let info = ctx.dir.api_info().ok()??;
+    ApiClient::probe(info).map(|(c, _)| c)
+}
+
+fn restart_note(ctx: &Ctx) {
+    if running_node(ctx).is_some() {
+        ctx.out
+            .note("A node is running on this data directory: restart `huddle run` so that it uses the new membership.");
+    }
+}
+
+pub fn init(ctx: &Ctx, a: InitArgs) -> Result<()> {
+    let name = check_name(&a.name)?;
+    let roles = roles(&a.roles)?;
+    let key = DeviceKey::generate(&mut OsRng);
+    let profile = Profile {
+        member: MemberId::random(&mut OsRng),
+        name,
+        roles,
+    };
+    ctx.dir.create_identity(&key, &profile)?;
+    let id = Identity { key, profile };
+    if ctx.out.json {
+        ctx.out.print_json(&json!({
+            "device": id.device_id(),
+            "member": id.profile.member,
+            "name": id.profile.name,
+            "roles": id.profile.roles,
+            "data_dir": ctx.dir.path(),
+        }));
+    } else {
+        println!(
+            "Created the identity of {} in {}",
+            id.profile.name,
+            ctx.dir.path().display()
+        );
+        println!("device id: {}", id.device_id());
+        println!("member id: {}", id.profile.member);
+    }
+    ctx.out.note(format!(
+        "Next: start a team with `huddle team create \"Ward name\"`, or ask your team's administrator to run:\n  {}",
+        admit_hint(&id)
+    ));
+    Ok(())
+}
+
+pub fn whoami(ctx: &Ctx) -> Result<()> {
+    let id = ctx.dir.identity()?;
+    let cert = ctx.dir.certificate()?;
+    let admin = ctx.dir.authority()?.is_some();
+    let node = running_node(ctx);
+    if ctx.out.json {
+        ctx.out.print_json(&json!({
+            "device": id.device_id(),
+            "member": id.profile.member,
+            "name": id.profile.name,
+            "roles": id.profile.roles,
+            "team": cert.as_ref().map(|c| c.team),
+            "team_name": cert.as_ref().map(|c| c.team_name.clone()),
+            "expires": cert.as_ref().map(|c| c.expires),
+            "administrator": admin,
+            "node_running": node.is_some(),
+            "api_url": node.as_ref().map(|c| c.url().to_owned()),
+            "data_dir": ctx.dir.path(),
+        }));
+        return Ok(());
+    }
+    let roles = if id.profile.roles.is_empty() {
+        "no roles".into()
+    } else {
+        id.profile.roles.join(", ")
+    };
+    println!("{} ({roles})", id.profile.name);
+    println!("device id: {}", id.device_id());
+    println!("member id: {}", id.profile.member);
+    println!("data dir:  {}", ctx.dir.path().display());
+    match &cert {
+        Some(c) => println!(
+            "team:      {} (id {}), member until {}{}",
+            c.team_name,
+            c.team.fingerprint(),
+            date(c.expires),
+            if admin {
+                "; this device holds the team key"
+            } else {
+                ""
+            }
+        ),
+        None => {
+            println!("team:      none yet");
+            ctx.out.note(format!(
+                "To join a team, ask its administrator to run:\n  {}\nthen run `huddle team join <token>` here.",
+                admit_hint(&id)
+            ));
+        }
+    }
+    match node {
+        Some(c) => println!("node:      running (API {})", c.url()),
+        None => println!("node:      not running (start it with `huddle run`)"),
+    }
+    Ok(())
+}
+
+pub fn team(ctx: &Ctx, cmd: TeamCmd) -> Result<()> {
+    match cmd {
+        TeamCmd::Create { name, expires } => create(ctx, &name, &expires),
+        TeamCmd::Admit(a) => admit(ctx, a),
+        TeamCmd::Join { token } => join(ctx, &token),
+        TeamCmd::Revoke { target } => revoke(ctx, &target),
+        TeamCmd::Show => show(ctx),
+    }
+}
+
+fn create(ctx: &Ctx, name: &str, expires: &str) -> Result<()> {
+    let id = ctx.dir.identity()?;
+    let name = check_name(name)?;
+    let valid_for = parse_duration(expires)?;
+    if let Some(c) = ctx.dir.certificate()? {
+        return Err(CliError::new(format!(
+            "this device already belongs to the team \"{}\": use another --data-dir to create a second team",
+            c.team_name
+        )));
+    }
+    let authority = AuthorityKey::generate(&mut OsRng);
+    let now = now_ms();
+    let cert = CertificateRequest {
+        team_name: name,
+        member: id.profile.member,
+        display_name: id.profile.name.clone(),
+        roles: id.profile.roles.clone(),
+        device: id.device_id(),
+        issued: now,
+        expires: now.saturating_add(valid_for),
+    }
+    .sign(&authority)?;
+    ctx.dir.save_authority(&authority)?;
+    ctx.dir.save_certificate(&cert)?;
+    if ctx.out.json {
+        ctx.out.print_json(&json!({
+            "team": cert.team,
+            "team_name": cert.team_name,
+            "fingerprint": cert.team.fingerprint(),
+            "expires": cert.expires,
+        }));
+    } else {
+        println!(
+            "Created the team \"{}\" (id {}); this device holds its key and is a member until {}.",
+            cert.team_name,
+            cert.team.fingerprint(),
+            date(cert.expires)
+        );
+    }
+    ctx.out.note(
+        "Keep this data directory safe: its team.key admits and revokes members.\nAdmit a colleague's device with:\n  huddle team admit <their device id> --name \"Their Name\" --role their-role",
+    );
+    restart_note(ctx);
+    Ok(())
+}
+
+/// The authority key, with the team's own certificate (for its name).
+fn authority(ctx: &Ctx) -> Result<(AuthorityKey, Certificate)> {
+    let key = ctx.dir.authority()?.ok_or_else(|| {
+        CliError::new(
+            "this device does not hold a team key: run this on the device where the team was created (`huddle team create`)",
+        )
+    })?;
+    let cert = ctx
+        .dir
+        .certificate()?
+        .filter(|c| c.team == key.team_id())
+        .ok_or_else(|| {
+            CliError::new("this device's team key does not match its membership: the data directory is inconsistent")
+        })?;
+    Ok((key, cert))
+}
+
+fn admit(ctx: &Ctx, a: AdmitArgs) -> Result<()> {
+    ctx.dir.identity()?;
+    let (key, own) = authority(ctx)?;
+    let device: DeviceId = a.device.parse().map_err(|_| {
+        CliError::new(format!(
+            "\"{}\" is not a device id: it looks like 12D3KooW… (the device shows it with `huddle whoami`)",
+            a.device
+        ))
+    })?;
+    let member = match &a.member {
+        Some(m) => m.parse::<MemberId>().map_err(|_| {
+            CliError::new(format!(
+                "\"{m}\" is not a member id (32 hex digits, shown by `huddle whoami`)"
+            ))
+        })?,
+        None => MemberId::random(&mut OsRng),
+    };
+    let now = now_ms();
+    let cert = CertificateRequest {
+        team_name: own.team_name.clone(),
+        member,
+        display_name: check_name(&a.name)?,
+        roles: roles(&a.roles)?,
+        device,
+        issued: now,
+        expires: now.saturating_add(parse_duration(&a.expires)?),
+    }
+    .sign(&key)?;
+    let token = cert.to_token();
+    if ctx.out.json {
+        ctx.out.print_json(&json!({
+            "token": token,
+            "device": cert.device,
+            "member": cert.member,
+            "name": cert.display_name,
+            "roles": cert.roles,
+            "expires": cert.expires,
+        }));
+    } else {
+        println!("{token}");
+    }
+    ctx.out.note(format!(
+        "This admits {} (device …{}) to \"{}\" until {}. On that device run:\n  huddle team join <the token above>",
+        cert.display_name,
+        cert.device.short(),
+        cert.team_name,
+        date(cert.expires)
+    ));
+    Ok(())
+}
+
+fn join(ctx: &Ctx, token: &str) -> Result<()> {
+    let id = ctx.dir.identity()?;
+    let cert = Certificate::from_token(token)?;
+    if cert.device != id.device_id() {
+        return Err(CliError::new(format!(
+            "this token is for device {}, not this device ({}): ask your administrator for a token for this device",
+            cert.device,
+            id.device_id()
+        )));
+    }
+    if !cert.is_signed_by(&cert.team) {
+        return Err(CliError::new(
+            "the token's signature does not verify (it was altered or damaged): ask your administrator for a new one",
+        ));
+    }
+    let now = now_ms();
+    if now >= cert.expires {
+        return Err(CliError::new(format!(
+            "this token expired on {}: ask your administrator for a new one",
+            date(cert.expires)
+        )));
+    }
+    if cert.issued > now.saturating_add(ISSUE_SKEW_MS) {
+        return Err(CliError::new(
+            "this token is not valid yet: check this device's clock and time zone",
+        ));
+    }
+    if let Some(old) = ctx.dir.certificate()? {
+        if old.team != cert.team {
+            return Err(CliError::new(format!(
+                "this device already belongs to the team \"{}\": use another --data-dir to join a second team",
+                old.team_name
+            )));
+        }
+    }
+    ctx.dir.save_certificate(&cert)?;
+    ctx.dir.save_profile(&Profile {
+        member: cert.member,
+        name: cert.display_name.clone(),
+        roles: cert.roles.clone(),
+    })?;
+    if ctx.out.json {
+        ctx.out.print_json(&json!({
+            "team": cert.team,
+            "team_name": cert.team_name,
+            "member": cert.member,
+            "name": cert.display_name,
+            "roles": cert.roles,
+            "expires": cert.expires,
+        }));
+    } else {
+        println!(
+            "Joined \"{}\" as {} ({}) until {}.",
+            cert.team_name,
+            cert.display_name,
+            if cert.roles.is_empty() {
+                "no roles".into()
+            } else {
+                cert.roles.join(", ")
+            },
+            date(cert.expires)
+        );
+    }
+    ctx.out.note(
+        "Start talking: `huddle run` (leave it running), then `huddle chats` in another terminal.",
+    );
+    restart_note(ctx);
+    Ok(())
+}
+
+fn revoke(ctx: &Ctx, target: &str) -> Result<()> {
+    let id = ctx.dir.identity()?;
+    let (key, own) = authority(ctx)?;
+    let mut backend = Backend::open(ctx)?;
+    let (target, who) = if let Ok(d) = target.trim().parse::<DeviceId>() {
+        (
+            RevocationTarget::Device(d),
+            format!("device …{}", d.short()),
+        )
+    } else if let Ok(m) = target.trim().parse::<MemberId>() {
+        (
+            RevocationTarget::Member(m),
+            format!("member {}", render::short(&m.to_hex())),
+        )
+    } else {
+        let dir = backend.directory()?;
+        let m = resolve::member(&dir, target)?;
+        (
+            RevocationTarget::Member(m.member),
+            format!("{} (every device)", m.name),
+        )
+    };
+    if target == RevocationTarget::Device(id.device_id())
+        || target == RevocationTarget::Member(own.member)
+    {
+        return Err(CliError::new(
+            "refusing to revoke this device's own membership: run the revocation from another administrator's device",
+        ));
+    }
+    let rev = Revocation::sign(&key, target, now_ms());
+    backend.revoke(rev)?;
+    if ctx.out.json {
+        ctx.out
+            .print_json(&json!({ "revoked": who, "offline": backend.is_offline() }));
+    } else {
+        println!("Revoked {who}.");
+    }
+    if backend.is_offline() {
+        ctx.out.note(format!("The revocation is {STORED_LOCALLY}."));
+    } else {
+        ctx.out.note("The revocation spreads to every device as they sync; revoked devices are disconnected.");
+    }
+    Ok(())
+}
+
+fn show(ctx: &Ctx) -> Result<()> {
+    ctx.dir.identity()?;
+    let cert = ctx
+        .dir
+        .certificate()?
+        .ok_or(crate::node::CommandError::NoMembership)?;
+    let admin = ctx.dir.authority()?.is_some();
+    let backend = Backend::open(ctx)?;
+    let members = backend.directory()?;
+    if ctx.out.json {
+        ctx.out.print_json(&json!({
+            "team": cert.team,
+            "team_name": cert.team_name,
+            "fingerprint": cert.team.fingerprint(),
+            "administrator": admin,
+            "member": cert.member,
+            "expires": cert.expires,
+            "members": members,
+        }));
+        return Ok(());
+    }
+    println!("{} (team id {})", cert.team_name, cert.team.fingerprint());
+    println!(
+        "You are {}, member until {}{}.",
+        cert.display_name,
+        date(cert.expires),
+        if admin {
+            "; this device holds the team key"
+        } else {
+            ""
+        }
+    );
+    println!("Members this device knows ({}):", members.len());
+    print!("{}", render::directory(&members));
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! Conversation commands: `chat new`, `chats`, `send`, `history`, `read`,
+//! `ack`, `peers`. Each works through the running node's API when there is
+//! one, and on the store otherwise, and says which.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::args::{AckArgs, ChatNewArgs, ConversationArg, HistoryArgs, SendArgs};
+use super::backend::{Backend, STORED_LOCALLY};
+use super::{render, resolve, CliError, Ctx, Result};
+use crate::api::types::{Chat, EventJson, HistoryMessage, NewConversation, SendRequest};
+use crate::ids::MessageId;
+use crate::message::Priority;
+
+fn offline_note(ctx: &Ctx, b: &Backend) {
+    if b.is_offline() {
+        ctx.out
+            .note(format!("No node is running: {STORED_LOCALLY}."));
+    }
+}
+
+fn find_chat(b: &Backend, query: &str) -> Result<Chat> {
+    let chats = b.chats()?;
+    Ok(resolve::conversation(&chats, query)?.clone())
+}
+
+pub fn chat_new(ctx: &Ctx, a: ChatNewArgs) -> Result<()> {
+    let mut b = Backend::open(ctx)?;
+    let req = if let Some(role) = &a.role {
+        NewConversation::Role {
+            role: super::normalize_role(role)?,
+        }
+    } else {
+        if a.with.is_empty() {
+            return Err(CliError::new(
+                "say who the conversation is with: --with \"Name\" (repeat it for a group, with --group \"Title\"), or --role ROLE for a role channel",
+            ));
+        }
+        let dir = b.directory()?;
+        let mut members = Vec::new();
+        for w in &a.with {
+            members.push(resolve::member(&dir, w)?.member);
+        }
+        match (&a.group, members.as_slice()) {
+            (None, [one]) => NewConversation::Direct { with: *one },
+            (None, _) => {
+                return Err(CliError::new(
+                    "a conversation with several people is a group: add --group \"Title\"",
+                ))
+            }
+            (Some(title), _) => NewConversation::Group {
+                title: title.clone(),
+                members,
+            },
+        }
+    };
+    let id = b.create(req)?;
+    let title = b
+        .chats()?
+        .into_iter()
+        .find(|c| c.id == id)
+        .map(|c| c.title)
+        .unwrap_or_default();
+    if ctx.out.json {
+        ctx.out
+            .print_json(&json!({ "id": id, "title": title, "offline": b.is_offline() }));
+    } else {
+        println!("{id}");
+        ctx.out.note(format!(
+            "Conversation \"{title}\" is ready: huddle send \"{title}\" \"your message\""
+        ));
+    }
+    offline_note(ctx, &b);
+    Ok(())
+}
+
+pub fn chats(ctx: &Ctx) -> Result<()> {
+    let b = Backend::open(ctx)?;
+    let list = b.chats()?;
+    if ctx.out.json {
+        ctx.out.print_json(&list);
+    } else {
+        print!("{}", render::chats(&list));
+    }
+    Ok(())
+}
+
+pub fn send(ctx: &Ctx, a: SendArgs) -> Result<()> {
+    let mut b = Backend::open(ctx)?;
+    let chat = find_chat(&b, &a.conversation)?;
+    let reply_to = match &a.reply_to {
+        None => None,
+        Some(q) => {
+            let prefix = resolve::message_prefix(q)?;
+            let found: Vec<_> = b
+                .find_messages(&prefix)?
+                .into_iter()
+                .filter(|r| r.conversation == chat.id)
+                .collect();
+            Some(resolve::message(&found, q)?.message)
+        }
+    };
+    let priority = if a.stat {
+        Priority::Stat
+    } else if a.urgent {
+        Priority::Urgent
+    } else {
+        Priority::Routine
+    };
+    let id = b.send(
+        chat.id,
+        SendRequest {
+            body: a.text,
+            priority,
+            reply_to,
+        },
+    )?;
+    if ctx.out.json {
+        ctx.out.print_json(&json!({
+            "id": id,
+            "conversation": chat.id,
+            "offline": b.is_offline(),
+        }));
+    } else {
+        println!("{id}");
+    }
+    if b.is_offline() {
+        offline_note(ctx, &b);
+    } else {
+        ctx.out.note(format!(
+            "Sent to \"{}\" (stored safely on this device).",
+            chat.title
+        ));
+    }
+    Ok(())
+}
+
+pub fn history(ctx: &Ctx, a: HistoryArgs) -> Result<()> {
+    let b = Backend::open(ctx)?;
+    if a.follow && b.is_offline() {
+        return Err(CliError::new(format!(
+            "--follow needs a running node: start `huddle run` on {} first",
+            ctx.dir.path().display()
+        )));
+    }
+    let chat = find_chat(&b, &a.conversation)?;
+    let msgs = b.history(&chat.id, a.limit)?;
+    let names = render::names(&b.directory()?);
+    if ctx.out.json {
+        if a.follow {
+            for m in &msgs {
+                println!("{}", serde_json::to_string(m).expect("serializes"));
+            }
+        } else {
+            ctx.out.print_json(&msgs);
+        }
+    } else {
+        print!("{}", render::history(&chat, &msgs, &names));
+    }
+    if a.follow {
+        follow(ctx, &b, &chat, msgs)?;
+    }
+    Ok(())
+}
+
+/// Prints new messages (and new acknowledgements) until the node stops.
+fn follow(ctx: &Ctx, b: &Backend, chat: &Chat, seen: Vec<HistoryMessage>) -> Result<()> {
+    let client = b.client(ctx, "follow new messages")?;
+    let mut events = client.events()?;
+    let mut seen: BTreeMap<MessageId, HistoryMessage> =
+        seen.into_iter().map(|m| (m.id, m)).collect();
+    ctx.out.note("Following; press Ctrl-C to stop.");
+    // The first pass catches anything that arrived between the first read
+    // and the subscription.
+    let mut refresh = true;
+    loop {
+        if !refresh {
+            match events.next() {
+                None => break,
+                Some(EventJson::Lagged { .. }) => {}
+                Some(e) if e.conversation() == Some(chat.id) => {}
+                Some(_) => continue,
+            }
+        }
+        refresh = false;
+        let names = render::names(&b.directory()?);
+        for m in b.history(&chat.id, None)? {
+            match seen.get(&m.id) {
+                None => {
+                    if ctx.out.json {
+                        println!("{}", serde_json::to_string(&m).expect("serializes"));
+                    } else {
+                        print!("{}", render::message(&m, chat, &names));
+                    }
+                }
+                Some(old) if old.acked_by != m.acked_by && !ctx.out.json => {
+                    let new: Vec<String> = m
+                        .acked_by
+                        .iter()
+                        .filter(|x| !old.acked_by.contains(x))
+                        .map(|x| render::name_of(&names, x))
+                        .collect();
+                    if !new.is_empty() {
+                        println!(
+                            "       [{}] acknowledged by {}",
+                            render::short(&m.id.to_hex()),
+                            new.join(", ")
+                        );
+                    }
+                }
+                Some(_) => {}
+            }
+            seen.insert(m.id, m);
+        }
+    }
+    ctx.out.note("The node stopped.");
+    Ok(())
+}
+
+pub fn read(ctx: &Ctx, a: ConversationArg) -> Result<()> {
+    let mut b = Backend::open(ctx)?;
+    let chat = find_chat(&b, &a.conversation)?;
+    b.mark_read(chat.id)?;
+    if ctx.out.json {
+        ctx.out
+            .print_json(&json!({ "conversation": chat.id, "offline": b.is_offline() }));
+    } else {
+        println!("Marked \"{}\" as read.", chat.title);
+    }
+    offline_note(ctx, &b);
+    Ok(())
+}
+
+pub fn ack(ctx: &Ctx, a: AckArgs) -> Result<()> {
+    let mut b = Backend::open(ctx)?;
+    let prefix = resolve::message_prefix(&a.message)?;
+    let found = b.find_messages(&prefix)?;
+    let r = resolve::message(&found, &a.message)?.clone();
+    b.ack(&r)?;
+    let title = b
+        .chats()?
+        .into_iter()
+        .find(|c| c.id == r.conversation)
+        .map(|c| c.title)
+        .unwrap_or_default();
+    if ctx.out.json {
+        ctx.out.print_json(&json!({
+            "message": r.message,
+            "conversation": r.conversation,
+            "offline": b.is_offline(),
+        }));
+    } else {
+        println!(
+            "Acknowledged [{}] in \"{title}\".",
+            render::short(&r.message.to_hex())
+        );
+    }
+    offline_note(ctx, &b);
+    Ok(())
+}
+
+pub fn peers(ctx: &Ctx) -> Result<()> {
+    let b = Backend::open(ctx)?;
+    let list = b.peers(ctx)?;
+    if ctx.out.json {
+        ctx.out.print_json(&list);
+    } else {
+        print!("{}", render::peers(&list));
+    }
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! Helpers shared by the `cli_*` tests: run the real `huddle` binary against
+//! a data directory, read its JSON, start `huddle run` processes that are
+//! killed when the test ends, and wait for a condition with a deadline.
+//!
+//! Every node started here listens on 127.0.0.1 only, with `--no-mdns`.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use assert_cmd::Command;
+use serde_json::Value;
+
+/// How long any condition in these tests may take to become true.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// `huddle --data-dir <dir>`, isolated from the environment.
+pub fn huddle(dir: &Path) -> Command {
+    let mut c = Command::cargo_bin("huddle").expect("the huddle binary is built");
+    c.arg("--data-dir")
+        .arg(dir)
+        .env_remove("HUDDLE_DATA_DIR")
+        .env_remove("RUST_LOG")
+        .timeout(Duration::from_secs(60));
+    c
+}
+
+/// Runs `huddle --json <args>` and parses its stdout.
+pub fn json(dir: &Path, args: &[&str]) -> anyhow::Result<Value> {
+    let out = huddle(dir).arg("--json").args(args).output()?;
+    if !out.status.success() {
+        bail!(
+            "huddle {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout).with_context(|| format!("huddle {args:?} printed no JSON"))
+}
+
+/// Runs `huddle <args>`, expecting success; returns stdout trimmed.
+pub fn ok(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = huddle(dir).args(args).output()?;
+    if !out.status.success() {
+        bail!(
+            "huddle {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+}
+
+/// Runs `huddle <args>`, expecting failure; returns stderr.
+pub fn fails(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = huddle(dir).args(args).output()?;
+    if out.status.success() {
+        bail!("huddle {args:?} succeeded but should have failed");
+    }
+    Ok(String::from_utf8(out.stderr)?)
+}
+
+/// One device: its data directory and ids.
+#[derive(Clone, Debug)]
+pub struct Device {
+    pub dir: PathBuf,
+    pub device: String,
+    pub member: String,
+}
+
+/// `huddle init` in `root/<slug>`.
+pub fn init(root: &Path, slug: &str, name: &str, roles: &[&str]) -> anyhow::Result<Device> {
+    let dir = root.join(slug);
+    let mut args = vec!["init", "--name", name];
+    for r in roles {
+        args.extend(["--role", r]);
+    }
+    ok(&dir, &args)?;
+    let me = json(&dir, &["whoami"])?;
+    Ok(Device {
+        dir,
+        device: me["device"]
+            .as_str()
+            .ok_or(anyhow!("no device id"))?
+            .to_owned(),
+        member: me["member"]
+            .as_str()
+            .ok_or(anyhow!("no member id"))?
+            .to_owned(),
+    })
+}
+
+/// Admits `who` on the administrator's device and installs the token.
+pub fn admit(admin: &Device, who: &Device, name: &str, roles: &[&str]) -> anyhow::Result<()> {
+    let mut args = vec![
+        "team",
+        "admit",
+        &who.device,
+        "--name",
+        name,
+        "--member",
+        &who.member,
+    ];
+    for r in roles {
+        args.extend(["--role", r]);
+    }
+    let token = ok(&admin.dir, &args)?;
+    ok(&who.dir, &["team", "join", &token])?;
+    Ok(())
+}
+
+/// A `huddle run` process, killed when dropped.
+pub struct Running {
+    child: Child,
+    pub listen: Vec<String>,
+    stderr: PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    /// Starts `huddle --json run` on loopback without mDNS, dialing `peers`,
+    /// and waits until it reports its listen addresses.
+    pub fn start(dev: &Device, peers: &[String]) -> anyhow::Result<Running> {
+        let out_path = dev.dir.with_extension("stdout");
+        let err_path = dev.dir.with_extension("stderr");
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("huddle"));
+        cmd.arg("--data-dir")
+            .arg(&dev.dir)
+            .args([
+                "--json",
+                "run",
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--no-mdns",
+                "--api",
+                "127.0.0.1:0",
+            ])
+            .env_remove("HUDDLE_DATA_DIR")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(File::create(&out_path)?)
+            .stderr(File::create(&err_path)?);
+        for p in peers {
+            cmd.args(["--peer", p]);
+        }
+        let mut running = Running {
+            child: cmd.spawn()?,
+            listen: Vec::new(),
+            stderr: err_path,
+        };
+        running.listen = eventually("the node to start", || {
+            if let Ok(Some(status)) = running.child.try_wait() {
+                return Err(anyhow!(
+                    "huddle run exited ({status}): {}",
+                    std::fs::read_to_string(&running.stderr).unwrap_or_default()
+                ));
+            }
+            let text = std::fs::read_to_string(&out_path)?;
+            let started = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| v["event"] == "started");
+            Ok(started.map(|v| {
+                v["listen"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|s| s.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            }))
+        })?;
+        Ok(running)
+    }
+}
+
+/// Polls `f` until it returns `Ok(Some(_))`, fails, or [`DEADLINE`] passes.
+pub fn eventually<T>(
+    what: &str,
+    mut f: impl FnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = f()? {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {DEADLINE:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
