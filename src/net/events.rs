@@ -243,7 +243,23 @@ impl Shell {
             } => {
                 let current = self.links.get(&peer).map(|l| (l.in_flight(), l.device));
                 if let Some((Some(id), device)) = current {
-                    if id == request_id {
+                    if id != request_id {
+                        return Ok(());
+                    }
+                    if matches!(error, rr::OutboundFailure::UnsupportedProtocols) {
+                        // A plain libp2p peer (it may still ping and identify
+                        // us): it cannot take frames, so it never proves
+                        // membership, and the core refuses it when its hello
+                        // time is up. Nothing of ours was delivered.
+                        tracing::info!(peer = %device.short(), "peer does not speak {}; waiting for its hello time to end", crate::wire::PROTOCOL_ID);
+                        let closing = self.links.get_mut(&peer).map(|l| {
+                            l.discard_all();
+                            l.closing
+                        });
+                        if closing == Some(true) {
+                            self.cut(peer);
+                        }
+                    } else {
                         tracing::warn!(peer = %device.short(), "sending a frame failed ({error}); closing the peer's connections");
                         self.cut(peer);
                     }

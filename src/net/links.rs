@@ -102,6 +102,13 @@ impl Link {
         }
     }
 
+    /// Forgets every frame, queued or in flight (the peer cannot take them).
+    pub fn discard_all(&mut self) {
+        self.queue.clear();
+        self.queued_bytes = 0;
+        self.in_flight = None;
+    }
+
     /// Nothing queued and nothing in flight.
     pub fn drained(&self) -> bool {
         self.in_flight.is_none() && self.queue.is_empty()
