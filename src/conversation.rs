@@ -139,9 +139,18 @@ impl Conversation {
         let mut applied = Applied::default();
         // Pass 1: decode, skip duplicates, drop what can never be genuine.
         let mut candidates: Vec<(Candidate, [u8; 16])> = Vec::new();
+        // Hashes are only needed to record or look up rejections; loading
+        // a store with none skips them (SHA-256 is a third of indexing).
+        let need_hash = match trust {
+            Trust::Verify => true,
+            Trust::Stored(rejected) => !rejected.is_empty(),
+        };
         for e in entries {
             let hash = match &e {
-                Entry::Item { value, .. } | Entry::Keyed { value, .. } => entry_hash(value),
+                Entry::Item { value, .. } | Entry::Keyed { value, .. } if need_hash => {
+                    entry_hash(value)
+                }
+                _ => [0; 16],
             };
             let candidate = match e {
                 Entry::Item { root: MSGS, value } => match Message::decode(&value) {

@@ -129,10 +129,13 @@ impl Replica {
             loaded.merge(&mut doc)?;
             doc = loaded;
         }
-        let mut chunk_bytes = 0;
-        for (_, bytes) in chunks {
-            doc.load_incremental(bytes)?;
-            chunk_bytes += bytes.len();
+        // One call for all chunks: Automerge applies a batch of changes in
+        // one pass, while a call per chunk walks the document each time
+        // (quadratic in the number of chunks).
+        let all: Vec<u8> = chunks.iter().flat_map(|(_, b)| b.iter().copied()).collect();
+        let chunk_bytes = all.len();
+        if !all.is_empty() {
+            doc.load_incremental(&all)?;
         }
         let doc = doc.with_actor(actor.clone());
         let mut replica = Replica {
