@@ -1,0 +1,207 @@
+//! Traffic accounting at the network layer: frames and bytes sent, the
+//! changes inside sync messages (decoded with automerge) and who holds
+//! each, reassembly buffers, and the round trips of each pairwise sync.
+//!
+//! "Bytes of changes that had to move" is measured, not estimated: every
+//! change is sized once (its standalone encoding) and counted once for each
+//! device that obtains it for the first time. A perfect protocol would send
+//! exactly that many bytes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use automerge::{Automerge, Change};
+
+use crate::net::Dev;
+
+struct ChangeInfo {
+    size: u64,
+    holders: BTreeSet<Dev>,
+    /// Holders when the last heal happened.
+    at_heal: usize,
+}
+
+/// Where a delivered sync frame belongs.
+pub struct SyncPart {
+    pub session: u64,
+    pub dir: usize,
+    pub from: Dev,
+    pub to: Dev,
+    pub doc: [u8; 16],
+    pub more: bool,
+}
+
+/// One (session, document) sync: messages exchanged until it fell silent.
+#[derive(Default)]
+struct Episode {
+    msgs: u32,
+    in_flight: u32,
+    done: bool,
+}
+
+#[derive(Default)]
+pub struct Accounting {
+    pub frames: u64,
+    pub bytes: u64,
+    pub sync_bytes: u64,
+    frames_at_heal: u64,
+    bytes_at_heal: u64,
+    changes: BTreeMap<[u8; 32], ChangeInfo>,
+    /// Partial sync messages per (session, direction, document).
+    parts: BTreeMap<(u64, usize, [u8; 16]), Vec<u8>>,
+    pub peak_reassembly: usize,
+    episodes: BTreeMap<(u64, [u8; 16]), Episode>,
+    /// Round trips of each first sync of a document on a session.
+    pub round_trips: Vec<u32>,
+    /// Messages delivered to devices other than their author.
+    pub deliveries: BTreeSet<(Dev, [u8; 16])>,
+    pub undecodable_sync: u64,
+    /// Frames sent, by wire tag (1 Hello … 5 Sync).
+    pub by_tag: [u64; 6],
+    /// Complete sync messages delivered without / with changes.
+    pub sync_empty: u64,
+    pub sync_with_changes: u64,
+    /// Change bytes delivered to a device that already had the change.
+    pub redundant_change_bytes: u64,
+    /// Sync bytes spent on the team document (the rest is conversations).
+    pub team_sync_bytes: u64,
+    /// Sync messages that carried a whole document (automerge sends one
+    /// when more than a third of it is missing).
+    pub whole_docs: u64,
+}
+
+impl Accounting {
+    pub fn on_send(&mut self, tag: u8, len: usize, sync: Option<(u64, [u8; 16], bool)>) {
+        self.by_tag[usize::from(tag).min(5)] += 1;
+        self.frames += 1;
+        self.bytes += len as u64;
+        if let Some((session, doc, more)) = sync {
+            self.sync_bytes += len as u64;
+            if doc == huddle::team::TEAM_DOC_ID {
+                self.team_sync_bytes += len as u64;
+            }
+            if !more {
+                let e = self.episodes.entry((session, doc)).or_default();
+                if !e.done {
+                    e.msgs += 1;
+                    e.in_flight += 1;
+                }
+            }
+        }
+    }
+
+    /// A sync frame was delivered. Returns the reassembly buffer's size
+    /// (for the bounded check).
+    pub fn on_sync_delivered(&mut self, part: SyncPart, data: &[u8]) -> usize {
+        let SyncPart {
+            session,
+            dir,
+            from,
+            to,
+            doc,
+            more,
+        } = part;
+        let key = (session, dir, doc);
+        let buf = self.parts.entry(key).or_default();
+        buf.extend_from_slice(data);
+        let size = buf.len();
+        self.peak_reassembly = self.peak_reassembly.max(size);
+        if more {
+            return size;
+        }
+        let msg = self.parts.remove(&key).unwrap_or_default();
+        if let Some(e) = self.episodes.get_mut(&(session, doc)) {
+            e.in_flight = e.in_flight.saturating_sub(1);
+        }
+        match automerge::sync::Message::decode(&msg) {
+            Ok(m) => {
+                if m.changes.is_empty() {
+                    self.sync_empty += 1;
+                } else {
+                    self.sync_with_changes += 1;
+                }
+                for chunk in m.changes.iter() {
+                    self.count_chunk(chunk, from, to);
+                }
+            }
+            Err(_) => self.undecodable_sync += 1,
+        }
+        size
+    }
+
+    fn count_chunk(&mut self, chunk: &[u8], from: Dev, to: Dev) {
+        let mut note = |hash: [u8; 32], size: usize| {
+            let info = self.changes.entry(hash).or_insert_with(|| ChangeInfo {
+                size: size as u64,
+                holders: BTreeSet::from([from]),
+                at_heal: 1,
+            });
+            if !info.holders.insert(to) {
+                self.redundant_change_bytes += size as u64;
+            }
+        };
+        if let Ok(c) = Change::from_bytes(chunk.to_vec()) {
+            note(c.hash().0, c.raw_bytes().len());
+        } else if let Ok(doc) = Automerge::load(chunk) {
+            self.whole_docs += 1;
+            // A whole document sent at once (automerge does this when more
+            // than a third of it is missing): count its changes.
+            for c in doc.get_changes(&[]) {
+                note(c.hash().0, c.raw_bytes().len());
+            }
+        } else {
+            self.undecodable_sync += 1;
+        }
+    }
+
+    /// After the receiver of a sync message on `session` has answered: a
+    /// (session, document) sync with nothing in flight has fallen silent.
+    pub fn settle_episode(&mut self, session: u64, doc: [u8; 16]) {
+        if let Some(e) = self.episodes.get_mut(&(session, doc)) {
+            if !e.done && e.in_flight == 0 {
+                e.done = true;
+                self.round_trips.push(e.msgs.div_ceil(2));
+            }
+        }
+    }
+
+    /// A session ended: forget its partial messages and open episodes.
+    pub fn session_closed(&mut self, session: u64) {
+        self.parts.retain(|(s, _, _), _| *s != session);
+        let doomed: Vec<_> = self
+            .episodes
+            .range((session, [0; 16])..=(session, [0xff; 16]))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in doomed {
+            self.episodes.remove(&k);
+        }
+    }
+
+    /// Marks the moment of a heal: what moves after it is counted apart.
+    pub fn heal(&mut self) {
+        self.frames_at_heal = self.frames;
+        self.bytes_at_heal = self.bytes;
+        for c in self.changes.values_mut() {
+            c.at_heal = c.holders.len();
+        }
+    }
+
+    /// Bytes of changes that had to move: (whole run, since the last heal).
+    pub fn change_bytes(&self) -> (u64, u64) {
+        let mut all = 0;
+        let mut since = 0;
+        for c in self.changes.values() {
+            let n = c.holders.len() as u64;
+            all += c.size * (n - 1);
+            since += c.size * (n - (c.at_heal as u64).min(n));
+        }
+        (all, since)
+    }
+
+    pub fn since_heal(&self) -> (u64, u64) {
+        (
+            self.frames - self.frames_at_heal,
+            self.bytes - self.bytes_at_heal,
+        )
+    }
+}

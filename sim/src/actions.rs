@@ -1,0 +1,510 @@
+//! What happens to the world besides the network: the workload (users
+//! creating conversations, writing, reading, acknowledging), scripted
+//! scenario events, random faults and churn, and the malicious member.
+//!
+//! Invariant: every decision here draws from the world's seeded generators
+//! (`wrng` for the workload, `rng` for faults), in event order.
+
+use std::collections::BTreeSet;
+
+use huddle::hlc::Hlc;
+use huddle::membership::{Revocation, RevocationTarget};
+use huddle::message::{Draft, Message};
+use huddle::replica::{Persist, Replica};
+use huddle::store::{keys, Store, StoreOp};
+use huddle::{Command, ConversationId, ConversationKind, Priority};
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+use crate::check::{member_devices, Invariant};
+use crate::net::Dev;
+use crate::queue::{Ev, FaultKind, UserCmd};
+use crate::scenario::{Action, ConvKind, Dur, LinkUp};
+use crate::topo;
+use crate::trace::Kind;
+use crate::world::World;
+
+const RETRY_US: u64 = 10_000_000;
+/// Chunk numbers for forged changes, far above any the node writes.
+const FORGED_SEQ: u64 = 1 << 40;
+
+fn exp_after(w: &mut World, per_hour: f64) -> u64 {
+    let u: f64 = w.rng.gen_range(f64::EPSILON..1.0);
+    (-u.ln() * 3_600e6 / per_hour) as u64
+}
+
+fn uniform(rng: &mut impl Rng, [lo, hi]: [Dur; 2]) -> u64 {
+    rng.gen_range(lo.us()..=hi.us().max(lo.us()))
+}
+
+/// Puts every initial event of the scenario on the queue.
+pub fn schedule_all(w: &mut World) {
+    let sc = w.sc.clone();
+    let late: BTreeSet<Dev> = match &sc.churn.late {
+        Some(set) => sc.resolve(set).expect("validated").into_iter().collect(),
+        None => BTreeSet::new(),
+    };
+    let team = sc.team_devices();
+    for dev in 0..team {
+        let at = if late.contains(&dev) {
+            w.rng.gen_range(0..=sc.churn.join_by.us())
+        } else {
+            w.rng.gen_range(0..2_000_000)
+        };
+        w.q.push(at, Ev::Boot { dev });
+    }
+    for (i, o) in sc.outsider.iter().enumerate() {
+        w.q.push(o.at.us(), Ev::Boot { dev: team + i });
+    }
+    for (l, link) in sc.link.iter().enumerate() {
+        w.net.links[l].up = match &link.up {
+            LinkUp::Fixed(s) => s == "always",
+            LinkUp::Intermittent { fraction, .. } => w.rng.gen_bool(fraction.clamp(0.0, 1.0)),
+        };
+        topo::schedule_flip(w, l);
+    }
+    for (i, c) in sc.conversation.iter().enumerate() {
+        let at = c.at.us().max(3_000_000);
+        w.q.push(
+            at,
+            Ev::Create {
+                conv: i,
+                dev: c.creator,
+            },
+        );
+        if c.kind == ConvKind::Direct && c.both {
+            let members = sc
+                .resolve(c.members.as_ref().expect("validated"))
+                .expect("validated");
+            let other = *members
+                .iter()
+                .find(|d| **d != c.creator)
+                .unwrap_or(&c.creator);
+            w.q.push(
+                at,
+                Ev::Create {
+                    conv: i,
+                    dev: other,
+                },
+            );
+        }
+    }
+    if sc.traffic.rate_per_min > 0.0 {
+        w.q.push(sc.traffic.start.us(), Ev::Traffic);
+    }
+    for (i, e) in sc.event.iter().enumerate() {
+        w.q.push(e.at.us(), Ev::Script(i));
+    }
+    let f = &sc.faults;
+    let c = &sc.churn;
+    for (kind, rate) in [
+        (FaultKind::Crash, f.crashes_per_hour),
+        (FaultKind::Jump, f.jumps_per_hour),
+        (FaultKind::Break, f.breaks_per_hour),
+        (FaultKind::Leave, c.leaves_per_hour),
+        (FaultKind::Partition, c.partitions_per_hour),
+    ] {
+        if rate > 0.0 {
+            let at = exp_after(w, rate);
+            w.q.push(at, Ev::Fault(kind));
+        }
+    }
+    w.q.push(sc.duration.us(), Ev::FinalHeal);
+}
+
+/// Creates conversation spec `conv` on `dev`.
+pub fn create(w: &mut World, conv: usize, dev: Dev) {
+    if !w.devs[dev].up() {
+        if !w.final_heal {
+            w.q.push(w.now + RETRY_US, Ev::Create { conv, dev });
+        }
+        return;
+    }
+    let spec = w.sc.conversation[conv].clone();
+    let member_of = |w: &World, set: &crate::scenario::DeviceSet| -> Vec<huddle::MemberId> {
+        let mut m: Vec<_> =
+            w.sc.resolve(set)
+                .expect("validated")
+                .into_iter()
+                .filter_map(|d| w.devs[d].member)
+                .collect();
+        m.sort();
+        m.dedup();
+        m
+    };
+    let kind = match spec.kind {
+        ConvKind::Group => ConversationKind::Group {
+            title: spec.title.clone(),
+            members: member_of(w, spec.members.as_ref().expect("validated"))
+                .into_iter()
+                .collect(),
+        },
+        ConvKind::Role => ConversationKind::Role {
+            role: spec.role.clone(),
+        },
+        ConvKind::Direct => {
+            let m = member_of(w, spec.members.as_ref().expect("validated"));
+            ConversationKind::Direct {
+                members: [m[0], m[1]],
+            }
+        }
+    };
+    match w.command(dev, Command::CreateConversation { kind }) {
+        Some(Ok(huddle::Reply::Conversation(id))) => w.ledger.convs[conv] = Some(id),
+        Some(Err(e)) => w.fail(
+            Invariant::Setup,
+            vec![dev],
+            format!("scenario conversation {conv} could not be created on d{dev}: {e}"),
+        ),
+        _ => {}
+    }
+}
+
+fn body(w: &mut World) -> String {
+    const WORDS: &[&str] = &[
+        "bed", "4", "obs", "stable", "BP", "110/70", "please", "review", "meds", "given", "pain",
+        "score", "3", "transfer", "ward", "x-ray", "ordered", "family", "called", "ok",
+    ];
+    let [lo, hi] = w.sc.traffic.body;
+    let target = w.wrng.gen_range(lo..=hi.max(lo)).max(1);
+    let mut s = String::new();
+    while s.len() < target {
+        if !s.is_empty() {
+            s.push(' ');
+        }
+        s.push_str(WORDS.choose(&mut w.wrng).expect("non-empty"));
+    }
+    s.truncate(target);
+    s
+}
+
+/// One message of the workload, from a random up member device.
+pub fn traffic(w: &mut World) {
+    let t = w.sc.traffic.clone();
+    if w.final_heal || w.now >= t.stop.us() {
+        return;
+    }
+    let mean = 60e6 / t.rate_per_min;
+    let u: f64 = w.wrng.gen_range(f64::EPSILON..1.0);
+    w.q.push(w.now + (-u.ln() * mean) as u64 + 1, Ev::Traffic);
+    let senders: Option<BTreeSet<Dev>> = t
+        .senders
+        .as_ref()
+        .map(|s| w.sc.resolve(s).expect("validated").into_iter().collect());
+    let candidates: Vec<Dev> = (0..w.devs.len())
+        .filter(|d| w.devs[*d].is_member())
+        .filter(|d| senders.as_ref().is_none_or(|s| s.contains(d)))
+        .filter(|d| {
+            w.devs[*d]
+                .node
+                .as_ref()
+                .is_some_and(|n| n.conversation_ids().next().is_some())
+        })
+        .collect();
+    let Some(&dev) = candidates.choose(&mut w.wrng) else {
+        return;
+    };
+    let convs: Vec<ConversationId> = w.devs[dev]
+        .node
+        .as_ref()
+        .expect("up")
+        .conversation_ids()
+        .copied()
+        .collect();
+    let conversation = *convs.choose(&mut w.wrng).expect("non-empty");
+    let priority = if w.wrng.gen_bool(t.urgent.clamp(0.0, 1.0)) {
+        Priority::Urgent
+    } else {
+        Priority::Routine
+    };
+    let body = body(w);
+    w.command(
+        dev,
+        Command::Send {
+            conversation,
+            body,
+            priority,
+            reply_to: None,
+        },
+    );
+}
+
+pub fn user(w: &mut World, dev: Dev, inc: u32, cmd: UserCmd) {
+    // Users act while the workload runs; after it the network must settle.
+    if w.final_heal || w.devs[dev].inc != inc || w.now >= w.sc.traffic.stop.us() {
+        return;
+    }
+    let cmd = match cmd {
+        UserCmd::MarkRead(conversation) => Command::MarkRead { conversation },
+        UserCmd::Ack(conversation, message) => Command::Ack {
+            conversation,
+            message,
+        },
+    };
+    // Errors (e.g. the message was lost with a crash) are the user's problem.
+    let _ = w.command(dev, cmd);
+}
+
+pub fn script(w: &mut World, i: usize) {
+    let action = w.sc.event[i].action.clone();
+    w.trace.log(w.now, Kind::Script, None, None, i as u64, 0);
+    match action {
+        Action::Partition { groups } => {
+            for g in groups {
+                let devs = w.sc.resolve(&g).expect("validated");
+                let Some(first) = devs.first() else { continue };
+                let site = w.net.site_of_segment(w.net.segment[*first]);
+                let seg = w.net.new_segment(site);
+                for d in devs {
+                    topo::set_segment(w, d, seg);
+                }
+            }
+            topo::rewire_all(w);
+        }
+        Action::Heal => topo::heal(w),
+        Action::Move { device, to } => {
+            let seg = w.sc.site_index(&to).expect("validated") as u32;
+            topo::set_segment(w, device, seg);
+            topo::rewire_dev(w, device);
+        }
+        Action::Crash {
+            device,
+            restart_after,
+            mid_step,
+        } => {
+            if let Some(r) = restart_after {
+                w.restart_delay.insert(device, r.us());
+            }
+            if mid_step {
+                w.devs[device].crash_mid_step = true;
+            } else {
+                w.crash(device, None);
+            }
+        }
+        Action::Jump { device, by } => jump(w, device, by.0 / 1000),
+        Action::Revoke { device, by, member } => {
+            if !w.devs[by].up() {
+                w.q.push(w.now + RETRY_US, Ev::Script(i));
+                return;
+            }
+            let target = match (member, w.devs[device].member) {
+                (true, Some(m)) => RevocationTarget::Member(m),
+                _ => RevocationTarget::Device(w.devs[device].id),
+            };
+            let issued = w.devs[by].now_ms(w.now);
+            let rev = Revocation::sign(&w.authority, target, issued);
+            let (m, target_id) = (w.devs[device].member, w.devs[device].id);
+            for d in &mut w.devs {
+                if d.id == target_id || (member && d.member == m) {
+                    d.revoked = true;
+                }
+            }
+            let _ = w.command(by, Command::Revoke(rev));
+        }
+        Action::Forge {
+            device,
+            conversation,
+        } => {
+            if !forge(w, device, conversation) && !w.final_heal {
+                w.q.push(w.now + RETRY_US, Ev::Script(i));
+            }
+        }
+        Action::CheckCarried { from, to, before } => check_carried(w, &from, &to, before.us()),
+    }
+}
+
+fn jump(w: &mut World, d: Dev, by_ms: i64) {
+    w.devs[d].skew_ms += by_ms;
+    w.trace
+        .log(w.now, Kind::Jump, Some(d), None, 0, by_ms as u64);
+}
+
+/// The malicious member: forged entries appear in its copy of the
+/// conversation (through its own store, as a modified client would write
+/// them), and it syncs them like anything else. Returns false if it cannot
+/// yet (it does not hold the conversation).
+fn forge(w: &mut World, dev: Dev, conv: usize) -> bool {
+    let Some(id) = w.ledger.convs[conv] else {
+        return false;
+    };
+    let holds = w.devs[dev]
+        .node
+        .as_ref()
+        .is_some_and(|n| n.conversation(&id).is_some());
+    if !holds {
+        return false;
+    }
+    let h = w.ledger.headers[&id].clone();
+    let Some(victim) = member_devices(&w.devs, &h).into_iter().find(|v| *v != dev) else {
+        return true;
+    };
+    let now_ms = w.devs[dev].now_ms(w.now);
+    let (vid, vmember) = (w.devs[victim].id, w.devs[victim].member.expect("member"));
+    let draft = |body: &str| Draft {
+        author_member: vmember,
+        hlc: Hlc::new(now_ms, 7),
+        priority: Priority::Stat,
+        reply_to: None,
+        body: body.into(),
+    };
+    // 1. Claims the victim's device, with a made-up signature.
+    let mut fake_sig = Message::sign(&w.devs[dev].key, &id, draft("STOP all meds bed 4"));
+    fake_sig.author_device = vid;
+    // 2. Properly signed by the forger, but for another conversation (a replay).
+    let replay = Message::sign(
+        &w.devs[dev].key,
+        &ConversationId([0xab; 16]),
+        draft("replayed"),
+    );
+    // 3. Signed by the forger's own device while claiming the victim member.
+    let imperson = Message::sign(&w.devs[dev].key, &id, draft("impersonation"));
+    w.devs[dev].malicious = true;
+    w.ledger.forged.insert(fake_sig.id());
+    w.ledger.forged.insert(replay.id());
+    let mut actor = [0u8; 16];
+    w.rng.fill(&mut actor);
+    let mut r = Replica::new(
+        &id.0,
+        huddle::conversation::SCHEMA,
+        &automerge::ActorId::from(actor.as_slice()),
+    );
+    for bytes in [
+        fake_sig.encode(),
+        replay.encode(),
+        imperson.encode(),
+        b"\x01not a message".to_vec(),
+    ] {
+        r.insert(now_ms, 0, bytes).expect("fresh replica");
+    }
+    let bytes = match r.take_persist().expect("changed") {
+        Persist::Chunk { bytes, .. } | Persist::Snapshot { bytes, .. } => bytes,
+    };
+    let seq = FORGED_SEQ + u64::from(w.devs[dev].inc);
+    let store = &mut w.devs[dev].store;
+    store
+        .apply(&[StoreOp::Put {
+            key: keys::chunk(&id.0, seq),
+            value: bytes,
+        }])
+        .expect("memory store");
+    store.flush().expect("memory store");
+    w.crash(dev, None);
+    w.boot(dev);
+    true
+}
+
+fn check_carried(w: &mut World, from: &str, to: &str, before: u64) {
+    let from = w.sc.site_index(from).expect("validated");
+    let to = w.sc.site_index(to).expect("validated");
+    let mut missing = None;
+    for (mid, c) in &w.ledger.confirmed {
+        if c.at >= before || w.home_site(c.author) != from || w.devs[c.author].revoked {
+            continue;
+        }
+        let h = &w.ledger.headers[&c.conv];
+        for d in member_devices(&w.devs, h) {
+            if w.home_site(d) != to || !w.devs[d].up() {
+                continue;
+            }
+            let n = w.devs[d].node.as_ref().expect("up");
+            if n.conversation(&c.conv)
+                .is_none_or(|cv| cv.get(mid).is_none())
+            {
+                missing = Some((*mid, c.author, d, h.title()));
+                break;
+            }
+        }
+        if missing.is_some() {
+            break;
+        }
+    }
+    if let Some((mid, author, d, title)) = missing {
+        let s = &w.sc.site;
+        w.fail(
+            Invariant::Carried,
+            vec![author, d],
+            format!(
+                "message {mid} written by d{author} at {} before {} has not reached d{d} at {} (conversation \"{title}\")",
+                s[from].name,
+                crate::trace::fmt_time(before),
+                s[to].name
+            ),
+        );
+    }
+}
+
+/// A random fault or churn event, then the next one of its kind.
+pub fn fault(w: &mut World, kind: FaultKind) {
+    let (rate, stop) = match kind {
+        FaultKind::Crash => (w.sc.faults.crashes_per_hour, w.sc.faults.stop),
+        FaultKind::Jump => (w.sc.faults.jumps_per_hour, w.sc.faults.stop),
+        FaultKind::Break => (w.sc.faults.breaks_per_hour, w.sc.faults.stop),
+        FaultKind::Leave => (w.sc.churn.leaves_per_hour, w.sc.churn.stop),
+        FaultKind::Partition => (w.sc.churn.partitions_per_hour, w.sc.churn.stop),
+    };
+    let stop = stop.map_or(w.sc.duration.us(), |s| s.us());
+    if w.final_heal || w.now >= stop {
+        return;
+    }
+    let next = exp_after(w, rate);
+    w.q.push(w.now + next, Ev::Fault(kind));
+    let up: Vec<Dev> = (0..w.devs.len())
+        .filter(|d| w.devs[*d].up() && w.devs[*d].is_member())
+        .collect();
+    match kind {
+        FaultKind::Crash => {
+            let Some(&d) = up.choose(&mut w.rng) else {
+                return;
+            };
+            let delay = uniform(&mut w.rng, w.sc.faults.restart_after);
+            w.restart_delay.insert(d, delay);
+            if w.rng.gen_bool(w.sc.faults.mid_step.clamp(0.0, 1.0)) {
+                w.devs[d].crash_mid_step = true;
+            } else {
+                w.crash(d, None);
+            }
+        }
+        FaultKind::Jump => {
+            let Some(&d) = up.choose(&mut w.rng) else {
+                return;
+            };
+            let j = w.sc.faults.jump.0 / 1000;
+            let by = w.rng.gen_range(-j..=j);
+            jump(w, d, by);
+        }
+        FaultKind::Break => {
+            let open: Vec<u64> = w.net.open_sessions().map(|s| s.id).collect();
+            if let Some(&id) = open.choose(&mut w.rng) {
+                topo::break_session(w, id);
+            }
+        }
+        FaultKind::Leave => {
+            let Some(&d) = up.choose(&mut w.rng) else {
+                return;
+            };
+            let away = uniform(&mut w.rng, w.sc.churn.away);
+            w.trace.log(w.now, Kind::Away, Some(d), None, 0, 0);
+            w.restart_delay.insert(d, away);
+            w.crash(d, None);
+        }
+        FaultKind::Partition => {
+            let sites = w.sc.site.len();
+            let site = w.rng.gen_range(0..sites);
+            let mut at_home: Vec<Dev> = (0..w.devs.len())
+                .filter(|d| w.net.segment[*d] == site as u32)
+                .collect();
+            if at_home.len() < 4 {
+                return;
+            }
+            at_home.shuffle(&mut w.rng);
+            let half = at_home.split_off(at_home.len() / 2);
+            let seg = w.net.new_segment(site);
+            for d in &half {
+                topo::set_segment(w, *d, seg);
+            }
+            topo::rewire_all(w);
+            let for_us = uniform(&mut w.rng, w.sc.churn.partition_for);
+            w.q.push(w.now + for_us, Ev::Unsplit { devices: half });
+        }
+    }
+}

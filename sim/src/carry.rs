@@ -1,0 +1,305 @@
+//! Carrying out a node's outputs under the core's output contract:
+//! `Persist` to the store, `Flush` to make it durable, `Emit` to the ledger
+//! and the users, `Send` through the no-leak check to the network,
+//! `Disconnect` and `SetTimer` to the topology and the queue.
+//!
+//! Invariant: outputs are carried out in order, and nothing after a
+//! `Persist` is carried out before a `Flush` covers it (checked); a crash
+//! armed for this device strikes between two outputs.
+
+use std::collections::BTreeSet;
+
+use huddle::node::{Event, Output, Timer};
+use huddle::store::{keys, Store};
+use huddle::team::TEAM_DOC_ID;
+use huddle::wire::{Frame, MAX_FRAME_LEN};
+use huddle::{DeviceId, Priority};
+use rand::Rng;
+
+use crate::check::{self, Invariant};
+use crate::net::{Dev, SendError};
+use crate::queue::{Ev, UserCmd};
+use crate::topo;
+use crate::trace;
+use crate::world::World;
+
+impl World {
+    /// Carries out a step's outputs, in order.
+    pub fn carry(&mut self, dev: Dev, mut outs: Vec<Output>) {
+        if let Some(t) = self.opts.tamper.as_mut() {
+            t.outputs(dev, &mut outs);
+        }
+        let n = outs.len();
+        let crash_at = self.devs[dev]
+            .crash_mid_step
+            .then(|| self.rng.gen_range(0..=n));
+        let mut dirty = false;
+        let mut changed: BTreeSet<[u8; 16]> = BTreeSet::new();
+        for (i, o) in outs.into_iter().enumerate() {
+            if crash_at == Some(i) {
+                self.crash(dev, Some(i));
+                return;
+            }
+            if dirty && self.opts.contract_check && !matches!(o, Output::Persist(_) | Output::Flush)
+            {
+                self.fail(
+                    Invariant::NoLoss,
+                    vec![dev],
+                    format!("output contract: d{dev} carried out {o:?} before the Flush covering its earlier Persist"),
+                );
+                return;
+            }
+            match o {
+                Output::Persist(ops) => {
+                    for op in &ops {
+                        if let huddle::store::StoreOp::Put { key, .. } = op {
+                            changed.insert(doc_of_key(key));
+                        }
+                    }
+                    dirty = true;
+                    self.devs[dev].store.apply(&ops).expect("memory store");
+                }
+                Output::Flush => {
+                    self.devs[dev].store.flush().expect("memory store");
+                    dirty = false;
+                }
+                Output::Emit(e) => self.on_event(dev, e),
+                Output::Send { peer, frame } => self.send_frame(dev, peer, frame),
+                Output::Disconnect { peer, reason } => topo::disconnect(self, dev, peer, reason),
+                Output::SetTimer { timer, at } => self.set_timer(dev, timer, at),
+            }
+            if self.violation.is_some() {
+                return;
+            }
+        }
+        if crash_at == Some(n) {
+            self.crash(dev, Some(n));
+            return;
+        }
+        if !changed.is_empty() {
+            self.watch.device_changed(&self.devs, dev, Some(&changed));
+            self.watch.check(&self.devs, &self.ledger, self.now);
+        }
+    }
+
+    fn set_timer(&mut self, dev: Dev, timer: Timer, at: u64) {
+        self.next_token += 1;
+        let token = self.next_token;
+        let d = &mut self.devs[dev];
+        d.timers.insert(timer, token);
+        let delay_ms = at.saturating_sub(d.now_ms(self.now));
+        let inc = d.inc;
+        self.q.push(
+            self.now + delay_ms * 1000,
+            Ev::Timer {
+                dev,
+                inc,
+                timer,
+                token,
+            },
+        );
+    }
+
+    fn on_event(&mut self, dev: Dev, e: Event) {
+        match e {
+            Event::Sent {
+                conversation,
+                message,
+            } => {
+                let short = u64::from_be_bytes(message.0[..8].try_into().expect("8 bytes"));
+                self.trace
+                    .log(self.now, trace::Kind::Confirmed, Some(dev), None, 0, short);
+                self.ledger.confirmed.insert(
+                    message,
+                    check::Confirmed {
+                        conv: conversation,
+                        author: dev,
+                        at: self.now,
+                    },
+                );
+            }
+            Event::MessageAdded {
+                conversation,
+                message,
+                priority,
+                local: false,
+                ..
+            } => {
+                if self.ledger.forged.contains(&message) {
+                    self.fail(
+                        Invariant::Authenticity,
+                        vec![dev],
+                        format!("d{dev} accepted forged message {message}"),
+                    );
+                    return;
+                }
+                self.acct.deliveries.insert((dev, message.0));
+                if self.final_heal || !self.devs[dev].is_member() {
+                    return;
+                }
+                let t = &self.sc.traffic;
+                let inc = self.devs[dev].inc;
+                if t.read > 0.0 && self.wrng.gen_bool(t.read.min(1.0)) {
+                    let at = self.now + self.wrng.gen_range(5_000_000..300_000_000);
+                    let cmd = UserCmd::MarkRead(conversation);
+                    self.q.push(at, Ev::User { dev, inc, cmd });
+                }
+                if priority != Priority::Routine
+                    && t.ack > 0.0
+                    && self.wrng.gen_bool(t.ack.min(1.0))
+                {
+                    let at = self.now + self.wrng.gen_range(5_000_000..120_000_000);
+                    let cmd = UserCmd::Ack(conversation, message);
+                    self.q.push(at, Ev::User { dev, inc, cmd });
+                }
+            }
+            Event::ConversationAdded { conversation, .. } => {
+                self.ledger.live.insert(conversation);
+                let d = &self.devs[dev];
+                let ok = d.is_member()
+                    && self
+                        .ledger
+                        .headers
+                        .get(&conversation)
+                        .is_some_and(|h| d.cert.as_ref().is_some_and(|c| h.admits(c)));
+                if !ok {
+                    self.fail(
+                        Invariant::NoLeak,
+                        vec![dev],
+                        format!("d{dev} now holds conversation {conversation}, which it is not a member of"),
+                    );
+                }
+            }
+            Event::Rejected { count, .. } => self.counters.rejected += count as u64,
+            Event::PeerRefused {
+                peer,
+                reason,
+                by_us,
+            } => {
+                if let Some(&p) = self.by_id.get(&peer) {
+                    self.trace.log(
+                        self.now,
+                        trace::Kind::Refused,
+                        Some(dev),
+                        Some(p),
+                        u64::from(by_us),
+                        u64::from(reason.code()),
+                    );
+                    if topo::is_membership_refusal(reason) {
+                        self.pairs
+                            .entry(crate::net::pair(dev, p))
+                            .or_default()
+                            .refused = true;
+                    }
+                }
+            }
+            Event::PeerJoined { peer, .. } => {
+                if let Some(&p) = self.by_id.get(&peer) {
+                    self.pairs
+                        .entry(crate::net::pair(dev, p))
+                        .or_default()
+                        .refused = false;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn send_frame(&mut self, from: Dev, peer: DeviceId, frame: Vec<u8>) {
+        let Some(&to) = self.by_id.get(&peer) else {
+            self.counters.unknown_peer += 1;
+            return;
+        };
+        if frame.len() > MAX_FRAME_LEN {
+            let len = frame.len();
+            self.fail(
+                Invariant::Bounded,
+                vec![from, to],
+                format!("d{from} sent a {len}-byte frame (limit {MAX_FRAME_LEN})"),
+            );
+            return;
+        }
+        let decoded = match Frame::decode(&frame) {
+            Ok(f) => f,
+            Err(e) => {
+                self.fail(
+                    Invariant::Bounded,
+                    vec![from, to],
+                    format!("d{from} sent a frame that does not decode: {e}"),
+                );
+                return;
+            }
+        };
+        if let Err(v) = check::check_send(&self.devs, &self.ledger, from, to, &decoded, self.now) {
+            self.violation = Some(v);
+            return;
+        }
+        let tag = u64::from(frame[0]);
+        let len = frame.len();
+        self.trace.log(
+            self.now,
+            trace::Kind::Send,
+            Some(from),
+            Some(to),
+            tag,
+            len as u64,
+        );
+        match self.net.send(&mut self.rng, self.now, from, to, len) {
+            Ok(s) => {
+                let sync = match &decoded {
+                    Frame::Sync { doc, more, .. } => Some((s.session, *doc, *more)),
+                    _ => None,
+                };
+                self.acct.on_send(frame[0], len, sync);
+                let q = self.net.sessions[&s.session].dirs[s.dir].in_flight;
+                self.counters.peak_queue = self.counters.peak_queue.max(q);
+                if q > self.opts.max_queue {
+                    self.fail(
+                        Invariant::Bounded,
+                        vec![from, to],
+                        format!(
+                            "{q} frames queued from d{from} to d{to} (limit {})",
+                            self.opts.max_queue
+                        ),
+                    );
+                    return;
+                }
+                if let Some(g) = s.ghost {
+                    self.q.push(
+                        g,
+                        Ev::Ghost {
+                            session: s.session,
+                            from,
+                            to,
+                        },
+                    );
+                }
+                self.q.push(
+                    s.arrival,
+                    Ev::Deliver {
+                        session: s.session,
+                        dir: s.dir,
+                        seq: s.seq,
+                        from,
+                        to,
+                        frame,
+                    },
+                );
+            }
+            Err(SendError::NotConnected) => {
+                let why = trace::DROP_NOT_CONNECTED;
+                self.trace
+                    .log(self.now, trace::Kind::Drop, Some(from), Some(to), why, 0);
+            }
+            Err(SendError::Broken(id)) => topo::break_session(self, id),
+        }
+    }
+}
+
+/// The document a store key belongs to (the team document for revocations).
+fn doc_of_key(key: &[u8]) -> [u8; 16] {
+    key.strip_prefix(keys::DOC_PREFIX)
+        .and_then(|r| r.get(..16))
+        .and_then(|r| r.try_into().ok())
+        .unwrap_or(TEAM_DOC_ID)
+}

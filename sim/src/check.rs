@@ -1,0 +1,340 @@
+//! The invariants of DESIGN.md as checks: the ledger of what users were
+//! told, the per-frame no-leak check at the network layer, and the final
+//! checks (convergence, no loss, no leak, authenticity) once the network is
+//! healed and quiet.
+//!
+//! Invariant: every check reads the nodes only through their public API
+//! (`history`, `conversation`, `team_heads`, `is_revoked`), the same view a
+//! user or the shell has; the simulator never peeks inside the core.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use huddle::team::TEAM_DOC_ID;
+use huddle::wire::Frame;
+use huddle::{ConversationHeader, ConversationId, MessageId};
+
+use crate::device::Device;
+use crate::net::Dev;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Invariant {
+    Convergence,
+    NoLoss,
+    NoLeak,
+    Authenticity,
+    Bounded,
+    /// The network did not go quiet after the final heal (a sync loop).
+    Quiescence,
+    /// A store left by a crash did not load.
+    Restart,
+    /// Store-and-forward: history did not travel with a moving device.
+    Carried,
+    /// The scenario asked for something the core refused (a scenario bug).
+    Setup,
+}
+
+impl fmt::Display for Invariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Invariant::Convergence => "convergence",
+            Invariant::NoLoss => "no-loss",
+            Invariant::NoLeak => "no-leak",
+            Invariant::Authenticity => "authenticity",
+            Invariant::Bounded => "bounded",
+            Invariant::Quiescence => "quiescence",
+            Invariant::Restart => "restart",
+            Invariant::Carried => "carried",
+            Invariant::Setup => "setup",
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Violation {
+    pub invariant: Invariant,
+    pub detail: String,
+    /// Devices involved (the trace shown is filtered to them).
+    pub devices: Vec<Dev>,
+    pub at: u64,
+}
+
+impl Violation {
+    pub fn new(invariant: Invariant, at: u64, devices: Vec<Dev>, detail: String) -> Violation {
+        Violation {
+            invariant,
+            detail,
+            devices,
+            at,
+        }
+    }
+}
+
+/// A message whose author was told "sent".
+#[derive(Clone, Debug)]
+pub struct Confirmed {
+    pub conv: ConversationId,
+    pub author: Dev,
+    pub at: u64,
+}
+
+/// What the users were told and what the simulator created.
+#[derive(Default)]
+pub struct Ledger {
+    pub confirmed: BTreeMap<MessageId, Confirmed>,
+    pub forged: BTreeSet<MessageId>,
+    /// Conversation spec index → id, once created.
+    pub convs: Vec<Option<ConversationId>>,
+    pub headers: BTreeMap<ConversationId, ConversationHeader>,
+    /// Conversations durable on at least one device (a `ConversationAdded`
+    /// was carried out, which the output contract puts after the `Flush`):
+    /// only these must converge. A creation cut short by a crash before its
+    /// `Flush` never happened.
+    pub live: BTreeSet<ConversationId>,
+}
+
+impl Ledger {
+    /// The conversations that must be on every member device.
+    pub fn live_headers(&self) -> impl Iterator<Item = (&ConversationId, &ConversationHeader)> {
+        self.headers.iter().filter(|(id, _)| self.live.contains(id))
+    }
+}
+
+fn short(id: &impl fmt::Display) -> String {
+    id.to_string().chars().take(8).collect()
+}
+
+/// Devices that must hold `h` at the end: enrolled, honest members, not
+/// revoked, whose certificate the header admits.
+pub fn member_devices(devices: &[Device], h: &ConversationHeader) -> Vec<Dev> {
+    devices
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.is_member() && d.enrolled && !d.revoked)
+        .filter(|(_, d)| d.cert.as_ref().is_some_and(|c| h.admits(c)))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// No leak, at the moment `from` hands `frame` to the network for `to`.
+pub fn check_send(
+    devices: &[Device],
+    ledger: &Ledger,
+    from: Dev,
+    to: Dev,
+    frame: &Frame,
+    at: u64,
+) -> Result<(), Violation> {
+    let leak = |what: String| Err(Violation::new(Invariant::NoLeak, at, vec![from, to], what));
+    let (tx, rx) = (&devices[from], &devices[to]);
+    let doc = match frame {
+        Frame::Hello { .. } | Frame::Refuse { .. } => return Ok(()),
+        Frame::Catalog { entries, .. } => entries.iter().map(|e| e.doc).find(|d| *d != TEAM_DOC_ID),
+        Frame::Header { header } => Some(header.id.0),
+        Frame::Sync { doc, .. } => Some(*doc),
+    };
+    if !rx.is_member() {
+        return leak(format!(
+            "d{from} sent a {} frame to d{to}, which holds no valid certificate of the team ({:?})",
+            frame_kind(frame),
+            rx.kind
+        ));
+    }
+    let knows_revoked = tx
+        .node
+        .as_ref()
+        .is_some_and(|n| rx.member.is_some_and(|m| n.is_revoked(&rx.id, &m)));
+    if knows_revoked {
+        return leak(format!(
+            "d{from} knows d{to} is revoked but sent it a {} frame",
+            frame_kind(frame)
+        ));
+    }
+    let docs: Vec<[u8; 16]> = match frame {
+        Frame::Catalog { entries, .. } => entries.iter().map(|e| e.doc).collect(),
+        _ => doc.into_iter().collect(),
+    };
+    for doc in docs.into_iter().filter(|d| *d != TEAM_DOC_ID) {
+        let id = ConversationId(doc);
+        let Some(h) = ledger.headers.get(&id) else {
+            return leak(format!(
+                "d{from} sent d{to} a {} frame for unknown document {}",
+                frame_kind(frame),
+                short(&id)
+            ));
+        };
+        if !rx.cert.as_ref().is_some_and(|c| h.admits(c)) {
+            return leak(format!(
+                "d{from} sent d{to} a {} frame for conversation {} (\"{}\"), which d{to} is not a member of",
+                frame_kind(frame),
+                short(&id),
+                h.title()
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn frame_kind(f: &Frame) -> &'static str {
+    match f {
+        Frame::Hello { .. } => "Hello",
+        Frame::Refuse { .. } => "Refuse",
+        Frame::Catalog { .. } => "Catalog",
+        Frame::Header { .. } => "Header",
+        Frame::Sync { .. } => "Sync",
+    }
+}
+
+/// Convergence, no loss, no leak and authenticity, once healed and quiet.
+pub fn check_final(devices: &[Device], ledger: &Ledger, at: u64) -> Result<(), Violation> {
+    let fail = |inv, devs: Vec<Dev>, what: String| Err(Violation::new(inv, at, devs, what));
+    // Authenticity and no leak by holding, on every device there is.
+    let owner: BTreeMap<huddle::DeviceId, Option<huddle::MemberId>> =
+        devices.iter().map(|d| (d.id, d.member)).collect();
+    for (i, d) in devices.iter().enumerate() {
+        let Some(n) = &d.node else { continue };
+        for id in n.conversation_ids() {
+            let c = n.conversation(id).expect("listed");
+            let admitted = d.is_member() && d.cert.as_ref().is_some_and(|c2| c.header.admits(c2));
+            if !admitted {
+                return fail(
+                    Invariant::NoLeak,
+                    vec![i],
+                    format!("d{i} holds conversation {} but is not a member", short(id)),
+                );
+            }
+            if d.malicious {
+                continue;
+            }
+            for r in n.history(id, None).expect("held") {
+                let truth = owner.get(&r.device).copied().flatten();
+                if r.author_verified && truth != Some(r.author) {
+                    return fail(
+                        Invariant::Authenticity,
+                        vec![i],
+                        format!(
+                            "d{i} shows message {} as verifiably written by member {}, but its device belongs to {}",
+                            short(&r.id),
+                            short(&r.author),
+                            truth.map_or("no member".into(), |m| short(&m))
+                        ),
+                    );
+                }
+            }
+            for m in c.messages() {
+                if !m.verify(id) || ledger.forged.contains(&m.id()) {
+                    return fail(
+                        Invariant::Authenticity,
+                        vec![i],
+                        format!(
+                            "d{i} renders message {} in {} although its signature does not verify (verify: {}, body {:?})",
+                            short(&m.id()),
+                            short(id),
+                            m.verify(id),
+                            m.body
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    // Convergence of every conversation on its member devices.
+    for (id, h) in ledger.live_headers() {
+        let members = member_devices(devices, h);
+        let mut first: Option<(Dev, [u8; 16], Vec<huddle::node::RenderedMessage>)> = None;
+        for &i in &members {
+            let Some(n) = &devices[i].node else {
+                return fail(Invariant::Convergence, vec![i], format!("d{i} is not up"));
+            };
+            let Some(c) = n.conversation(id) else {
+                return fail(
+                    Invariant::Convergence,
+                    vec![i],
+                    format!(
+                        "member device d{i} never received conversation {} (\"{}\")",
+                        short(id),
+                        h.title()
+                    ),
+                );
+            };
+            let heads = c.replica().heads_digest();
+            if devices[i].malicious {
+                continue;
+            }
+            let hist = n.history(id, None).expect("held");
+            match &first {
+                None => first = Some((i, heads, hist)),
+                Some((j, h0, hist0)) => {
+                    if heads != *h0 {
+                        return fail(
+                            Invariant::Convergence,
+                            vec![*j, i],
+                            format!(
+                                "d{j} and d{i} hold different heads for {} (\"{}\"): {} vs {} messages",
+                                short(id),
+                                h.title(),
+                                hist0.len(),
+                                hist.len()
+                            ),
+                        );
+                    }
+                    if hist != *hist0 {
+                        let k = hist.iter().zip(hist0).position(|(a, b)| a != b);
+                        return fail(
+                            Invariant::Convergence,
+                            vec![*j, i],
+                            format!(
+                                "d{j} and d{i} hold the same heads for {} but render different histories (first difference at entry {k:?})",
+                                short(id)
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    // The team document (directory and revocations).
+    let team: Vec<(Dev, [u8; 16])> = devices
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.is_member() && d.enrolled && !d.revoked)
+        .filter_map(|(i, d)| d.node.as_ref().and_then(|n| n.team_heads()).map(|h| (i, h)))
+        .collect();
+    if let Some((j, h0)) = team.first() {
+        if let Some((i, _)) = team.iter().find(|(_, h)| h != h0) {
+            return fail(
+                Invariant::Convergence,
+                vec![*j, *i],
+                format!("d{j} and d{i} hold different team documents"),
+            );
+        }
+    }
+    // No loss: every confirmed message on every member device.
+    for (mid, c) in &ledger.confirmed {
+        if devices[c.author].revoked {
+            continue;
+        }
+        let h = &ledger.headers[&c.conv];
+        for i in member_devices(devices, h) {
+            let has = devices[i]
+                .node
+                .as_ref()
+                .and_then(|n| n.conversation(&c.conv))
+                .is_some_and(|cv| cv.get(mid).is_some());
+            if !has {
+                return fail(
+                    Invariant::NoLoss,
+                    vec![c.author, i],
+                    format!(
+                        "message {} confirmed by d{} at {} is missing on d{i} (conversation \"{}\")",
+                        short(mid),
+                        c.author,
+                        crate::trace::fmt_time(c.at),
+                        h.title()
+                    ),
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! The checkers can fail: deliberately broken node wrappers (they live only
+//! here, never in product code) are caught by the invariant they break, and
+//! the failure names the seed and the command that replays it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use huddle::node::Output;
+use huddle::wire::Frame;
+use huddle::DeviceId;
+use huddle_sim::{replay_command, run, Invariant, Options, Outcome, Scenario, Tamper};
+
+fn scenario(text: &str) -> Scenario {
+    Scenario::parse(text).expect("test scenario parses")
+}
+
+/// Runs `seed` with `tamper` and returns the outcome, printing its report.
+fn broken_run(sc: &Scenario, seed: u64, tamper: Box<dyn Tamper>, contract_check: bool) -> Outcome {
+    let opts = Options {
+        tamper: Some(tamper),
+        contract_check,
+        ..Options::default()
+    };
+    let out = run(sc, seed, opts);
+    let report = out.failure_report(&replay_command(&sc.name, seed));
+    println!("{report}");
+    out
+}
+
+fn assert_caught(out: &Outcome, expected: Invariant) {
+    let v = out
+        .violation
+        .as_ref()
+        .unwrap_or_else(|| panic!("seed {}: the broken node went unnoticed", out.seed));
+    assert_eq!(v.invariant, expected, "seed {}: {}", out.seed, v.detail);
+    let report = out.failure_report(&replay_command(&out.scenario, out.seed));
+    assert!(report.contains(&format!("seed {}", out.seed)), "{report}");
+    assert!(
+        report.contains("replay: cargo run -p huddle-sim"),
+        "{report}"
+    );
+}
+
+fn is_sync(frame: &[u8]) -> bool {
+    matches!(Frame::decode(frame), Ok(Frame::Sync { .. }))
+}
+
+/// Drops every third Sync frame a node sends, without breaking the
+/// connection: the in-order stream the sync protocol relies on has a hole.
+#[derive(Default)]
+struct DropEveryThirdSync(BTreeMap<usize, u64>);
+
+impl Tamper for DropEveryThirdSync {
+    fn outputs(&mut self, device: usize, outputs: &mut Vec<Output>) {
+        let n = self.0.entry(device).or_default();
+        outputs.retain(|o| match o {
+            Output::Send { frame, .. } if is_sync(frame) => {
+                *n += 1;
+                !(*n).is_multiple_of(3)
+            }
+            _ => true,
+        });
+    }
+}
+
+#[test]
+fn dropped_sync_frames_break_convergence() {
+    let sc = scenario(include_str!("scenarios/quiet-lan.toml"));
+    for seed in 1..=3 {
+        let out = broken_run(&sc, seed, Box::<DropEveryThirdSync>::default(), true);
+        assert_caught(&out, Invariant::Convergence);
+    }
+}
+
+/// A node (or shell) that never flushes device `0`'s writes.
+struct NeverFlush;
+
+impl Tamper for NeverFlush {
+    fn outputs(&mut self, device: usize, outputs: &mut Vec<Output>) {
+        if device == 0 {
+            outputs.retain(|o| !matches!(o, Output::Flush));
+        }
+    }
+}
+
+#[test]
+fn sent_before_flush_is_caught_as_it_happens() {
+    let sc = scenario(include_str!("scenarios/lonely-crash.toml"));
+    let out = broken_run(&sc, 1, Box::new(NeverFlush), true);
+    assert_caught(&out, Invariant::NoLoss);
+    assert!(out.violation.unwrap().detail.contains("output contract"));
+}
+
+#[test]
+fn messages_lost_in_a_crash_are_caught_at_the_end() {
+    // Without the per-step contract check, the end-to-end check still sees
+    // that what device 0 confirmed did not survive its power cut.
+    let sc = scenario(include_str!("scenarios/lonely-crash.toml"));
+    for seed in 1..=3 {
+        let out = broken_run(&sc, seed, Box::new(NeverFlush), false);
+        assert_caught(&out, Invariant::NoLoss);
+        assert!(out.violation.unwrap().detail.contains("missing on"));
+    }
+}
+
+#[test]
+fn honest_nodes_pass_the_same_scenarios() {
+    for text in [
+        include_str!("scenarios/lonely-crash.toml"),
+        include_str!("scenarios/quiet-lan.toml"),
+    ] {
+        let sc = scenario(text);
+        for seed in 1..=3 {
+            let out = run(&sc, seed, Options::default());
+            assert!(
+                out.passed(),
+                "{}",
+                out.failure_report(&replay_command(&sc.name, seed))
+            );
+            assert!(
+                out.metrics.messages > 0,
+                "{} seed {seed}: no traffic",
+                sc.name
+            );
+        }
+    }
+}
+
+/// Copies every conversation frame a node sends to every other peer it
+/// has ever talked to: a conversation's bytes reach non-members.
+#[derive(Default)]
+struct Gossip(BTreeMap<usize, BTreeSet<DeviceId>>);
+
+impl Tamper for Gossip {
+    fn outputs(&mut self, device: usize, outputs: &mut Vec<Output>) {
+        let known = self.0.entry(device).or_default();
+        let mut extra = Vec::new();
+        for o in outputs.iter() {
+            if let Output::Send { peer, frame } = o {
+                known.insert(*peer);
+                if matches!(Frame::decode(frame), Ok(Frame::Header { .. })) {
+                    for other in known.iter().filter(|p| *p != peer) {
+                        extra.push(Output::Send {
+                            peer: *other,
+                            frame: frame.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        outputs.extend(extra);
+    }
+}
+
+#[test]
+fn leaked_headers_are_caught() {
+    let sc = scenario(include_str!("scenarios/mini.toml"));
+    let out = broken_run(&sc, 1, Box::<Gossip>::default(), true);
+    assert_caught(&out, Invariant::NoLeak);
+}
+
+#[test]
+fn queues_are_bounded() {
+    let sc = scenario(include_str!("scenarios/quiet-lan.toml"));
+    let opts = Options {
+        max_queue: 1,
+        ..Options::default()
+    };
+    let out = run(&sc, 1, opts);
+    assert_caught(&out, Invariant::Bounded);
+}
