@@ -320,6 +320,9 @@ impl Node {
             conversation: id,
             title,
         });
+        // Pass it on: a conversation with no messages yet never changes our
+        // heads, so the relay in on_sync would never carry it further.
+        self.push_doc_to_all(&id.0, fx);
     }
 
     fn on_sync(
