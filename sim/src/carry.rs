@@ -246,6 +246,9 @@ impl World {
         );
         match self.net.send(&mut self.rng, self.now, from, to, len) {
             Ok(s) => {
+                if let crate::net::Route::Link { .. } = self.net.sessions[&s.session].route {
+                    self.counters.link_bytes += len as u64;
+                }
                 let sync = match &decoded {
                     Frame::Sync { doc, more, .. } => Some((s.session, *doc, *more)),
                     _ => None,

@@ -247,11 +247,18 @@ pub fn check_final(devices: &[Device], ledger: &Ledger, at: u64) -> Result<(), V
                 return fail(Invariant::Convergence, vec![i], format!("d{i} is not up"));
             };
             let Some(c) = n.conversation(id) else {
+                let holders: Vec<(Dev, usize)> = members
+                    .iter()
+                    .filter_map(|&j| {
+                        let cv = devices[j].node.as_ref()?.conversation(id)?;
+                        Some((j, cv.len()))
+                    })
+                    .collect();
                 return fail(
                     Invariant::Convergence,
                     vec![i],
                     format!(
-                        "member device d{i} never received conversation {} (\"{}\")",
+                        "member device d{i} never received conversation {} (\"{}\"); (holder, messages): {holders:?}",
                         short(id),
                         h.title()
                     ),

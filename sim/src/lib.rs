@@ -160,6 +160,7 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
         redundant_change_bytes: w.acct.redundant_change_bytes,
         team_sync_bytes: w.acct.team_sync_bytes,
         whole_docs: w.acct.whole_docs,
+        link_bytes: w.counters.link_bytes,
     };
     let trace_tail = match &w.violation {
         Some(v) => {

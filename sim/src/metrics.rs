@@ -19,6 +19,8 @@ pub struct Counters {
     pub rejected: u64,
     pub unknown_peer: u64,
     pub peak_queue: usize,
+    /// Bytes sent over inter-site links.
+    pub link_bytes: u64,
     pub quiet_at: Option<u64>,
     /// The last time a frame was delivered.
     pub last_delivery: u64,
@@ -60,6 +62,8 @@ pub struct Metrics {
     pub redundant_change_bytes: u64,
     pub team_sync_bytes: u64,
     pub whole_docs: u64,
+    /// Bytes sent over inter-site links (uplinks, backbones).
+    pub link_bytes: u64,
 }
 
 fn ratio(a: u64, b: u64) -> Option<f64> {
@@ -100,8 +104,8 @@ impl Metrics {
         );
         let _ = writeln!(
             s,
-            "  frames / bytes sent         {} / {} (sync {}, of which team document {})",
-            self.frames, self.bytes, self.sync_bytes, self.team_sync_bytes
+            "  frames / bytes sent         {} / {} (sync {}, of which team document {}; over links {})",
+            self.frames, self.bytes, self.sync_bytes, self.team_sync_bytes, self.link_bytes
         );
         let _ = writeln!(
             s,
@@ -187,6 +191,9 @@ const ROWS: &[(&str, Getter)] = &[
     }),
     ("peak reassembly buffer (bytes)", |r| {
         Some(r.metrics.peak_reassembly as f64)
+    }),
+    ("bytes over inter-site links", |r| {
+        Some(r.metrics.link_bytes as f64).filter(|b| *b > 0.0)
     }),
     ("messages confirmed", |r| Some(r.metrics.messages as f64)),
     ("wall time per run (ms, not simulated)", |r| Some(r.wall_ms)),
