@@ -26,6 +26,7 @@ const TAG_REFUSE: u8 = 2;
 const TAG_CATALOG: u8 = 3;
 const TAG_HEADER: u8 = 4;
 const TAG_SYNC: u8 = 5;
+const TAG_HEADS: u8 = 6;
 
 /// Why a node refuses or drops a peer. Sent in `Refuse` and logged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -144,6 +145,11 @@ pub enum Frame {
         more: bool,
         data: Vec<u8>,
     },
+    /// The sender's heads of these documents changed (it received changes
+    /// from someone else): a receiver that is behind starts a sync round.
+    /// This is how changes travel past the first hop without every node
+    /// pushing every change it hears to every peer.
+    Heads { entries: Vec<CatalogEntry> },
 }
 
 impl Frame {
@@ -173,6 +179,12 @@ impl Frame {
             Frame::Sync { doc, more, data } => {
                 w.u8(TAG_SYNC).raw(doc).u8(u8::from(*more)).bytes(data);
             }
+            Frame::Heads { entries } => {
+                w.u8(TAG_HEADS).varint(entries.len() as u64);
+                for e in entries {
+                    w.raw(&e.doc).raw(&e.heads);
+                }
+            }
         }
         w.finish()
     }
@@ -200,14 +212,7 @@ impl Frame {
             },
             TAG_CATALOG => {
                 let last = flag(&mut r, "last flag")?;
-                let n = r.count(MAX_CATALOG_ENTRIES, 32, "catalog entries")?;
-                let mut entries = Vec::with_capacity(n);
-                for _ in 0..n {
-                    entries.push(CatalogEntry {
-                        doc: r.array("document id")?,
-                        heads: r.array("heads digest")?,
-                    });
-                }
+                let entries = catalog_entries(&mut r)?;
                 Frame::Catalog { entries, last }
             }
             TAG_HEADER => Frame::Header {
@@ -218,11 +223,26 @@ impl Frame {
                 more: flag(&mut r, "more flag")?,
                 data: r.bytes(MAX_FRAME_LEN, "sync data")?.to_vec(),
             },
+            TAG_HEADS => Frame::Heads {
+                entries: catalog_entries(&mut r)?,
+            },
             t => return Err(DecodeError::Unknown("frame tag", t.into())),
         };
         r.finish()?;
         Ok(frame)
     }
+}
+
+fn catalog_entries(r: &mut Reader<'_>) -> Result<Vec<CatalogEntry>, DecodeError> {
+    let n = r.count(MAX_CATALOG_ENTRIES, 32, "catalog entries")?;
+    let mut entries = Vec::with_capacity(n);
+    for _ in 0..n {
+        entries.push(CatalogEntry {
+            doc: r.array("document id")?,
+            heads: r.array("heads digest")?,
+        });
+    }
+    Ok(entries)
 }
 
 fn flag(r: &mut Reader<'_>, what: &'static str) -> Result<bool, DecodeError> {

@@ -664,6 +664,13 @@ fn frame_json(f: &Frame) -> Value {
             "more": more,
             "data": hex(data),
         }),
+        Frame::Heads { entries } => json!({
+            "type": "heads",
+            "entries": entries
+                .iter()
+                .map(|e| json!({ "doc": hex(&e.doc), "heads": hex(&e.heads) }))
+                .collect::<Vec<_>>(),
+        }),
     }
 }
 
@@ -693,6 +700,15 @@ fn frame_from_json(v: &Value) -> Frame {
             doc: fixed(v, "doc"),
             more: flag(v, "more"),
             data: bytes(v, "data"),
+        },
+        "heads" => Frame::Heads {
+            entries: list(v, "entries")
+                .iter()
+                .map(|e| CatalogEntry {
+                    doc: fixed(e, "doc"),
+                    heads: fixed(e, "heads"),
+                })
+                .collect(),
         },
         t => panic!("unknown frame type {t}"),
     }
@@ -1834,6 +1850,15 @@ fn gen_frames(c: &Cast) -> Value {
                 data: vec![],
             },
         ),
+        (
+            "heads: one conversation's heads changed".into(),
+            Frame::Heads {
+                entries: vec![CatalogEntry {
+                    doc: conv_doc,
+                    heads: heads("group"),
+                }],
+            },
+        ),
     ];
     for code in (1..=12).chain([0, 13, 255]) {
         let reason = Reason::from_code(code);
@@ -1875,7 +1900,7 @@ fn gen_frames(c: &Cast) -> Value {
     let mut invalid = vec![
         bad(vec![], "empty frame", "Truncated", 10),
         bad(vec![0], "tag 0", "Unknown", 10),
-        bad(vec![6], "tag 6", "Unknown", 10),
+        bad(vec![7], "tag 7", "Unknown", 10),
         bad(vec![0xff], "tag 255", "Unknown", 10),
         bad(splice(&hello, 1, 1, &[0]), "hello version 0", "Unknown", 8),
         bad(splice(&hello, 1, 1, &[2]), "hello version 2", "Unknown", 8),
@@ -1945,6 +1970,22 @@ fn gen_frames(c: &Cast) -> Value {
             [catalog.as_slice(), &[0]].concat(),
             "catalog with a trailing byte",
             "Trailing",
+            10,
+        ),
+        bad(
+            vec![6, 1],
+            "heads announcing 1 entry, holding none",
+            "Truncated",
+            10,
+        ),
+        bad(
+            {
+                let mut w = Writer::new();
+                w.u8(6).varint(16 * 1024 + 1);
+                w.finish()
+            },
+            "heads of 16385 entries",
+            "TooLong",
             10,
         ),
         bad(

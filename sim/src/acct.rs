@@ -55,8 +55,8 @@ pub struct Accounting {
     /// Messages delivered to devices other than their author.
     pub deliveries: BTreeSet<(Dev, [u8; 16])>,
     pub undecodable_sync: u64,
-    /// Frames sent, by wire tag (1 Hello … 5 Sync).
-    pub by_tag: [u64; 6],
+    /// Frames sent, by wire tag (1 Hello … 6 Heads).
+    pub by_tag: [u64; 7],
     /// Complete sync messages delivered without / with changes.
     pub sync_empty: u64,
     pub sync_with_changes: u64,
@@ -67,11 +67,12 @@ pub struct Accounting {
     /// Sync messages that carried a whole document (automerge sends one
     /// when more than a third of it is missing).
     pub whole_docs: u64,
+    pub whole_doc_bytes: u64,
 }
 
 impl Accounting {
     pub fn on_send(&mut self, tag: u8, len: usize, sync: Option<(u64, [u8; 16], bool)>) {
-        self.by_tag[usize::from(tag).min(5)] += 1;
+        self.by_tag[usize::from(tag).min(6)] += 1;
         self.frames += 1;
         self.bytes += len as u64;
         if let Some((session, doc, more)) = sync {
@@ -143,6 +144,7 @@ impl Accounting {
             note(c.hash().0, c.raw_bytes().len());
         } else if let Ok(doc) = Automerge::load(chunk) {
             self.whole_docs += 1;
+            self.whole_doc_bytes += chunk.len() as u64;
             // A whole document sent at once (automerge does this when more
             // than a third of it is missing): count its changes.
             for c in doc.get_changes(&[]) {

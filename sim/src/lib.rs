@@ -154,12 +154,14 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
             w.acct.by_tag[3],
             w.acct.by_tag[4],
             w.acct.by_tag[5],
+            w.acct.by_tag[6],
         ],
         sync_empty: w.acct.sync_empty,
         sync_with_changes: w.acct.sync_with_changes,
         redundant_change_bytes: w.acct.redundant_change_bytes,
         team_sync_bytes: w.acct.team_sync_bytes,
         whole_docs: w.acct.whole_docs,
+        whole_doc_bytes: w.acct.whole_doc_bytes,
         link_bytes: w.counters.link_bytes,
     };
     let trace_tail = match &w.violation {

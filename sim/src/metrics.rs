@@ -55,13 +55,14 @@ pub struct Metrics {
     pub stale_blocked: u64,
     pub rejected: u64,
     pub events: u64,
-    /// Frames sent by kind: Hello, Refuse, Catalog, Header, Sync.
-    pub by_kind: [u64; 5],
+    /// Frames sent by kind: Hello, Refuse, Catalog, Header, Sync, Heads.
+    pub by_kind: [u64; 6],
     pub sync_empty: u64,
     pub sync_with_changes: u64,
     pub redundant_change_bytes: u64,
     pub team_sync_bytes: u64,
     pub whole_docs: u64,
+    pub whole_doc_bytes: u64,
     /// Bytes sent over inter-site links (uplinks, backbones).
     pub link_bytes: u64,
 }
@@ -123,13 +124,22 @@ impl Metrics {
         );
         let _ = writeln!(
             s,
-            "  frames by kind              {} Hello, {} Refuse, {} Catalog, {} Header, {} Sync",
-            self.by_kind[0], self.by_kind[1], self.by_kind[2], self.by_kind[3], self.by_kind[4]
+            "  frames by kind              {} Hello, {} Refuse, {} Catalog, {} Header, {} Sync, {} Heads",
+            self.by_kind[0],
+            self.by_kind[1],
+            self.by_kind[2],
+            self.by_kind[3],
+            self.by_kind[4],
+            self.by_kind[5]
         );
         let _ = writeln!(
             s,
-            "  sync messages               {} carried changes ({} a whole document), {} carried none; {} B of changes arrived where they already were",
-            self.sync_with_changes, self.whole_docs, self.sync_empty, self.redundant_change_bytes
+            "  sync messages               {} carried changes ({} a whole document, {} B), {} carried none; {} B of changes arrived where they already were",
+            self.sync_with_changes,
+            self.whole_docs,
+            self.whole_doc_bytes,
+            self.sync_empty,
+            self.redundant_change_bytes
         );
         let _ = writeln!(
             s,

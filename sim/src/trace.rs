@@ -71,6 +71,7 @@ fn frame_name(tag: u64) -> &'static str {
         3 => "Catalog",
         4 => "Header",
         5 => "Sync",
+        6 => "Heads",
         _ => "frame",
     }
 }

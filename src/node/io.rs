@@ -41,6 +41,8 @@ pub enum Timer {
     Receipts,
     /// Periodic: re-check peers' certificates (expiry), compact.
     Maintenance,
+    /// Tell peers about documents whose heads changed by relayed changes.
+    Announce,
 }
 
 /// An effect for the shell to carry out, in order.

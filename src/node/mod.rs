@@ -51,6 +51,9 @@ pub struct NodeConfig {
     /// Delivered receipts are batched for this long.
     pub receipt_delay_ms: Millis,
     pub maintenance_interval_ms: Millis,
+    /// Heads changed by relayed changes are announced to peers after this
+    /// long, so a burst of changes costs one announcement per peer.
+    pub announce_delay_ms: Millis,
     /// Bound on a peer's partly received sync messages, all documents together.
     pub max_reassembly_bytes: usize,
 }
@@ -61,6 +64,7 @@ impl Default for NodeConfig {
             hello_timeout_ms: 10_000,
             receipt_delay_ms: 500,
             maintenance_interval_ms: 30_000,
+            announce_delay_ms: 20,
             max_reassembly_bytes: 64 * 1024 * 1024,
         }
     }
@@ -131,6 +135,9 @@ pub struct Node {
     /// Conversations with remote messages not yet covered by our delivered receipt.
     pending_receipts: BTreeSet<ConversationId>,
     receipts_timer_set: bool,
+    /// Documents whose heads changed by changes from a peer, to announce.
+    announce: BTreeSet<[u8; 16]>,
+    announce_timer_set: bool,
 }
 
 impl std::fmt::Debug for Node {
@@ -187,6 +194,8 @@ impl Node {
             peers: BTreeMap::new(),
             pending_receipts: BTreeSet::new(),
             receipts_timer_set: false,
+            announce: BTreeSet::new(),
+            announce_timer_set: false,
         };
         let Some(cert) = cert else {
             return Ok(node);
@@ -329,6 +338,10 @@ impl Node {
                 self.receipts_timer_set = false;
                 self.write_delivered_receipts(now, fx);
             }
+            Timer::Announce => {
+                self.announce_timer_set = false;
+                self.announce_heads(fx);
+            }
             Timer::Maintenance => {
                 self.enforce_membership(now, fx);
                 fx.timers.push((
@@ -429,6 +442,20 @@ impl Node {
         };
         if let Some(msg) = msg {
             peer::push_sync_frames(peer, *doc, &msg, &mut fx.send);
+        }
+    }
+
+    /// Schedules an announcement of `doc`'s heads to every peer that may
+    /// lack them. Changes we write are pushed at once (`push_doc_to_all`);
+    /// changes we receive travel on by announcement, because most peers
+    /// have usually heard them from the author too, and pushing every
+    /// change to every peer costs the mesh a copy per pair.
+    fn schedule_announce(&mut self, now: Millis, doc: [u8; 16], fx: &mut Fx) {
+        self.announce.insert(doc);
+        if !self.announce_timer_set {
+            self.announce_timer_set = true;
+            fx.timers
+                .push((Timer::Announce, now + self.config.announce_delay_ms));
         }
     }
 

@@ -159,6 +159,7 @@ impl Node {
             Frame::Catalog { entries, last } => self.on_catalog(peer, entries, last, fx),
             Frame::Header { header } => self.on_header(now, peer, header, fx),
             Frame::Sync { doc, more, data } => self.on_sync(now, peer, doc, more, data, fx),
+            Frame::Heads { entries } => self.on_heads(peer, entries, fx),
         }
     }
 
@@ -259,16 +260,95 @@ impl Node {
         }
     }
 
+    /// Our replica of `doc` (the team document or a conversation).
+    fn replica_of(&self, doc: &[u8; 16]) -> Option<&crate::replica::Replica> {
+        if *doc == TEAM_DOC_ID {
+            self.membership.as_ref().map(|m| m.team.replica())
+        } else {
+            self.convs.get(&ConversationId(*doc)).map(|c| c.replica())
+        }
+    }
+
+    /// A peer announced new heads: if they are ours, we are level; if not,
+    /// one of us is behind, and a sync round settles which.
+    fn on_heads(&mut self, peer: DeviceId, entries: Vec<CatalogEntry>, fx: &mut Fx) {
+        for e in entries {
+            if !self.may_share(&e.doc, &peer) {
+                // A correct peer sends the header first; drop it.
+                continue;
+            }
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.known.insert(e.doc);
+            }
+            let ours = self.replica_of(&e.doc).map(|r| r.heads_digest());
+            if ours == Some(e.heads) {
+                self.mark_level(peer, &e.doc);
+                continue;
+            }
+            // What we last heard of their heads is stale: owe them a
+            // message even if we sent our current heads before.
+            if let Some(state) = self
+                .peers
+                .get_mut(&peer)
+                .and_then(|p| p.sync.get_mut(&e.doc))
+            {
+                state.have_responded = false;
+            }
+            self.push_doc(&e.doc, peer, fx);
+        }
+    }
+
+    /// Announces the heads of documents changed by relayed changes to every
+    /// peer that may have them and is not known to be level with us.
+    pub(super) fn announce_heads(&mut self, fx: &mut Fx) {
+        let docs = std::mem::take(&mut self.announce);
+        let peers: Vec<DeviceId> = self.peers.keys().copied().collect();
+        for peer in peers {
+            let mut entries = Vec::new();
+            for doc in &docs {
+                if !self.may_share(doc, &peer) {
+                    continue;
+                }
+                let Some(r) = self.replica_of(doc) else {
+                    continue;
+                };
+                let heads = r.heads();
+                let digest = r.heads_digest();
+                let Some(p) = self.peers.get_mut(&peer) else {
+                    continue;
+                };
+                if p.sync
+                    .get(doc)
+                    .is_some_and(|s| s.their_heads.as_ref() == Some(&heads))
+                {
+                    continue;
+                }
+                if *doc != TEAM_DOC_ID && p.known.insert(*doc) {
+                    if let Some(c) = self.convs.get(&ConversationId(*doc)) {
+                        let header = Frame::Header {
+                            header: c.header.clone(),
+                        };
+                        fx.send.push((peer, header.encode()));
+                    }
+                }
+                entries.push(CatalogEntry {
+                    doc: *doc,
+                    heads: digest,
+                });
+            }
+            for chunk in entries.chunks(MAX_CATALOG_ENTRIES) {
+                let frame = Frame::Heads {
+                    entries: chunk.to_vec(),
+                };
+                fx.send.push((peer, frame.encode()));
+            }
+        }
+    }
+
     /// The peer's heads equal ours: start the sync state from there, so that
     /// the next local change is pushed at once, in a single message.
     fn mark_level(&mut self, peer: DeviceId, doc: &[u8; 16]) {
-        let heads = if *doc == TEAM_DOC_ID {
-            self.membership.as_ref().map(|m| m.team.replica().heads())
-        } else {
-            self.convs
-                .get(&ConversationId(*doc))
-                .map(|c| c.replica().heads())
-        };
+        let heads = self.replica_of(doc).map(|r| r.heads());
         let (Some(heads), Some(p)) = (heads, self.peers.get_mut(&peer)) else {
             return;
         };
@@ -286,7 +366,7 @@ impl Node {
 
     fn on_header(
         &mut self,
-        _now: Millis,
+        now: Millis,
         peer: DeviceId,
         header: crate::header::ConversationHeader,
         fx: &mut Fx,
@@ -322,7 +402,7 @@ impl Node {
         });
         // Pass it on: a conversation with no messages yet never changes our
         // heads, so the relay in on_sync would never carry it further.
-        self.push_doc_to_all(&id.0, fx);
+        self.schedule_announce(now, id.0, fx);
     }
 
     fn on_sync(
@@ -406,22 +486,25 @@ impl Node {
                 self.enforce_membership(now, fx);
             }
         }
-        // Answer the sender, and relay anything new to everyone else.
-        self.push_doc(&doc, peer, fx);
-        let after = if doc == TEAM_DOC_ID {
-            self.membership
-                .as_ref()
-                .map(|m| m.team.replica().heads_digest())
-        } else {
-            self.convs
-                .get(&ConversationId(doc))
-                .map(|c| c.replica().heads_digest())
-        };
+        // Answer the sender, unless the message left us level with it and it
+        // asked for nothing: then an answer would only echo its own heads.
+        let heads = self.replica_of(&doc).map(|r| r.heads());
+        let level = self
+            .peers
+            .get(&peer)
+            .and_then(|p| p.sync.get(&doc))
+            .is_some_and(|s| {
+                s.their_heads.is_some()
+                    && s.their_heads == heads
+                    && s.their_need.as_ref().is_none_or(Vec::is_empty)
+            });
+        if !level {
+            self.push_doc(&doc, peer, fx);
+        }
+        // Anything new travels on by announcement (see schedule_announce).
+        let after = self.replica_of(&doc).map(|r| r.heads_digest());
         if after != Some(before) {
-            let others: Vec<DeviceId> = self.peers.keys().copied().filter(|d| *d != peer).collect();
-            for o in others {
-                self.push_doc(&doc, o, fx);
-            }
+            self.schedule_announce(now, doc, fx);
         }
     }
 }
