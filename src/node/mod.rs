@@ -373,8 +373,9 @@ impl Node {
             .peers
             .iter()
             .filter_map(|(d, p)| {
+                // The signature was verified when the peer said hello.
                 let cert = p.member()?;
-                cert.check(&m.cert.team, now, &m.team.revoked)
+                cert.check_standing(now, &m.team.revoked)
                     .err()
                     .map(|e| (*d, peer::reason_for(&e)))
             })
