@@ -185,6 +185,12 @@ impl Replica {
         out
     }
 
+    /// Does this replica hold every change in `heads` (and nothing waits
+    /// in its queue for a missing dependency)?
+    pub fn has_all(&self, heads: &[ChangeHash]) -> bool {
+        self.doc.get_missing_deps(heads).is_empty()
+    }
+
     pub fn heads(&self) -> Vec<ChangeHash> {
         self.doc.get_heads()
     }
@@ -247,7 +253,59 @@ impl Replica {
     }
 
     /// The next message for a peer, if there is anything to say.
+    ///
+    /// Automerge sends the whole document instead of changes as soon as the
+    /// peer lacks more than a third of them. Our changes carry signatures
+    /// and hashes that do not compress, so a whole document usually weighs
+    /// more than the two thirds the peer already has saves: after a ward's
+    /// halves reconnect, every device would receive the whole conversation
+    /// from each peer it pulls from. So we offer changes, and let Automerge
+    /// send the document whole only when those changes outweigh what the
+    /// document takes on disk (a device that lacks nearly everything).
     pub fn generate_sync(&self, state: &mut sync::State) -> Option<Vec<u8>> {
+        use automerge::sync::Capability;
+        let caps = state.their_capabilities.clone();
+        let v2 = caps
+            .as_ref()
+            .is_some_and(|c| c.contains(&Capability::MessageV2));
+        if !v2 {
+            return self
+                .doc
+                .generate_sync_message(state)
+                .map(sync::Message::encode);
+        }
+        // What generate_sync_message changes, to undo it if we retry.
+        let saved = (
+            state.have_responded,
+            state.last_sent_heads.clone(),
+            state.in_flight,
+            state.needs_reset,
+        );
+        state.their_capabilities = caps.as_ref().map(|c| {
+            c.iter()
+                .filter(|c| **c != Capability::MessageV2)
+                .cloned()
+                .collect()
+        });
+        let msg = self.doc.generate_sync_message(state);
+        state.their_capabilities = caps;
+        let msg = msg?;
+        let size: usize = msg.changes.iter().map(<[u8]>::len).sum();
+        if size <= self.snapshot_bytes + self.chunk_bytes {
+            return Some(msg.encode());
+        }
+        // The changes outweigh the document: undo, and let Automerge choose.
+        for c in msg.changes.iter() {
+            if let Ok(c) = automerge::Change::from_bytes(c.to_vec()) {
+                state.sent_hashes.remove(&c.hash());
+            }
+        }
+        (
+            state.have_responded,
+            state.last_sent_heads,
+            state.in_flight,
+            state.needs_reset,
+        ) = saved;
         self.doc
             .generate_sync_message(state)
             .map(sync::Message::encode)

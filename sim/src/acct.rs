@@ -45,6 +45,9 @@ pub struct Accounting {
     pub sync_bytes: u64,
     frames_at_heal: u64,
     bytes_at_heal: u64,
+    /// Counters at the last heal: redundant change bytes, whole-document
+    /// bytes, Heads frames.
+    at_heal_counts: (u64, u64, u64),
     changes: BTreeMap<[u8; 32], ChangeInfo>,
     /// Partial sync messages per (session, direction, document).
     parts: BTreeMap<(u64, usize, [u8; 16]), Vec<u8>>,
@@ -183,6 +186,11 @@ impl Accounting {
     pub fn heal(&mut self) {
         self.frames_at_heal = self.frames;
         self.bytes_at_heal = self.bytes;
+        self.at_heal_counts = (
+            self.redundant_change_bytes,
+            self.whole_doc_bytes,
+            self.by_tag[6],
+        );
         for c in self.changes.values_mut() {
             c.at_heal = c.holders.len();
         }
@@ -198,6 +206,17 @@ impl Accounting {
             since += c.size * (n - (c.at_heal as u64).min(n));
         }
         (all, since)
+    }
+
+    /// Since the last heal: (redundant change bytes, whole-document bytes,
+    /// Heads frames).
+    pub fn heal_breakdown(&self) -> (u64, u64, u64) {
+        let (r, w, h) = self.at_heal_counts;
+        (
+            self.redundant_change_bytes - r,
+            self.whole_doc_bytes - w,
+            self.by_tag[6] - h,
+        )
     }
 
     pub fn since_heal(&self) -> (u64, u64) {

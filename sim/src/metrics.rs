@@ -42,6 +42,9 @@ pub struct Metrics {
     pub change_bytes: u64,
     pub heal_frames: u64,
     pub heal_bytes: u64,
+    /// After the last heal: redundant change bytes, whole-document bytes,
+    /// Heads frames.
+    pub heal_breakdown: (u64, u64, u64),
     pub heal_change_bytes: u64,
     pub rtt_median: f64,
     pub rtt_max: u32,
@@ -121,6 +124,11 @@ impl Metrics {
             f(self.heal_overhead(), "x"),
             self.heal_bytes,
             self.heal_change_bytes
+        );
+        let _ = writeln!(
+            s,
+            "  after last heal             {} B of changes arrived where they already were, {} B of whole documents, {} Heads frames",
+            self.heal_breakdown.0, self.heal_breakdown.1, self.heal_breakdown.2
         );
         let _ = writeln!(
             s,

@@ -77,6 +77,7 @@ impl Node {
                 );
                 let id = msg.id();
                 let conv = self.convs.get_mut(&conversation).expect("checked above");
+                let before = conv.replica().heads();
                 conv.append(now, &msg)
                     .map_err(|e| CommandError::Document(e.to_string()))?;
                 self.persist_conv(&conversation, fx);
@@ -92,7 +93,7 @@ impl Node {
                     conversation,
                     message: id,
                 });
-                self.push_doc_to_all(&conversation.0, fx);
+                self.push_local(now, &conversation.0, &before, fx);
                 Ok(Reply::Message(id))
             }
             Command::MarkRead { conversation } => {
@@ -236,11 +237,12 @@ impl Node {
         }
         let at = self.clock.tick(now);
         let r = conv.sign_receipt(&self.key, kind, member, pos, at);
+        let before = conv.replica().heads();
         conv.put_receipt(now, &r)
             .map_err(|e| CommandError::Document(e.to_string()))?;
         self.persist_conv(&conversation, fx);
         fx.emit.push(Event::ReceiptsChanged { conversation });
-        self.push_doc_to_all(&conversation.0, fx);
+        self.push_local(now, &conversation.0, &before, fx);
         Ok(())
     }
 

@@ -43,6 +43,8 @@ pub enum Timer {
     Maintenance,
     /// Tell peers about documents whose heads changed by relayed changes.
     Announce,
+    /// The pull of this document is overdue (see `node/pull.rs`).
+    Pull([u8; 16]),
 }
 
 /// An effect for the shell to carry out, in order.

@@ -21,6 +21,7 @@
 mod commands;
 mod io;
 mod peer;
+mod pull;
 mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -54,6 +55,10 @@ pub struct NodeConfig {
     /// Heads changed by relayed changes are announced to peers after this
     /// long, so a burst of changes costs one announcement per peer.
     pub announce_delay_ms: Millis,
+    /// A pull (an exchange opened because a peer's heads differ) that has
+    /// not finished after this long stops holding back pulls of the same
+    /// document from other peers.
+    pub pull_timeout_ms: Millis,
     /// Bound on a peer's partly received sync messages, all documents together.
     pub max_reassembly_bytes: usize,
 }
@@ -65,6 +70,7 @@ impl Default for NodeConfig {
             receipt_delay_ms: 500,
             maintenance_interval_ms: 30_000,
             announce_delay_ms: 20,
+            pull_timeout_ms: 2_000,
             max_reassembly_bytes: 64 * 1024 * 1024,
         }
     }
@@ -138,6 +144,7 @@ pub struct Node {
     /// Documents whose heads changed by changes from a peer, to announce.
     announce: BTreeSet<[u8; 16]>,
     announce_timer_set: bool,
+    pulls: pull::Pulls,
 }
 
 impl std::fmt::Debug for Node {
@@ -196,6 +203,7 @@ impl Node {
             receipts_timer_set: false,
             announce: BTreeSet::new(),
             announce_timer_set: false,
+            pulls: pull::Pulls::default(),
         };
         let Some(cert) = cert else {
             return Ok(node);
@@ -303,6 +311,7 @@ impl Node {
                 if self.peers.remove(&peer).is_some() {
                     fx.emit.push(Event::PeerLeft { peer });
                 }
+                self.peer_gone(now, peer, &mut fx);
             }
             Input::Frame { peer, bytes } => self.on_frame(now, peer, &bytes, &mut fx),
             Input::Timer(t) => self.on_timer(now, t, &mut fx),
@@ -338,6 +347,7 @@ impl Node {
                 self.receipts_timer_set = false;
                 self.write_delivered_receipts(now, fx);
             }
+            Timer::Pull(doc) => self.pull_timer(now, doc, fx),
             Timer::Announce => {
                 self.announce_timer_set = false;
                 self.announce_heads(fx);
@@ -441,9 +451,24 @@ impl Node {
                 .get(&ConversationId(*doc))
                 .and_then(|c| c.replica().generate_sync(state))
         };
-        if let Some(msg) = msg {
-            peer::push_sync_frames(peer, *doc, &msg, &mut fx.send);
+        let Some(mut msg) = msg else { return };
+        // While we pull `doc` from someone else, we tell this peer nothing of
+        // what we have, so it does not send us the same changes too; it gets
+        // its turn when the pull is done (pull.rs).
+        let pulling_elsewhere = self
+            .pulls
+            .open
+            .get(doc)
+            .is_some_and(|p| p.peer != peer && self.peers.contains_key(&p.peer));
+        if pulling_elsewhere {
+            if let Ok(mut m) = automerge::sync::Message::decode(&msg) {
+                if !m.have.is_empty() {
+                    m.have.clear();
+                    msg = m.encode();
+                }
+            }
         }
+        peer::push_sync_frames(peer, *doc, &msg, &mut fx.send);
     }
 
     /// Schedules an announcement of `doc`'s heads to every peer that may
@@ -457,6 +482,48 @@ impl Node {
             self.announce_timer_set = true;
             fx.timers
                 .push((Timer::Announce, now + self.config.announce_delay_ms));
+        }
+    }
+
+    /// After a change we wrote on top of `before`: pushes it at once to
+    /// every peer known to be at `before` — the message then holds just that
+    /// change — and announces our heads to the others, which may lack other
+    /// changes too and pull what they lack with a fresh view of what they
+    /// have (pushing to them would send whatever our stale view of them
+    /// says they lack, much of which they have usually heard elsewhere).
+    fn push_local(
+        &mut self,
+        now: Millis,
+        doc: &[u8; 16],
+        before: &[automerge::ChangeHash],
+        fx: &mut Fx,
+    ) {
+        let peers: Vec<DeviceId> = self.peers.keys().copied().collect();
+        let mut lagging = false;
+        for peer in peers {
+            if !self.may_share(doc, &peer) {
+                continue;
+            }
+            let level = self
+                .peers
+                .get(&peer)
+                .and_then(|p| p.sync.get(doc))
+                .is_some_and(|s| s.their_heads.as_deref() == Some(before));
+            if !level {
+                lagging = true;
+                continue;
+            }
+            self.push_doc(doc, peer, fx);
+            // The link is ordered: once it reads this message, the peer is
+            // at our heads (plus whatever it wrote meanwhile, which it will
+            // push to us).
+            let heads = self.replica_of(doc).map(|r| r.heads());
+            if let Some(s) = self.peers.get_mut(&peer).and_then(|p| p.sync.get_mut(doc)) {
+                s.their_heads = heads;
+            }
+        }
+        if lagging {
+            self.schedule_announce(now, *doc, fx);
         }
     }
 

@@ -156,10 +156,10 @@ impl Node {
             }
             _ if !is_member => self.refuse(peer, Reason::ProtocolViolation, fx),
             Frame::Hello { .. } => self.refuse(peer, Reason::ProtocolViolation, fx),
-            Frame::Catalog { entries, last } => self.on_catalog(peer, entries, last, fx),
+            Frame::Catalog { entries, last } => self.on_catalog(now, peer, entries, last, fx),
             Frame::Header { header } => self.on_header(now, peer, header, fx),
             Frame::Sync { doc, more, data } => self.on_sync(now, peer, doc, more, data, fx),
-            Frame::Heads { entries } => self.on_heads(peer, entries, fx),
+            Frame::Heads { entries } => self.on_heads(now, peer, entries, fx),
         }
     }
 
@@ -223,7 +223,14 @@ impl Node {
         }
     }
 
-    fn on_catalog(&mut self, peer: DeviceId, entries: Vec<CatalogEntry>, last: bool, fx: &mut Fx) {
+    fn on_catalog(
+        &mut self,
+        now: Millis,
+        peer: DeviceId,
+        entries: Vec<CatalogEntry>,
+        last: bool,
+        fx: &mut Fx,
+    ) {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -254,14 +261,15 @@ impl Node {
             }
             match theirs.get(&doc) {
                 Some(h) if *h == ours => self.mark_level(peer, &doc),
-                // push_doc sends the header first if they lack it.
-                _ => self.push_doc(&doc, peer, fx),
+                Some(h) => self.start_exchange(now, doc, peer, *h, fx),
+                // They lack it: push_doc sends the header first.
+                None => self.push_doc(&doc, peer, fx),
             }
         }
     }
 
     /// Our replica of `doc` (the team document or a conversation).
-    fn replica_of(&self, doc: &[u8; 16]) -> Option<&crate::replica::Replica> {
+    pub(super) fn replica_of(&self, doc: &[u8; 16]) -> Option<&crate::replica::Replica> {
         if *doc == TEAM_DOC_ID {
             self.membership.as_ref().map(|m| m.team.replica())
         } else {
@@ -271,7 +279,7 @@ impl Node {
 
     /// A peer announced new heads: if they are ours, we are level; if not,
     /// one of us is behind, and a sync round settles which.
-    fn on_heads(&mut self, peer: DeviceId, entries: Vec<CatalogEntry>, fx: &mut Fx) {
+    fn on_heads(&mut self, now: Millis, peer: DeviceId, entries: Vec<CatalogEntry>, fx: &mut Fx) {
         for e in entries {
             if !self.may_share(&e.doc, &peer) {
                 // A correct peer sends the header first; drop it.
@@ -285,16 +293,7 @@ impl Node {
                 self.mark_level(peer, &e.doc);
                 continue;
             }
-            // What we last heard of their heads is stale: owe them a
-            // message even if we sent our current heads before.
-            if let Some(state) = self
-                .peers
-                .get_mut(&peer)
-                .and_then(|p| p.sync.get_mut(&e.doc))
-            {
-                state.have_responded = false;
-            }
-            self.push_doc(&e.doc, peer, fx);
+            self.start_exchange(now, e.doc, peer, e.heads, fx);
         }
     }
 
@@ -347,7 +346,7 @@ impl Node {
 
     /// The peer's heads equal ours: start the sync state from there, so that
     /// the next local change is pushed at once, in a single message.
-    fn mark_level(&mut self, peer: DeviceId, doc: &[u8; 16]) {
+    pub(super) fn mark_level(&mut self, peer: DeviceId, doc: &[u8; 16]) {
         let heads = self.replica_of(doc).map(|r| r.heads());
         let (Some(heads), Some(p)) = (heads, self.peers.get_mut(&peer)) else {
             return;
@@ -468,6 +467,7 @@ impl Node {
                 return;
             }
         };
+        self.after_sync_message(now, doc, peer, fx);
         if let Some(a) = applied {
             let id = ConversationId(doc);
             self.persist_conv(&id, fx);
