@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 
 use super::{Fx, Node, Timer};
 use crate::ids::{DeviceId, Millis};
+use crate::wire::{CatalogEntry, Frame};
 
 /// The exchange a node opened for one document.
 pub(crate) struct Pull {
@@ -117,32 +118,31 @@ impl Node {
         }
     }
 
-    /// Ends the pull for `doc` and takes up the deferred peers: those now
-    /// level with us are marked so; the first that still differs gets the
-    /// next exchange.
-    pub(super) fn finish_pull(&mut self, now: Millis, doc: [u8; 16], fx: &mut Fx) {
+    /// Ends the pull for `doc` and takes up the deferred peers: those whose
+    /// digest is now ours are marked level; the others are told our heads
+    /// (`Heads`), and whichever of us is behind opens a pull. (Opening one
+    /// ourselves would stall on a peer that is level with us by now: it has
+    /// nothing to answer.)
+    pub(super) fn finish_pull(&mut self, _now: Millis, doc: [u8; 16], fx: &mut Fx) {
         self.pulls.open.remove(&doc);
-        let Some(mut waiting) = self.pulls.deferred.remove(&doc) else {
+        let Some(waiting) = self.pulls.deferred.remove(&doc) else {
             return;
         };
-        let ours = self.replica_of(&doc).map(|r| r.heads_digest());
-        while let Some((peer, theirs)) = waiting.pop_first() {
+        let Some(ours) = self.replica_of(&doc).map(|r| r.heads_digest()) else {
+            return;
+        };
+        for (peer, theirs) in waiting {
             if !self.may_share(&doc, &peer) {
                 continue;
             }
-            if ours == Some(theirs) {
+            if ours == theirs {
                 self.mark_level(peer, &doc);
                 continue;
             }
-            self.start_exchange(now, doc, peer, theirs, fx);
-            if !waiting.is_empty() {
-                self.pulls
-                    .deferred
-                    .entry(doc)
-                    .or_default()
-                    .append(&mut waiting);
-            }
-            return;
+            let frame = Frame::Heads {
+                entries: vec![CatalogEntry { doc, heads: ours }],
+            };
+            fx.send.push((peer, frame.encode()));
         }
     }
 
