@@ -36,10 +36,10 @@ fn ward_outage() {
     sweep("ward-outage", 1..=2);
 }
 
-// remote-clinic is not swept here yet: at seed 1 it fails convergence (a
-// hospital device never receives the "Referrals" group). That is an open
-// bug, recorded in the session note and issue 5; replay it with
-// `cargo run -p huddle-sim --release -- --scenario remote-clinic --seed 1`.
+#[test]
+fn remote_clinic() {
+    sweep("remote-clinic", 1..=1);
+}
 
 #[test]
 fn field_team() {
