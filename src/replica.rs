@@ -95,6 +95,26 @@ fn genesis(doc_id: &[u8; 16], schema: Schema) -> (Automerge, Vec<automerge::ObjI
     (doc, roots)
 }
 
+/// Puts back what `generate_sync_message` changed in `state` when it
+/// generated `msg` (`saved` holds the fields as they were).
+fn undo_generate(
+    state: &mut sync::State,
+    msg: &sync::Message,
+    saved: (bool, Vec<ChangeHash>, bool, bool),
+) {
+    for c in msg.changes.iter() {
+        if let Ok(c) = automerge::Change::from_bytes(c.to_vec()) {
+            state.sent_hashes.remove(&c.hash());
+        }
+    }
+    (
+        state.have_responded,
+        state.last_sent_heads,
+        state.in_flight,
+        state.needs_reset,
+    ) = saved;
+}
+
 fn commit_time(now: Millis) -> i64 {
     i64::try_from(now / 1000).unwrap_or(i64::MAX)
 }
@@ -263,52 +283,58 @@ impl Replica {
     /// send the document whole only when those changes outweigh what the
     /// document takes on disk (a device that lacks nearly everything).
     pub fn generate_sync(&self, state: &mut sync::State) -> Option<Vec<u8>> {
+        self.generate_sync_limited(state, usize::MAX)
+            .unwrap_or_default()
+    }
+
+    /// Like [`Replica::generate_sync`], but if the message would carry more
+    /// than `max_changes` changes, generates nothing, leaves `state` as it
+    /// was and returns `None`. (`Some(None)`: nothing to say.)
+    pub fn generate_sync_limited(
+        &self,
+        state: &mut sync::State,
+        max_changes: usize,
+    ) -> Option<Option<Vec<u8>>> {
         use automerge::sync::Capability;
         let caps = state.their_capabilities.clone();
         let v2 = caps
             .as_ref()
             .is_some_and(|c| c.contains(&Capability::MessageV2));
-        if !v2 {
-            return self
-                .doc
-                .generate_sync_message(state)
-                .map(sync::Message::encode);
-        }
-        // What generate_sync_message changes, to undo it if we retry.
+        // What generate_sync_message changes, to undo it.
         let saved = (
             state.have_responded,
             state.last_sent_heads.clone(),
             state.in_flight,
             state.needs_reset,
         );
-        state.their_capabilities = caps.as_ref().map(|c| {
-            c.iter()
-                .filter(|c| **c != Capability::MessageV2)
-                .cloned()
-                .collect()
-        });
+        if v2 {
+            state.their_capabilities = caps.as_ref().map(|c| {
+                c.iter()
+                    .filter(|c| **c != Capability::MessageV2)
+                    .cloned()
+                    .collect()
+            });
+        }
         let msg = self.doc.generate_sync_message(state);
         state.their_capabilities = caps;
-        let msg = msg?;
+        let Some(msg) = msg else {
+            return Some(None);
+        };
+        if msg.changes.len() > max_changes {
+            undo_generate(state, &msg, saved);
+            return None;
+        }
         let size: usize = msg.changes.iter().map(<[u8]>::len).sum();
-        if size <= self.snapshot_bytes + self.chunk_bytes {
-            return Some(msg.encode());
+        if !v2 || size <= self.snapshot_bytes + self.chunk_bytes {
+            return Some(Some(msg.encode()));
         }
         // The changes outweigh the document: undo, and let Automerge choose.
-        for c in msg.changes.iter() {
-            if let Ok(c) = automerge::Change::from_bytes(c.to_vec()) {
-                state.sent_hashes.remove(&c.hash());
-            }
-        }
-        (
-            state.have_responded,
-            state.last_sent_heads,
-            state.in_flight,
-            state.needs_reset,
-        ) = saved;
-        self.doc
-            .generate_sync_message(state)
-            .map(sync::Message::encode)
+        undo_generate(state, &msg, saved);
+        Some(
+            self.doc
+                .generate_sync_message(state)
+                .map(sync::Message::encode),
+        )
     }
 
     /// Applies a peer's sync message and returns the entries it added.

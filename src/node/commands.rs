@@ -93,7 +93,7 @@ impl Node {
                     conversation,
                     message: id,
                 });
-                self.push_local(now, &conversation.0, &before, fx);
+                self.push_local(&conversation.0, &before, fx);
                 Ok(Reply::Message(id))
             }
             Command::MarkRead { conversation } => {
@@ -242,7 +242,7 @@ impl Node {
             .map_err(|e| CommandError::Document(e.to_string()))?;
         self.persist_conv(&conversation, fx);
         fx.emit.push(Event::ReceiptsChanged { conversation });
-        self.push_local(now, &conversation.0, &before, fx);
+        self.push_local(&conversation.0, &before, fx);
         Ok(())
     }
 

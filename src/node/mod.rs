@@ -426,11 +426,33 @@ impl Node {
 
     /// Sends `peer` whatever the sync protocol says it should get for `doc`.
     fn push_doc(&mut self, doc: &[u8; 16], peer: DeviceId, fx: &mut Fx) {
+        self.push_doc_limited(doc, peer, usize::MAX, fx);
+    }
+
+    /// [`Node::push_doc`], unless the message would carry more than
+    /// `max_changes` changes: then nothing is sent and it returns false.
+    fn push_doc_limited(
+        &mut self,
+        doc: &[u8; 16],
+        peer: DeviceId,
+        max_changes: usize,
+        fx: &mut Fx,
+    ) -> bool {
         if !self.may_share(doc, &peer) {
-            return;
+            return true;
         }
         let Some(p) = self.peers.get_mut(&peer) else {
-            return;
+            return true;
+        };
+        let state = p.sync.entry(*doc).or_default();
+        let replica = if *doc == TEAM_DOC_ID {
+            self.membership.as_ref().map(|m| m.team.replica())
+        } else {
+            self.convs.get(&ConversationId(*doc)).map(|c| c.replica())
+        };
+        let Some(replica) = replica else { return true };
+        let Some(msg) = replica.generate_sync_limited(state, max_changes) else {
+            return false;
         };
         // A peer that may not know a conversation gets its header first.
         if *doc != TEAM_DOC_ID && p.known.insert(*doc) {
@@ -441,17 +463,7 @@ impl Node {
                 fx.send.push((peer, header.encode()));
             }
         }
-        let state = p.sync.entry(*doc).or_default();
-        let msg = if *doc == TEAM_DOC_ID {
-            self.membership
-                .as_ref()
-                .and_then(|m| m.team.replica().generate_sync(state))
-        } else {
-            self.convs
-                .get(&ConversationId(*doc))
-                .and_then(|c| c.replica().generate_sync(state))
-        };
-        let Some(mut msg) = msg else { return };
+        let Some(mut msg) = msg else { return true };
         // While we pull `doc` from someone else, we tell this peer nothing of
         // what we have, so it does not send us the same changes too; it gets
         // its turn when the pull is done (pull.rs).
@@ -469,6 +481,7 @@ impl Node {
             }
         }
         peer::push_sync_frames(peer, *doc, &msg, &mut fx.send);
+        true
     }
 
     /// Schedules an announcement of `doc`'s heads to every peer that may
@@ -486,20 +499,14 @@ impl Node {
     }
 
     /// After a change we wrote on top of `before`: pushes it at once to
-    /// every peer known to be at `before` — the message then holds just that
-    /// change — and announces our heads to the others, which may lack other
-    /// changes too and pull what they lack with a fresh view of what they
-    /// have (pushing to them would send whatever our stale view of them
-    /// says they lack, much of which they have usually heard elsewhere).
-    fn push_local(
-        &mut self,
-        now: Millis,
-        doc: &[u8; 16],
-        before: &[automerge::ChangeHash],
-        fx: &mut Fx,
-    ) {
+    /// every peer whose message would hold just that change (a peer known to
+    /// be at `before`, or one whose only other difference is that it has
+    /// changes we lack). Any other peer is told our heads at once (`Heads`)
+    /// and pulls what it lacks with a fresh view of what it has: a push
+    /// would carry whatever our stale view of it says it lacks, much of
+    /// which it has usually heard elsewhere by now.
+    fn push_local(&mut self, doc: &[u8; 16], before: &[automerge::ChangeHash], fx: &mut Fx) {
         let peers: Vec<DeviceId> = self.peers.keys().copied().collect();
-        let mut lagging = false;
         for peer in peers {
             if !self.may_share(doc, &peer) {
                 continue;
@@ -510,7 +517,25 @@ impl Node {
                 .and_then(|p| p.sync.get(doc))
                 .is_some_and(|s| s.their_heads.as_deref() == Some(before));
             if !level {
-                lagging = true;
+                if !self.push_doc_limited(doc, peer, 1, fx) {
+                    let heads = self.replica_of(doc).map(|r| r.heads_digest());
+                    let unknown = self
+                        .peers
+                        .get_mut(&peer)
+                        .is_some_and(|p| p.known.insert(*doc));
+                    if let (true, Some(c)) = (unknown, self.convs.get(&ConversationId(*doc))) {
+                        let header = crate::wire::Frame::Header {
+                            header: c.header.clone(),
+                        };
+                        fx.send.push((peer, header.encode()));
+                    }
+                    if let Some(heads) = heads {
+                        let frame = crate::wire::Frame::Heads {
+                            entries: vec![crate::wire::CatalogEntry { doc: *doc, heads }],
+                        };
+                        fx.send.push((peer, frame.encode()));
+                    }
+                }
                 continue;
             }
             self.push_doc(doc, peer, fx);
@@ -521,9 +546,6 @@ impl Node {
             if let Some(s) = self.peers.get_mut(&peer).and_then(|p| p.sync.get_mut(doc)) {
                 s.their_heads = heads;
             }
-        }
-        if lagging {
-            self.schedule_announce(now, *doc, fx);
         }
     }
 
