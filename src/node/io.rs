@@ -45,6 +45,8 @@ pub enum Timer {
     Announce,
     /// The pull of this document is overdue (see `node/pull.rs`).
     Pull([u8; 16]),
+    /// Publish our certificate in the team document, if not done yet.
+    Publish,
 }
 
 /// An effect for the shell to carry out, in order.

@@ -59,6 +59,9 @@ pub struct NodeConfig {
     /// not finished after this long stops holding back pulls of the same
     /// document from other peers.
     pub pull_timeout_ms: Millis,
+    /// A node publishes its certificate in the team document once it has
+    /// synced the team document with a peer, or this long after starting.
+    pub publish_delay_ms: Millis,
     /// Bound on a peer's partly received sync messages, all documents together.
     pub max_reassembly_bytes: usize,
 }
@@ -71,6 +74,7 @@ impl Default for NodeConfig {
             maintenance_interval_ms: 30_000,
             announce_delay_ms: 20,
             pull_timeout_ms: 2_000,
+            publish_delay_ms: 5_000,
             max_reassembly_bytes: 64 * 1024 * 1024,
         }
     }
@@ -145,6 +149,8 @@ pub struct Node {
     announce: BTreeSet<[u8; 16]>,
     announce_timer_set: bool,
     pulls: pull::Pulls,
+    /// Our certificate waits to be published in the team document.
+    publish_pending: bool,
 }
 
 impl std::fmt::Debug for Node {
@@ -204,6 +210,7 @@ impl Node {
             announce: BTreeSet::new(),
             announce_timer_set: false,
             pulls: pull::Pulls::default(),
+            publish_pending: false,
         };
         let Some(cert) = cert else {
             return Ok(node);
@@ -327,10 +334,33 @@ impl Node {
         let Some(m) = &mut self.membership else {
             return;
         };
-        // Publish our certificate in the team directory if it is not there yet.
+        // Our certificate goes into the team directory once we have the
+        // team document from a peer (or after a delay): written on top of
+        // everyone else's certificates, it joins the document's heads into
+        // one, where written at once it would be one more concurrent head
+        // (and every team sync message carries every head).
         let cert = m.cert.clone();
+        m.team.directory.entry(cert.device).or_insert(cert);
+        self.publish_pending = true;
+        fx.timers
+            .push((Timer::Publish, now + self.config.publish_delay_ms));
+    }
+
+    /// Publishes our certificate in the team directory if it is not there yet.
+    fn publish_certificate(&mut self, now: Millis, fx: &mut Fx) {
+        if !std::mem::take(&mut self.publish_pending) {
+            return;
+        }
+        let Some(m) = &mut self.membership else {
+            return;
+        };
+        let cert = m.cert.clone();
+        let before = m.team.replica().heads();
         match m.team.add_certificate(now, &cert) {
-            Ok(true) => self.persist_team(fx),
+            Ok(true) => {
+                self.persist_team(fx);
+                self.push_local(&TEAM_DOC_ID, &before, fx);
+            }
             Ok(false) => {}
             Err(e) => tracing::warn!("could not publish our certificate: {e}"),
         }
@@ -348,6 +378,7 @@ impl Node {
                 self.write_delivered_receipts(now, fx);
             }
             Timer::Pull(doc) => self.pull_timer(now, doc, fx),
+            Timer::Publish => self.publish_certificate(now, fx),
             Timer::Announce => {
                 self.announce_timer_set = false;
                 self.announce_heads(fx);

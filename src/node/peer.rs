@@ -260,7 +260,12 @@ impl Node {
                 continue;
             }
             match theirs.get(&doc) {
-                Some(h) if *h == ours => self.mark_level(peer, &doc),
+                Some(h) if *h == ours => {
+                    self.mark_level(peer, &doc);
+                    if doc == TEAM_DOC_ID {
+                        self.publish_certificate(now, fx);
+                    }
+                }
                 Some(h) => self.start_exchange(now, doc, peer, *h, fx),
                 // They lack it: push_doc sends the header first.
                 None => self.push_doc(&doc, peer, fx),

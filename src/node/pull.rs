@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 
 use super::{Fx, Node, Timer};
 use crate::ids::{DeviceId, Millis};
+use crate::team::TEAM_DOC_ID;
 use crate::wire::{CatalogEntry, Frame};
 
 /// The exchange a node opened for one document.
@@ -103,6 +104,9 @@ impl Node {
             (Some(h), Some(r)) => r.has_all(&h),
             _ => true,
         };
+        if have_all && doc == TEAM_DOC_ID {
+            self.publish_certificate(now, fx);
+        }
         if self.pulls.open.get(&doc).is_some_and(|p| p.peer == peer) {
             if have_all {
                 self.finish_pull(now, doc, fx);
