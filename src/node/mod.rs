@@ -150,7 +150,7 @@ pub struct Node {
     announce_timer_set: bool,
     pulls: pull::Pulls,
     /// Our certificate waits to be published in the team document.
-    publish_pending: bool,
+    pub(super) publish_pending: bool,
 }
 
 impl std::fmt::Debug for Node {
