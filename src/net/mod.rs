@@ -12,10 +12,13 @@
 //! - the node's outputs are carried out in order; a `Flush` is complete
 //!   before anything after it is done, so a message is durable before any
 //!   peer or subscriber hears of it, and before [`NodeHandle::command`]
-//!   returns.
+//!   returns. Commands waiting in the request queue together share one
+//!   flush (group commit), which delays what follows each `Flush` until that
+//!   one flush is done and never reorders anything else.
 
 mod behaviour;
 mod codec;
+mod commit;
 mod deadlines;
 mod dialer;
 mod discovery;
@@ -60,6 +63,15 @@ pub struct ShellConfig {
     /// Discovery with mDNS. When false no mDNS daemon is created at all.
     pub mdns: bool,
     pub node: NodeConfig,
+}
+
+/// Counters of the loop since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ShellStats {
+    /// Commands run through the core.
+    pub commands: u64,
+    /// Store flushes (each makes everything persisted before it durable).
+    pub flushes: u64,
 }
 
 /// How a connection came about.
@@ -115,6 +127,7 @@ type Query = Box<dyn FnOnce(&Node) + Send>;
 enum Request {
     Command(Command, oneshot::Sender<Result<Reply, CommandError>>),
     Query(Query),
+    Stats(oneshot::Sender<ShellStats>),
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
     Connections(oneshot::Sender<Vec<ConnectionInfo>>),
     Dial(Multiaddr, oneshot::Sender<Result<(), ShellError>>),
@@ -159,6 +172,11 @@ impl NodeHandle {
             }))
         })
         .await
+    }
+
+    /// The loop's counters (commands run, store flushes).
+    pub async fn stats(&self) -> Result<ShellStats, ShellError> {
+        self.ask(Request::Stats).await
     }
 
     /// The node's events from now on. A subscriber more than
@@ -206,4 +224,154 @@ pub async fn start(
         },
         task,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    use rand_chacha::rand_core::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::crypto::AuthorityKey;
+    use crate::membership::CertificateRequest;
+    use crate::{ConversationId, ConversationKind, MemberId, Priority};
+
+    const DAY: u64 = 24 * 3600 * 1000;
+
+    struct Me {
+        key: DeviceKey,
+        member: MemberId,
+        cert: Certificate,
+    }
+
+    fn me() -> Me {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let authority = AuthorityKey::generate(&mut rng);
+        let key = DeviceKey::generate(&mut rng);
+        let member = MemberId::random(&mut rng);
+        let now = shell::now_ms();
+        let cert = CertificateRequest {
+            team_name: "Ward 7".into(),
+            member,
+            display_name: "solo".into(),
+            roles: Default::default(),
+            device: key.device_id(),
+            issued: now - DAY,
+            expires: now + DAY,
+        }
+        .sign(&authority)
+        .expect("valid certificate fields");
+        Me { key, member, cert }
+    }
+
+    async fn start_in(me: &Me, dir: &Path) -> (NodeHandle, JoinHandle<Result<(), ShellError>>) {
+        let config = ShellConfig {
+            key: me.key.clone(),
+            certificate: Some(me.cert.clone()),
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")],
+            peers: Vec::new(),
+            mdns: false,
+            node: NodeConfig::default(),
+        };
+        start(config, SledStore::open(dir).expect("open store"))
+            .await
+            .expect("start")
+    }
+
+    fn send(conversation: ConversationId, i: usize) -> Command {
+        Command::Send {
+            conversation,
+            body: format!("obs {i} stable"),
+            priority: Priority::Routine,
+            reply_to: None,
+        }
+    }
+
+    async fn len(h: &NodeHandle, c: ConversationId) -> usize {
+        h.query(move |n| n.conversation(&c).map_or(0, |c| c.len()))
+            .await
+            .expect("query")
+    }
+
+    /// Commands queued together are group-committed: far fewer flushes than
+    /// commands, a request queued behind them is served only after their
+    /// flush, every caller gets its reply and every message its `Sent`, and
+    /// all of them are in the store when it is opened again.
+    #[tokio::test]
+    async fn queued_commands_share_a_flush() {
+        const K: usize = 16;
+        let me = me();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (h, task) = start_in(&me, dir.path()).await;
+        let conv = match h
+            .command(Command::CreateConversation {
+                kind: ConversationKind::Group {
+                    title: "batch".into(),
+                    members: BTreeSet::from([me.member]),
+                },
+            })
+            .await
+            .expect("create")
+        {
+            Reply::Conversation(c) => c,
+            r => panic!("unexpected reply {r:?}"),
+        };
+        let mut events = h.subscribe();
+        let before = h.stats().await.expect("stats");
+
+        // All of these are queued before the loop runs again (this test's
+        // runtime has one thread): K sends, a stats request, K more sends.
+        let first = futures::future::join_all((0..K).map(|i| h.command(send(conv, i))));
+        let middle = h.stats();
+        let second = futures::future::join_all((K..2 * K).map(|i| h.command(send(conv, i))));
+        let (first, middle, second) = futures::join!(first, middle, second);
+        let after = h.stats().await.expect("stats");
+
+        let mut ids = BTreeSet::new();
+        for r in first.into_iter().chain(second) {
+            match r.expect("send") {
+                Reply::Message(m) => assert!(ids.insert(m), "a duplicate id"),
+                r => panic!("unexpected reply {r:?}"),
+            }
+        }
+        assert_eq!(ids.len(), 2 * K);
+        let middle = middle.expect("stats");
+        assert_eq!(middle.commands - before.commands, K as u64);
+        assert!(
+            middle.flushes > before.flushes,
+            "the request behind the first sends was served before their flush"
+        );
+        assert_eq!(after.commands - before.commands, 2 * K as u64);
+        let flushes = after.flushes - before.flushes;
+        assert!(
+            flushes <= 4,
+            "{flushes} flushes for {} queued commands",
+            2 * K
+        );
+
+        // Every reply above was sent after its message's flush; every
+        // message's `Sent` was emitted too, once.
+        let mut sent = BTreeSet::new();
+        while sent.len() < ids.len() {
+            match tokio::time::timeout(std::time::Duration::from_secs(30), events.recv()).await {
+                Ok(Ok(crate::Event::Sent { message, .. })) => {
+                    assert!(ids.contains(&message), "Sent for an unknown message");
+                    assert!(sent.insert(message), "Sent twice");
+                }
+                Ok(Ok(_)) => {}
+                other => panic!("waiting for Sent events: {other:?}"),
+            }
+        }
+        assert_eq!(len(&h, conv).await, 2 * K);
+        h.shutdown().await.expect("shutdown");
+        task.await.expect("join").expect("loop");
+
+        let (h, task) = start_in(&me, dir.path()).await;
+        assert_eq!(len(&h, conv).await, 2 * K);
+        h.shutdown().await.expect("shutdown");
+        task.await.expect("join").expect("loop");
+    }
 }

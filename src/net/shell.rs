@@ -8,6 +8,13 @@
 //! - the node's outputs are carried out in order ([`Shell::carry_out`]); a
 //!   store error stops the loop (a node that cannot persist must not claim
 //!   messages were sent);
+//! - group commit: the commands already waiting in the request queue (at
+//!   most [`MAX_BATCH`]) run through the core together and share one store
+//!   flush; every output after a `Flush`, and every reply, is held until
+//!   that flush is done (`commit.rs`). The batch takes only what is already
+//!   queued, never waits for more, and is committed before anything else
+//!   (a query, a swarm event, a timer) is handled, so nothing outside the
+//!   batch ever sees a state that is not durable;
 //! - at most one frame per peer is in flight, behind a bounded queue
 //!   (`links.rs`); a refused peer is closed once its queue has drained, or
 //!   after [`CLOSE_GRACE`] at the latest.
@@ -27,13 +34,14 @@ use tokio::time::Instant;
 
 use super::behaviour::{build_swarm, Behaviour, BehaviourEvent};
 use super::codec::SyncRequest;
+use super::commit::{Batch, CommandResult, Effects, ReplyTo};
 use super::deadlines::{Deadline, Deadlines};
 use super::dialer::{dial_opts, StaticPeer};
 use super::discovery::Discovery;
 use super::links::Link;
-use super::{ConnectionInfo, FoundBy, Request, ShellConfig, ShellError};
+use super::{ConnectionInfo, FoundBy, Request, ShellConfig, ShellError, ShellStats, REQUEST_QUEUE};
 use crate::ids::{DeviceId, Millis};
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::{SledStore, Store, StoreError, StoreOp};
 use crate::{Event, Input, Node, Output};
 
 /// How long a refused peer's queue may take to drain (so that it can read
@@ -43,6 +51,9 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 const MAX_TIMER: Duration = Duration::from_secs(24 * 3600);
 /// How long [`Shell::new`] waits for the listeners to bind.
 const LISTEN_WAIT: Duration = Duration::from_secs(10);
+/// Most requests taken off the queue for one group commit: as many as the
+/// queue holds, so one batch can take everything that was waiting.
+const MAX_BATCH: usize = REQUEST_QUEUE;
 
 pub fn now_ms() -> Millis {
     SystemTime::now()
@@ -85,6 +96,7 @@ pub struct Shell {
     pub(super) listen_addrs: Vec<Multiaddr>,
     /// Swarm events that arrived while [`Shell::new`] waited for listeners.
     pub(super) early: Vec<SwarmEvent<BehaviourEvent>>,
+    pub(super) stats: ShellStats,
 }
 
 impl Shell {
@@ -128,6 +140,7 @@ impl Shell {
             discovery: None,
             listen_addrs: Vec::new(),
             early: Vec::new(),
+            stats: ShellStats::default(),
         };
         shell.await_listeners(waiting).await?;
         shell.input(Input::Start)?;
@@ -242,7 +255,7 @@ impl Shell {
                 LoopEvent::Swarm(ev) => self.on_swarm(ev)?,
                 LoopEvent::Request(None) => return Ok(None),
                 LoopEvent::Request(Some(req)) => {
-                    if let Some(reply) = self.on_request(req)? {
+                    if let Some(reply) = self.on_requests(req)? {
                         return Ok(Some(reply));
                     }
                 }
@@ -265,31 +278,56 @@ impl Shell {
     }
 
     /// Carries out the node's outputs in order (the contract on `Output`).
+    /// The writes of every `Persist` are flushed once, before anything that
+    /// followed the first `Flush` is done.
     pub(super) fn carry_out(&mut self, outputs: Vec<Output>) -> Result<(), ShellError> {
-        for out in outputs {
-            match out {
-                Output::Persist(ops) => self.store.apply(&ops)?,
-                Output::Flush => self.store.flush()?,
-                Output::Emit(ev) => {
-                    if let Event::PeerLeft { peer } = &ev {
-                        tracing::info!(peer = %peer.short(), "peer left");
+        let mut batch = Batch::default();
+        batch.stage(self, outputs)?;
+        batch.commit(self)
+    }
+
+    /// Serves `first` and then the requests already queued behind it (at
+    /// most [`MAX_BATCH`] in all, without waiting for more): consecutive
+    /// commands are group-committed; anything else is served only after
+    /// the commands before it are committed. Returns the requester if one
+    /// asked us to stop.
+    fn on_requests(
+        &mut self,
+        first: Request,
+    ) -> Result<Option<oneshot::Sender<Result<(), ShellError>>>, ShellError> {
+        let mut batch = Batch::default();
+        let mut next = Some(first);
+        let mut taken = 1;
+        while let Some(req) = next.take() {
+            match req {
+                Request::Command(cmd, reply) => self.command(&mut batch, cmd, reply)?,
+                other => {
+                    batch.commit(self)?;
+                    if let Some(stop) = self.on_request(other)? {
+                        return Ok(Some(stop));
                     }
-                    // No subscriber is not an error.
-                    let _ = self.events.send(ev);
-                }
-                Output::Send { peer, frame } => self.enqueue(peer, frame),
-                Output::Disconnect { peer, reason } => {
-                    tracing::debug!(peer = %peer.short(), %reason, "closing after the queue drains");
-                    self.close_after_drain(peer);
-                }
-                Output::SetTimer { timer, at } => {
-                    // Capped so that the deadline is always representable.
-                    let wait = Duration::from_millis(at.saturating_sub(now_ms())).min(MAX_TIMER);
-                    self.deadlines
-                        .set(Deadline::Node(timer), Instant::now() + wait);
                 }
             }
+            if taken < MAX_BATCH {
+                next = self.requests.try_recv().ok();
+                taken += 1;
+            }
         }
+        batch.commit(self)?;
+        Ok(None)
+    }
+
+    /// Runs one command through the core and stages its outputs and reply.
+    fn command(
+        &mut self,
+        batch: &mut Batch,
+        cmd: crate::Command,
+        reply: ReplyTo,
+    ) -> Result<(), ShellError> {
+        self.stats.commands += 1;
+        let (result, outputs) = self.node.command(now_ms(), &mut self.rng, cmd);
+        batch.stage(self, outputs)?;
+        batch.reply(self, reply, result);
         Ok(())
     }
 
@@ -300,11 +338,14 @@ impl Shell {
     ) -> Result<Option<oneshot::Sender<Result<(), ShellError>>>, ShellError> {
         match req {
             Request::Command(cmd, reply) => {
-                let (result, outputs) = self.node.command(now_ms(), &mut self.rng, cmd);
-                self.carry_out(outputs)?;
-                let _ = reply.send(result);
+                let mut batch = Batch::default();
+                self.command(&mut batch, cmd, reply)?;
+                batch.commit(self)?;
             }
             Request::Query(f) => f(&self.node),
+            Request::Stats(reply) => {
+                let _ = reply.send(self.stats);
+            }
             Request::ListenAddrs(reply) => {
                 let me = *self.swarm.local_peer_id();
                 let addrs = self
@@ -426,6 +467,50 @@ impl Shell {
             self.deadlines.cancel(Deadline::Close(link.device));
         }
         let _ = self.swarm.disconnect_peer_id(peer);
+    }
+}
+
+impl Effects for Shell {
+    fn persist(&mut self, ops: &[StoreOp]) -> Result<(), ShellError> {
+        Ok(self.store.apply(ops)?)
+    }
+
+    fn flush(&mut self) -> Result<(), ShellError> {
+        self.store.flush()?;
+        self.stats.flushes += 1;
+        Ok(())
+    }
+
+    fn effect(&mut self, out: Output) -> Result<(), ShellError> {
+        match out {
+            // `Batch` keeps these to itself; carried out faithfully anyway.
+            Output::Persist(ops) => self.persist(&ops)?,
+            Output::Flush => Effects::flush(self)?,
+            Output::Emit(ev) => {
+                if let Event::PeerLeft { peer } = &ev {
+                    tracing::info!(peer = %peer.short(), "peer left");
+                }
+                // No subscriber is not an error.
+                let _ = self.events.send(ev);
+            }
+            Output::Send { peer, frame } => self.enqueue(peer, frame),
+            Output::Disconnect { peer, reason } => {
+                tracing::debug!(peer = %peer.short(), %reason, "closing after the queue drains");
+                self.close_after_drain(peer);
+            }
+            Output::SetTimer { timer, at } => {
+                // Capped so that the deadline is always representable.
+                let wait = Duration::from_millis(at.saturating_sub(now_ms())).min(MAX_TIMER);
+                self.deadlines
+                    .set(Deadline::Node(timer), Instant::now() + wait);
+            }
+        }
+        Ok(())
+    }
+
+    fn reply(&mut self, to: ReplyTo, result: CommandResult) {
+        // The caller may have gone away; then nobody wants the answer.
+        let _ = to.send(result);
     }
 }
 
