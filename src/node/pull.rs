@@ -45,17 +45,13 @@ impl Node {
         theirs: [u8; 16],
         fx: &mut Fx,
     ) {
-        if let Some(p) = self.pulls.open.get(&doc) {
-            let live =
-                self.peers.contains_key(&p.peer) && now < p.since + self.config.pull_timeout_ms;
-            if p.peer != peer && live {
-                self.pulls
-                    .deferred
-                    .entry(doc)
-                    .or_default()
-                    .insert(peer, theirs);
-                return;
-            }
+        if self.pulling_elsewhere(now, &doc, &peer) {
+            self.pulls
+                .deferred
+                .entry(doc)
+                .or_default()
+                .insert(peer, theirs);
+            return;
         }
         if let Some(d) = self.pulls.deferred.get_mut(&doc) {
             d.remove(&peer);
