@@ -273,23 +273,18 @@ impl Replica {
     }
 
     /// The next message for a peer, if there is anything to say.
-    ///
-    /// Automerge sends the whole document instead of changes as soon as the
-    /// peer lacks more than a third of them. Our changes carry signatures
-    /// and hashes that do not compress, so a whole document usually weighs
-    /// more than the two thirds the peer already has saves: after a ward's
-    /// halves reconnect, every device would receive the whole conversation
-    /// from each peer it pulls from. So we offer changes, and let Automerge
-    /// send the document whole only when those changes outweigh what the
-    /// document takes on disk (a device that lacks nearly everything).
     pub fn generate_sync(&self, state: &mut sync::State) -> Option<Vec<u8>> {
-        self.generate_sync_limited(state, usize::MAX)
-            .unwrap_or_default()
+        self.doc
+            .generate_sync_message(state)
+            .map(sync::Message::encode)
     }
 
     /// Like [`Replica::generate_sync`], but if the message would carry more
     /// than `max_changes` changes, generates nothing, leaves `state` as it
-    /// was and returns `None`. (`Some(None)`: nothing to say.)
+    /// was and returns `None`. (`Some(None)`: nothing to say.) Changes are
+    /// counted one by one: the peer's support for a whole-document message
+    /// (one chunk holding everything) is hidden while generating, which
+    /// for a message of a few changes makes no difference.
     pub fn generate_sync_limited(
         &self,
         state: &mut sync::State,
@@ -297,9 +292,6 @@ impl Replica {
     ) -> Option<Option<Vec<u8>>> {
         use automerge::sync::Capability;
         let caps = state.their_capabilities.clone();
-        let v2 = caps
-            .as_ref()
-            .is_some_and(|c| c.contains(&Capability::MessageV2));
         // What generate_sync_message changes, to undo it.
         let saved = (
             state.have_responded,
@@ -307,14 +299,12 @@ impl Replica {
             state.in_flight,
             state.needs_reset,
         );
-        if v2 {
-            state.their_capabilities = caps.as_ref().map(|c| {
-                c.iter()
-                    .filter(|c| **c != Capability::MessageV2)
-                    .cloned()
-                    .collect()
-            });
-        }
+        state.their_capabilities = caps.as_ref().map(|c| {
+            c.iter()
+                .filter(|c| **c != Capability::MessageV2)
+                .cloned()
+                .collect()
+        });
         let msg = self.doc.generate_sync_message(state);
         state.their_capabilities = caps;
         let Some(msg) = msg else {
@@ -324,17 +314,7 @@ impl Replica {
             undo_generate(state, &msg, saved);
             return None;
         }
-        let size: usize = msg.changes.iter().map(<[u8]>::len).sum();
-        if !v2 || size <= self.snapshot_bytes + self.chunk_bytes {
-            return Some(Some(msg.encode()));
-        }
-        // The changes outweigh the document: undo, and let Automerge choose.
-        undo_generate(state, &msg, saved);
-        Some(
-            self.doc
-                .generate_sync_message(state)
-                .map(sync::Message::encode),
-        )
+        Some(Some(msg.encode()))
     }
 
     /// Applies a peer's sync message and returns the entries it added.

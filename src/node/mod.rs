@@ -482,8 +482,13 @@ impl Node {
             self.convs.get(&ConversationId(*doc)).map(|c| c.replica())
         };
         let Some(replica) = replica else { return true };
-        let Some(msg) = replica.generate_sync_limited(state, max_changes) else {
-            return false;
+        let msg = if max_changes == usize::MAX {
+            replica.generate_sync(state)
+        } else {
+            let Some(msg) = replica.generate_sync_limited(state, max_changes) else {
+                return false;
+            };
+            msg
         };
         // A peer that may not know a conversation gets its header first.
         if *doc != TEAM_DOC_ID && p.known.insert(*doc) {
