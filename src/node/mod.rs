@@ -490,15 +490,7 @@ impl Node {
             };
             msg
         };
-        // A peer that may not know a conversation gets its header first.
-        if *doc != TEAM_DOC_ID && p.known.insert(*doc) {
-            if let Some(c) = self.convs.get(&ConversationId(*doc)) {
-                let header = crate::wire::Frame::Header {
-                    header: c.header.clone(),
-                };
-                fx.send.push((peer, header.encode()));
-            }
-        }
+        self.introduce(peer, doc, fx);
         let Some(mut msg) = msg else { return true };
         // While we pull `doc` from someone else, we tell this peer nothing of
         // what we have, so it does not send us the same changes too; it gets
@@ -554,23 +546,7 @@ impl Node {
                 .is_some_and(|s| s.their_heads.as_deref() == Some(before));
             if !level {
                 if !self.push_doc_limited(doc, peer, 1, fx) {
-                    let heads = self.replica_of(doc).map(|r| r.heads_digest());
-                    let unknown = self
-                        .peers
-                        .get_mut(&peer)
-                        .is_some_and(|p| p.known.insert(*doc));
-                    if let (true, Some(c)) = (unknown, self.convs.get(&ConversationId(*doc))) {
-                        let header = crate::wire::Frame::Header {
-                            header: c.header.clone(),
-                        };
-                        fx.send.push((peer, header.encode()));
-                    }
-                    if let Some(heads) = heads {
-                        let frame = crate::wire::Frame::Heads {
-                            entries: vec![crate::wire::CatalogEntry { doc: *doc, heads }],
-                        };
-                        fx.send.push((peer, frame.encode()));
-                    }
+                    self.send_heads(peer, doc, fx);
                 }
                 continue;
             }

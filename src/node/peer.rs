@@ -302,6 +302,34 @@ impl Node {
         }
     }
 
+    /// Sends `peer` the header of conversation `doc` unless it is known to
+    /// hold it: every `Sync` or `Heads` frame for a conversation follows it.
+    pub(super) fn introduce(&mut self, peer: DeviceId, doc: &[u8; 16], fx: &mut Fx) {
+        let unknown = *doc != TEAM_DOC_ID
+            && self
+                .peers
+                .get_mut(&peer)
+                .is_some_and(|p| p.known.insert(*doc));
+        if let (true, Some(c)) = (unknown, self.convs.get(&ConversationId(*doc))) {
+            let header = Frame::Header {
+                header: c.header.clone(),
+            };
+            fx.send.push((peer, header.encode()));
+        }
+    }
+
+    /// Tells `peer` our heads of `doc` (a one-entry `Heads` frame).
+    pub(super) fn send_heads(&mut self, peer: DeviceId, doc: &[u8; 16], fx: &mut Fx) {
+        let Some(heads) = self.replica_of(doc).map(|r| r.heads_digest()) else {
+            return;
+        };
+        self.introduce(peer, doc, fx);
+        let frame = Frame::Heads {
+            entries: vec![CatalogEntry { doc: *doc, heads }],
+        };
+        fx.send.push((peer, frame.encode()));
+    }
+
     /// Announces the heads of documents changed by relayed changes to every
     /// peer that may have them and is not known to be level with us.
     pub(super) fn announce_heads(&mut self, fx: &mut Fx) {
@@ -327,14 +355,7 @@ impl Node {
                 {
                     continue;
                 }
-                if *doc != TEAM_DOC_ID && p.known.insert(*doc) {
-                    if let Some(c) = self.convs.get(&ConversationId(*doc)) {
-                        let header = Frame::Header {
-                            header: c.header.clone(),
-                        };
-                        fx.send.push((peer, header.encode()));
-                    }
-                }
+                self.introduce(peer, doc, fx);
                 entries.push(CatalogEntry {
                     doc: *doc,
                     heads: digest,

@@ -18,7 +18,6 @@ use std::collections::BTreeMap;
 use super::{Fx, Node, Timer};
 use crate::ids::{DeviceId, Millis};
 use crate::team::TEAM_DOC_ID;
-use crate::wire::{CatalogEntry, Frame};
 
 /// The exchange a node opened for one document.
 pub(crate) struct Pull {
@@ -145,10 +144,7 @@ impl Node {
                 self.mark_level(peer, &doc);
                 continue;
             }
-            let frame = Frame::Heads {
-                entries: vec![CatalogEntry { doc, heads: ours }],
-            };
-            fx.send.push((peer, frame.encode()));
+            self.send_heads(peer, &doc, fx);
         }
     }
 
