@@ -119,6 +119,14 @@ fn commit_time(now: Millis) -> i64 {
     i64::try_from(now / 1000).unwrap_or(i64::MAX)
 }
 
+/// The catalog's digest of a set of heads (sync.md §3), as
+/// [`Replica::heads_digest`] computes it.
+pub fn heads_digest(heads: &[ChangeHash]) -> [u8; 16] {
+    let parts: Vec<&[u8]> = heads.iter().map(|h| h.0.as_slice()).collect();
+    let d = crypto::sha256(&parts);
+    d[..16].try_into().expect("16 bytes")
+}
+
 impl Replica {
     pub fn new(doc_id: &[u8; 16], schema: Schema, actor: &ActorId) -> Replica {
         let (doc, roots) = genesis(doc_id, schema);
@@ -218,10 +226,7 @@ impl Replica {
     /// A 16-byte digest of the heads, used by the catalog to tell cheaply
     /// whether two replicas are level.
     pub fn heads_digest(&self) -> [u8; 16] {
-        let heads = self.doc.get_heads();
-        let parts: Vec<&[u8]> = heads.iter().map(|h| h.0.as_slice()).collect();
-        let d = crypto::sha256(&parts);
-        d[..16].try_into().expect("16 bytes")
+        heads_digest(&self.doc.get_heads())
     }
 
     /// Inserts `value` into list root `root` (at the front: display order is

@@ -138,7 +138,8 @@ fn run_writer(dir: &Path) -> String {
         Ok(s) => s,
         Err(e) => return format!("opening the store: {e}"),
     };
-    let stored = match huddle::store::load(&store) {
+    // As `huddle run` starts: the index now, each conversation on first use.
+    let stored = match huddle::store::load_lazy(&store, store.loader()) {
         Ok(s) => s,
         Err(e) => return format!("loading the store: {e}"),
     };
@@ -389,7 +390,10 @@ fn run_round(
 }
 
 /// Reopens the store in this process and checks that it opens cleanly and
-/// holds every message in `sent`. Returns how many messages it holds.
+/// holds every message in `sent`, read as `huddle run` reads it: through the
+/// index, each conversation on first use (a conversation that does not reach
+/// the heads its index recorded would be missing). Returns how many
+/// messages it holds.
 fn verify(
     dir: &Path,
     fx: &Fixture,
@@ -399,7 +403,7 @@ fn verify(
 ) -> usize {
     let store = SledStore::open(dir)
         .unwrap_or_else(|e| panic!("{ctx}: the store must open cleanly after a SIGKILL: {e}"));
-    let stored = huddle::store::load(&store)
+    let stored = huddle::store::load_lazy(&store, store.loader())
         .unwrap_or_else(|e| panic!("{ctx}: loading the store after a SIGKILL: {e}"));
     let node = Node::new(
         fx.key.clone(),

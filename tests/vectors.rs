@@ -2441,6 +2441,24 @@ fn gen_storage(c: &Cast) -> Value {
             "version": store::FORMAT_VERSION,
         },
         "documents": doc_keys,
+        "index": {
+            "key": hex(&keys::index(&group_id().0)),
+            "entry": {
+                "heads": [hex(&[0xab; 32]), hex(&[0xcd; 32])],
+                "clock": "7034426408878080001",
+                "messages": 1200,
+                "unread": 3,
+                "last_activity": "1733000000000",
+            },
+            "value": hex(&store::DocMeta {
+                heads: vec![[0xab; 32], [0xcd; 32]],
+                clock: 7_034_426_408_878_080_001,
+                messages: 1200,
+                unread: 3,
+                last_activity: 1_733_000_000_000,
+            }.encode()),
+            "unknown_value": "",
+        },
         "revocations": revs,
         "invalid_keys": [
             { "key": hex(&[keys::DOC_PREFIX, &group_id().0, b"/x"].concat()), "why": "unknown document suffix" },
@@ -2477,6 +2495,81 @@ fn storage_vectors() {
         store::check_format(&mut newer),
         Err(StoreError::NewerFormat { .. })
     ));
+
+    // The index entry: its key, its value, and the empty value an
+    // upgrade from format 1 writes.
+    let ix = get(&v, "index");
+    assert_eq!(
+        bytes(ix, "key"),
+        [b"idx/".as_slice(), &group_id().0].concat()
+    );
+    assert_eq!(keys::index(&group_id().0), bytes(ix, "key"));
+    let e = get(ix, "entry");
+    let meta = store::DocMeta {
+        heads: list(e, "heads")
+            .iter()
+            .map(|h| {
+                unhex(h.as_str().expect("hex"))
+                    .try_into()
+                    .expect("32 bytes")
+            })
+            .collect(),
+        clock: st(e, "clock").parse().expect("decimal"),
+        messages: num(e, "messages") as u32,
+        unread: num(e, "unread") as u32,
+        last_activity: st(e, "last_activity").parse().expect("decimal"),
+    };
+    assert_eq!(meta.encode(), bytes(ix, "value"));
+    assert_eq!(
+        store::DocMeta::decode(&bytes(ix, "value")).expect("decodes"),
+        Some(meta)
+    );
+    assert_eq!(
+        store::DocMeta::decode(&bytes(ix, "unknown_value")).expect("decodes"),
+        None
+    );
+    assert!(
+        store::DocMeta::decode(&[0; 24]).is_err(),
+        "a short entry is damage"
+    );
+    assert!(
+        store::DocMeta::decode(&bytes(ix, "value")[..58]).is_err(),
+        "so is one cut inside its heads"
+    );
+
+    // A format-1 store is upgraded on open: every conversation gets an
+    // unknown index entry, in the batch that writes the new version.
+    let mut old = MemoryStore::new();
+    old.apply(&[
+        StoreOp::Put {
+            key: bytes(f, "key"),
+            value: 1u32.to_be_bytes().to_vec(),
+        },
+        StoreOp::Put {
+            key: keys::header(&group_id().0),
+            value: b"h".to_vec(),
+        },
+        StoreOp::Put {
+            key: keys::chunk(&group_id().0, 0),
+            value: b"c".to_vec(),
+        },
+        StoreOp::Put {
+            key: keys::snapshot(&TEAM_DOC_ID),
+            value: b"s".to_vec(),
+        },
+    ])
+    .expect("apply");
+    old.flush().expect("flush");
+    store::check_format(&mut old).expect("upgrades");
+    assert_eq!(
+        old.get(keys::FORMAT).expect("get"),
+        Some(store::FORMAT_VERSION.to_be_bytes().to_vec())
+    );
+    assert_eq!(
+        old.scan_prefix(keys::INDEX_PREFIX).expect("scan"),
+        vec![(keys::index(&group_id().0), Vec::new())],
+        "one unknown entry, for the one conversation"
+    );
 
     let mut s = MemoryStore::new();
     let mut expected: BTreeMap<[u8; 16], (bool, bool, Vec<u64>)> = BTreeMap::new();

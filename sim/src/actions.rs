@@ -381,11 +381,20 @@ fn forge(w: &mut World, dev: Dev, conv: usize) -> bool {
     };
     let seq = FORGED_SEQ + u64::from(w.devs[dev].inc);
     let store = &mut w.devs[dev].store;
+    // The forger owns its store: it also blanks the conversation's index
+    // entry, so its node reads the document whole at the next start rather
+    // than refusing it for not reaching the recorded heads.
     store
-        .apply(&[StoreOp::Put {
-            key: keys::chunk(&id.0, seq),
-            value: bytes,
-        }])
+        .apply(&[
+            StoreOp::Put {
+                key: keys::chunk(&id.0, seq),
+                value: bytes,
+            },
+            StoreOp::Put {
+                key: keys::index(&id.0),
+                value: Vec::new(),
+            },
+        ])
         .expect("memory store");
     store.flush().expect("memory store");
     w.crash(dev, None);

@@ -302,6 +302,7 @@ impl World {
 /// The document a store key belongs to (the team document for revocations).
 fn doc_of_key(key: &[u8]) -> [u8; 16] {
     key.strip_prefix(keys::DOC_PREFIX)
+        .or_else(|| key.strip_prefix(keys::INDEX_PREFIX))
         .and_then(|r| r.get(..16))
         .and_then(|r| r.try_into().ok())
         .unwrap_or(TEAM_DOC_ID)

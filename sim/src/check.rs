@@ -199,7 +199,13 @@ pub fn check_final(devices: &[Device], ledger: &Ledger, at: u64) -> Result<(), V
     for (i, d) in devices.iter().enumerate() {
         let Some(n) = &d.node else { continue };
         for id in n.conversation_ids() {
-            let c = n.conversation(id).expect("listed");
+            let Some(c) = n.conversation(id) else {
+                return fail(
+                    Invariant::NoLoss,
+                    vec![i],
+                    format!("d{i} cannot read conversation {} from its store", short(id)),
+                );
+            };
             let admitted = d.is_member() && d.cert.as_ref().is_some_and(|c2| c.header.admits(c2));
             if !admitted {
                 return fail(

@@ -3,7 +3,7 @@
 //!
 //! Invariant: a device's node is only ever rebuilt from what its
 //! [`MemoryStore`] holds after [`MemoryStore::crash`] — exactly what a power
-//! cut leaves — via [`huddle::store::load`], as the real shell does.
+//! cut leaves — via [`huddle::store::load_lazy`], as the real shell does.
 
 use std::collections::BTreeMap;
 
@@ -159,7 +159,10 @@ impl Device {
     /// Builds the node from the store. An error is a core bug: a store that
     /// a crash left behind must always load.
     pub fn boot(&mut self) -> Result<(), String> {
-        let stored = store::load(&self.store).map_err(|e| e.to_string())?;
+        // As the shell does: conversations are read on first use, here from
+        // a copy of the store as it is at boot (all a loader may ever see).
+        let loader = store::Loader(std::sync::Arc::new(self.store.clone()));
+        let stored = store::load_lazy(&self.store, loader).map_err(|e| e.to_string())?;
         let node = Node::new(
             self.key.clone(),
             self.cert.clone(),

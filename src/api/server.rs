@@ -140,7 +140,9 @@ impl From<CommandError> for Fail {
             CommandError::UnknownConversation(_) | CommandError::UnknownMessage(_) => {
                 StatusCode::NOT_FOUND
             }
-            CommandError::Document(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            CommandError::Document(_) | CommandError::Unreadable(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             _ => StatusCode::BAD_REQUEST,
         };
         Fail(code, e.to_string())
@@ -234,10 +236,10 @@ async fn history(
 ) -> Answer<Vec<HistoryMessage>> {
     let id = conversation_id(&id)?;
     s.handle
-        .query(move |n| views::history(n, &id, q.limit))
+        .query(move |n| views::history(n, &id, q.limit).ok_or_else(|| n.missing(id)))
         .await?
         .map(Json)
-        .ok_or_else(|| CommandError::UnknownConversation(id).into())
+        .map_err(Fail::from)
 }
 
 async fn send(

@@ -11,7 +11,7 @@ use crate::api::types::{
 use crate::api::views;
 use crate::ids::{ConversationId, MessageId};
 use crate::membership::Revocation;
-use crate::node::{Command, CommandError, Reply};
+use crate::node::{Command, Reply};
 
 pub enum Backend {
     Api(ApiClient),
@@ -65,8 +65,9 @@ impl Backend {
     ) -> Result<Vec<HistoryMessage>> {
         match self {
             Backend::Api(c) => Ok(c.history(id, limit)?),
-            Backend::Offline(o) => views::history(o.node(), id, limit)
-                .ok_or_else(|| CommandError::UnknownConversation(*id).into()),
+            Backend::Offline(o) => {
+                views::history(o.node(), id, limit).ok_or_else(|| o.node().missing(*id).into())
+            }
         }
     }
 

@@ -25,7 +25,9 @@ impl Offline {
         let id = dir.identity()?;
         let cert = dir.certificate()?;
         let store = SledStore::open(dir.path())?;
-        let stored = store::load(&store)?;
+        // Only what the command needs is read: the index, then the
+        // conversations it touches.
+        let stored = store::load_lazy(&store, store.loader())?;
         let node = Node::new(id.key, cert, stored, NodeConfig::default(), &mut OsRng)?;
         Ok(Offline { store, node })
     }

@@ -106,7 +106,9 @@ impl Shell {
         requests: mpsc::Receiver<Request>,
         events: broadcast::Sender<Event>,
     ) -> Result<Shell, ShellError> {
-        let stored = crate::store::load(&store)?;
+        // Conversations are read on first use (node/docs.rs): start-up reads
+        // only the index, so it does not grow with the history.
+        let stored = crate::store::load_lazy(&store, store.loader())?;
         let mut rng = OsRng;
         let node = Node::new(
             config.key.clone(),

@@ -56,9 +56,8 @@ impl Node {
                     });
                 }
                 let conv = self
-                    .convs
-                    .get(&conversation)
-                    .ok_or(CommandError::UnknownConversation(conversation))?;
+                    .conversation(&conversation)
+                    .ok_or_else(|| self.missing(conversation))?;
                 if let Some(r) = reply_to {
                     conv.get(&r).ok_or(CommandError::UnknownMessage(r))?;
                 }
@@ -76,7 +75,7 @@ impl Node {
                     },
                 );
                 let id = msg.id();
-                let conv = self.convs.get_mut(&conversation).expect("checked above");
+                let conv = self.conversation_mut(&conversation).expect("checked above");
                 let before = conv.replica().heads();
                 conv.append(now, &msg)
                     .map_err(|e| CommandError::Document(e.to_string()))?;
@@ -98,9 +97,8 @@ impl Node {
             }
             Command::MarkRead { conversation } => {
                 let conv = self
-                    .convs
-                    .get(&conversation)
-                    .ok_or(CommandError::UnknownConversation(conversation))?;
+                    .conversation(&conversation)
+                    .ok_or_else(|| self.missing(conversation))?;
                 if let Some(pos) = conv.last_position() {
                     self.write_receipt(now, conversation, ReceiptKind::Read, pos, fx)?;
                 }
@@ -111,9 +109,8 @@ impl Node {
                 message,
             } => {
                 let conv = self
-                    .convs
-                    .get(&conversation)
-                    .ok_or(CommandError::UnknownConversation(conversation))?;
+                    .conversation(&conversation)
+                    .ok_or_else(|| self.missing(conversation))?;
                 let m = conv
                     .get(&message)
                     .ok_or(CommandError::UnknownMessage(message))?;
@@ -197,18 +194,11 @@ impl Node {
             return Ok(Reply::Conversation(id));
         }
         let header = ConversationHeader::sign(&self.key, id, kind, now);
-        fx.persist.push(StoreOp::Put {
-            key: keys::header(&id.0),
-            value: header.encode(),
-        });
         fx.emit.push(Event::ConversationAdded {
             conversation: id,
             title: header.title(),
         });
-        self.convs.insert(
-            id,
-            crate::conversation::Conversation::new(header, &self.actor),
-        );
+        self.add_conversation(header, fx);
         // push_doc sends the header first to peers that do not know it.
         self.push_doc_to_all(&id.0, fx);
         Ok(Reply::Conversation(id))
@@ -223,10 +213,13 @@ impl Node {
         fx: &mut Fx,
     ) -> Result<(), CommandError> {
         let member = self.member_id().ok_or(CommandError::NoMembership)?;
+        self.conversation(&conversation)
+            .ok_or_else(|| self.missing(conversation))?;
         let conv = self
             .convs
             .get_mut(&conversation)
-            .ok_or(CommandError::UnknownConversation(conversation))?;
+            .and_then(super::docs::Slot::if_loaded_mut)
+            .expect("loaded above");
         let current = match kind {
             ReceiptKind::Read => conv.receipts.read.get(&self.device),
             ReceiptKind::Delivered => conv.receipts.delivered.get(&self.device),
@@ -251,7 +244,7 @@ impl Node {
     pub(super) fn write_delivered_receipts(&mut self, now: Millis, fx: &mut Fx) {
         let pending: BTreeSet<ConversationId> = std::mem::take(&mut self.pending_receipts);
         for id in pending {
-            let Some(pos) = self.convs.get(&id).and_then(|c| c.last_position()) else {
+            let Some(pos) = self.conversation(&id).and_then(|c| c.last_position()) else {
                 continue;
             };
             if let Err(e) = self.write_receipt(now, id, ReceiptKind::Delivered, pos, fx) {

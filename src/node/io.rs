@@ -106,6 +106,8 @@ pub enum CommandError {
     NoMembership,
     #[error("no conversation {0}")]
     UnknownConversation(ConversationId),
+    #[error("conversation {0} could not be read from this device's store (the log says why); other conversations are unaffected")]
+    Unreadable(ConversationId),
     #[error("no message {0} in that conversation")]
     UnknownMessage(MessageId),
     #[error("the message is empty")]

@@ -19,6 +19,7 @@
 //!   is durable.
 
 mod commands;
+mod docs;
 mod io;
 mod peer;
 mod pull;
@@ -39,7 +40,7 @@ use crate::hlc::HlcClock;
 use crate::ids::{ConversationId, DeviceId, MemberId, Millis, TeamId};
 use crate::membership::{Certificate, Revocation};
 use crate::replica::Persist;
-use crate::store::{keys, StoreOp, Stored};
+use crate::store::{keys, Loader, StoreOp, Stored};
 use crate::team::{TeamDoc, TEAM_DOC_ID};
 use crate::wire::Reason;
 use peer::Peer;
@@ -140,7 +141,11 @@ pub struct Node {
     clock: HlcClock,
     config: NodeConfig,
     membership: Option<Membership>,
-    convs: BTreeMap<ConversationId, Conversation>,
+    convs: BTreeMap<ConversationId, docs::Slot>,
+    /// Reads conversations left unloaded at start (docs.rs).
+    loader: Option<Loader>,
+    /// Conversations whose index entry is to be written at start.
+    unindexed: BTreeSet<ConversationId>,
     peers: BTreeMap<DeviceId, Peer>,
     /// Conversations with remote messages not yet covered by our delivered receipt.
     pending_receipts: BTreeSet<ConversationId>,
@@ -204,6 +209,8 @@ impl Node {
             config,
             membership: None,
             convs: BTreeMap::new(),
+            loader: stored.loader.clone(),
+            unindexed: BTreeSet::new(),
             peers: BTreeMap::new(),
             pending_receipts: BTreeSet::new(),
             receipts_timer_set: false,
@@ -240,25 +247,15 @@ impl Node {
             };
             let header_bytes = doc
                 .header
+                .clone()
                 .ok_or_else(|| bad("its header is missing".into()))?;
             let header =
                 ConversationHeader::decode(&header_bytes).map_err(|e| bad(e.to_string()))?;
-            let (conv, applied) = Conversation::load(
-                header,
-                &node.actor,
-                doc.snapshot.as_deref(),
-                &doc.chunks,
-                &doc.rejected,
-            )
-            .map_err(|e| bad(e.to_string()))?;
-            for m in applied
-                .messages
-                .iter()
-                .filter(|m| m.author_device == device)
-            {
-                node.clock.observe(u64::MAX, m.hlc);
+            if header.id != conv_id {
+                return Err(bad("its header names another conversation".into()));
             }
-            node.convs.insert(conv_id, conv);
+            let slot = node.slot_from_store(conv_id, header, doc).map_err(bad)?;
+            node.convs.insert(conv_id, slot);
         }
         node.membership = Some(Membership { cert, team });
         Ok(node)
@@ -291,10 +288,6 @@ impl Node {
         self.membership
             .as_ref()
             .is_some_and(|m| m.team.revoked.is_revoked(device, member))
-    }
-
-    pub fn conversation(&self, id: &ConversationId) -> Option<&Conversation> {
-        self.convs.get(id)
     }
 
     pub fn conversation_ids(&self) -> impl Iterator<Item = &ConversationId> {
@@ -331,6 +324,9 @@ impl Node {
             Timer::Maintenance,
             now + self.config.maintenance_interval_ms,
         ));
+        for id in std::mem::take(&mut self.unindexed) {
+            self.persist_index(&id, fx);
+        }
         let Some(m) = &mut self.membership else {
             return;
         };
@@ -434,9 +430,8 @@ impl Node {
         if *doc == TEAM_DOC_ID {
             return true;
         }
-        self.convs
-            .get(&ConversationId(*doc))
-            .is_some_and(|c| c.header.admits(cert))
+        self.header_of(&ConversationId(*doc))
+            .is_some_and(|h| h.admits(cert))
     }
 
     fn persist_team(&mut self, fx: &mut Fx) {
@@ -447,11 +442,14 @@ impl Node {
         }
     }
 
+    /// Writes what is new in a conversation, and its index entry with it.
     fn persist_conv(&mut self, id: &ConversationId, fx: &mut Fx) {
-        if let Some(c) = self.convs.get_mut(id) {
-            if let Some(p) = c.take_persist() {
-                persist_ops(&id.0, p, &mut fx.persist);
-            }
+        if let Some(p) = self
+            .conversation_mut(id)
+            .and_then(Conversation::take_persist)
+        {
+            persist_ops(&id.0, p, &mut fx.persist);
+            self.persist_index(id, fx);
         }
     }
 
@@ -472,6 +470,9 @@ impl Node {
         if !self.may_share(doc, &peer) {
             return true;
         }
+        if *doc != TEAM_DOC_ID {
+            self.conversation(&ConversationId(*doc)); // loads it
+        }
         let Some(p) = self.peers.get_mut(&peer) else {
             return true;
         };
@@ -479,7 +480,10 @@ impl Node {
         let replica = if *doc == TEAM_DOC_ID {
             self.membership.as_ref().map(|m| m.team.replica())
         } else {
-            self.convs.get(&ConversationId(*doc)).map(|c| c.replica())
+            self.convs
+                .get(&ConversationId(*doc))
+                .and_then(docs::Slot::if_loaded)
+                .map(|c| c.replica())
         };
         let Some(replica) = replica else { return true };
         let msg = if max_changes == usize::MAX {

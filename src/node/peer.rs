@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use automerge::sync;
 
 use super::{Event, Fx, Node, Timer};
-use crate::conversation::Conversation;
 use crate::ids::{ConversationId, DeviceId, Millis};
 use crate::membership::{CertError, Certificate};
 use crate::store::{keys, StoreOp};
@@ -201,12 +200,11 @@ impl Node {
                 heads: m.team.replica().heads_digest(),
             });
         }
-        for (id, c) in &self.convs {
+        for id in self.convs.keys() {
             if self.may_share(&id.0, &peer) {
-                entries.push(CatalogEntry {
-                    doc: id.0,
-                    heads: c.replica().heads_digest(),
-                });
+                if let Some(heads) = self.conversation_digest(id) {
+                    entries.push(CatalogEntry { doc: id.0, heads });
+                }
             }
         }
         let n = entries.len().div_ceil(MAX_CATALOG_ENTRIES).max(1);
@@ -252,8 +250,8 @@ impl Node {
         }
         docs.extend(
             self.convs
-                .iter()
-                .map(|(id, c)| (id.0, c.replica().heads_digest())),
+                .keys()
+                .filter_map(|id| Some((id.0, self.conversation_digest(id)?))),
         );
         for (doc, ours) in docs {
             if !self.may_share(&doc, &peer) {
@@ -278,7 +276,8 @@ impl Node {
         if *doc == TEAM_DOC_ID {
             self.membership.as_ref().map(|m| m.team.replica())
         } else {
-            self.convs.get(&ConversationId(*doc)).map(|c| c.replica())
+            self.conversation(&ConversationId(*doc))
+                .map(|c| c.replica())
         }
     }
 
@@ -310,10 +309,8 @@ impl Node {
                 .peers
                 .get_mut(&peer)
                 .is_some_and(|p| p.known.insert(*doc));
-        if let (true, Some(c)) = (unknown, self.convs.get(&ConversationId(*doc))) {
-            let header = Frame::Header {
-                header: c.header.clone(),
-            };
+        if let (true, Some(h)) = (unknown, self.header_of(&ConversationId(*doc))) {
+            let header = Frame::Header { header: h.clone() };
             fx.send.push((peer, header.encode()));
         }
     }
@@ -373,7 +370,11 @@ impl Node {
     /// The peer's heads equal ours: start the sync state from there, so that
     /// the next local change is pushed at once, in a single message.
     pub(super) fn mark_level(&mut self, peer: DeviceId, doc: &[u8; 16]) {
-        let heads = self.replica_of(doc).map(|r| r.heads());
+        let heads = if *doc == TEAM_DOC_ID {
+            self.replica_of(doc).map(|r| r.heads())
+        } else {
+            self.conversation_heads(&ConversationId(*doc)) // from the index if unloaded
+        };
         let (Some(heads), Some(p)) = (heads, self.peers.get_mut(&peer)) else {
             return;
         };
@@ -415,12 +416,7 @@ impl Node {
         }
         let id = header.id;
         let title = header.title();
-        fx.persist.push(StoreOp::Put {
-            key: keys::header(&id.0),
-            value: header.encode(),
-        });
-        self.convs
-            .insert(id, Conversation::new(header, &self.actor));
+        self.add_conversation(header, fx);
         fx.emit.push(Event::ConversationAdded {
             conversation: id,
             title,
@@ -476,7 +472,7 @@ impl Node {
                 })
         } else {
             let id = ConversationId(doc);
-            let Some(c) = self.convs.get_mut(&id) else {
+            let Some(c) = self.conversation_mut(&id) else {
                 return;
             };
             before = c.replica().heads_digest();

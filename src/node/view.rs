@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::Node;
+use crate::conversation::Conversation;
 use crate::header::ConversationKind;
 use crate::hlc::Hlc;
 use crate::ids::{ConversationId, DeviceId, MemberId, MessageId};
@@ -93,35 +94,55 @@ impl Node {
             .map(|c| c.display_name.clone())
     }
 
+    /// For the conversation list: messages, messages unread by our member,
+    /// and the newest message's time. Also kept in the store's index, so a
+    /// conversation not yet loaded is listed without loading it.
+    pub(super) fn list_counts(&self, c: &Conversation) -> (usize, usize, Option<u64>) {
+        let me = self.member_id();
+        let read = me.and_then(|me| {
+            c.receipts
+                .read
+                .iter()
+                .filter(|(d, (m, _))| *m == me && self.bound(d, m))
+                .map(|(_, (_, at))| *at)
+                .max()
+        });
+        let unread = c
+            .messages()
+            .rev()
+            .take_while(|m| read.is_none_or(|r| m.order_key() > r))
+            .filter(|m| Some(m.author_member) != me)
+            .count();
+        let last = c.last_position().map(|(h, _)| h.millis());
+        (c.len(), unread, last)
+    }
+
     /// The conversations this device holds, newest activity first.
     pub fn conversations(&self) -> Vec<ConversationSummary> {
         let me = self.member_id();
         let mut out: Vec<ConversationSummary> = self
             .convs
-            .values()
-            .map(|c| {
-                let read = me.and_then(|me| {
-                    c.receipts
-                        .read
-                        .iter()
-                        .filter(|(d, (m, _))| *m == me && self.bound(d, m))
-                        .map(|(_, (_, at))| *at)
-                        .max()
-                });
-                let unread = c
-                    .messages()
-                    .rev()
-                    .take_while(|m| read.is_none_or(|r| m.order_key() > r))
-                    .filter(|m| Some(m.author_member) != me)
-                    .count();
-                let (kind, members, role) = match &c.header.kind {
+            .iter()
+            .map(|(id, slot)| {
+                let (messages, unread, last_activity) = match slot.stored_meta() {
+                    Some(m) => (
+                        m.messages as usize,
+                        m.unread as usize,
+                        (m.last_activity > 0).then_some(m.last_activity),
+                    ),
+                    None => self
+                        .conversation(id)
+                        .map_or((0, 0, None), |c| self.list_counts(c)),
+                };
+                let header = &slot.header;
+                let (kind, members, role) = match &header.kind {
                     ConversationKind::Direct { members } => ("direct", members.to_vec(), None),
                     ConversationKind::Group { members, .. } => {
                         ("group", members.iter().copied().collect(), None)
                     }
                     ConversationKind::Role { role } => ("role", Vec::new(), Some(role.clone())),
                 };
-                let title = match &c.header.kind {
+                let title = match &header.kind {
                     ConversationKind::Direct { members } => {
                         let other = members
                             .iter()
@@ -130,17 +151,17 @@ impl Node {
                         self.member_name(other)
                             .unwrap_or_else(|| format!("member {}", &other.to_hex()[..8]))
                     }
-                    _ => c.header.title(),
+                    _ => header.title(),
                 };
                 ConversationSummary {
-                    id: c.id(),
+                    id: *id,
                     title,
                     kind,
                     members,
                     role,
-                    messages: c.len(),
+                    messages,
                     unread,
-                    last_activity: c.last_position().map(|(h, _)| h.millis()),
+                    last_activity,
                 }
             })
             .collect();
@@ -154,7 +175,7 @@ impl Node {
         id: &ConversationId,
         limit: Option<usize>,
     ) -> Option<Vec<RenderedMessage>> {
-        let c = self.convs.get(id)?;
+        let c = self.conversation(id)?;
         let skip = limit.map_or(0, |l| c.len().saturating_sub(l));
         Some(
             c.messages()

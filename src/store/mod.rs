@@ -10,6 +10,7 @@
 //! node emits "sent" only after a flush that covers the message.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use thiserror::Error;
 
@@ -21,8 +22,9 @@ pub use memory::MemoryStore;
 #[cfg(feature = "store-sled")]
 pub use sled_store::SledStore;
 
-/// The data format this binary reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The data format this binary reads and writes. Version 2 added the
+/// document index (`idx/`); a version-1 store is upgraded on open.
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreOp {
@@ -70,6 +72,7 @@ pub trait Store {
 pub mod keys {
     pub const FORMAT: &[u8] = b"meta/format";
     pub const DOC_PREFIX: &[u8] = b"doc/";
+    pub const INDEX_PREFIX: &[u8] = b"idx/";
     pub const REVOCATION_PREFIX: &[u8] = b"rev/";
 
     fn doc(id: &[u8; 16], suffix: &[u8]) -> Vec<u8> {
@@ -96,9 +99,85 @@ pub mod keys {
     pub fn revocation(key: &[u8; 16]) -> Vec<u8> {
         [REVOCATION_PREFIX, key.as_slice()].concat()
     }
+
+    /// A conversation's index entry ([`super::DocMeta`]).
+    pub fn index(id: &[u8; 16]) -> Vec<u8> {
+        [INDEX_PREFIX, id.as_slice()].concat()
+    }
+
+    /// Every key of one document, for a prefix scan.
+    pub fn doc_prefix(id: &[u8; 16]) -> Vec<u8> {
+        doc(id, b"/")
+    }
 }
 
-/// Checks (and on a new store, writes) the format version.
+/// What the index keeps for a conversation, rewritten in every batch that
+/// writes the document, so that a node can start, list its conversations
+/// and compare catalogs without loading the documents.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DocMeta {
+    /// The document's heads as this batch leaves it (Automerge change
+    /// hashes, sorted); a document read back must reach exactly these.
+    pub heads: Vec<[u8; 32]>,
+    /// The writer's hybrid logical clock when it wrote the batch: at least
+    /// every timestamp it had issued, so a restart never issues a lower one.
+    pub clock: u64,
+    /// For the conversation list: messages, messages unread by this
+    /// device's member, and the newest message's time (0: none).
+    pub messages: u32,
+    pub unread: u32,
+    pub last_activity: u64,
+}
+
+impl DocMeta {
+    /// The bytes before the heads.
+    const FIXED: usize = 26;
+
+    pub fn encode(&self) -> Vec<u8> {
+        let n = u16::try_from(self.heads.len()).expect("fewer than 65536 heads");
+        let mut out = Vec::with_capacity(Self::FIXED + 32 * self.heads.len());
+        out.extend_from_slice(&self.clock.to_be_bytes());
+        out.extend_from_slice(&self.messages.to_be_bytes());
+        out.extend_from_slice(&self.unread.to_be_bytes());
+        out.extend_from_slice(&self.last_activity.to_be_bytes());
+        out.extend_from_slice(&n.to_be_bytes());
+        for h in &self.heads {
+            out.extend_from_slice(h);
+        }
+        out
+    }
+
+    /// `None` for an empty value: an entry a format upgrade wrote, whose
+    /// document must be loaded to learn its heads.
+    pub fn decode(bytes: &[u8]) -> Result<Option<DocMeta>, StoreError> {
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        let bad = || StoreError::Corrupt(format!("an index entry of {} bytes", bytes.len()));
+        if bytes.len() < Self::FIXED {
+            return Err(bad());
+        }
+        let u32_at = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().expect("4"));
+        let u64_at = |i: usize| u64::from_be_bytes(bytes[i..i + 8].try_into().expect("8"));
+        let n = usize::from(u16::from_be_bytes(bytes[24..26].try_into().expect("2")));
+        if bytes.len() != Self::FIXED + 32 * n {
+            return Err(bad());
+        }
+        Ok(Some(DocMeta {
+            heads: bytes[Self::FIXED..]
+                .chunks_exact(32)
+                .map(|h| h.try_into().expect("32 bytes"))
+                .collect(),
+            clock: u64_at(0),
+            messages: u32_at(8),
+            unread: u32_at(12),
+            last_activity: u64_at(16),
+        }))
+    }
+}
+
+/// Checks (and on a new store, writes) the format version, upgrading an
+/// older store first.
 pub fn check_format(store: &mut dyn Store) -> Result<(), StoreError> {
     match store.get(keys::FORMAT)? {
         Some(v) => {
@@ -113,6 +192,9 @@ pub fn check_format(store: &mut dyn Store) -> Result<(), StoreError> {
                     supported: FORMAT_VERSION,
                 });
             }
+            if found < FORMAT_VERSION {
+                upgrade_to_2(store)?;
+            }
             Ok(())
         }
         None => {
@@ -125,6 +207,27 @@ pub fn check_format(store: &mut dyn Store) -> Result<(), StoreError> {
     }
 }
 
+/// 1 → 2: every conversation gets an index entry that says "unknown"
+/// (its document is loaded at the next start, and the node then writes a
+/// real one), in the same batch as the new version.
+fn upgrade_to_2(store: &mut dyn Store) -> Result<(), StoreError> {
+    let mut ops = Vec::new();
+    for (k, _) in store.scan_prefix(keys::DOC_PREFIX)? {
+        if let (id, b"/h") = split_doc_key(&k)? {
+            ops.push(StoreOp::Put {
+                key: keys::index(&id),
+                value: Vec::new(),
+            });
+        }
+    }
+    ops.push(StoreOp::Put {
+        key: keys::FORMAT.to_vec(),
+        value: FORMAT_VERSION.to_be_bytes().to_vec(),
+    });
+    store.apply(&ops)?;
+    store.flush()
+}
+
 /// Everything stored for one document.
 #[derive(Clone, Debug, Default)]
 pub struct StoredDoc {
@@ -134,6 +237,48 @@ pub struct StoredDoc {
     pub chunks: Vec<(u64, Vec<u8>)>,
     /// Hashes of entries that failed verification when they arrived.
     pub rejected: BTreeSet<[u8; 16]>,
+    /// The index entry, if it is there and known.
+    pub meta: Option<DocMeta>,
+    /// Only `header` and `meta` were read: the rest is read through
+    /// [`Stored::loader`] when the document is first used.
+    pub deferred: bool,
+}
+
+/// Reads documents left unread at start ([`StoredDoc::deferred`]).
+///
+/// Invariant the node keeps: a deferred document is read before anything
+/// writes to it, so a reader sees exactly what was there at start.
+pub trait DocLoader: Send + Sync {
+    fn load_doc(&self, id: &[u8; 16]) -> Result<StoredDoc, StoreError>;
+}
+
+/// A shared [`DocLoader`].
+#[derive(Clone)]
+pub struct Loader(pub Arc<dyn DocLoader>);
+
+impl std::fmt::Debug for Loader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Loader")
+    }
+}
+
+/// Any store can read a document back, through its own prefix scan (the
+/// simulator hands the node a copy of its in-memory store as it was at
+/// start, which by the invariant above is all a loader ever needs).
+impl<S: Store + Send + Sync> DocLoader for S {
+    fn load_doc(&self, id: &[u8; 16]) -> Result<StoredDoc, StoreError> {
+        doc_from_records(self.scan_prefix(&keys::doc_prefix(id))?)
+    }
+}
+
+/// One document from its records (the result of a scan of its prefix).
+pub fn doc_from_records(records: KeyValues) -> Result<StoredDoc, StoreError> {
+    let mut doc = StoredDoc::default();
+    for (k, v) in records {
+        let (_, suffix) = split_doc_key(&k)?;
+        add_doc_record(&mut doc, suffix, v)?;
+    }
+    Ok(doc)
 }
 
 /// What a node needs at start.
@@ -141,37 +286,93 @@ pub struct StoredDoc {
 pub struct Stored {
     pub docs: BTreeMap<[u8; 16], StoredDoc>,
     pub revocations: Vec<Vec<u8>>,
+    /// Reads the documents marked [`StoredDoc::deferred`].
+    pub loader: Option<Loader>,
 }
 
-/// Reads a node's state from a store.
+/// `doc/<id><suffix>` → (id, suffix).
+fn split_doc_key(k: &[u8]) -> Result<([u8; 16], &[u8]), StoreError> {
+    let rest = &k[keys::DOC_PREFIX.len()..];
+    if rest.len() < 18 {
+        return Err(StoreError::Corrupt(format!(
+            "short document key ({} bytes)",
+            k.len()
+        )));
+    }
+    Ok((rest[..16].try_into().expect("16 bytes"), &rest[16..]))
+}
+
+fn add_doc_record(doc: &mut StoredDoc, suffix: &[u8], v: Vec<u8>) -> Result<(), StoreError> {
+    match suffix {
+        b"/h" => doc.header = Some(v),
+        b"/s" => doc.snapshot = Some(v),
+        s if s.len() == 11 && s.starts_with(b"/c/") => {
+            let seq = u64::from_be_bytes(s[3..].try_into().expect("8 bytes"));
+            doc.chunks.push((seq, v));
+        }
+        s if s.len() == 19 && s.starts_with(b"/r/") => {
+            doc.rejected.insert(s[3..].try_into().expect("16 bytes"));
+        }
+        _ => return Err(StoreError::Corrupt("unknown document key".into())),
+    }
+    Ok(())
+}
+
+/// The index: conversation id → entry (`None`: unknown, load to learn).
+fn read_index(store: &dyn Store) -> Result<BTreeMap<[u8; 16], Option<DocMeta>>, StoreError> {
+    let mut out = BTreeMap::new();
+    for (k, v) in store.scan_prefix(keys::INDEX_PREFIX)? {
+        let id: [u8; 16] = k[keys::INDEX_PREFIX.len()..]
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("an index key is not 20 bytes".into()))?;
+        out.insert(id, DocMeta::decode(&v)?);
+    }
+    Ok(out)
+}
+
+/// Reads a node's whole state from a store: every document.
 pub fn load(store: &dyn Store) -> Result<Stored, StoreError> {
     let mut out = Stored::default();
     for (k, v) in store.scan_prefix(keys::DOC_PREFIX)? {
-        let rest = &k[keys::DOC_PREFIX.len()..];
-        if rest.len() < 18 {
-            return Err(StoreError::Corrupt(format!(
-                "short document key ({} bytes)",
-                k.len()
-            )));
-        }
-        let id: [u8; 16] = rest[..16].try_into().expect("16 bytes");
+        let (id, suffix) = split_doc_key(&k)?;
         let doc = out.docs.entry(id).or_default();
-        match &rest[16..] {
-            b"/h" => doc.header = Some(v),
-            b"/s" => doc.snapshot = Some(v),
-            s if s.len() == 11 && s.starts_with(b"/c/") => {
-                let seq = u64::from_be_bytes(s[3..].try_into().expect("8 bytes"));
-                doc.chunks.push((seq, v));
-            }
-            s if s.len() == 19 && s.starts_with(b"/r/") => {
-                doc.rejected.insert(s[3..].try_into().expect("16 bytes"));
-            }
-            _ => return Err(StoreError::Corrupt("unknown document key".into())),
+        add_doc_record(doc, suffix, v)?;
+    }
+    for (id, meta) in read_index(store)? {
+        if let Some(doc) = out.docs.get_mut(&id) {
+            doc.meta = meta;
         }
     }
     for (_, v) in store.scan_prefix(keys::REVOCATION_PREFIX)? {
         out.revocations.push(v);
     }
+    Ok(out)
+}
+
+/// Reads what a node needs to start, leaving conversations for `loader` to
+/// read on first use: the team document, revocations, and each
+/// conversation's header and index entry. A conversation whose index entry
+/// is unknown (after an upgrade) is read whole.
+pub fn load_lazy(store: &dyn Store, loader: Loader) -> Result<Stored, StoreError> {
+    let mut out = Stored::default();
+    let team = crate::team::TEAM_DOC_ID;
+    out.docs.insert(team, loader.0.load_doc(&team)?);
+    for (id, meta) in read_index(store)? {
+        let doc = match meta {
+            Some(meta) => StoredDoc {
+                header: store.get(&keys::header(&id))?,
+                meta: Some(meta),
+                deferred: true,
+                ..StoredDoc::default()
+            },
+            None => loader.0.load_doc(&id)?,
+        };
+        out.docs.insert(id, doc);
+    }
+    for (_, v) in store.scan_prefix(keys::REVOCATION_PREFIX)? {
+        out.revocations.push(v);
+    }
+    out.loader = Some(loader);
     Ok(out)
 }
 

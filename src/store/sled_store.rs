@@ -57,6 +57,12 @@ impl SledStore {
         Ok(store)
     }
 
+    /// A reader of documents for [`super::load_lazy`]: it shares the
+    /// database, so it reads what this store has written.
+    pub fn loader(&self) -> super::Loader {
+        super::Loader(std::sync::Arc::new(SledReader(self.db.clone())))
+    }
+
     /// Bytes the database occupies on disk (for benchmarks); 0 if sled
     /// cannot read its own file sizes.
     pub fn size_on_disk(&self) -> u64 {
@@ -125,6 +131,20 @@ impl Store for SledStore {
             .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())))
             .collect::<Result<_, _>>()
             .map_err(|e| sled_error("cannot read the database", e))
+    }
+}
+
+struct SledReader(sled::Db);
+
+impl super::DocLoader for SledReader {
+    fn load_doc(&self, id: &[u8; 16]) -> Result<super::StoredDoc, StoreError> {
+        let records = self
+            .0
+            .scan_prefix(super::keys::doc_prefix(id))
+            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())))
+            .collect::<Result<_, _>>()
+            .map_err(|e| sled_error("cannot read the database", e))?;
+        super::doc_from_records(records)
     }
 }
 

@@ -321,10 +321,12 @@ impl Mesh {
         self.timers.retain(|(d, _), _| *d != i);
         let d = &mut self.devices[i];
         d.store.crash();
+        // As the shell starts: conversations are read on first use.
+        let loader = huddle::store::Loader(std::sync::Arc::new(d.store.clone()));
         d.node = Node::new(
             d.key.clone(),
             d.cert.clone(),
-            huddle::store::load(&d.store).unwrap(),
+            huddle::store::load_lazy(&d.store, loader).unwrap(),
             NodeConfig::default(),
             &mut self.rng,
         )
