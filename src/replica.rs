@@ -97,26 +97,6 @@ fn genesis(doc_id: &[u8; 16], schema: Schema) -> (Automerge, Vec<automerge::ObjI
 
 /// Puts back what `generate_sync_message` changed in `state` when it
 /// generated `msg` (`saved` holds the fields as they were).
-/// Which sync messages [`Replica::generate_sync_if`] may generate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GenRule {
-    Any,
-    /// At most this many changes.
-    AtMost(usize),
-    /// At least one change.
-    WithChanges,
-}
-
-/// What [`Replica::generate_sync_if`] did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Generated {
-    Message(Vec<u8>),
-    /// Automerge had nothing to say.
-    Nothing,
-    /// There was a message, but the rule rejected it (not generated).
-    Rejected,
-}
-
 fn undo_generate(
     state: &mut sync::State,
     msg: &sync::Message,
@@ -304,10 +284,17 @@ impl Replica {
             .map(sync::Message::encode)
     }
 
-    /// [`Replica::generate_sync`] under a rule about the changes the message
-    /// would carry. A message the rule rejects is not generated: `state` is
-    /// left as it was and the result is [`Generated::Rejected`].
-    pub fn generate_sync_if(&self, state: &mut sync::State, rule: GenRule) -> Generated {
+    /// Like [`Replica::generate_sync`], but if the message would carry more
+    /// than `max_changes` changes, generates nothing, leaves `state` as it
+    /// was and returns `None`. (`Some(None)`: nothing to say.) Changes are
+    /// counted one by one: the peer's support for a whole-document message
+    /// (one chunk holding everything) is hidden while generating, which
+    /// for a message of a few changes makes no difference.
+    pub fn generate_sync_limited(
+        &self,
+        state: &mut sync::State,
+        max_changes: usize,
+    ) -> Option<Option<Vec<u8>>> {
         use automerge::sync::Capability;
         let caps = state.their_capabilities.clone();
         // What generate_sync_message changes, to undo it.
@@ -317,45 +304,22 @@ impl Replica {
             state.in_flight,
             state.needs_reset,
         );
-        if let GenRule::AtMost(_) = rule {
-            // Count changes one by one: hide the peer's support for a
-            // whole-document message (one chunk holding everything), which
-            // for a message of a few changes makes no difference.
-            state.their_capabilities = caps.as_ref().map(|c| {
-                c.iter()
-                    .filter(|c| **c != Capability::MessageV2)
-                    .cloned()
-                    .collect()
-            });
-        }
+        state.their_capabilities = caps.as_ref().map(|c| {
+            c.iter()
+                .filter(|c| **c != Capability::MessageV2)
+                .cloned()
+                .collect()
+        });
         let msg = self.doc.generate_sync_message(state);
         state.their_capabilities = caps;
         let Some(msg) = msg else {
-            return Generated::Nothing;
+            return Some(None);
         };
-        let ok = match rule {
-            GenRule::Any => true,
-            GenRule::AtMost(n) => msg.changes.len() <= n,
-            GenRule::WithChanges => !msg.changes.is_empty(),
-        };
-        if !ok {
+        if msg.changes.len() > max_changes {
             undo_generate(state, &msg, saved);
-            return Generated::Rejected;
+            return None;
         }
-        Generated::Message(msg.encode())
-    }
-
-    /// Is every change we hold beyond `since` (a peer's heads, all of which
-    /// we hold) in `sent`?
-    pub fn all_sent(
-        &self,
-        since: &[ChangeHash],
-        sent: &std::collections::BTreeSet<ChangeHash>,
-    ) -> bool {
-        self.doc
-            .get_changes_meta(since)
-            .iter()
-            .all(|c| sent.contains(&c.hash))
+        Some(Some(msg.encode()))
     }
 
     /// Applies a peer's sync message and returns the entries it added.

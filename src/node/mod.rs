@@ -39,7 +39,7 @@ use crate::header::ConversationHeader;
 use crate::hlc::HlcClock;
 use crate::ids::{ConversationId, DeviceId, MemberId, Millis, TeamId};
 use crate::membership::{Certificate, Revocation};
-use crate::replica::{GenRule, Generated, Persist};
+use crate::replica::Persist;
 use crate::store::{keys, Loader, StoreOp, Stored};
 use crate::team::{TeamDoc, TEAM_DOC_ID};
 use crate::wire::Reason;
@@ -73,7 +73,7 @@ impl Default for NodeConfig {
             hello_timeout_ms: 10_000,
             receipt_delay_ms: 500,
             maintenance_interval_ms: 30_000,
-            announce_delay_ms: 100,
+            announce_delay_ms: 20,
             pull_timeout_ms: 2_000,
             publish_delay_ms: 5_000,
             max_reassembly_bytes: 64 * 1024 * 1024,
@@ -455,12 +455,18 @@ impl Node {
 
     /// Sends `peer` whatever the sync protocol says it should get for `doc`.
     fn push_doc(&mut self, doc: &[u8; 16], peer: DeviceId, fx: &mut Fx) {
-        self.push_doc_if(doc, peer, GenRule::Any, fx);
+        self.push_doc_limited(doc, peer, usize::MAX, fx);
     }
 
-    /// [`Node::push_doc`], unless the message breaks `rule` (about the
-    /// changes it carries): then nothing is sent and it returns false.
-    fn push_doc_if(&mut self, doc: &[u8; 16], peer: DeviceId, rule: GenRule, fx: &mut Fx) -> bool {
+    /// [`Node::push_doc`], unless the message would carry more than
+    /// `max_changes` changes: then nothing is sent and it returns false.
+    fn push_doc_limited(
+        &mut self,
+        doc: &[u8; 16],
+        peer: DeviceId,
+        max_changes: usize,
+        fx: &mut Fx,
+    ) -> bool {
         if !self.may_share(doc, &peer) {
             return true;
         }
@@ -480,12 +486,16 @@ impl Node {
                 .map(|c| c.replica())
         };
         let Some(replica) = replica else { return true };
-        let mut msg = match replica.generate_sync_if(state, rule) {
-            Generated::Message(m) => m,
-            Generated::Nothing => return true,
-            Generated::Rejected => return false,
+        let msg = if max_changes == usize::MAX {
+            replica.generate_sync(state)
+        } else {
+            let Some(msg) = replica.generate_sync_limited(state, max_changes) else {
+                return false;
+            };
+            msg
         };
         self.introduce(peer, doc, fx);
+        let Some(mut msg) = msg else { return true };
         // While we pull `doc` from someone else, we tell this peer nothing of
         // what we have, so it does not send us the same changes too; it gets
         // its turn when the pull is done (pull.rs).
@@ -539,7 +549,7 @@ impl Node {
                 .and_then(|p| p.sync.get(doc))
                 .is_some_and(|s| s.their_heads.as_deref() == Some(before));
             if !level {
-                if !self.push_doc_if(doc, peer, GenRule::AtMost(1), fx) {
+                if !self.push_doc_limited(doc, peer, 1, fx) {
                     self.send_heads(peer, doc, fx);
                 }
                 continue;

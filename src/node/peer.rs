@@ -7,17 +7,15 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use automerge::{sync, ChangeHash};
+use automerge::sync;
 
 use super::{Event, Fx, Node, Timer};
 use crate::ids::{ConversationId, DeviceId, Millis};
 use crate::membership::{CertError, Certificate};
-use crate::replica::GenRule;
 use crate::store::{keys, StoreOp};
 use crate::team::TEAM_DOC_ID;
 use crate::wire::{
-    CatalogEntry, Frame, HeadsEntry, Reason, HEADS_FRAME_SOFT_LEN, MAX_ANNOUNCED_HEADS,
-    MAX_CATALOG_ENTRIES, PROTOCOL_VERSION, SYNC_CHUNK_LEN,
+    CatalogEntry, Frame, Reason, MAX_CATALOG_ENTRIES, PROTOCOL_VERSION, SYNC_CHUNK_LEN,
 };
 
 /// Most catalog entries we accept from one peer in one catalog.
@@ -26,16 +24,6 @@ const MAX_CATALOG_TOTAL: usize = 1_000_000;
 pub(crate) enum PeerState {
     AwaitingHello,
     Member(Box<Certificate>),
-}
-
-/// How a peer's heads of a document compare with ours ([`Node::lacks`]).
-pub(super) enum Lack {
-    /// The same heads.
-    Level,
-    /// We hold every change they have (they may lack some of ours).
-    Nothing,
-    /// They have changes we lack (or we cannot tell).
-    Some,
 }
 
 pub(crate) struct Peer {
@@ -51,9 +39,6 @@ pub(crate) struct Peer {
     /// first sync message, so relayed conversations reach peers that have
     /// never seen them.
     pub known: HashSet<[u8; 16]>,
-    /// The peer's heads per document as it last told us (a `Heads` frame or
-    /// a sync message): what a deferred pull from it would bring.
-    pub heads: HashMap<[u8; 16], Vec<automerge::ChangeHash>>,
 }
 
 impl Peer {
@@ -65,7 +50,6 @@ impl Peer {
             parts_bytes: 0,
             catalog: BTreeMap::new(),
             known: HashSet::new(),
-            heads: HashMap::new(),
         }
     }
 
@@ -280,7 +264,7 @@ impl Node {
                         self.publish_certificate(now, fx);
                     }
                 }
-                Some(_) => self.start_exchange(now, doc, peer, fx),
+                Some(h) => self.start_exchange(now, doc, peer, *h, fx),
                 // They lack it: push_doc sends the header first.
                 None => self.push_doc(&doc, peer, fx),
             }
@@ -297,42 +281,23 @@ impl Node {
         }
     }
 
-    /// A peer announced its heads: if they are ours, we are level; if we
-    /// lack any of them, we pull; if we hold them all, the peer is behind
-    /// and pulls on our announcements, so nothing is sent.
-    fn on_heads(&mut self, now: Millis, peer: DeviceId, entries: Vec<HeadsEntry>, fx: &mut Fx) {
+    /// A peer announced new heads: if they are ours, we are level; if not,
+    /// one of us is behind, and a sync round settles which.
+    fn on_heads(&mut self, now: Millis, peer: DeviceId, entries: Vec<CatalogEntry>, fx: &mut Fx) {
         for e in entries {
             if !self.may_share(&e.doc, &peer) {
                 // A correct peer sends the header first; drop it.
                 continue;
             }
-            let theirs: Vec<ChangeHash> = e.heads.iter().map(|h| ChangeHash(*h)).collect();
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.known.insert(e.doc);
-                p.heads.insert(e.doc, theirs.clone());
             }
-            match self.lacks(&e.doc, &theirs) {
-                Lack::Level => self.mark_level(peer, &e.doc),
-                Lack::Nothing => {}
-                Lack::Some => self.start_exchange(now, e.doc, peer, fx),
+            let ours = self.replica_of(&e.doc).map(|r| r.heads_digest());
+            if ours == Some(e.heads) {
+                self.mark_level(peer, &e.doc);
+                continue;
             }
-        }
-    }
-
-    /// How `theirs` (a peer's heads of `doc`; empty: unknown) compares
-    /// with what we hold.
-    pub(super) fn lacks(&self, doc: &[u8; 16], theirs: &[ChangeHash]) -> Lack {
-        let Some(r) = self.replica_of(doc) else {
-            return Lack::Nothing;
-        };
-        if theirs.is_empty() {
-            Lack::Some
-        } else if r.heads() == theirs {
-            Lack::Level
-        } else if r.has_all(theirs) {
-            Lack::Nothing
-        } else {
-            Lack::Some
+            self.start_exchange(now, e.doc, peer, e.heads, fx);
         }
     }
 
@@ -352,25 +317,14 @@ impl Node {
 
     /// Tells `peer` our heads of `doc` (a one-entry `Heads` frame).
     pub(super) fn send_heads(&mut self, peer: DeviceId, doc: &[u8; 16], fx: &mut Fx) {
-        let Some(entry) = self.heads_entry(doc) else {
+        let Some(heads) = self.replica_of(doc).map(|r| r.heads_digest()) else {
             return;
         };
         self.introduce(peer, doc, fx);
         let frame = Frame::Heads {
-            entries: vec![entry],
+            entries: vec![CatalogEntry { doc: *doc, heads }],
         };
         fx.send.push((peer, frame.encode()));
-    }
-
-    /// Our `Heads` entry for `doc` (no heads if there are too many to list).
-    fn heads_entry(&self, doc: &[u8; 16]) -> Option<HeadsEntry> {
-        let heads = self.replica_of(doc)?.heads();
-        let heads = if heads.len() > MAX_ANNOUNCED_HEADS {
-            Vec::new()
-        } else {
-            heads.iter().map(|h| h.0).collect()
-        };
-        Some(HeadsEntry { doc: *doc, heads })
     }
 
     /// Announces the heads of documents changed by relayed changes to every
@@ -384,40 +338,31 @@ impl Node {
                 if !self.may_share(doc, &peer) {
                     continue;
                 }
-                let Some(heads) = self.replica_of(doc).map(|r| r.heads()) else {
+                let Some(r) = self.replica_of(doc) else {
                     continue;
                 };
-                let Some(p) = self.peers.get(&peer) else {
+                let heads = r.heads();
+                let digest = r.heads_digest();
+                let Some(p) = self.peers.get_mut(&peer) else {
                     continue;
                 };
-                let told = p.heads.get(doc) == Some(&heads)
-                    || p.sync
-                        .get(doc)
-                        .is_some_and(|s| s.their_heads.as_ref() == Some(&heads));
-                if told {
+                if p.sync
+                    .get(doc)
+                    .is_some_and(|s| s.their_heads.as_ref() == Some(&heads))
+                {
                     continue;
                 }
                 self.introduce(peer, doc, fx);
-                entries.extend(self.heads_entry(doc));
+                entries.push(CatalogEntry {
+                    doc: *doc,
+                    heads: digest,
+                });
             }
-            // Frames of at most ~HEADS_FRAME_SOFT_LEN bytes.
-            let mut frame: Vec<HeadsEntry> = Vec::new();
-            let mut len = 0;
-            for e in entries {
-                if !frame.is_empty()
-                    && (len + e.encoded_len() > HEADS_FRAME_SOFT_LEN
-                        || frame.len() == MAX_CATALOG_ENTRIES)
-                {
-                    let entries = std::mem::take(&mut frame);
-                    fx.send.push((peer, Frame::Heads { entries }.encode()));
-                    len = 0;
-                }
-                len += e.encoded_len();
-                frame.push(e);
-            }
-            if !frame.is_empty() {
-                fx.send
-                    .push((peer, Frame::Heads { entries: frame }.encode()));
+            for chunk in entries.chunks(MAX_CATALOG_ENTRIES) {
+                let frame = Frame::Heads {
+                    entries: chunk.to_vec(),
+                };
+                fx.send.push((peer, frame.encode()));
             }
         }
     }
@@ -534,9 +479,6 @@ impl Node {
             c.receive_sync(&mut state, &msg).map(|a| (Some(a), None))
         };
         if let Some(p) = self.peers.get_mut(&peer) {
-            if let Some(h) = &state.their_heads {
-                p.heads.insert(doc, h.clone());
-            }
             p.sync.insert(doc, state);
         }
         let (applied, team_applied) = match result {
@@ -566,37 +508,20 @@ impl Node {
                 self.enforce_membership(now, fx);
             }
         }
-        // Answer the sender if it has changes we lack (our answer says what
-        // we have and need), if it lacks changes of ours that are not on
-        // their way, or if the answer carries changes. Otherwise an answer
-        // would only tell it our heads again, and on a busy document that
-        // would go back and forth for as long as anyone writes (each side's
-        // heads keep moving while changes are in flight).
-        let theirs = self
+        // Answer the sender, unless the message left us level with it and it
+        // asked for nothing: then an answer would only echo its own heads.
+        let heads = self.replica_of(&doc).map(|r| r.heads());
+        let level = self
             .peers
             .get(&peer)
             .and_then(|p| p.sync.get(&doc))
-            .and_then(|s| s.their_heads.clone())
-            .unwrap_or_default();
-        let tell = match self.lacks(&doc, &theirs) {
-            Lack::Some => true,
-            // Behind us: unless what it lacks is already on its way
-            // (Automerge sends a change once per session), our heads let it
-            // ask for what a Bloom filter false positive kept from it.
-            Lack::Nothing => {
-                let p = self.peers.get(&peer);
-                let sent = p.and_then(|p| p.sync.get(&doc)).map(|s| &s.sent_hashes);
-                match (self.replica_of(&doc), sent) {
-                    (Some(r), Some(sent)) => !r.all_sent(&theirs, sent),
-                    _ => true,
-                }
-            }
-            Lack::Level => false,
-        };
-        if tell {
+            .is_some_and(|s| {
+                s.their_heads.is_some()
+                    && s.their_heads == heads
+                    && s.their_need.as_ref().is_none_or(Vec::is_empty)
+            });
+        if !level {
             self.push_doc(&doc, peer, fx);
-        } else {
-            self.push_doc_if(&doc, peer, GenRule::WithChanges, fx);
         }
         // Anything new travels on by announcement (see schedule_announce).
         let after = self.replica_of(&doc).map(|r| r.heads_digest());

@@ -4,21 +4,17 @@
 //! on one side of a healed partition each heard them from across the
 //! split), pulling from all of them would bring every change once per
 //! peer. So a node opens at most one exchange per document on its own
-//! initiative — on a catalog mismatch, or a `Heads` frame naming changes it
-//! lacks — and defers the others until that exchange has brought it
-//! everything the peer had. A deferred peer whose last known heads are then
-//! all held costs nothing more; the first one that still has changes we
-//! lack gets the next pull.
+//! initiative — on a catalog or `Heads` mismatch — and defers the others
+//! until that exchange has brought it everything the peer had. A deferred
+//! peer whose announced heads are then ours costs nothing more; one that
+//! still differs gets the next exchange.
 //!
-//! Invariants: answering a peer is never deferred (so every exchange
-//! finishes); a pull that does not finish within `pull_timeout_ms` (the peer
-//! went quiet or away) stops blocking the others, and its peer is deferred
-//! again if it is known to have changes we lack; so a node that knows a
-//! connected peer has changes it lacks always has a pull open or coming.
+//! Invariant: answering a peer is never deferred (so every exchange
+//! finishes), and a pull that does not finish within `pull_timeout_ms`
+//! (the peer went quiet or away) stops blocking the others.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use super::peer::Lack;
 use super::{Fx, Node, Timer};
 use crate::ids::{DeviceId, Millis};
 use crate::team::TEAM_DOC_ID;
@@ -32,23 +28,28 @@ pub(crate) struct Pull {
 #[derive(Default)]
 pub(crate) struct Pulls {
     pub open: BTreeMap<[u8; 16], Pull>,
-    /// Peers with changes we lack that wait for the open pull to end (their
-    /// heads are in `Peer::heads`; unknown heads count as lacking).
-    pub deferred: BTreeMap<[u8; 16], BTreeSet<DeviceId>>,
+    /// Peers whose heads differed while a pull was open, with the digest
+    /// they announced.
+    pub deferred: BTreeMap<[u8; 16], BTreeMap<DeviceId, [u8; 16]>>,
 }
 
 impl Node {
-    /// Opens an exchange for `doc` with `peer` — or defers it while another
-    /// pull for `doc` is open.
+    /// Opens an exchange for `doc` with `peer`, whose heads digest is
+    /// `theirs` — or defers it while another pull for `doc` is open.
     pub(super) fn start_exchange(
         &mut self,
         now: Millis,
         doc: [u8; 16],
         peer: DeviceId,
+        theirs: [u8; 16],
         fx: &mut Fx,
     ) {
         if self.pulling_elsewhere(now, &doc, &peer) {
-            self.pulls.deferred.entry(doc).or_default().insert(peer);
+            self.pulls
+                .deferred
+                .entry(doc)
+                .or_default()
+                .insert(peer, theirs);
             return;
         }
         if let Some(d) = self.pulls.deferred.get_mut(&doc) {
@@ -112,36 +113,38 @@ impl Node {
                 self.finish_pull(now, doc, fx);
             }
         } else if !have_all && self.pulling_elsewhere(now, &doc, &peer) {
-            self.pulls.deferred.entry(doc).or_default().insert(peer);
+            // No digest we could match: it will get an exchange.
+            self.pulls
+                .deferred
+                .entry(doc)
+                .or_default()
+                .entry(peer)
+                .or_insert([0; 16]);
         }
     }
 
     /// Ends the pull for `doc` and takes up the deferred peers: those whose
-    /// last known heads are now ours are marked level, those whose heads we
-    /// now hold are dropped, and the first that still has changes we lack
-    /// gets the next pull (the rest wait for it in turn). A peer only ever
-    /// gains changes, so one that had changes we lack has them still and
-    /// will answer.
-    pub(super) fn finish_pull(&mut self, now: Millis, doc: [u8; 16], fx: &mut Fx) {
+    /// digest is now ours are marked level; the others are told our heads
+    /// (`Heads`), and whichever of us is behind opens a pull. (Opening one
+    /// ourselves would stall on a peer that is level with us by now: it has
+    /// nothing to answer.)
+    pub(super) fn finish_pull(&mut self, _now: Millis, doc: [u8; 16], fx: &mut Fx) {
         self.pulls.open.remove(&doc);
         let Some(waiting) = self.pulls.deferred.remove(&doc) else {
             return;
         };
-        for peer in waiting {
+        let Some(ours) = self.replica_of(&doc).map(|r| r.heads_digest()) else {
+            return;
+        };
+        for (peer, theirs) in waiting {
             if !self.may_share(&doc, &peer) {
                 continue;
             }
-            let theirs = self
-                .peers
-                .get(&peer)
-                .and_then(|p| p.heads.get(&doc))
-                .cloned()
-                .unwrap_or_default();
-            match self.lacks(&doc, &theirs) {
-                Lack::Level => self.mark_level(peer, &doc),
-                Lack::Nothing => {}
-                Lack::Some => self.start_exchange(now, doc, peer, fx),
+            if ours == theirs {
+                self.mark_level(peer, &doc);
+                continue;
             }
+            self.send_heads(peer, &doc, fx);
         }
     }
 
@@ -152,21 +155,8 @@ impl Node {
             .pulls
             .open
             .get(&doc)
-            .filter(|p| now >= p.since + self.config.pull_timeout_ms)
-            .map(|p| p.peer);
-        if let Some(peer) = stale {
-            // If it is known to have changes we lack, it waits its turn
-            // again. (Not when its heads are unknown: a peer level with us
-            // by now has nothing to answer, and would be pulled forever.)
-            let known = self
-                .peers
-                .get(&peer)
-                .and_then(|p| p.heads.get(&doc))
-                .filter(|h| !h.is_empty())
-                .cloned();
-            if known.is_some_and(|h| matches!(self.lacks(&doc, &h), Lack::Some)) {
-                self.pulls.deferred.entry(doc).or_default().insert(peer);
-            }
+            .is_some_and(|p| now >= p.since + self.config.pull_timeout_ms);
+        if stale {
             self.finish_pull(now, doc, fx);
         }
     }
