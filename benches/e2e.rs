@@ -9,7 +9,8 @@
 //! every part once at a tiny size (CI). `--only latency,throughput,catchup,
 //! scale,cold` picks parts; `--runs N` sets repetitions; `--nodes 2,10`,
 //! `--rates 10,100,1000`, `--catchup 10000,100000`, `--cold 100000`,
-//! `--scale-nodes 20` and `--scale-secs 60` set sizes.
+//! `--scale-nodes 20`, `--scale-secs 60` and `--scale-wait 90` (seconds to
+//! wait after the traffic for every node to hold every message) set sizes.
 //!
 //! In-process nodes are full shells (libp2p TCP + Noise + Yamux on
 //! 127.0.0.1, each with its own sled store in a temporary directory), each on
@@ -69,6 +70,9 @@ struct Opts {
     cold: Vec<(usize, usize)>,
     scale_nodes: usize,
     scale_secs: u64,
+    /// How long the scale part waits, after the traffic, for every node to
+    /// hold every message.
+    scale_wait_secs: u64,
     /// Latency: node counts and rates (messages per second).
     nodes: Vec<usize>,
     rates: Vec<usize>,
@@ -97,6 +101,7 @@ impl Opts {
                 cold: vec![(1_000, 10)],
                 scale_nodes: 3,
                 scale_secs: 3,
+                scale_wait_secs: 90,
                 nodes: vec![2],
                 rates: vec![10, 100],
             }
@@ -109,6 +114,7 @@ impl Opts {
                 cold: vec![(10_000, 10), (100_000, 100), (100_000, 1_000)],
                 scale_nodes: 20,
                 scale_secs: 60,
+                scale_wait_secs: 90,
                 nodes: vec![2, 10],
                 rates: vec![10, 100, 1000],
             }
@@ -132,6 +138,9 @@ impl Opts {
         }
         if let Some(n) = value("--scale-nodes").and_then(|v| v.parse().ok()) {
             o.scale_nodes = n;
+        }
+        if let Some(s) = value("--scale-wait").and_then(|v| v.parse().ok()) {
+            o.scale_wait_secs = s;
         }
         if let Some(s) = value("--scale-secs").and_then(|v| v.parse().ok()) {
             o.scale_secs = s;
@@ -1334,7 +1343,7 @@ fn bench_scale(o: &Opts) {
     let expected = seed_msgs + sent;
     let t = Instant::now();
     let mut counts = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(90);
+    let deadline = Instant::now() + Duration::from_secs(o.scale_wait_secs);
     while Instant::now() < deadline {
         counts = clients
             .iter()
