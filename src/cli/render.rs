@@ -72,7 +72,9 @@ pub fn chats(list: &[Chat]) -> String {
             short(&c.id.to_hex()),
             c.kind,
             c.messages,
-            if c.unread > 0 {
+            if c.unread >= crate::node::UNREAD_SCAN {
+                format!("{}+", crate::node::UNREAD_SCAN)
+            } else if c.unread > 0 {
                 c.unread.to_string()
             } else {
                 "-".into()

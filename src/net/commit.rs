@@ -3,17 +3,22 @@
 //! The `Output` contract lets a shell delay a `Flush` only by also delaying
 //! everything after it. A [`Batch`] does exactly that across the outputs of
 //! several core steps (the commands taken off the request queue together):
-//! every `Persist` is applied at once, in order; the first `Flush` opens the
-//! batch, and from then on every other output, and every command reply, is
-//! held in order; [`Batch::commit`] flushes once and then carries out what
-//! it held, in the original order.
+//! the writes of every `Persist` are gathered, in order, and applied as one
+//! store batch at commit (so a key written by every step — a conversation's
+//! index entry — is written once); the first `Flush` opens the batch, and
+//! from then on every other output, and every command reply, is held in
+//! order; [`Batch::commit`] applies the writes, flushes once, and then
+//! carries out what it held, in the original order.
 //!
 //! Invariants:
 //! - nothing that came after a `Flush` (an event such as "sent", a reply to
 //!   a caller, a frame to a peer, a disconnect, a timer) is carried out
 //!   before a store flush that followed every `Persist` staged so far; the
-//!   only reordering is that a `Persist` may be applied before outputs that
-//!   preceded it, which makes data durable no later than the contract asks;
+//!   only reordering is of writes against effects that need no flush, and
+//!   a core step puts its `Flush` right after its `Persist`, so none comes
+//!   between; the writes themselves keep their order;
+//! - a document read from the store (the lazy loader) is never one with
+//!   gathered writes: the core reads a document before it writes to it;
 //! - outputs that need no flush and come before the batch opens are carried
 //!   out at once, so nothing is ever reordered relative to something held;
 //! - carrying out an effect never feeds the core, so staging cannot recurse;
@@ -55,6 +60,8 @@ pub(super) struct Batch {
     /// A `Flush` was staged and has not been done: everything from it on is
     /// held until [`Batch::commit`].
     open: bool,
+    /// Writes gathered since the last commit, in order.
+    writes: Vec<StoreOp>,
     held: Vec<Held>,
 }
 
@@ -67,7 +74,7 @@ impl Batch {
     ) -> Result<(), ShellError> {
         for out in outputs {
             match out {
-                Output::Persist(ops) => fx.persist(&ops)?,
+                Output::Persist(ops) => self.writes.extend(ops),
                 // Covered by the one flush in `commit`, which follows every
                 // `Persist` staged before it.
                 Output::Flush => self.open = true,
@@ -90,6 +97,10 @@ impl Batch {
     /// Flushes once if any step asked for a flush, then carries out what
     /// was held, in order.
     pub fn commit<E: Effects>(&mut self, fx: &mut E) -> Result<(), ShellError> {
+        let writes = std::mem::take(&mut self.writes);
+        if !writes.is_empty() {
+            fx.persist(&writes)?;
+        }
         if !self.open {
             debug_assert!(self.held.is_empty());
             return Ok(());
@@ -192,20 +203,17 @@ mod tests {
             batch.reply(&mut fx, tx, Ok(Reply::Message(msg(n))));
             answers.push(rx);
         }
-        // Nothing but writes before the commit: no event, no reply.
-        assert_eq!(
-            fx.log,
-            vec![
-                Did::Persist(vec![1]),
-                Did::Persist(vec![2]),
-                Did::Persist(vec![3])
-            ]
-        );
+        // Nothing before the commit: no write, no event, no reply.
+        assert_eq!(fx.log, vec![]);
         assert!(answers.iter_mut().all(|rx| rx.try_recv().is_err()));
         batch.commit(&mut fx).expect("commit");
         assert_eq!(
-            fx.log[3..],
+            fx.log,
             [
+                // One store batch, the writes in order, then one flush.
+                Did::Persist(vec![1]),
+                Did::Persist(vec![2]),
+                Did::Persist(vec![3]),
                 Did::Flush,
                 Did::Sent(1),
                 Did::Reply(1),
@@ -233,9 +241,12 @@ mod tests {
         })];
         outs.extend(send_outputs(1));
         batch.stage(&mut fx, outs).expect("stage");
-        assert_eq!(fx.log, vec![Did::Sent(9), Did::Persist(vec![1])]);
+        assert_eq!(fx.log, vec![Did::Sent(9)]);
         batch.commit(&mut fx).expect("commit");
-        assert_eq!(fx.log[2..], [Did::Flush, Did::Sent(1)]);
+        assert_eq!(
+            fx.log[1..],
+            [Did::Persist(vec![1]), Did::Flush, Did::Sent(1)]
+        );
     }
 
     #[test]

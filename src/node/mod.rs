@@ -31,7 +31,7 @@ use automerge::ActorId;
 use thiserror::Error;
 
 pub use io::{Command, CommandError, Event, Input, Output, Reply, Timer};
-pub use view::{ConversationSummary, PeerInfo, RenderedMessage};
+pub use view::{ConversationSummary, PeerInfo, RenderedMessage, UNREAD_SCAN};
 
 use crate::conversation::{Applied, Conversation};
 use crate::crypto::DeviceKey;

@@ -16,6 +16,11 @@ use crate::hlc::Hlc;
 use crate::ids::{ConversationId, DeviceId, MemberId, MessageId};
 use crate::message::Priority;
 
+/// Unread messages are counted among this many newest messages, so that the
+/// count costs the same at any length (it is recomputed for the store's
+/// index with every message); a list shows "1000+" beyond it.
+pub const UNREAD_SCAN: usize = 1000;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ConversationSummary {
     pub id: ConversationId,
@@ -25,6 +30,8 @@ pub struct ConversationSummary {
     pub members: Vec<MemberId>,
     pub role: Option<String>,
     pub messages: usize,
+    /// Messages from others newer than our member's read receipt, among the
+    /// newest [`UNREAD_SCAN`].
     pub unread: usize,
     pub last_activity: Option<u64>,
 }
@@ -94,9 +101,10 @@ impl Node {
             .map(|c| c.display_name.clone())
     }
 
-    /// For the conversation list: messages, messages unread by our member,
-    /// and the newest message's time. Also kept in the store's index, so a
-    /// conversation not yet loaded is listed without loading it.
+    /// For the conversation list: messages, messages unread by our member
+    /// (among the newest [`UNREAD_SCAN`]), and the newest message's time.
+    /// Also kept in the store's index — rewritten with every message — so
+    /// a conversation not yet loaded is listed without loading it.
     pub(super) fn list_counts(&self, c: &Conversation) -> (usize, usize, Option<u64>) {
         let me = self.member_id();
         let read = me.and_then(|me| {
@@ -110,6 +118,7 @@ impl Node {
         let unread = c
             .messages()
             .rev()
+            .take(UNREAD_SCAN)
             .take_while(|m| read.is_none_or(|r| m.order_key() > r))
             .filter(|m| Some(m.author_member) != me)
             .count();
