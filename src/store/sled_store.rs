@@ -126,25 +126,23 @@ impl Store for SledStore {
     }
 
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        self.db
-            .scan_prefix(prefix)
-            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())))
-            .collect::<Result<_, _>>()
-            .map_err(|e| sled_error("cannot read the database", e))
+        scan(&self.db, prefix)
     }
+}
+
+/// Every key-value pair under `prefix`, for the store and its reader alike.
+fn scan(db: &sled::Db, prefix: &[u8]) -> Result<super::KeyValues, StoreError> {
+    db.scan_prefix(prefix)
+        .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())))
+        .collect::<Result<_, _>>()
+        .map_err(|e| sled_error("cannot read the database", e))
 }
 
 struct SledReader(sled::Db);
 
 impl super::DocLoader for SledReader {
     fn load_doc(&self, id: &[u8; 16]) -> Result<super::StoredDoc, StoreError> {
-        let records = self
-            .0
-            .scan_prefix(super::keys::doc_prefix(id))
-            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())))
-            .collect::<Result<_, _>>()
-            .map_err(|e| sled_error("cannot read the database", e))?;
-        super::doc_from_records(records)
+        super::doc_from_records(scan(&self.0, &super::keys::doc_prefix(id))?)
     }
 }
 
