@@ -43,6 +43,9 @@ pub enum Timer {
     Maintenance,
     /// Tell peers about documents whose heads changed by relayed changes.
     Announce,
+    /// Answer the peers whose sync messages left us lacking changes, if we
+    /// still lack them.
+    Answer,
     /// The pull of this document is overdue (see `node/pull.rs`).
     Pull([u8; 16]),
     /// Publish our certificate in the team document, if not done yet.

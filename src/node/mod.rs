@@ -56,6 +56,11 @@ pub struct NodeConfig {
     /// Heads changed by relayed changes are announced to peers after this
     /// long, so a burst of changes costs one announcement per peer.
     pub announce_delay_ms: Millis,
+    /// A sync message that leaves us lacking changes its sender has is
+    /// answered (with what we need) only if we still lack them this long
+    /// after: on a busy mesh they are usually on their way from their
+    /// authors, over other links.
+    pub answer_delay_ms: Millis,
     /// A pull (an exchange opened because a peer's heads differ) that has
     /// not finished after this long stops holding back pulls of the same
     /// document from other peers.
@@ -74,6 +79,7 @@ impl Default for NodeConfig {
             receipt_delay_ms: 500,
             maintenance_interval_ms: 30_000,
             announce_delay_ms: 20,
+            answer_delay_ms: 50,
             pull_timeout_ms: 2_000,
             publish_delay_ms: 5_000,
             max_reassembly_bytes: 64 * 1024 * 1024,
@@ -153,6 +159,10 @@ pub struct Node {
     /// Documents whose heads changed by changes from a peer, to announce.
     announce: BTreeSet<[u8; 16]>,
     announce_timer_set: bool,
+    /// (document, peer) whose last sync message left us lacking some of
+    /// its heads: answered when `Timer::Answer` fires, if still lacking.
+    lacking: BTreeSet<([u8; 16], DeviceId)>,
+    answer_timer_set: bool,
     pulls: pull::Pulls,
     /// Our certificate waits to be published in the team document.
     pub(super) publish_pending: bool,
@@ -187,6 +197,19 @@ fn persist_ops(doc: &[u8; 16], p: Persist, out: &mut Vec<StoreOp>) {
     }
 }
 
+/// Which sync message [`Node::push_doc_if`] may send.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Send {
+    /// Whatever the sync protocol has to say.
+    Any,
+    /// A push of a change we wrote: only a message of at most this many
+    /// changes, and without the changes we need (a push asks for nothing:
+    /// what we lack of the peer's we ask for when we answer it).
+    Push(usize),
+    /// Only a message that carries changes.
+    WithChanges,
+}
+
 impl Node {
     /// Builds a node from its keys, its certificate (if it has joined a team)
     /// and what its store holds. `rng` picks this session's Automerge actor.
@@ -216,6 +239,8 @@ impl Node {
             receipts_timer_set: false,
             announce: BTreeSet::new(),
             announce_timer_set: false,
+            lacking: BTreeSet::new(),
+            answer_timer_set: false,
             pulls: pull::Pulls::default(),
             publish_pending: false,
         };
@@ -379,6 +404,10 @@ impl Node {
                 self.announce_timer_set = false;
                 self.announce_heads(fx);
             }
+            Timer::Answer => {
+                self.answer_timer_set = false;
+                self.answer_lacking(fx);
+            }
             Timer::Maintenance => {
                 self.enforce_membership(now, fx);
                 fx.timers.push((
@@ -455,18 +484,12 @@ impl Node {
 
     /// Sends `peer` whatever the sync protocol says it should get for `doc`.
     fn push_doc(&mut self, doc: &[u8; 16], peer: DeviceId, fx: &mut Fx) {
-        self.push_doc_limited(doc, peer, usize::MAX, fx);
+        self.push_doc_if(doc, peer, Send::Any, fx);
     }
 
-    /// [`Node::push_doc`], unless the message would carry more than
-    /// `max_changes` changes: then nothing is sent and it returns false.
-    fn push_doc_limited(
-        &mut self,
-        doc: &[u8; 16],
-        peer: DeviceId,
-        max_changes: usize,
-        fx: &mut Fx,
-    ) -> bool {
+    /// [`Node::push_doc`], unless the message breaks `rule`: then nothing
+    /// is sent and it returns false.
+    fn push_doc_if(&mut self, doc: &[u8; 16], peer: DeviceId, rule: Send, fx: &mut Fx) -> bool {
         if !self.may_share(doc, &peer) {
             return true;
         }
@@ -486,13 +509,21 @@ impl Node {
                 .map(|c| c.replica())
         };
         let Some(replica) = replica else { return true };
-        let msg = if max_changes == usize::MAX {
-            replica.generate_sync(state)
-        } else {
-            let Some(msg) = replica.generate_sync_limited(state, max_changes) else {
-                return false;
-            };
-            msg
+        let msg = match rule {
+            Send::Any => replica.generate_sync(state),
+            Send::Push(usize::MAX) => replica.generate_sync(state),
+            Send::Push(n) => {
+                let Some(msg) = replica.generate_sync_limited(state, n) else {
+                    return false;
+                };
+                msg
+            }
+            Send::WithChanges => {
+                let Some(msg) = replica.generate_sync_with_changes(state) else {
+                    return false;
+                };
+                Some(msg)
+            }
         };
         self.introduce(peer, doc, fx);
         let Some(mut msg) = msg else { return true };
@@ -504,10 +535,16 @@ impl Node {
             .open
             .get(doc)
             .is_some_and(|p| p.peer != peer && self.peers.contains_key(&p.peer));
-        if pulling_elsewhere {
+        let push = matches!(rule, Send::Push(_));
+        if pulling_elsewhere || push {
             if let Ok(mut m) = automerge::sync::Message::decode(&msg) {
-                if !m.have.is_empty() {
-                    m.have.clear();
+                if (pulling_elsewhere && !m.have.is_empty()) || (push && !m.need.is_empty()) {
+                    if pulling_elsewhere {
+                        m.have.clear();
+                    }
+                    if push {
+                        m.need.clear();
+                    }
                     msg = m.encode();
                 }
             }
@@ -549,12 +586,12 @@ impl Node {
                 .and_then(|p| p.sync.get(doc))
                 .is_some_and(|s| s.their_heads.as_deref() == Some(before));
             if !level {
-                if !self.push_doc_limited(doc, peer, 1, fx) {
+                if !self.push_doc_if(doc, peer, Send::Push(1), fx) {
                     self.send_heads(peer, doc, fx);
                 }
                 continue;
             }
-            self.push_doc(doc, peer, fx);
+            self.push_doc_if(doc, peer, Send::Push(usize::MAX), fx);
             // The link is ordered: once it reads this message, the peer is
             // at our heads (plus whatever it wrote meanwhile, which it will
             // push to us).

@@ -315,6 +315,64 @@ impl Node {
         }
     }
 
+    /// Answers a sync message from `peer` for `doc` (sync.md §5.2 (3)):
+    /// - in full, if the peer asked for changes, or has changes we lack
+    ///   (our answer says what we need) — but if its message brought
+    ///   changes and is not the pull we opened, `answer_delay_ms` later and
+    ///   only if we still lack them: on a busy mesh a change pushed by its
+    ///   author often arrives before changes it depends on, which are on
+    ///   their way from their own authors over other links;
+    /// - if its message carried no changes (it is asking what we have), with
+    ///   the changes it lacks, if there are any;
+    /// - not at all otherwise. A message that brought changes and left us
+    ///   holding all the peer has needs no answer: what the peer lacks of
+    ///   ours reaches it from its authors and by our announcements (§5.5).
+    ///   Answering those on a busy document kept every pair of devices in
+    ///   an exchange for as long as anyone wrote, each answer carrying the
+    ///   changes that were already on their way from their authors.
+    fn answer(&mut self, now: Millis, doc: &[u8; 16], peer: DeviceId, fx: &mut Fx) {
+        let Some(r) = self.replica_of(doc) else {
+            return;
+        };
+        let Some(state) = self.peers.get(&peer).and_then(|p| p.sync.get(doc)) else {
+            return;
+        };
+        let theirs = state.their_heads.as_deref().unwrap_or_default();
+        let needs = state.their_need.as_ref().is_some_and(|n| !n.is_empty());
+        let level = state.their_heads.is_some() && theirs == r.heads().as_slice();
+        let asked = r.received_changes() == 0;
+        let our_pull = self.pulls.open.get(doc).is_some_and(|p| p.peer == peer);
+        if needs || (!r.has_all(theirs) && (asked || our_pull)) {
+            self.push_doc(doc, peer, fx);
+        } else if !r.has_all(theirs) {
+            self.lacking.insert((*doc, peer));
+            if !self.answer_timer_set {
+                self.answer_timer_set = true;
+                fx.timers
+                    .push((Timer::Answer, now + self.config.answer_delay_ms));
+            }
+        } else if asked && !level {
+            self.push_doc_if(doc, peer, super::Send::WithChanges, fx);
+        }
+    }
+
+    /// `Timer::Answer`: answers each peer whose sync message left us
+    /// lacking some of its heads, if we still lack them.
+    pub(super) fn answer_lacking(&mut self, fx: &mut Fx) {
+        for (doc, peer) in std::mem::take(&mut self.lacking) {
+            let lacks = self
+                .peers
+                .get(&peer)
+                .and_then(|p| p.sync.get(&doc))
+                .and_then(|s| s.their_heads.as_deref())
+                .zip(self.replica_of(&doc))
+                .is_some_and(|(theirs, r)| !r.has_all(theirs));
+            if lacks {
+                self.push_doc(&doc, peer, fx);
+            }
+        }
+    }
+
     /// Tells `peer` our heads of `doc` (a one-entry `Heads` frame).
     pub(super) fn send_heads(&mut self, peer: DeviceId, doc: &[u8; 16], fx: &mut Fx) {
         let Some(heads) = self.replica_of(doc).map(|r| r.heads_digest()) else {
@@ -508,21 +566,7 @@ impl Node {
                 self.enforce_membership(now, fx);
             }
         }
-        // Answer the sender, unless the message left us level with it and it
-        // asked for nothing: then an answer would only echo its own heads.
-        let heads = self.replica_of(&doc).map(|r| r.heads());
-        let level = self
-            .peers
-            .get(&peer)
-            .and_then(|p| p.sync.get(&doc))
-            .is_some_and(|s| {
-                s.their_heads.is_some()
-                    && s.their_heads == heads
-                    && s.their_need.as_ref().is_none_or(Vec::is_empty)
-            });
-        if !level {
-            self.push_doc(&doc, peer, fx);
-        }
+        self.answer(now, &doc, peer, fx);
         // Anything new travels on by announcement (see schedule_announce).
         let after = self.replica_of(&doc).map(|r| r.heads_digest());
         if after != Some(before) {
