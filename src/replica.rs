@@ -97,26 +97,6 @@ fn genesis(doc_id: &[u8; 16], schema: Schema) -> (Automerge, Vec<automerge::ObjI
     (doc, roots)
 }
 
-/// Puts back what `generate_sync_message` changed in `state` when it
-/// generated `msg` (`saved` holds the fields as they were).
-fn undo_generate(
-    state: &mut sync::State,
-    msg: &sync::Message,
-    saved: (bool, Vec<ChangeHash>, bool, bool),
-) {
-    for c in msg.changes.iter() {
-        if let Ok(c) = automerge::Change::from_bytes(c.to_vec()) {
-            state.sent_hashes.remove(&c.hash());
-        }
-    }
-    (
-        state.have_responded,
-        state.last_sent_heads,
-        state.in_flight,
-        state.needs_reset,
-    ) = saved;
-}
-
 /// Automerge's `receive_sync_message`, with the same effect on `doc` and
 /// `state` but one, and without its cost on a long history.
 ///
@@ -260,6 +240,49 @@ fn advance_heads(
     out
 }
 
+/// A change this replica just wrote, with the heads it left.
+pub struct LocalPush {
+    change: automerge::Change,
+    heads: Vec<ChangeHash>,
+}
+
+impl LocalPush {
+    /// A sync message for a peer holding just this change, our heads, and
+    /// no need or `have`: a push asks for nothing, and tells the peer to
+    /// send us only what we ask for. `state` records it as sent, as
+    /// generating it would have.
+    pub fn message_for(&self, state: &mut sync::State) -> Vec<u8> {
+        use automerge::sync::{Capability, MessageFlags, MessageVersion};
+        let v2 = state
+            .their_capabilities
+            .as_ref()
+            .is_some_and(|c| c.contains(&Capability::MessageV2));
+        let mut flags = MessageFlags::new();
+        flags.set(MessageFlags::SUPPORTS_SYNC_RESET);
+        let msg = sync::Message {
+            heads: self.heads.clone(),
+            need: Vec::new(),
+            have: Vec::new(),
+            changes: vec![self.change.raw_bytes().to_vec()].into(),
+            flags: Some(flags),
+            version: if v2 {
+                MessageVersion::V2
+            } else {
+                MessageVersion::V1
+            },
+        };
+        state.sent_hashes.insert(self.change.hash());
+        state.last_sent_heads.clone_from(&self.heads);
+        state.have_responded = true;
+        state.in_flight = true;
+        msg.encode()
+    }
+
+    pub fn heads(&self) -> &[ChangeHash] {
+        &self.heads
+    }
+}
+
 fn commit_time(now: Millis) -> i64 {
     i64::try_from(now / 1000).unwrap_or(i64::MAX)
 }
@@ -369,25 +392,23 @@ impl Replica {
         self.received_changes
     }
 
-    /// Like [`Replica::generate_sync`], but only a message that carries
-    /// changes: one that would not leaves `state` as it was (`None`).
-    pub fn generate_sync_with_changes(&self, state: &mut sync::State) -> Option<Vec<u8>> {
-        let saved = (
-            state.have_responded,
-            state.last_sent_heads.clone(),
-            state.in_flight,
-            state.needs_reset,
-        );
-        let msg = self.doc.generate_sync_message(state)?;
-        if msg.changes.is_empty() {
-            undo_generate(state, &msg, saved);
-            return None;
-        }
-        Some(msg.encode())
+    /// The last change this replica wrote, to push to peers
+    /// ([`LocalPush::message_for`]); `None` if it has written nothing.
+    pub fn local_push(&self) -> Option<LocalPush> {
+        Some(LocalPush {
+            change: self.doc.get_last_local_change()?,
+            heads: self.doc.get_heads(),
+        })
     }
 
+    /// Whether the document holds (has applied) every change of `heads`,
+    /// hence all they depend on. Changes held back for missing
+    /// dependencies do not count, and neither do those dependencies: an
+    /// orphan in that queue must not make every peer look ahead of us.
     pub fn has_all(&self, heads: &[ChangeHash]) -> bool {
-        self.doc.get_missing_deps(heads).is_empty()
+        heads
+            .iter()
+            .all(|h| self.doc.get_change_meta_by_hash(h).is_some())
     }
 
     pub fn heads(&self) -> Vec<ChangeHash> {
@@ -453,44 +474,6 @@ impl Replica {
         self.doc
             .generate_sync_message(state)
             .map(sync::Message::encode)
-    }
-
-    /// Like [`Replica::generate_sync`], but if the message would carry more
-    /// than `max_changes` changes, generates nothing, leaves `state` as it
-    /// was and returns `None`. (`Some(None)`: nothing to say.) Changes are
-    /// counted one by one: the peer's support for a whole-document message
-    /// (one chunk holding everything) is hidden while generating, which
-    /// for a message of a few changes makes no difference.
-    pub fn generate_sync_limited(
-        &self,
-        state: &mut sync::State,
-        max_changes: usize,
-    ) -> Option<Option<Vec<u8>>> {
-        use automerge::sync::Capability;
-        let caps = state.their_capabilities.clone();
-        // What generate_sync_message changes, to undo it.
-        let saved = (
-            state.have_responded,
-            state.last_sent_heads.clone(),
-            state.in_flight,
-            state.needs_reset,
-        );
-        state.their_capabilities = caps.as_ref().map(|c| {
-            c.iter()
-                .filter(|c| **c != Capability::MessageV2)
-                .cloned()
-                .collect()
-        });
-        let msg = self.doc.generate_sync_message(state);
-        state.their_capabilities = caps;
-        let Some(msg) = msg else {
-            return Some(None);
-        };
-        if msg.changes.len() > max_changes {
-            undo_generate(state, &msg, saved);
-            return None;
-        }
-        Some(Some(msg.encode()))
     }
 
     /// Applies a peer's sync message and returns the entries it added.

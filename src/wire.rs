@@ -20,6 +20,11 @@ pub const MAX_FRAME_LEN: usize = 1024 * 1024;
 pub const SYNC_CHUNK_LEN: usize = 512 * 1024;
 /// Most catalog entries in one frame (the catalog may span frames).
 pub const MAX_CATALOG_ENTRIES: usize = 16 * 1024;
+/// Heads listed for one document in a `Heads` frame; a document with more is
+/// announced with none, which tells the receiver to pull.
+pub const MAX_ANNOUNCED_HEADS: usize = 4096;
+/// A sender starts a new `Heads` frame once one reaches this many bytes.
+pub const HEADS_FRAME_SOFT_LEN: usize = 256 * 1024;
 
 const TAG_HELLO: u8 = 1;
 const TAG_REFUSE: u8 = 2;
@@ -120,6 +125,21 @@ pub struct CatalogEntry {
     pub heads: [u8; 16],
 }
 
+/// One `Heads` entry: a document and the sender's heads for it (Automerge
+/// change hashes, sorted), so the receiver can tell whether it lacks any.
+/// No heads means "more than [`MAX_ANNOUNCED_HEADS`]": pull to find out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeadsEntry {
+    pub doc: [u8; 16],
+    pub heads: Vec<[u8; 32]>,
+}
+
+impl HeadsEntry {
+    pub fn encoded_len(&self) -> usize {
+        16 + 3 + 32 * self.heads.len()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
     /// First frame on a connection, both ways: protocol version and the
@@ -145,11 +165,11 @@ pub enum Frame {
         more: bool,
         data: Vec<u8>,
     },
-    /// The sender's heads of these documents changed (it received changes
-    /// from someone else): a receiver that is behind starts a sync round.
+    /// The sender's heads of these documents changed: a receiver that lacks
+    /// any of them pulls (a sync round).
     /// This is how changes travel past the first hop without every node
     /// pushing every change it hears to every peer.
-    Heads { entries: Vec<CatalogEntry> },
+    Heads { entries: Vec<HeadsEntry> },
 }
 
 impl Frame {
@@ -182,7 +202,10 @@ impl Frame {
             Frame::Heads { entries } => {
                 w.u8(TAG_HEADS).varint(entries.len() as u64);
                 for e in entries {
-                    w.raw(&e.doc).raw(&e.heads);
+                    w.raw(&e.doc).varint(e.heads.len() as u64);
+                    for h in &e.heads {
+                        w.raw(h);
+                    }
                 }
             }
         }
@@ -223,9 +246,20 @@ impl Frame {
                 more: flag(&mut r, "more flag")?,
                 data: r.bytes(MAX_FRAME_LEN, "sync data")?.to_vec(),
             },
-            TAG_HEADS => Frame::Heads {
-                entries: catalog_entries(&mut r)?,
-            },
+            TAG_HEADS => {
+                let n = r.count(MAX_CATALOG_ENTRIES, 17, "heads entries")?;
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let doc = r.array("document id")?;
+                    let k = r.count(MAX_ANNOUNCED_HEADS, 32, "heads")?;
+                    let mut heads = Vec::with_capacity(k);
+                    for _ in 0..k {
+                        heads.push(r.array("head")?);
+                    }
+                    entries.push(HeadsEntry { doc, heads });
+                }
+                Frame::Heads { entries }
+            }
             t => return Err(DecodeError::Unknown("frame tag", t.into())),
         };
         r.finish()?;

@@ -34,7 +34,7 @@ use huddle::node::{Command, Input, Node, NodeConfig, Output, Reply, Timer};
 use huddle::replica::{Entry, Replica};
 use huddle::store::{self, keys, MemoryStore, Store, StoreError, StoreOp, Stored};
 use huddle::team::TEAM_DOC_ID;
-use huddle::wire::{CatalogEntry, Frame, Reason, MAX_FRAME_LEN};
+use huddle::wire::{CatalogEntry, Frame, HeadsEntry, Reason, MAX_FRAME_LEN};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
@@ -132,6 +132,18 @@ fn vector_bytes(v: &Value) -> Vec<u8> {
 
 fn label(l: &str) -> [u8; 32] {
     crypto::sha256(&[b"huddle/test-vectors/", l.as_bytes()])
+}
+
+/// A JSON list of hex 32-byte hashes.
+fn hashes32(v: &Value, key: &str) -> Vec<[u8; 32]> {
+    list(v, key)
+        .iter()
+        .map(|h| {
+            unhex(h.as_str().expect("hex"))
+                .try_into()
+                .expect("32 bytes")
+        })
+        .collect()
 }
 
 fn id16(l: &str) -> [u8; 16] {
@@ -668,7 +680,10 @@ fn frame_json(f: &Frame) -> Value {
             "type": "heads",
             "entries": entries
                 .iter()
-                .map(|e| json!({ "doc": hex(&e.doc), "heads": hex(&e.heads) }))
+                .map(|e| json!({
+                    "doc": hex(&e.doc),
+                    "heads": e.heads.iter().map(|h| hex(h)).collect::<Vec<_>>(),
+                }))
                 .collect::<Vec<_>>(),
         }),
     }
@@ -704,9 +719,9 @@ fn frame_from_json(v: &Value) -> Frame {
         "heads" => Frame::Heads {
             entries: list(v, "entries")
                 .iter()
-                .map(|e| CatalogEntry {
+                .map(|e| HeadsEntry {
                     doc: fixed(e, "doc"),
-                    heads: fixed(e, "heads"),
+                    heads: hashes32(e, "heads"),
                 })
                 .collect(),
         },
@@ -1853,9 +1868,33 @@ fn gen_frames(c: &Cast) -> Value {
         (
             "heads: one conversation's heads changed".into(),
             Frame::Heads {
-                entries: vec![CatalogEntry {
+                entries: vec![HeadsEntry {
                     doc: conv_doc,
-                    heads: heads("group"),
+                    heads: vec![label("head:a")],
+                }],
+            },
+        ),
+        (
+            "heads: two documents, one with two concurrent heads".into(),
+            Frame::Heads {
+                entries: vec![
+                    HeadsEntry {
+                        doc: TEAM_DOC_ID,
+                        heads: vec![label("head:t")],
+                    },
+                    HeadsEntry {
+                        doc: conv_doc,
+                        heads: vec![label("head:a"), label("head:b")],
+                    },
+                ],
+            },
+        ),
+        (
+            "heads: too many heads to list (the receiver pulls)".into(),
+            Frame::Heads {
+                entries: vec![HeadsEntry {
+                    doc: conv_doc,
+                    heads: vec![],
                 }],
             },
         ),
@@ -1986,6 +2025,30 @@ fn gen_frames(c: &Cast) -> Value {
             },
             "heads of 16385 entries",
             "TooLong",
+            10,
+        ),
+        bad(
+            {
+                let mut w = Writer::new();
+                w.u8(6).varint(1).raw(&conv_doc).varint(4097);
+                w.finish()
+            },
+            "heads entry listing 4097 heads",
+            "TooLong",
+            10,
+        ),
+        bad(
+            {
+                let mut w = Writer::new();
+                w.u8(6)
+                    .varint(1)
+                    .raw(&conv_doc)
+                    .varint(2)
+                    .raw(&label("head:a"));
+                w.finish()
+            },
+            "heads entry announcing 2 heads, holding 1",
+            "Truncated",
             10,
         ),
         bad(
@@ -2506,14 +2569,7 @@ fn storage_vectors() {
     assert_eq!(keys::index(&group_id().0), bytes(ix, "key"));
     let e = get(ix, "entry");
     let meta = store::DocMeta {
-        heads: list(e, "heads")
-            .iter()
-            .map(|h| {
-                unhex(h.as_str().expect("hex"))
-                    .try_into()
-                    .expect("32 bytes")
-            })
-            .collect(),
+        heads: hashes32(e, "heads"),
         clock: st(e, "clock").parse().expect("decimal"),
         messages: num(e, "messages") as u32,
         unread: num(e, "unread") as u32,

@@ -129,9 +129,8 @@ pub fn check_send(
     let (tx, rx) = (&devices[from], &devices[to]);
     let doc = match frame {
         Frame::Hello { .. } | Frame::Refuse { .. } => return Ok(()),
-        Frame::Catalog { entries, .. } | Frame::Heads { entries } => {
-            entries.iter().map(|e| e.doc).find(|d| *d != TEAM_DOC_ID)
-        }
+        Frame::Catalog { entries, .. } => entries.iter().map(|e| e.doc).find(|d| *d != TEAM_DOC_ID),
+        Frame::Heads { entries } => entries.iter().map(|e| e.doc).find(|d| *d != TEAM_DOC_ID),
         Frame::Header { header } => Some(header.id.0),
         Frame::Sync { doc, .. } => Some(*doc),
     };
@@ -153,9 +152,8 @@ pub fn check_send(
         ));
     }
     let docs: Vec<[u8; 16]> = match frame {
-        Frame::Catalog { entries, .. } | Frame::Heads { entries } => {
-            entries.iter().map(|e| e.doc).collect()
-        }
+        Frame::Catalog { entries, .. } => entries.iter().map(|e| e.doc).collect(),
+        Frame::Heads { entries } => entries.iter().map(|e| e.doc).collect(),
         _ => doc.into_iter().collect(),
     };
     for doc in docs.into_iter().filter(|d| *d != TEAM_DOC_ID) {

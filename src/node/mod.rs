@@ -161,7 +161,7 @@ pub struct Node {
     announce_timer_set: bool,
     /// (document, peer) whose last sync message left us lacking some of
     /// its heads: answered when `Timer::Answer` fires, if still lacking.
-    lacking: BTreeSet<([u8; 16], DeviceId)>,
+    lacking: BTreeMap<([u8; 16], DeviceId), Lacking>,
     answer_timer_set: bool,
     pulls: pull::Pulls,
     /// Our certificate waits to be published in the team document.
@@ -197,17 +197,23 @@ fn persist_ops(doc: &[u8; 16], p: Persist, out: &mut Vec<StoreOp>) {
     }
 }
 
+/// Why a (document, peer) waits in `Node::lacking` for `Timer::Answer`.
+#[derive(Clone, Debug)]
+pub(crate) enum Lacking {
+    /// Its push left us lacking some of its heads (in its sync state).
+    Pushed,
+    /// It announced heads (kept in its sync state) some of which we lack.
+    Announced,
+}
+
 /// Which sync message [`Node::push_doc_if`] may send.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Send {
     /// Whatever the sync protocol has to say.
     Any,
-    /// A push of a change we wrote: only a message of at most this many
-    /// changes, and without the changes we need (a push asks for nothing:
-    /// what we lack of the peer's we ask for when we answer it).
-    Push(usize),
-    /// Only a message that carries changes.
-    WithChanges,
+    /// A reply giving a peer what it asked for: without the changes we
+    /// need (those we ask for apart, `Timer::Answer`).
+    Reply,
 }
 
 impl Node {
@@ -239,7 +245,7 @@ impl Node {
             receipts_timer_set: false,
             announce: BTreeSet::new(),
             announce_timer_set: false,
-            lacking: BTreeSet::new(),
+            lacking: BTreeMap::new(),
             answer_timer_set: false,
             pulls: pull::Pulls::default(),
             publish_pending: false,
@@ -406,7 +412,7 @@ impl Node {
             }
             Timer::Answer => {
                 self.answer_timer_set = false;
-                self.answer_lacking(fx);
+                self.answer_lacking(now, fx);
             }
             Timer::Maintenance => {
                 self.enforce_membership(now, fx);
@@ -510,20 +516,7 @@ impl Node {
         };
         let Some(replica) = replica else { return true };
         let msg = match rule {
-            Send::Any => replica.generate_sync(state),
-            Send::Push(usize::MAX) => replica.generate_sync(state),
-            Send::Push(n) => {
-                let Some(msg) = replica.generate_sync_limited(state, n) else {
-                    return false;
-                };
-                msg
-            }
-            Send::WithChanges => {
-                let Some(msg) = replica.generate_sync_with_changes(state) else {
-                    return false;
-                };
-                Some(msg)
-            }
+            Send::Any | Send::Reply => replica.generate_sync(state),
         };
         self.introduce(peer, doc, fx);
         let Some(mut msg) = msg else { return true };
@@ -535,14 +528,14 @@ impl Node {
             .open
             .get(doc)
             .is_some_and(|p| p.peer != peer && self.peers.contains_key(&p.peer));
-        let push = matches!(rule, Send::Push(_));
-        if pulling_elsewhere || push {
+        let reply = matches!(rule, Send::Reply);
+        if pulling_elsewhere || reply {
             if let Ok(mut m) = automerge::sync::Message::decode(&msg) {
-                if (pulling_elsewhere && !m.have.is_empty()) || (push && !m.need.is_empty()) {
+                if (pulling_elsewhere && !m.have.is_empty()) || (reply && !m.need.is_empty()) {
                     if pulling_elsewhere {
                         m.have.clear();
                     }
-                    if push {
+                    if reply {
                         m.need.clear();
                     }
                     msg = m.encode();
@@ -567,38 +560,37 @@ impl Node {
         }
     }
 
-    /// After a change we wrote on top of `before`: pushes it at once to
-    /// every peer whose message would hold just that change (a peer known to
-    /// be at `before`, or one whose only other difference is that it has
-    /// changes we lack). Any other peer is told our heads at once (`Heads`)
-    /// and pulls what it lacks with a fresh view of what it has: a push
-    /// would carry whatever our stale view of it says it lacks, much of
-    /// which it has usually heard elsewhere by now.
+    /// After a change we wrote on top of `before`: pushes just that change
+    /// to every connected peer allowed to have it (sync.md §5.2 (2)). The
+    /// peer lacks it for sure; whatever else it may lack of ours reaches it
+    /// from its authors or by announcement, and a peer that lacks what the
+    /// change depends on asks us for it (`Node::answer`). So a push costs
+    /// one small message per peer, however stale our view of the peer.
     fn push_local(&mut self, doc: &[u8; 16], before: &[automerge::ChangeHash], fx: &mut Fx) {
+        let Some(push) = self.replica_of(doc).and_then(|r| r.local_push()) else {
+            return;
+        };
         let peers: Vec<DeviceId> = self.peers.keys().copied().collect();
         for peer in peers {
             if !self.may_share(doc, &peer) {
                 continue;
             }
-            let level = self
+            self.introduce(peer, doc, fx);
+            let Some(state) = self
                 .peers
-                .get(&peer)
-                .and_then(|p| p.sync.get(doc))
-                .is_some_and(|s| s.their_heads.as_deref() == Some(before));
-            if !level {
-                if !self.push_doc_if(doc, peer, Send::Push(1), fx) {
-                    self.send_heads(peer, doc, fx);
-                }
+                .get_mut(&peer)
+                .map(|p| p.sync.entry(*doc).or_default())
+            else {
                 continue;
+            };
+            let msg = push.message_for(state);
+            // The link is ordered: once it reads this message, a peer that
+            // was at `before` is at our heads (plus whatever it wrote
+            // meanwhile, which it will push to us).
+            if state.their_heads.as_deref() == Some(before) {
+                state.their_heads = Some(push.heads().to_vec());
             }
-            self.push_doc_if(doc, peer, Send::Push(usize::MAX), fx);
-            // The link is ordered: once it reads this message, the peer is
-            // at our heads (plus whatever it wrote meanwhile, which it will
-            // push to us).
-            let heads = self.replica_of(doc).map(|r| r.heads());
-            if let Some(s) = self.peers.get_mut(&peer).and_then(|p| p.sync.get_mut(doc)) {
-                s.their_heads = heads;
-            }
+            peer::push_sync_frames(peer, *doc, &msg, &mut fx.send);
         }
     }
 

@@ -124,11 +124,13 @@ impl Node {
     }
 
     /// Ends the pull for `doc` and takes up the deferred peers: those whose
-    /// digest is now ours are marked level; the others are told our heads
-    /// (`Heads`), and whichever of us is behind opens a pull. (Opening one
-    /// ourselves would stall on a peer that is level with us by now: it has
-    /// nothing to answer.)
-    pub(super) fn finish_pull(&mut self, _now: Millis, doc: [u8; 16], fx: &mut Fx) {
+    /// digest is now ours are marked level; one whose last stated heads
+    /// (an announcement or a sync message) hold changes we still lack gets
+    /// the next pull (the others wait behind it again); the others are told
+    /// our heads (`Heads`), and pull if they are behind. (Pulling a peer we
+    /// know only by a digest would stall if it is level with us by now: it
+    /// has nothing to answer.)
+    pub(super) fn finish_pull(&mut self, now: Millis, doc: [u8; 16], fx: &mut Fx) {
         self.pulls.open.remove(&doc);
         let Some(waiting) = self.pulls.deferred.remove(&doc) else {
             return;
@@ -142,6 +144,11 @@ impl Node {
             }
             if ours == theirs {
                 self.mark_level(peer, &doc);
+                continue;
+            }
+            if let Some(heads) = self.lacks_from(&doc, &peer) {
+                let digest = crate::replica::heads_digest(&heads);
+                self.start_exchange(now, doc, peer, digest, fx);
                 continue;
             }
             self.send_heads(peer, &doc, fx);
