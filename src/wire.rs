@@ -1,4 +1,4 @@
-//! The frames two huddle nodes exchange over `/huddle/sync/1`. This is the
+//! The frames two huddle nodes exchange over `/huddle/sync/2`. This is the
 //! only code that knows their byte layout; `protocol/wire.md` specifies it
 //! and `protocol/vectors/` holds test vectors checked by `tests/vectors.rs`.
 //!
@@ -13,7 +13,7 @@ use crate::membership::Certificate;
 /// The protocol version carried in `Hello`.
 pub const PROTOCOL_VERSION: u8 = 1;
 /// The libp2p protocol id for frames.
-pub const PROTOCOL_ID: &str = "/huddle/sync/1";
+pub const PROTOCOL_ID: &str = "/huddle/sync/2";
 /// Hard upper bound on one frame, enforced by the transport and again here.
 pub const MAX_FRAME_LEN: usize = 1024 * 1024;
 /// Sync messages larger than this are split into several `Sync` frames.

@@ -1,6 +1,6 @@
 //! A stock libp2p peer — ping and identify only, no huddle protocol — can
 //! connect to a huddle node, ping it and read its identify record. The node
-//! does not cut such a peer for declining `/huddle/sync/1`; the hello
+//! does not cut such a peer for declining `/huddle/sync/2`; the hello
 //! timeout decides, as protocol/transport.md says. (A js-libp2p version of
 //! this check lives in tests/interop/.)
 #![cfg(feature = "net")]

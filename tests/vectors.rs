@@ -2113,7 +2113,7 @@ fn gen_frames(c: &Cast) -> Value {
         .map(|c| json!({ "code": c, "name": format!("{:?}", Reason::from_code(c)), "text": Reason::from_code(c).to_string() }))
         .collect();
     json!({
-        "description": "Frames of /huddle/sync/1 (protocol/wire.md#frames). 'frame' gives the decoded fields; nested objects (certificate, header) are themselves vectors of certificates.json and headers.json, and sync data is an Automerge sync message (documents.json). Every must-reject frame names the decode error and the reason code of the Refuse a node sends before disconnecting.",
+        "description": "Frames of /huddle/sync/2 (protocol/wire.md#frames). 'frame' gives the decoded fields; nested objects (certificate, header) are themselves vectors of certificates.json and headers.json, and sync data is an Automerge sync message (documents.json). Every must-reject frame names the decode error and the reason code of the Refuse a node sends before disconnecting.",
         "valid": valid,
         "valid_max_size": big,
         "invalid": invalid,

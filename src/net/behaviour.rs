@@ -1,5 +1,5 @@
 //! The libp2p side of the shell: the composed behaviour (connection limits,
-//! keep-alive, identify, ping, the frame protocol) and the swarm over
+//! identify, ping, the frame streams, which also keep connections alive) and the swarm over
 //! TCP + Noise + Yamux.
 //!
 //! Invariant: every resource a remote can make us hold is bounded here or
@@ -9,13 +9,9 @@
 use std::time::Duration;
 
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{
-    connection_limits, identify, identity, noise, ping, request_response, tcp, yamux, Swarm,
-    SwarmBuilder,
-};
+use libp2p::{connection_limits, identify, identity, noise, ping, tcp, yamux, Swarm, SwarmBuilder};
 
-use super::codec::{FrameCodec, SYNC_PROTOCOL};
-use super::{keep_alive, ShellError};
+use super::{frames, ShellError};
 
 /// The identify protocol id huddle nodes announce.
 pub const IDENTIFY_PROTOCOL: &str = "/huddle/id/1.0.0";
@@ -31,11 +27,11 @@ pub mod limits {
     pub const ESTABLISHED_TOTAL: u32 = 128;
     /// Two, so that a simultaneous dial from both sides survives.
     pub const ESTABLISHED_PER_PEER: u32 = 2;
-    /// Streams of the frame protocol open at once on one connection; an
-    /// honest peer uses one per direction.
-    pub const SYNC_STREAMS_PER_CONNECTION: usize = 8;
-    /// A frame must be read and acknowledged within this time.
-    pub const REQUEST_TIMEOUT_SECS: u64 = 30;
+    /// Frame streams a peer may open on one connection (an honest peer
+    /// opens one per session).
+    pub const INBOUND_STREAMS_PER_CONNECTION: usize = super::frames::INBOUND_STREAMS_PER_CONNECTION;
+    /// A write of queued frames to a peer must finish within this time.
+    pub const WRITE_TIMEOUT_SECS: u64 = super::super::streams::WRITE_TIMEOUT.as_secs();
     /// Swarm idle timeout. The keep-alive behaviour holds connections open,
     /// so this only matters for connections it does not cover.
     pub const IDLE_CONNECTION_TIMEOUT_SECS: u64 = 30;
@@ -46,10 +42,9 @@ pub struct Behaviour {
     // First, so that a connection over a limit is denied before the other
     // behaviours set up anything for it.
     pub limits: connection_limits::Behaviour,
-    pub keep_alive: keep_alive::Behaviour,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
-    pub sync: request_response::Behaviour<FrameCodec>,
+    pub frames: frames::Behaviour,
 }
 
 /// Builds the swarm for the node whose Ed25519 secret is `secret`.
@@ -74,19 +69,12 @@ pub fn build_swarm(secret: [u8; 32]) -> Result<Swarm<Behaviour>, ShellError> {
                 .with_max_established_per_peer(Some(limits::ESTABLISHED_PER_PEER));
             Behaviour {
                 limits: connection_limits::Behaviour::new(l),
-                keep_alive: keep_alive::Behaviour,
                 identify: identify::Behaviour::new(
                     identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
                         .with_agent_version(format!("huddle/{}", env!("CARGO_PKG_VERSION"))),
                 ),
                 ping: ping::Behaviour::new(ping::Config::new()),
-                sync: request_response::Behaviour::with_codec(
-                    FrameCodec,
-                    [(SYNC_PROTOCOL, request_response::ProtocolSupport::Full)],
-                    request_response::Config::default()
-                        .with_request_timeout(Duration::from_secs(limits::REQUEST_TIMEOUT_SECS))
-                        .with_max_concurrent_streams(limits::SYNC_STREAMS_PER_CONNECTION),
-                ),
+                frames: frames::Behaviour::default(),
             }
         })
         .map_err(|e| ShellError::Transport(format!("cannot build the network behaviour: {e}")))?

@@ -2,7 +2,8 @@
 //!
 //! The `Output` contract lets a shell delay a `Flush` only by also delaying
 //! everything after it. A [`Batch`] does exactly that across the outputs of
-//! several core steps (the commands taken off the request queue together):
+//! several core steps (the commands taken off the request queue together,
+//! or the frames taken off the stream queue together):
 //! the writes of every `Persist` are gathered, in order, and applied as one
 //! store batch at commit (so a key written by every step — a conversation's
 //! index entry — is written once); the first `Flush` opens the batch, and

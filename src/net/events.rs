@@ -1,34 +1,45 @@
-//! The loop's handling of swarm events: connections coming and going, and
-//! frames arriving or failing on the frame protocol.
+//! The loop's handling of swarm events (connections coming and going, frame
+//! streams opening) and of the stream tasks' reports (frames read, streams
+//! ended).
 //!
 //! Invariants:
 //! - the core hears `PeerConnected` on a peer's first established
 //!   connection and `PeerDisconnected` when its last one closes; a peer whose
 //!   key is not Ed25519 is never announced to the core and is closed at once;
-//! - a frame is acknowledged only after the core has taken it, which (with
-//!   one frame in flight per direction) keeps each peer's frames in order;
-//! - any failed frame exchange on a live connection closes every connection
-//!   to that peer: the sync protocol needs a reliable ordered stream and
-//!   restarts cleanly on the next connection.
+//! - a peer's frames reach the core in the order they were read from its one
+//!   stream, and only while the session they were read in lasts (`epoch`);
+//! - the frames already waiting when the loop turns to them are
+//!   group-committed like queued commands (`commit.rs`): one flush, and
+//!   nothing after a `Flush` is carried out before it;
+//! - anything that could lose or reorder a frame of a live session — a
+//!   stream that fails or ends, a framing violation, a second stream, the
+//!   close of a connection that carries a stream while another stays open —
+//!   closes every connection to that peer: the sync protocol needs a
+//!   reliable ordered stream and restarts cleanly on the next connection.
 
 use libp2p::core::ConnectedPoint;
 use libp2p::swarm::{ConnectionId, ListenError, SwarmEvent};
-use libp2p::{ping, request_response as rr, PeerId};
+use libp2p::{ping, PeerId};
 use tokio::time::Instant;
 
 use super::behaviour::BehaviourEvent;
-use super::codec::SyncRequest;
+use super::commit::Batch;
 use super::deadlines::Deadline;
-use super::links::{ConnMeta, Link};
+use super::frames;
+use super::links::{ConnMeta, Link, Writer};
 use super::shell::{now_ms, Shell};
+use super::streams::{self, Ended, StreamMsg};
 use super::{FoundBy, ShellError};
 use crate::ids::DeviceId;
 use crate::Input;
 
+/// Most stream reports taken off their queue for one group commit.
+const MAX_FRAME_BATCH: usize = 64;
+
 impl Shell {
     pub(super) fn on_swarm(&mut self, ev: SwarmEvent<BehaviourEvent>) -> Result<(), ShellError> {
         match ev {
-            SwarmEvent::Behaviour(BehaviourEvent::Sync(e)) => self.on_sync(e)?,
+            SwarmEvent::Behaviour(BehaviourEvent::Frames(e)) => self.on_frames(e),
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
                 peer,
                 connection,
@@ -47,7 +58,6 @@ impl Shell {
                 tracing::debug!(peer = %peer_id, agent = %info.agent_version, "identified");
             }
             SwarmEvent::Behaviour(BehaviourEvent::Limits(e)) => match e {},
-            SwarmEvent::Behaviour(BehaviourEvent::KeepAlive(e)) => match e {},
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
@@ -133,7 +143,14 @@ impl Shell {
         };
         tracing::debug!(peer = %device.short(), %addr, ?found_by, "connection established");
         let first = !self.links.contains_key(&peer);
-        let link = self.links.entry(peer).or_insert_with(|| Link::new(device));
+        if first {
+            // A new session: our frame stream goes on its first connection.
+            self.next_epoch += 1;
+            self.links
+                .insert(peer, Link::new(device, self.next_epoch, conn));
+            self.swarm.behaviour_mut().frames.open(peer, conn);
+        }
+        let link = self.links.get_mut(&peer).expect("inserted above");
         link.conns.insert(
             conn,
             ConnMeta {
@@ -160,6 +177,13 @@ impl Shell {
             return Ok(());
         };
         if !link.conns.is_empty() {
+            if link.writer_conn() == Some(conn) || link.reader == Some(conn) {
+                // Frames on it may be lost; the session cannot go on.
+                if !link.closing {
+                    tracing::debug!(peer = %link.device.short(), "a connection carrying a frame stream closed; closing the others");
+                }
+                self.cut(peer);
+            }
             return Ok(());
         }
         let device = link.device;
@@ -177,110 +201,141 @@ impl Shell {
         self.input(Input::PeerDisconnected { peer: device })
     }
 
-    fn on_sync(&mut self, ev: rr::Event<SyncRequest, ()>) -> Result<(), ShellError> {
+    fn on_frames(&mut self, ev: frames::Event) {
         match ev {
-            rr::Event::Message {
+            frames::Event::Stream {
                 peer,
-                message:
-                    rr::Message::Request {
-                        request, channel, ..
-                    },
-                ..
+                connection,
+                stream,
+                inbound,
             } => {
-                let Some(device) = self.links.get(&peer).map(|l| l.device) else {
-                    return Ok(());
+                let Some(link) = self
+                    .links
+                    .get_mut(&peer)
+                    .filter(|l| l.conns.contains_key(&connection))
+                else {
+                    return; // dropping it resets it
                 };
-                let request = match request {
-                    SyncRequest::Frame(f) => f,
-                    SyncRequest::Invalid(why) => {
-                        tracing::warn!(peer = %device.short(), "invalid frame ({why}); closing the peer's connections");
-                        self.cut(peer);
-                        return Ok(());
+                let (device, epoch) = (link.device, link.epoch);
+                if inbound {
+                    if link.closing {
+                        return; // nothing it carries would be read
                     }
+                    if link.reader.is_some() {
+                        tracing::warn!(peer = %device.short(), "peer opened a second frame stream; closing the peer's connections");
+                        self.cut(peer);
+                        return;
+                    }
+                    link.reader = Some(connection);
+                    streams::spawn_reader(stream, peer, epoch, self.to_loop.clone());
+                } else if matches!(link.writer, Writer::Opening(c) if c == connection) {
+                    // Even when closing: what is queued (a `Refuse`, say)
+                    // is written before the connections close.
+                    let tx = streams::spawn_writer(
+                        stream,
+                        link.queue.clone(),
+                        peer,
+                        epoch,
+                        self.to_loop.clone(),
+                    );
+                    link.opened(connection, tx);
+                }
+            }
+            frames::Event::OpenFailed {
+                peer,
+                connection,
+                unsupported,
+                why,
+            } => {
+                let Some(link) = self.links.get_mut(&peer) else {
+                    return;
                 };
-                tracing::debug!(peer = %device.short(), len = request.len(), tag = request.first().copied().unwrap_or(0), "frame received");
+                if link.writer_conn() != Some(connection) {
+                    return;
+                }
+                if unsupported {
+                    // A plain libp2p peer (it may still ping and identify
+                    // us): it cannot take frames, so it never proves
+                    // membership, and the core refuses it when its hello
+                    // time is up. Nothing of ours was delivered.
+                    tracing::info!(peer = %link.device.short(), "peer does not speak {}; waiting for its hello time to end", crate::wire::PROTOCOL_ID);
+                    link.declined();
+                    if link.closing {
+                        self.cut(peer);
+                    }
+                } else {
+                    tracing::warn!(peer = %link.device.short(), "opening the frame stream failed ({why}); closing the peer's connections");
+                    self.cut(peer);
+                }
+            }
+            frames::Event::TooManyStreams { peer, .. } => {
+                if let Some(link) = self.links.get(&peer) {
+                    tracing::warn!(peer = %link.device.short(), "peer opened too many frame streams; closing the peer's connections");
+                    self.cut(peer);
+                }
+            }
+        }
+    }
+
+    /// Serves `first` and the reports already queued behind it (at most
+    /// [`MAX_FRAME_BATCH`] in all, without waiting for more): the frames'
+    /// core steps are group-committed, sharing one store flush.
+    pub(super) fn on_streams(&mut self, first: StreamMsg) -> Result<(), ShellError> {
+        let mut batch = Batch::default();
+        let mut next = Some(first);
+        let mut taken = 1;
+        while let Some(msg) = next.take() {
+            self.on_stream(&mut batch, msg)?;
+            if taken < MAX_FRAME_BATCH {
+                next = self.from_streams.try_recv().ok();
+                taken += 1;
+            }
+        }
+        batch.commit(self)
+    }
+
+    fn on_stream(&mut self, batch: &mut Batch, msg: StreamMsg) -> Result<(), ShellError> {
+        let (peer, epoch) = match &msg {
+            StreamMsg::Frame { peer, epoch, .. }
+            | StreamMsg::Ended { peer, epoch, .. }
+            | StreamMsg::Drained { peer, epoch } => (*peer, *epoch),
+        };
+        let Some(link) = self.links.get(&peer).filter(|l| l.epoch == epoch) else {
+            return Ok(()); // a report from a session that has ended
+        };
+        let device = link.device;
+        match msg {
+            StreamMsg::Frame { frame, .. } => {
+                if link.closing {
+                    return Ok(());
+                }
+                tracing::trace!(peer = %device.short(), len = frame.len(), tag = frame.first().copied().unwrap_or(0), "frame received");
                 let outputs = self.node.handle(
                     now_ms(),
                     Input::Frame {
                         peer: device,
-                        bytes: request,
+                        bytes: frame,
                     },
                 );
-                // Acknowledge only once the core has taken the frame: the
-                // peer sends its next frame after this ack, so each peer's
-                // frames reach the core in order. Acking before carrying
-                // out the outputs lets the ack leave ahead of a disconnect
-                // they may contain.
-                if self
-                    .swarm
-                    .behaviour_mut()
-                    .sync
-                    .send_response(channel, ())
-                    .is_err()
-                {
-                    tracing::debug!(peer = %device.short(), "the frame's stream closed before our ack");
-                }
-                self.carry_out(outputs)?;
+                batch.stage(self, outputs)?;
             }
-            rr::Event::Message {
-                peer,
-                message: rr::Message::Response { request_id, .. },
-                ..
-            } => {
-                if self
-                    .links
-                    .get_mut(&peer)
-                    .is_some_and(|l| l.acked(request_id))
-                {
-                    self.pump(peer);
-                }
-            }
-            rr::Event::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            } => {
-                let current = self.links.get(&peer).map(|l| (l.in_flight(), l.device));
-                if let Some((Some(id), device)) = current {
-                    if id != request_id {
-                        return Ok(());
-                    }
-                    if matches!(error, rr::OutboundFailure::UnsupportedProtocols) {
-                        // A plain libp2p peer (it may still ping and identify
-                        // us): it cannot take frames, so it never proves
-                        // membership, and the core refuses it when its hello
-                        // time is up. Nothing of ours was delivered.
-                        tracing::info!(peer = %device.short(), "peer does not speak {}; waiting for its hello time to end", crate::wire::PROTOCOL_ID);
-                        let closing = self.links.get_mut(&peer).map(|l| {
-                            l.discard_all();
-                            l.closing
-                        });
-                        if closing == Some(true) {
-                            self.cut(peer);
+            StreamMsg::Ended { why, .. } => {
+                if !link.closing {
+                    match why {
+                        Ended::Violation(why) => {
+                            tracing::warn!(peer = %device.short(), "invalid frame stream ({why}); closing the peer's connections")
                         }
-                    } else {
-                        tracing::warn!(peer = %device.short(), "sending a frame failed ({error}); closing the peer's connections");
-                        self.cut(peer);
+                        Ended::Closed => {
+                            tracing::debug!(peer = %device.short(), "the peer closed its frame stream; closing its connections")
+                        }
+                        Ended::Failed(why) => {
+                            tracing::debug!(peer = %device.short(), "a frame stream failed ({why}); closing the peer's connections")
+                        }
                     }
                 }
+                self.cut(peer);
             }
-            rr::Event::InboundFailure {
-                peer,
-                connection_id,
-                error,
-                ..
-            } => {
-                let live = self
-                    .links
-                    .get(&peer)
-                    .filter(|l| l.conns.contains_key(&connection_id) && !l.closing);
-                if let Some(l) = live {
-                    tracing::warn!(peer = %l.device.short(), "receiving a frame failed ({error}); closing the peer's connections");
-                    self.cut(peer);
-                }
-            }
-            rr::Event::ResponseSent { .. } => {}
+            StreamMsg::Drained { .. } => self.cut(peer),
         }
         Ok(())
     }

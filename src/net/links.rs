@@ -1,27 +1,33 @@
-//! What the shell knows about each connected peer: its connections and its
-//! send queue.
+//! What the shell knows about each connected peer: its connections, its
+//! frame streams and its send queue.
 //!
 //! Invariants:
-//! - at most one frame per peer is in flight; the next is sent only once the
-//!   remote has acknowledged the previous one, which it does only after its
-//!   core has processed it — so a peer's frames are processed in the order
-//!   our core produced them, whichever connection carries each;
-//! - the queue behind it is bounded by [`MAX_QUEUED_FRAMES`] and
-//!   [`MAX_QUEUED_BYTES`]; a peer that falls that far behind is cut off.
+//! - one session per peer (`epoch`): it begins with the first connection
+//!   and ends when the last one closes or the peer is cut; a stream task's
+//!   report carries the epoch, so it never touches a later session;
+//! - we write to a peer on exactly one stream per session, so a peer's
+//!   frames arrive in the order our core produced them;
+//! - what is queued and not yet written is bounded by [`MAX_QUEUED_FRAMES`]
+//!   and [`MAX_QUEUED_BYTES`], counted from the moment the core produced a
+//!   frame (before the stream is open too); a peer that falls that far
+//!   behind is cut off.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use libp2p::request_response::OutboundRequestId;
 use libp2p::swarm::ConnectionId;
 use libp2p::Multiaddr;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::streams::Queue;
 use super::FoundBy;
 use crate::ids::DeviceId;
 
-/// Most frames queued for one peer behind the one in flight.
+/// Most frames queued for one peer and not yet written.
 pub const MAX_QUEUED_FRAMES: usize = 1024;
-/// Most bytes queued for one peer.
+/// Most bytes queued for one peer and not yet written.
 pub const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 
 pub struct ConnMeta {
@@ -38,83 +44,105 @@ pub struct Overflow {
     pub bytes: usize,
 }
 
+/// Our side of the session's frame stream.
+pub enum Writer {
+    /// Asked the connection to open it; frames wait in `Link::waiting`.
+    Opening(ConnectionId),
+    /// Open: frames go straight to the writer task.
+    Open {
+        conn: ConnectionId,
+        tx: mpsc::UnboundedSender<Vec<u8>>,
+    },
+    /// The peer declined the protocol: frames are dropped (it cannot take
+    /// them; the core refuses it when its hello time is up).
+    Declined,
+}
+
 pub struct Link {
     pub device: DeviceId,
+    pub epoch: u64,
     pub conns: BTreeMap<ConnectionId, ConnMeta>,
-    queue: VecDeque<Vec<u8>>,
-    queued_bytes: usize,
-    in_flight: Option<OutboundRequestId>,
+    pub writer: Writer,
+    /// The connection the peer's stream to us arrived on, once it has.
+    pub reader: Option<ConnectionId>,
+    /// Frames produced before the stream opened, in order.
+    waiting: VecDeque<Vec<u8>>,
+    /// Counts everything queued and not yet written (waiting or in the
+    /// writer task), shared with the writer task.
+    pub queue: Arc<Queue>,
     /// The core asked to disconnect: send what is queued, then close.
     pub closing: bool,
 }
 
 impl Link {
-    pub fn new(device: DeviceId) -> Link {
+    pub fn new(device: DeviceId, epoch: u64, first: ConnectionId) -> Link {
         Link {
             device,
+            epoch,
             conns: BTreeMap::new(),
-            queue: VecDeque::new(),
-            queued_bytes: 0,
-            in_flight: None,
+            writer: Writer::Opening(first),
+            reader: None,
+            waiting: VecDeque::new(),
+            queue: Arc::new(Queue::default()),
             closing: false,
         }
     }
 
+    /// Queues a frame for the peer.
     pub fn enqueue(&mut self, frame: Vec<u8>) -> Result<(), Overflow> {
-        if self.queue.len() >= MAX_QUEUED_FRAMES
-            || self.queued_bytes + frame.len() > MAX_QUEUED_BYTES
-        {
-            return Err(Overflow {
-                frames: self.queue.len(),
-                bytes: self.queued_bytes,
-            });
+        if matches!(self.writer, Writer::Declined) {
+            return Ok(());
         }
-        self.queued_bytes += frame.len();
-        self.queue.push_back(frame);
+        let q = &self.queue;
+        let (frames, bytes) = (
+            q.frames.load(Ordering::SeqCst),
+            q.bytes.load(Ordering::SeqCst),
+        );
+        if frames >= MAX_QUEUED_FRAMES || bytes + frame.len() > MAX_QUEUED_BYTES {
+            return Err(Overflow { frames, bytes });
+        }
+        q.frames.fetch_add(1, Ordering::SeqCst);
+        q.bytes.fetch_add(frame.len(), Ordering::SeqCst);
+        match &self.writer {
+            Writer::Open { tx, .. } => {
+                // The task ends only after the loop dropped `tx` or after
+                // it reported its end, so a failed send is already known.
+                let _ = tx.send(frame);
+            }
+            _ => self.waiting.push_back(frame),
+        }
         Ok(())
     }
 
-    /// The next frame to send, if nothing is in flight.
-    pub fn take_next(&mut self) -> Option<Vec<u8>> {
-        if self.in_flight.is_some() {
-            return None;
+    /// Our stream is open: hands it what waited.
+    pub fn opened(&mut self, conn: ConnectionId, tx: mpsc::UnboundedSender<Vec<u8>>) {
+        for f in self.waiting.drain(..) {
+            let _ = tx.send(f);
         }
-        let frame = self.queue.pop_front()?;
-        self.queued_bytes -= frame.len();
-        Some(frame)
+        self.writer = Writer::Open { conn, tx };
     }
 
-    pub fn set_in_flight(&mut self, id: OutboundRequestId) {
-        self.in_flight = Some(id);
+    /// The peer declined the protocol: forgets what waited.
+    pub fn declined(&mut self) {
+        self.waiting.clear();
+        self.queue.frames.store(0, Ordering::SeqCst);
+        self.queue.bytes.store(0, Ordering::SeqCst);
+        self.writer = Writer::Declined;
     }
 
-    pub fn in_flight(&self) -> Option<OutboundRequestId> {
-        self.in_flight
-    }
-
-    /// Records an acknowledgement; false if it was not for the frame in flight.
-    pub fn acked(&mut self, id: OutboundRequestId) -> bool {
-        if self.in_flight == Some(id) {
-            self.in_flight = None;
-            true
-        } else {
-            false
+    /// The connection our stream is (to be) on.
+    pub fn writer_conn(&self) -> Option<ConnectionId> {
+        match self.writer {
+            Writer::Opening(c) | Writer::Open { conn: c, .. } => Some(c),
+            Writer::Declined => None,
         }
     }
 
-    /// Forgets every frame, queued or in flight (the peer cannot take them).
-    pub fn discard_all(&mut self) {
-        self.queue.clear();
-        self.queued_bytes = 0;
-        self.in_flight = None;
-    }
-
-    /// Nothing queued and nothing in flight.
-    pub fn drained(&self) -> bool {
-        self.in_flight.is_none() && self.queue.is_empty()
-    }
-
-    pub fn queued(&self) -> usize {
-        self.queue.len()
+    /// Marks the session as ending; true if everything queued is written
+    /// already (else the writer task reports `Drained` when it is).
+    pub fn start_closing(&mut self) -> bool {
+        self.closing = true;
+        self.queue.closing.store(true, Ordering::SeqCst);
+        self.queue.is_empty()
     }
 }

@@ -17,15 +17,15 @@
 //!   one flush is done and never reorders anything else.
 
 mod behaviour;
-mod codec;
 mod commit;
 mod deadlines;
 mod dialer;
 mod discovery;
 mod events;
-mod keep_alive;
+mod frames;
 mod links;
 mod shell;
+mod streams;
 
 use libp2p::Multiaddr;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -39,8 +39,8 @@ use crate::store::{SledStore, StoreError};
 use crate::{Command, Event, Node, NodeConfig, Reply};
 
 pub use behaviour::{limits, IDENTIFY_PROTOCOL};
-pub use codec::{FrameCodec, SyncRequest, SYNC_PROTOCOL};
 pub use discovery::{SERVICE_TYPE, TXT_PEER, TXT_TEAM, TXT_VERSION};
+pub use frames::SYNC_PROTOCOL;
 pub use links::{MAX_QUEUED_BYTES, MAX_QUEUED_FRAMES};
 
 /// Requests from handles wait here; when it is full, callers wait (the

@@ -14,10 +14,14 @@
 //!   that flush is done (`commit.rs`). The batch takes only what is already
 //!   queued, never waits for more, and is committed before anything else
 //!   (a query, a swarm event, a timer) is handled, so nothing outside the
-//!   batch ever sees a state that is not durable;
-//! - at most one frame per peer is in flight, behind a bounded queue
-//!   (`links.rs`); a refused peer is closed once its queue has drained, or
-//!   after [`CLOSE_GRACE`] at the latest.
+//!   batch ever sees a state that is not durable; frames read from peers
+//!   are group-committed the same way (`events.rs`);
+//! - frames travel on one long-lived stream per peer and direction, read
+//!   and written by tasks of their own (`streams.rs`); what they read
+//!   reaches the loop through one bounded channel ([`STREAM_QUEUE`]), so
+//!   the loop still sees every input one at a time, and what is queued for
+//!   a peer is bounded (`links.rs`); a refused peer is closed once its
+//!   queue has drained, or after [`CLOSE_GRACE`] at the latest.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -33,12 +37,12 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::behaviour::{build_swarm, Behaviour, BehaviourEvent};
-use super::codec::SyncRequest;
 use super::commit::{Batch, CommandResult, Effects, ReplyTo};
 use super::deadlines::{Deadline, Deadlines};
 use super::dialer::{dial_opts, StaticPeer};
 use super::discovery::Discovery;
 use super::links::Link;
+use super::streams::StreamMsg;
 use super::{ConnectionInfo, FoundBy, Request, ShellConfig, ShellError, ShellStats, REQUEST_QUEUE};
 use crate::ids::{DeviceId, Millis};
 use crate::store::{SledStore, Store, StoreError, StoreOp};
@@ -54,6 +58,9 @@ const LISTEN_WAIT: Duration = Duration::from_secs(10);
 /// Most requests taken off the queue for one group commit: as many as the
 /// queue holds, so one batch can take everything that was waiting.
 const MAX_BATCH: usize = REQUEST_QUEUE;
+/// Reports from the stream tasks (frames read, mostly) wait here; when it
+/// is full, readers wait, and Yamux flow control slows their peers.
+const STREAM_QUEUE: usize = 256;
 
 pub fn now_ms() -> Millis {
     SystemTime::now()
@@ -77,6 +84,8 @@ enum LoopEvent {
     /// The earliest deadline is due.
     Deadline,
     Mdns(Result<ServiceEvent, mdns_sd::RecvError>),
+    /// A stream task's report (never `None`: the loop keeps a sender).
+    Stream(Option<StreamMsg>),
 }
 
 pub struct Shell {
@@ -89,6 +98,11 @@ pub struct Shell {
     pub(super) requests: mpsc::Receiver<Request>,
     pub(super) deadlines: Deadlines,
     pub(super) links: HashMap<PeerId, Link>,
+    /// The session number of the next peer to connect.
+    pub(super) next_epoch: u64,
+    /// Where stream tasks report, and the loop's end of it.
+    pub(super) to_loop: mpsc::Sender<StreamMsg>,
+    pub(super) from_streams: mpsc::Receiver<StreamMsg>,
     /// Dials we started and not yet resolved, and why we started them.
     pub(super) dials: HashMap<ConnectionId, FoundBy>,
     pub(super) statics: Vec<StaticPeer>,
@@ -128,6 +142,7 @@ impl Shell {
                 })?;
             waiting.insert(id, addr.clone());
         }
+        let (to_loop, from_streams) = mpsc::channel(STREAM_QUEUE);
         let mut shell = Shell {
             node,
             store,
@@ -137,6 +152,9 @@ impl Shell {
             requests,
             deadlines: Deadlines::default(),
             links: HashMap::new(),
+            next_epoch: 0,
+            to_loop,
+            from_streams,
             dials: HashMap::new(),
             statics: config.peers.into_iter().map(StaticPeer::new).collect(),
             discovery: None,
@@ -252,6 +270,7 @@ impl Shell {
                 req = self.requests.recv() => LoopEvent::Request(req),
                 () = sleep_until(next) => LoopEvent::Deadline,
                 m = next_mdns(self.discovery.as_ref()) => LoopEvent::Mdns(m),
+                msg = self.from_streams.recv() => LoopEvent::Stream(msg),
             };
             match ev {
                 LoopEvent::Swarm(ev) => self.on_swarm(ev)?,
@@ -268,6 +287,8 @@ impl Shell {
                     }
                 }
                 LoopEvent::Mdns(ev) => self.on_mdns(ev),
+                LoopEvent::Stream(Some(msg)) => self.on_streams(msg)?,
+                LoopEvent::Stream(None) => {}
             }
         }
     }
@@ -417,30 +438,10 @@ impl Shell {
         if link.closing {
             return;
         }
+        tracing::trace!(peer = %device.short(), len = frame.len(), tag = frame.first().copied().unwrap_or(0), "sending frame");
         if let Err(o) = link.enqueue(frame) {
             tracing::warn!(peer = %device.short(), frames = o.frames, bytes = o.bytes,
                 "send queue full; disconnecting the peer");
-            self.cut(peer);
-            return;
-        }
-        self.pump(peer);
-    }
-
-    /// Sends the peer's next frame if none is in flight; closes a closing
-    /// peer once everything has gone.
-    pub(super) fn pump(&mut self, peer: PeerId) {
-        let Some(link) = self.links.get_mut(&peer) else {
-            return;
-        };
-        if let Some(frame) = link.take_next() {
-            tracing::debug!(peer = %link.device.short(), len = frame.len(), tag = frame.first().copied().unwrap_or(0), queued = link.queued(), "sending frame");
-            let id = self
-                .swarm
-                .behaviour_mut()
-                .sync
-                .send_request(&peer, SyncRequest::Frame(frame));
-            link.set_in_flight(id);
-        } else if link.closing && link.drained() {
             self.cut(peer);
         }
     }
@@ -452,8 +453,7 @@ impl Shell {
         let Some(link) = self.links.get_mut(&peer) else {
             return;
         };
-        link.closing = true;
-        if link.drained() {
+        if link.start_closing() {
             self.cut(peer);
         } else {
             self.deadlines

@@ -7,8 +7,8 @@
 #
 #   stock        the JS peer speaks only libp2p's protocols (the acceptance
 #                point of issue 3 as written)
-#   accept-sync  the JS peer also acknowledges the frames the huddle node
-#                sends on /huddle/sync/1 (without answering them)
+#   accept-sync  the JS peer also reads the frames the huddle node sends
+#                on /huddle/sync/2 (without answering them)
 #   both         (default) stock, then accept-sync, against the same node
 #
 # Environment:

@@ -6,7 +6,7 @@
 //
 // Without --accept-sync the peer is stock: it speaks nothing but libp2p's own
 // protocols. With --accept-sync it also accepts the frames a huddle node
-// sends on /huddle/sync/1 and acknowledges them as transport.md §4 says,
+// sends on /huddle/sync/2 and reads them as transport.md §4 says,
 // without answering them (it has no certificate and sends no Hello), so the
 // huddle node keeps the connection until its hello timeout.
 //
@@ -31,8 +31,8 @@ import { readFileSync } from 'node:fs'
 
 const OVERALL_TIMEOUT_MS = 90_000
 const STEP_TIMEOUT_MS = 10_000
-const EXPECTED_PROTOCOLS = ['/huddle/sync/1', '/ipfs/ping/1.0.0', '/ipfs/id/1.0.0']
-const SYNC_PROTOCOL = '/huddle/sync/1'
+const EXPECTED_PROTOCOLS = ['/huddle/sync/2', '/ipfs/ping/1.0.0', '/ipfs/id/1.0.0']
+const SYNC_PROTOCOL = '/huddle/sync/2'
 const MAX_FRAME_LEN = 1_048_576
 const REFUSAL_REASONS = {
   1: 'NotAMember', 2: 'WrongTeam', 3: 'BadSignature', 4: 'Expired', 5: 'NotYetValid', 6: 'Revoked',
@@ -127,29 +127,31 @@ function describeFrame (f) {
   }
 }
 
-// One frame per stream: u32 big-endian length, the frame, end of stream;
-// answered with the acknowledgement 00 00 00 00 (protocol/transport.md §4).
+// One long-lived stream per session: u32 big-endian length ‖ frame, again
+// and again (protocol/transport.md §4). Frames are read and logged, never
+// answered.
 async function sinkFrame ({ stream }) {
   try {
-    const chunks = []
-    let got = 0
+    let buf = Buffer.alloc(0)
     for await (const chunk of stream.source) {
-      const bytes = chunk.subarray()
-      got += bytes.length
-      if (got > 4 + MAX_FRAME_LEN) throw new Error('frame too long')
-      chunks.push(bytes)
+      buf = Buffer.concat([buf, chunk.subarray()])
+      while (buf.length >= 4) {
+        const len = buf.readUInt32BE(0)
+        if (len > MAX_FRAME_LEN) throw new Error(`frame of ${len} bytes is too long`)
+        if (buf.length < 4 + len) break
+        log(`${SYNC_PROTOCOL}: received ${describeFrame(buf.subarray(4, 4 + len))}; not answering`)
+        buf = buf.subarray(4 + len)
+      }
     }
-    const buf = Buffer.concat(chunks)
-    if (buf.length < 4 || buf.readUInt32BE(0) !== buf.length - 4) throw new Error(`bad framing (${buf.length} bytes)`)
-    log(`${SYNC_PROTOCOL}: received ${describeFrame(buf.subarray(4))}; acknowledging, not answering`)
-    await stream.sink([new Uint8Array(4)])
+    if (buf.length !== 0) throw new Error(`the stream ended inside a frame (${buf.length} bytes left)`)
+    log(`${SYNC_PROTOCOL}: the node closed its stream`)
   } catch (e) {
     log(`${SYNC_PROTOCOL}: stream failed: ${e.name}: ${e.message}`)
     stream.abort(e)
   }
 }
 if (acceptSync) {
-  await node.handle(SYNC_PROTOCOL, sinkFrame, { maxInboundStreams: 8 })
+  await node.handle(SYNC_PROTOCOL, sinkFrame, { maxInboundStreams: 2 })
 }
 
 node.addEventListener('peer:identify', (evt) => {
@@ -163,7 +165,7 @@ node.addEventListener('connection:close', (evt) => {
 })
 
 try {
-  log(`js peer ${node.peerId.toString()} (key type ${node.peerId.type}); mode: ${acceptSync ? `stock + acknowledges ${SYNC_PROTOCOL} frames` : 'stock'}`)
+  log(`js peer ${node.peerId.toString()} (key type ${node.peerId.type}); mode: ${acceptSync ? `stock + reads ${SYNC_PROTOCOL} frames` : 'stock'}`)
   log(`dialing ${ma.toString()}`)
   const conn = await node.dial(ma, { signal: AbortSignal.timeout(STEP_TIMEOUT_MS) })
   const connectedAt = conn.timeline?.open ?? Date.now()
