@@ -383,8 +383,6 @@ impl Replica {
         out
     }
 
-    /// Does this replica hold every change in `heads` (and nothing waits
-    /// in its queue for a missing dependency)?
     /// How many changes the last sync message given to
     /// [`Replica::receive_sync`] carried (0: it only told heads, needs and
     /// what the peer has).

@@ -163,7 +163,7 @@ pub async fn write_loop<T: AsyncWrite + Unpin>(
     epoch: u64,
     to_loop: mpsc::Sender<StreamMsg>,
 ) {
-    let mut buf = Vec::with_capacity(WRITE_BATCH);
+    let mut buf = Vec::new();
     while let Some(first) = frames.recv().await {
         buf.clear();
         let (mut n, mut bytes) = (1, first.len());

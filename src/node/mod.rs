@@ -493,17 +493,16 @@ impl Node {
         self.push_doc_if(doc, peer, Send::Any, fx);
     }
 
-    /// [`Node::push_doc`], unless the message breaks `rule`: then nothing
-    /// is sent and it returns false.
-    fn push_doc_if(&mut self, doc: &[u8; 16], peer: DeviceId, rule: Send, fx: &mut Fx) -> bool {
+    /// [`Node::push_doc`], shaped by `rule`.
+    fn push_doc_if(&mut self, doc: &[u8; 16], peer: DeviceId, rule: Send, fx: &mut Fx) {
         if !self.may_share(doc, &peer) {
-            return true;
+            return;
         }
         if *doc != TEAM_DOC_ID {
             self.conversation(&ConversationId(*doc)); // loads it
         }
         let Some(p) = self.peers.get_mut(&peer) else {
-            return true;
+            return;
         };
         let state = p.sync.entry(*doc).or_default();
         let replica = if *doc == TEAM_DOC_ID {
@@ -514,12 +513,12 @@ impl Node {
                 .and_then(docs::Slot::if_loaded)
                 .map(|c| c.replica())
         };
-        let Some(replica) = replica else { return true };
+        let Some(replica) = replica else { return };
         let msg = match rule {
             Send::Any | Send::Reply => replica.generate_sync(state),
         };
         self.introduce(peer, doc, fx);
-        let Some(mut msg) = msg else { return true };
+        let Some(mut msg) = msg else { return };
         // While we pull `doc` from someone else, we tell this peer nothing of
         // what we have, so it does not send us the same changes too; it gets
         // its turn when the pull is done (pull.rs).
@@ -543,7 +542,6 @@ impl Node {
             }
         }
         peer::push_sync_frames(peer, *doc, &msg, &mut fx.send);
-        true
     }
 
     /// Schedules an announcement of `doc`'s heads to every peer that may
