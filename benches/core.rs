@@ -4,7 +4,7 @@
 //! `cargo bench --bench core` runs the full sizes (about 70 s after the
 //! build, on two cores); `cargo bench --bench core -- --test` (criterion's
 //! test mode) runs everything once at small sizes as a smoke test.
-//! `HUDDLE_BENCH=append,load,bytes,sync` (any subset) picks sections.
+//! `HUDDLE_BENCH=append,receive,load,bytes,sync` (any subset) picks sections.
 //!
 //! Besides criterion's means, the bench prints `report:` lines with figures
 //! criterion cannot give: per-append percentiles (wall and on-CPU), the load
@@ -43,6 +43,8 @@ struct Scale {
     append_sizes: [usize; 2],
     /// Appends timed one by one for the percentiles.
     timed_appends: usize,
+    /// Messages received one by one for the receive percentiles.
+    timed_receives: usize,
     /// Messages both devices share before they diverge.
     sync_base: usize,
     /// How many messages one side writes while disconnected.
@@ -62,6 +64,7 @@ fn scale() -> Scale {
         Scale {
             append_sizes: [1_000, 2_000],
             timed_appends: 100,
+            timed_receives: 20,
             sync_base: 200,
             divergence: [100, 200],
             long_base: 2_000,
@@ -71,6 +74,7 @@ fn scale() -> Scale {
         Scale {
             append_sizes: [10_000, 100_000],
             timed_appends: 2_000,
+            timed_receives: 200,
             sync_base: 10_000,
             divergence: [1_000, 10_000],
             long_base: 100_000,
@@ -448,6 +452,46 @@ fn bench_append(c: &mut Criterion, writers: &mut [Writer], sizes: &[usize]) {
         ));
     }
     g.finish();
+}
+
+// ---------------------------------------------------------------- receive
+
+/// What a peer pays to take one new message into a conversation of this
+/// size: a second replica, loaded from the writer's snapshot, receives each
+/// message the way a push arrives (one change in a sync message) and
+/// verifies and indexes it. Percentiles of wall time over `count` messages.
+fn receive_percentiles(w: &mut Writer, start: usize, count: usize) {
+    let conv = w.conversation();
+    let snapshot = conv.replica().save();
+    let actor = automerge::ActorId::from([9u8; 16].as_slice());
+    let (mut peer, _) = Conversation::load(
+        conv.header.clone(),
+        &actor,
+        Some(&snapshot),
+        &[],
+        &Default::default(),
+    )
+    .expect("the snapshot loads");
+    let mut state = automerge::sync::State::new();
+    let mut times = Vec::with_capacity(count);
+    for _ in 0..count {
+        w.append();
+        let push = w.conversation().replica().local_push().expect("a change");
+        let msg = push.message_for(&mut automerge::sync::State::new());
+        let t = Instant::now();
+        let applied = peer.receive_sync(&mut state, &msg).expect("applies");
+        times.push(t.elapsed());
+        assert_eq!(applied.messages.len(), 1, "one message per push");
+    }
+    assert_eq!(peer.len(), w.conversation().len());
+    times.sort();
+    report(&format!(
+        "receive/{}: one pushed message into a conversation of {} messages: p50 {:.0} us, p99 {:.0} us (wall, {count} messages)",
+        label(start),
+        start,
+        us(quantile(&times, 0.5)),
+        us(quantile(&times, 0.99)),
+    ));
 }
 
 // ---------------------------------------------------------------- stores
@@ -1109,7 +1153,7 @@ fn section(name: &str) -> bool {
 
 fn core(c: &mut Criterion) {
     let s = scale();
-    if section("bytes") || section("load") || section("append") {
+    if section("bytes") || section("load") || section("append") || section("receive") {
         let mut writers: Vec<Writer> = s
             .append_sizes
             .iter()
@@ -1142,6 +1186,11 @@ fn core(c: &mut Criterion) {
             }
         }
 
+        if section("receive") {
+            for (w, &start) in writers.iter_mut().zip(&s.append_sizes) {
+                receive_percentiles(w, start, s.timed_receives);
+            }
+        }
         if section("append") {
             for (w, &start) in writers.iter_mut().zip(&s.append_sizes) {
                 append_percentiles(w, start, s.timed_appends);
