@@ -18,6 +18,7 @@
 //!   SetTimer…`, so "sent" is emitted (and frames leave) only once the change
 //!   is durable.
 
+mod answer;
 mod commands;
 mod docs;
 mod io;
