@@ -2,7 +2,8 @@
 //! a frame whose length prefix exceeds the limit, and a flood of connection
 //! attempts (libp2p dials and bare TCP sockets that never handshake). Each
 //! abuse gets the client cut off, and all the while two honest nodes keep
-//! exchanging messages within a deadline.
+//! exchanging messages within a deadline. Also: a peer that opens a second
+//! frame stream in one session is cut off (transport.md §4, §6).
 #![cfg(feature = "net")]
 
 #[path = "net_common.rs"]
@@ -317,4 +318,72 @@ async fn a_hostile_client_is_cut_off_while_honest_peers_keep_talking() {
     assert_eq!(a.bodies(conv).await, b.bodies(conv).await);
     a.stop().await;
     b.stop().await;
+}
+
+/// Connects a client that speaks the frame protocol's streams (huddle's own
+/// behaviour), opens `streams` of them on its connection and holds every
+/// stream open. Returns whether the node closed the connection within
+/// `window`.
+async fn cut_with_streams(to: &Multiaddr, streams: usize, window: Duration) -> bool {
+    use huddle::net::frames;
+
+    let key = identity::Keypair::generate_ed25519();
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .expect("tcp")
+        .with_behaviour(|_| frames::Behaviour::default())
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    let target = DialOpts::unknown_peer_id().address(to.clone()).build();
+    swarm.dial(target).expect("dial");
+    let mut held = Vec::new();
+    tokio::time::timeout(window, async {
+        loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::ConnectionEstablished {
+                    peer_id,
+                    connection_id,
+                    ..
+                } => {
+                    for _ in 0..streams {
+                        swarm.behaviour_mut().open(peer_id, connection_id);
+                    }
+                }
+                SwarmEvent::Behaviour(frames::Event::Stream { stream, .. }) => held.push(stream),
+                SwarmEvent::ConnectionClosed {
+                    num_established: 0, ..
+                } => return,
+                SwarmEvent::OutgoingConnectionError { error, .. } => panic!("dial failed: {error}"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// Two frame streams in one session leave the order of their frames
+/// undefined, so the node cuts the peer off, long before its hello timeout
+/// (10 s) would; the same client with one stream is not cut in that time.
+#[tokio::test]
+async fn a_second_frame_stream_gets_the_peer_cut_off() {
+    let team = Team::new(70);
+    let ana = team.member(71, "Ana", &[]);
+    let da = tempfile::tempdir().unwrap();
+    let a = start_node(&ana, da.path(), vec![]).await;
+    assert!(
+        cut_with_streams(&a.addr, 2, CUT_WITHIN).await,
+        "the node did not cut off a peer with two frame streams within {CUT_WITHIN:?}"
+    );
+    assert!(
+        !cut_with_streams(&a.addr, 1, Duration::from_secs(2)).await,
+        "a peer with one frame stream was cut off before its hello timeout"
+    );
+    a.stop().await;
 }

@@ -8,7 +8,7 @@
 //!   streams over its life; one more is reported as a violation and dropped
 //!   unread, so a peer cannot make us hold streams or tasks without bound;
 //! - every event the handler has for the behaviour is bounded by those two
-//!   limits (one outbound request, a few inbound streams);
+//!   limits (the streams the loop asked for, a few inbound streams);
 //! - every established connection is kept open while idle (libp2p would
 //!   close one that no handler needs): a huddle peer must stay connected
 //!   through quiet hours so that a new message is pushed at once. The shell,
@@ -156,8 +156,9 @@ impl NetworkBehaviour for Behaviour {
 
 #[derive(Default)]
 pub struct Handler {
-    /// The behaviour asked for our stream and it has not been requested yet.
-    open_requested: bool,
+    /// Streams the behaviour asked for that have not been requested yet
+    /// (the shell asks for one per session).
+    opens: usize,
     /// Inbound streams accepted so far on this connection.
     inbound: usize,
     /// Told the behaviour that the peer opened too many streams.
@@ -185,7 +186,8 @@ impl ConnectionHandler for Handler {
         &mut self,
         _: &mut Context<'_>,
     ) -> Poll<ConnectionHandlerEvent<ReadyUpgrade<StreamProtocol>, (), HandlerEvent>> {
-        if std::mem::take(&mut self.open_requested) {
+        if self.opens > 0 {
+            self.opens -= 1;
             return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
                 protocol: SubstreamProtocol::new(ReadyUpgrade::new(SYNC_PROTOCOL), ()),
             });
@@ -197,7 +199,7 @@ impl ConnectionHandler for Handler {
     }
 
     fn on_behaviour_event(&mut self, Open: Open) {
-        self.open_requested = true;
+        self.opens += 1;
     }
 
     fn on_connection_event(

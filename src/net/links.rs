@@ -105,8 +105,9 @@ impl Link {
         q.bytes.fetch_add(frame.len(), Ordering::SeqCst);
         match &self.writer {
             Writer::Open { tx, .. } => {
-                // The task ends only after the loop dropped `tx` or after
-                // it reported its end, so a failed send is already known.
+                // The task drops its receiver only when the loop dropped
+                // `tx` or after it reported its end, so a failed send
+                // means a cut of this peer is on its way.
                 let _ = tx.send(frame);
             }
             _ => self.waiting.push_back(frame),

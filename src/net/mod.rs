@@ -22,7 +22,9 @@ mod deadlines;
 mod dialer;
 mod discovery;
 mod events;
-mod frames;
+/// The frame protocol's libp2p behaviour; public so that other Rust
+/// peers (and the abuse tests) can open and accept frame streams.
+pub mod frames;
 mod links;
 mod shell;
 mod streams;
