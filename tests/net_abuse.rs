@@ -19,7 +19,7 @@ use huddle::{Command, ConversationId, ConversationKind, DeviceId, Event, Priorit
 use libp2p::request_response::{self as rr, ProtocolSupport};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{identity, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
+use libp2p::{identity, Multiaddr, PeerId, StreamProtocol, Swarm};
 use tokio::net::TcpStream;
 
 /// Bytes go out exactly as given: the test writes its own (lying) prefixes.
@@ -74,27 +74,16 @@ impl rr::Codec for RawCodec {
 }
 
 fn raw_swarm(key: identity::Keypair) -> Swarm<rr::Behaviour<RawCodec>> {
-    libp2p::SwarmBuilder::with_existing_identity(key)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
+    client_swarm(Some(key), |_| {
+        rr::Behaviour::with_codec(
+            RawCodec,
+            [(
+                StreamProtocol::new(huddle::wire::PROTOCOL_ID),
+                ProtocolSupport::Full,
+            )],
+            rr::Config::default(),
         )
-        .expect("tcp")
-        .with_behaviour(|_| {
-            rr::Behaviour::with_codec(
-                RawCodec,
-                [(
-                    StreamProtocol::new(huddle::wire::PROTOCOL_ID),
-                    ProtocolSupport::Full,
-                )],
-                rr::Config::default(),
-            )
-        })
-        .expect("behaviour")
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build()
+    })
 }
 
 /// How soon the node must cut off a client that broke the protocol: well
@@ -327,19 +316,7 @@ async fn a_hostile_client_is_cut_off_while_honest_peers_keep_talking() {
 async fn cut_with_streams(to: &Multiaddr, streams: usize, window: Duration) -> bool {
     use huddle::net::frames;
 
-    let key = identity::Keypair::generate_ed25519();
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .expect("tcp")
-        .with_behaviour(|_| frames::Behaviour::default())
-        .expect("behaviour")
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+    let mut swarm = client_swarm(None, |_| frames::Behaviour::default());
     let target = DialOpts::unknown_peer_id().address(to.clone()).build();
     swarm.dial(target).expect("dial");
     let mut held = Vec::new();

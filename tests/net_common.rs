@@ -21,6 +21,28 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tokio::task::JoinHandle;
 
+/// A plain libp2p client (TCP + Noise + Yamux, a fresh Ed25519 key unless
+/// given one) with the behaviour `make` builds, for the tests that play a
+/// foreign or hostile peer.
+pub fn client_swarm<B: libp2p::swarm::NetworkBehaviour>(
+    key: Option<libp2p::identity::Keypair>,
+    make: impl FnOnce(&libp2p::identity::Keypair) -> B,
+) -> libp2p::Swarm<B> {
+    let key = key.unwrap_or_else(libp2p::identity::Keypair::generate_ed25519);
+    libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .expect("tcp")
+        .with_behaviour(make)
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
 pub const DAY: u64 = 24 * 3600 * 1000;
 /// How long any condition in these tests may take to become true.
 pub const DEADLINE: Duration = Duration::from_secs(30);

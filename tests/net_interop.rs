@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::*;
 use futures::StreamExt;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{identify, identity, noise, ping, tcp, yamux, Swarm};
+use libp2p::{identify, ping, Swarm};
 
 #[derive(NetworkBehaviour)]
 struct Stock {
@@ -22,27 +22,13 @@ struct Stock {
 }
 
 fn stock_swarm() -> Swarm<Stock> {
-    let key = identity::Keypair::generate_ed25519();
-    libp2p::SwarmBuilder::with_existing_identity(key)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .expect("tcp")
-        .with_behaviour(|k| Stock {
-            ping: ping::Behaviour::new(
-                ping::Config::new().with_interval(Duration::from_millis(200)),
-            ),
-            identify: identify::Behaviour::new(identify::Config::new(
-                "/ipfs/id/1.0.0".into(),
-                k.public(),
-            )),
-        })
-        .expect("behaviour")
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
-        .build()
+    client_swarm(None, |k| Stock {
+        ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_millis(200))),
+        identify: identify::Behaviour::new(identify::Config::new(
+            "/ipfs/id/1.0.0".into(),
+            k.public(),
+        )),
+    })
 }
 
 #[tokio::test]
