@@ -37,14 +37,60 @@ fn sign_with(key: &SigningKey, domain: &[u8], payload: &[u8]) -> [u8; SIGNATURE_
 /// small-order R components are rejected, so a signature cannot be made to
 /// verify for any message, and every node reaches the same verdict.
 pub fn verify(public: &[u8; 32], domain: &[u8], payload: &[u8], sig: &[u8; SIGNATURE_LEN]) -> bool {
+    let message = tagged(domain, payload);
+    let memo_key = MEMO
+        .with(|m| m.borrow().is_some())
+        .then(|| sha256(&[public, sig, &message]));
+    if let Some(k) = &memo_key {
+        if let Some(v) = MEMO.with(|m| m.borrow().as_ref().and_then(|m| m.get(k).copied())) {
+            return v;
+        }
+    }
+    let verdict = verify_tagged(public, &message, sig);
+    if let Some(k) = memo_key {
+        MEMO.with(|m| {
+            if let Some(memo) = m.borrow_mut().as_mut() {
+                if memo.len() >= MEMO_CAPACITY {
+                    memo.clear();
+                }
+                memo.insert(k, verdict);
+            }
+        });
+    }
+    verdict
+}
+
+fn verify_tagged(public: &[u8; 32], message: &[u8], sig: &[u8; SIGNATURE_LEN]) -> bool {
     let Ok(key) = VerifyingKey::from_bytes(public) else {
         return false;
     };
     if key.is_weak() {
         return false;
     }
-    key.verify_strict(&tagged(domain, payload), &Signature::from_bytes(sig))
+    key.verify_strict(message, &Signature::from_bytes(sig))
         .is_ok()
+}
+
+/// Most verdicts the memo holds; it is emptied when full.
+const MEMO_CAPACITY: usize = 1 << 16;
+
+thread_local! {
+    /// Verdicts by SHA-256 of (key, signature, tagged message), when this
+    /// thread has turned the memo on.
+    static MEMO: std::cell::RefCell<Option<std::collections::HashMap<[u8; 32], bool>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Turns on, for the calling thread, a bounded memo of [`verify`]'s
+/// verdicts. Only the simulator does: all its devices run on one thread and
+/// check the same signatures, and a verdict is a pure function of the key,
+/// the signed bytes and the signature, so remembering it changes nothing a
+/// node does or decides, only the time a simulated run takes. A node in
+/// production checks each signature once and never turns it on.
+pub fn memoize_verdicts_on_this_thread() {
+    MEMO.with(|m| {
+        m.borrow_mut().get_or_insert_with(Default::default);
+    });
 }
 
 /// One signature to check: (public key, domain, payload, signature).
@@ -156,6 +202,25 @@ mod tests {
 
     #[test]
     fn verification_finds_the_bad_signatures_and_refuses_weak_keys() {
+        check_verdicts();
+    }
+
+    /// The memo only saves time: the same verdicts, the first time (each
+    /// computed) and the second (each remembered), good and bad alike.
+    #[test]
+    fn the_verdict_memo_gives_the_same_verdicts() {
+        std::thread::spawn(|| {
+            memoize_verdicts_on_this_thread();
+            check_verdicts();
+            let remembered = MEMO.with(|m| m.borrow().as_ref().map_or(0, |m| m.len()));
+            assert!(remembered >= 8, "{remembered} verdicts remembered");
+            check_verdicts();
+        })
+        .join()
+        .expect("the memo thread");
+    }
+
+    fn check_verdicts() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
         let keys: Vec<DeviceKey> = (0..8).map(|_| DeviceKey::generate(&mut rng)).collect();
         let ids: Vec<DeviceId> = keys.iter().map(DeviceKey::device_id).collect();

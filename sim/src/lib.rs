@@ -111,6 +111,9 @@ pub fn replay_command_scaled(scenario: &str, seed: u64, traffic_scale: f64) -> S
 
 /// Runs one scenario with one seed.
 pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
+    // Every simulated device checks the same signatures; the verdicts are
+    // pure, so they are computed once per thread (crypto.rs).
+    huddle::crypto::memoize_verdicts_on_this_thread();
     let mut w = world::World::new(sc, seed, opts);
     w.run();
     let heal = w.counters.heal_at.unwrap_or(0);
