@@ -397,7 +397,14 @@ fn append_percentiles(w: &mut Writer, start: usize, count: usize) {
     let (mut t_insert, mut t_persist) = (Duration::ZERO, Duration::ZERO);
     for m in &msgs {
         let t = Cpu::now();
-        replica.insert(w.now, 0, m.encode()).expect("insert");
+        replica
+            .insert(
+                w.now,
+                0,
+                huddle::conversation::message_shard(&m.id()),
+                m.encode(),
+            )
+            .expect("insert");
         t_insert += t.elapsed();
         let t = Cpu::now();
         black_box(replica.take_persist());
