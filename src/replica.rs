@@ -463,7 +463,7 @@ impl Replica {
 mod tests {
     use super::*;
 
-    const SCHEMA: Schema = Schema {
+    pub(super) const SCHEMA: Schema = Schema {
         roots: &[
             Root::flat("items", ObjType::List),
             Root::flat("keys", ObjType::Map),

@@ -193,18 +193,12 @@ impl LocalPush {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{genesis, Root, Schema};
+    use super::super::genesis;
+    use super::super::tests::SCHEMA;
     use super::*;
-    use automerge::transaction::Transactable;
     use automerge::sync::SyncDoc;
-    use automerge::{ActorId, ObjType, ScalarValue};
-
-    const SCHEMA: Schema = Schema {
-        roots: &[
-            Root::flat("items", ObjType::List),
-            Root::flat("keys", ObjType::Map),
-        ],
-    };
+    use automerge::transaction::Transactable;
+    use automerge::{ActorId, ScalarValue};
 
     fn same_state(a: &sync::State, b: &sync::State) -> bool {
         a.shared_heads == b.shared_heads
