@@ -60,6 +60,13 @@ pub struct Accounting {
     pub undecodable_sync: u64,
     /// Frames sent, by wire tag (1 Hello … 6 Heads).
     pub by_tag: [u64; 7],
+    /// Bytes sent, by wire tag, and their values at the last heal.
+    pub bytes_by_tag: [u64; 7],
+    bytes_by_tag_at_heal: [u64; 7],
+    /// Bytes of change chunks inside delivered sync messages (the rest of
+    /// a sync message is heads, needs and Bloom filters), and at the heal.
+    pub chunk_bytes: u64,
+    chunk_bytes_at_heal: u64,
     /// Complete sync messages delivered without / with changes.
     pub sync_empty: u64,
     pub sync_with_changes: u64,
@@ -73,9 +80,41 @@ pub struct Accounting {
     pub whole_doc_bytes: u64,
 }
 
+/// Splits concatenated Automerge change chunks (magic, checksum, type 1,
+/// LEB128 length, body); `None` if `bytes` is not such a run.
+fn split_changes(bytes: &[u8]) -> Option<Vec<&[u8]>> {
+    const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        if rest.len() < 10 || rest[..4] != MAGIC || rest[8] != 1 {
+            return None;
+        }
+        let (mut len, mut shift, mut i) = (0usize, 0u32, 9);
+        loop {
+            let b = *rest.get(i)?;
+            len |= usize::from(b & 0x7f).checked_shl(shift)?;
+            i += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+            if shift > 56 {
+                return None;
+            }
+        }
+        let end = i.checked_add(len)?;
+        out.push(rest.get(..end)?);
+        at += end;
+    }
+    Some(out)
+}
+
 impl Accounting {
     pub fn on_send(&mut self, tag: u8, len: usize, sync: Option<(u64, [u8; 16], bool)>) {
         self.by_tag[usize::from(tag).min(6)] += 1;
+        self.bytes_by_tag[usize::from(tag).min(6)] += len as u64;
         self.frames += 1;
         self.bytes += len as u64;
         if let Some((session, doc, more)) = sync {
@@ -124,6 +163,7 @@ impl Accounting {
                     self.sync_with_changes += 1;
                 }
                 for chunk in m.changes.iter() {
+                    self.chunk_bytes += chunk.len() as u64;
                     self.count_chunk(chunk, from, to);
                 }
             }
@@ -132,7 +172,21 @@ impl Accounting {
         size
     }
 
+    /// Counts one element of a sync message's change list: a change, a
+    /// run of concatenated changes (how version-2 sync messages carry
+    /// several), or a whole document.
     fn count_chunk(&mut self, chunk: &[u8], from: Dev, to: Dev) {
+        match split_changes(chunk) {
+            Some(parts) if parts.len() > 1 => {
+                for part in parts {
+                    self.count_one(part, from, to);
+                }
+            }
+            _ => self.count_one(chunk, from, to),
+        }
+    }
+
+    fn count_one(&mut self, chunk: &[u8], from: Dev, to: Dev) {
         let mut note = |hash: [u8; 32], size: usize| {
             let info = self.changes.entry(hash).or_insert_with(|| ChangeInfo {
                 size: size as u64,
@@ -185,6 +239,8 @@ impl Accounting {
     /// Marks the moment of a heal: what moves after it is counted apart.
     pub fn heal(&mut self) {
         self.frames_at_heal = self.frames;
+        self.bytes_by_tag_at_heal = self.bytes_by_tag;
+        self.chunk_bytes_at_heal = self.chunk_bytes;
         self.bytes_at_heal = self.bytes;
         self.at_heal_counts = (
             self.redundant_change_bytes,
@@ -219,10 +275,56 @@ impl Accounting {
         )
     }
 
+    /// Since the last heal: bytes sent per wire tag (index 1 Hello … 6
+    /// Heads), and the change-chunk bytes inside delivered sync messages.
+    pub fn heal_bytes_by_kind(&self) -> ([u64; 6], u64) {
+        let mut out = [0; 6];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = self.bytes_by_tag[i + 1] - self.bytes_by_tag_at_heal[i + 1];
+        }
+        (out, self.chunk_bytes - self.chunk_bytes_at_heal)
+    }
+
     pub fn since_heal(&self) -> (u64, u64) {
         (
             self.frames - self.frames_at_heal,
             self.bytes - self.bytes_at_heal,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use automerge::transaction::Transactable;
+
+    #[test]
+    fn concatenated_changes_are_split_and_counted_one_by_one() {
+        let mut doc = Automerge::new();
+        for i in 0..3 {
+            let mut tx = doc.transaction();
+            tx.put(automerge::ROOT, "k", i as i64).unwrap();
+            tx.commit();
+        }
+        let changes: Vec<Vec<u8>> = doc
+            .get_changes(&[])
+            .iter()
+            .map(|c| c.raw_bytes().to_vec())
+            .collect();
+        let run = changes.concat();
+        let parts = split_changes(&run).expect("a run of changes");
+        assert_eq!(parts, changes.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        assert!(split_changes(&run[..run.len() - 1]).is_none(), "truncated");
+        assert!(
+            split_changes(&doc.save()).is_none(),
+            "a document is not a run"
+        );
+
+        let mut acct = Accounting::default();
+        acct.count_chunk(&run, 0, 1);
+        let total: u64 = changes.iter().map(|c| c.len() as u64).sum();
+        assert_eq!(acct.change_bytes().0, total, "every change counted");
+        acct.count_chunk(&run, 0, 1);
+        assert_eq!(acct.redundant_change_bytes, total, "and every one again");
     }
 }

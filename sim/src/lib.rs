@@ -139,6 +139,7 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
         heal_frames,
         heal_bytes,
         heal_breakdown: w.acct.heal_breakdown(),
+        heal_bytes_by_kind: w.acct.heal_bytes_by_kind(),
         heal_change_bytes,
         rtt_median: rtts.get(rtts.len() / 2).map_or(0.0, |v| f64::from(*v)),
         rtt_max: rtts.last().copied().unwrap_or(0),

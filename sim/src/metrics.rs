@@ -45,6 +45,10 @@ pub struct Metrics {
     /// After the last heal: redundant change bytes, whole-document bytes,
     /// Heads frames.
     pub heal_breakdown: (u64, u64, u64),
+    /// After the last heal: bytes sent per frame kind (Hello, Refuse,
+    /// Catalog, Header, Sync, Heads), and the change chunks inside the sync
+    /// messages delivered.
+    pub heal_bytes_by_kind: ([u64; 6], u64),
     pub heal_change_bytes: u64,
     pub rtt_median: f64,
     pub rtt_max: u32,
@@ -129,6 +133,12 @@ impl Metrics {
             s,
             "  after last heal             {} B of changes arrived where they already were, {} B of whole documents, {} Heads frames",
             self.heal_breakdown.0, self.heal_breakdown.1, self.heal_breakdown.2
+        );
+        let (b, chunks) = self.heal_bytes_by_kind;
+        let _ = writeln!(
+            s,
+            "  after last heal, bytes      {} Hello, {} Refuse, {} Catalog, {} Header, {} Sync ({} of it change chunks), {} Heads",
+            b[0], b[1], b[2], b[3], b[4], chunks, b[5]
         );
         let _ = writeln!(
             s,
