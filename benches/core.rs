@@ -397,14 +397,7 @@ fn append_percentiles(w: &mut Writer, start: usize, count: usize) {
     let (mut t_insert, mut t_persist) = (Duration::ZERO, Duration::ZERO);
     for m in &msgs {
         let t = Cpu::now();
-        replica
-            .insert(
-                w.now,
-                0,
-                huddle::conversation::message_shard(&m.id()),
-                m.encode(),
-            )
-            .expect("insert");
+        replica.insert(w.now, 0, m.encode()).expect("insert");
         t_insert += t.elapsed();
         let t = Cpu::now();
         black_box(replica.take_persist());
@@ -605,11 +598,7 @@ fn load_as_written(w: &Writer) -> bool {
     let t_batched = t.elapsed();
     let (_, msgs) = am.get(automerge::ROOT, "msgs").expect("ok").expect("msgs");
     let t = Cpu::now();
-    // Messages are spread over the shard lists of `msgs` (sync.md §7.2).
-    let items: usize = am
-        .map_range(&msgs, ..)
-        .map(|shard| am.list_range(shard.id(), ..).count())
-        .sum();
+    let items = am.list_range(&msgs, ..).count();
     let t_items = t.elapsed();
     assert_eq!(items, n);
     assert_eq!(

@@ -1,10 +1,8 @@
 //! A conversation: its header, its replicated document, and the rendered
 //! index built from it.
 //!
-//! Document schema (protocol/sync.md §7.2): root `msgs` holding signed
-//! message bytes, root `receipts` holding signed receipt bytes; since header
-//! version 2 each is spread over 32 shards, so receiving a message into a
-//! long conversation costs a fraction of what one list would.
+//! Document schema (protocol/sync.md): root list `msgs` of signed message
+//! bytes, root map `receipts` of signed receipt bytes.
 //!
 //! Invariants:
 //! - The index holds only messages whose signature verifies for this
@@ -21,53 +19,13 @@ use crate::header::ConversationHeader;
 use crate::hlc::Hlc;
 use crate::ids::{ConversationId, DeviceId, MemberId, MessageId, Millis};
 use crate::message::{Message, Receipt, ReceiptKind};
-use crate::replica::{Entry, Persist, Replica, ReplicaError, Root, Schema};
+use crate::replica::{Entry, Persist, Replica, ReplicaError, Schema};
 
-/// Shards per root in the version-2 schema. More shards make each smaller
-/// (Automerge applies a remote change by walking the touched object), but
-/// a document freshly loaded from a snapshot pays for every shard that a
-/// batch of changes touches: at 256 shards a 1k-change catch-up into a
-/// loaded 100k conversation took 3.9 s instead of 0.45 s; at 32, 0.40 s
-/// (BENCHMARKS.md, finding F).
-pub const SHARDS: u16 = 32;
-
-/// The schema of conversations with a version-2 header (every one this
-/// binary creates): 32 message lists and 32 receipt maps.
 pub const SCHEMA: Schema = Schema {
-    roots: &[
-        Root::sharded("msgs", ObjType::List, SHARDS),
-        Root::sharded("receipts", ObjType::Map, SHARDS),
-    ],
-};
-/// The schema of conversations with a version-1 header: one list, one map.
-pub const SCHEMA_V1: Schema = Schema {
-    roots: &[
-        Root::flat("msgs", ObjType::List),
-        Root::flat("receipts", ObjType::Map),
-    ],
+    roots: &[("msgs", ObjType::List), ("receipts", ObjType::Map)],
 };
 const MSGS: usize = 0;
 const RECEIPTS: usize = 1;
-
-/// The document schema a header's version calls for.
-pub fn schema(header: &ConversationHeader) -> Schema {
-    match header.version {
-        1 => SCHEMA_V1,
-        _ => SCHEMA,
-    }
-}
-
-/// The shard a message is written to: the first byte of its id, modulo
-/// [`SHARDS`].
-pub fn message_shard(id: &MessageId) -> usize {
-    usize::from(id.0[0]) % usize::from(SHARDS)
-}
-
-/// The shard a receipt is written to: the first byte of the SHA-256 of its
-/// document key, modulo [`SHARDS`].
-pub fn receipt_shard(doc_key: &str) -> usize {
-    usize::from(crate::crypto::sha256(&[doc_key.as_bytes()])[0]) % usize::from(SHARDS)
-}
 
 /// Receipts as signed: per signing device, with the member it names. A
 /// receipt counts for that member only where the team directory binds the
@@ -130,7 +88,7 @@ impl std::fmt::Debug for Conversation {
 
 impl Conversation {
     pub fn new(header: ConversationHeader, actor: &automerge::ActorId) -> Self {
-        let replica = Replica::new(&header.id.0, schema(&header), actor);
+        let replica = Replica::new(&header.id.0, SCHEMA, actor);
         Self::with_replica(header, replica)
     }
 
@@ -152,8 +110,7 @@ impl Conversation {
         chunks: &[(u64, Vec<u8>)],
         rejected: &BTreeSet<[u8; 16]>,
     ) -> Result<(Self, Applied), ReplicaError> {
-        let (replica, entries) =
-            Replica::load(&header.id.0, schema(&header), actor, snapshot, chunks)?;
+        let (replica, entries) = Replica::load(&header.id.0, SCHEMA, actor, snapshot, chunks)?;
         let mut c = Self::with_replica(header, replica);
         let applied = c.index(entries, Trust::Stored(rejected));
         Ok((c, applied))
@@ -303,9 +260,8 @@ impl Conversation {
         if self.ids.contains_key(&m.id()) {
             return Ok(false);
         }
+        self.replica.insert(now, MSGS, m.encode())?;
         let id = m.id();
-        self.replica
-            .insert(now, MSGS, message_shard(&id), m.encode())?;
         self.ids.insert(id, m.hlc);
         self.messages.insert((m.hlc, id), m.clone());
         Ok(true)
@@ -313,18 +269,17 @@ impl Conversation {
 
     /// Records a receipt this device signed.
     pub fn put_receipt(&mut self, now: Millis, r: &Receipt) -> Result<(), ReplicaError> {
-        let key = r.doc_key();
-        self.replica
-            .put(now, RECEIPTS, receipt_shard(&key), &key, r.encode())?;
+        self.replica.put(now, RECEIPTS, &r.doc_key(), r.encode())?;
         self.apply_receipt(r);
         Ok(())
     }
 
     /// Has `device` already acknowledged `message`?
     pub fn has_ack_from(&self, message: &MessageId, device: &DeviceId) -> bool {
-        let key = format!("a{}{}", message, data_encoding::HEXLOWER.encode(&device.0));
-        self.replica
-            .contains_key(RECEIPTS, receipt_shard(&key), &key)
+        self.replica.contains_key(
+            RECEIPTS,
+            &format!("a{}{}", message, data_encoding::HEXLOWER.encode(&device.0)),
+        )
     }
 
     pub fn messages(&self) -> impl DoubleEndedIterator<Item = &Message> + ExactSizeIterator {
@@ -380,104 +335,5 @@ impl Conversation {
         at: Hlc,
     ) -> Receipt {
         Receipt::sign(key, &self.header.id, kind, member, upto, at)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::header::ConversationKind;
-    use crate::message::{Draft, Priority};
-    use automerge::{ReadDoc, ROOT};
-    use rand_chacha::rand_core::SeedableRng;
-
-    /// Two devices write one message each into a conversation of header
-    /// `version`, sync, and both render both; returns the saved document.
-    fn two_writers(version: u8) -> (automerge::Automerge, Vec<Message>) {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        let keys = [DeviceKey::generate(&mut rng), DeviceKey::generate(&mut rng)];
-        let mut header = ConversationHeader::sign(
-            &keys[0],
-            ConversationId([4; 16]),
-            ConversationKind::Role {
-                role: "nurse".into(),
-            },
-            1,
-        );
-        header.version = version;
-        let mut convs: Vec<Conversation> = (0..2u8)
-            .map(|i| {
-                Conversation::new(
-                    header.clone(),
-                    &automerge::ActorId::from([i + 1; 16].as_slice()),
-                )
-            })
-            .collect();
-        let mut sent = Vec::new();
-        for (i, (c, key)) in convs.iter_mut().zip(&keys).enumerate() {
-            let m = Message::sign(
-                key,
-                &header.id,
-                Draft {
-                    author_member: MemberId([i as u8; 16]),
-                    hlc: Hlc::new(1000 + i as u64, 0),
-                    priority: Priority::Routine,
-                    reply_to: None,
-                    body: format!("message {i}"),
-                },
-            );
-            assert!(c.append(1000, &m).unwrap());
-            sent.push(m);
-        }
-        let (a, b) = convs.split_at_mut(1);
-        let (a, b) = (&mut a[0], &mut b[0]);
-        let (mut sa, mut sb) = (automerge::sync::State::new(), automerge::sync::State::new());
-        loop {
-            let m1 = a.replica().generate_sync(&mut sa);
-            if let Some(m) = &m1 {
-                b.receive_sync(&mut sb, m).unwrap();
-            }
-            let m2 = b.replica().generate_sync(&mut sb);
-            if let Some(m) = &m2 {
-                a.receive_sync(&mut sa, m).unwrap();
-            }
-            if m1.is_none() && m2.is_none() {
-                break;
-            }
-        }
-        assert_eq!(a.len(), 2);
-        assert_eq!(a.history_digest(), b.history_digest());
-        (
-            automerge::Automerge::load(&a.replica().save()).unwrap(),
-            sent,
-        )
-    }
-
-    #[test]
-    fn version_2_puts_each_message_in_its_shard() {
-        let (doc, sent) = two_writers(2);
-        let (_, msgs) = doc.get(ROOT, "msgs").unwrap().unwrap();
-        for m in &sent {
-            let key = crate::replica::shard_key(message_shard(&m.id()));
-            let (_, shard) = doc.get(&msgs, key.as_str()).unwrap().unwrap();
-            let held: Vec<Vec<u8>> = doc
-                .list_range(&shard, ..)
-                .filter_map(|i| match i.value {
-                    automerge::ValueRef::Scalar(automerge::ScalarValueRef::Bytes(b)) => {
-                        Some(b.to_vec())
-                    }
-                    _ => None,
-                })
-                .collect();
-            assert!(held.contains(&m.encode()), "message in shard {key}");
-        }
-    }
-
-    #[test]
-    fn version_1_keeps_one_list() {
-        let (doc, _) = two_writers(1);
-        let (_, msgs) = doc.get(ROOT, "msgs").unwrap().unwrap();
-        assert_eq!(doc.object_type(&msgs).unwrap(), ObjType::List);
-        assert_eq!(doc.length(&msgs), 2);
     }
 }

@@ -17,9 +17,7 @@ pub mod domain {
     pub const REVOCATION: &[u8] = b"huddle/revocation/v1";
     pub const MESSAGE: &[u8] = b"huddle/message/v1";
     pub const RECEIPT: &[u8] = b"huddle/receipt/v1";
-    /// Version-1 conversation headers (still verified, never written).
-    pub const HEADER_V1: &[u8] = b"huddle/conversation-header/v1";
-    pub const HEADER: &[u8] = b"huddle/conversation-header/v2";
+    pub const HEADER: &[u8] = b"huddle/conversation-header/v1";
 }
 
 fn tagged(domain: &[u8], payload: &[u8]) -> Vec<u8> {

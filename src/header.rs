@@ -12,9 +12,7 @@ use crate::ids::{ConversationId, DeviceId, MemberId, Millis};
 use crate::membership::{Certificate, MAX_NAME_LEN, MAX_ROLE_LEN};
 
 pub const MAX_GROUP_MEMBERS: usize = 256;
-/// The version this binary writes. Version 1 headers still decode: their
-/// documents keep the version-1 schema (conversation.rs).
-pub const HEADER_VERSION: u8 = 2;
+const HEADER_VERSION: u8 = 1;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ConversationKind {
@@ -31,22 +29,11 @@ pub enum ConversationKind {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConversationHeader {
-    /// 1 or 2; it selects the document schema (sync.md §7.2).
-    pub version: u8,
     pub id: ConversationId,
     pub kind: ConversationKind,
     pub creator: DeviceId,
     pub created: Millis,
     pub signature: [u8; SIGNATURE_LEN],
-}
-
-/// The signature domain of a header version (a new version, a new tag).
-pub fn signing_domain(version: u8) -> &'static [u8] {
-    if version == 1 {
-        domain::HEADER_V1
-    } else {
-        domain::HEADER
-    }
 }
 
 /// Direct conversations have a deterministic id, so two members who open one
@@ -66,20 +53,19 @@ impl ConversationHeader {
         created: Millis,
     ) -> Self {
         let mut h = ConversationHeader {
-            version: HEADER_VERSION,
             id,
             kind,
             creator: key.device_id(),
             created,
             signature: [0; SIGNATURE_LEN],
         };
-        h.signature = key.sign(signing_domain(h.version), &h.signed_bytes());
+        h.signature = key.sign(domain::HEADER, &h.signed_bytes());
         h
     }
 
     fn signed_bytes(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(128);
-        w.u8(self.version).raw(&self.id.0);
+        w.u8(HEADER_VERSION).raw(&self.id.0);
         match &self.kind {
             ConversationKind::Direct { members } => {
                 w.u8(1).raw(&members[0].0).raw(&members[1].0);
@@ -108,7 +94,7 @@ impl ConversationHeader {
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         let version = r.u8("header version")?;
-        if !(1..=HEADER_VERSION).contains(&version) {
+        if version != HEADER_VERSION {
             return Err(DecodeError::Unknown("header version", version.into()));
         }
         let id = ConversationId(r.array("conversation id")?);
@@ -135,7 +121,6 @@ impl ConversationHeader {
         let signature = r.array("header signature")?;
         r.finish()?;
         let h = ConversationHeader {
-            version,
             id,
             kind,
             creator,
@@ -144,7 +129,7 @@ impl ConversationHeader {
         };
         if !crypto::verify(
             &h.creator.0,
-            signing_domain(h.version),
+            domain::HEADER,
             &h.signed_bytes(),
             &h.signature,
         ) {

@@ -33,43 +33,7 @@ pub use sync_message::LocalPush;
 /// The root objects of a document kind.
 #[derive(Clone, Copy, Debug)]
 pub struct Schema {
-    pub roots: &'static [Root],
-}
-
-/// One root object of a schema.
-#[derive(Clone, Copy, Debug)]
-pub struct Root {
-    /// Its key in the document's root map.
-    pub key: &'static str,
-    /// The type of the objects that hold entries (list or map).
-    pub kind: ObjType,
-    /// 0: the root object itself holds the entries. `n` in 1..=256: the root
-    /// is a map of `n` objects of type `kind` under the keys `00`, `01`, …
-    /// (two lowercase hex digits), and they hold the entries. Automerge
-    /// applies a remote change by walking every op of each object it
-    /// touches, so spreading a growing collection over shards keeps the
-    /// cost of receiving one entry from growing with the document.
-    pub shards: u16,
-}
-
-impl Root {
-    pub const fn flat(key: &'static str, kind: ObjType) -> Root {
-        Root {
-            key,
-            kind,
-            shards: 0,
-        }
-    }
-
-    pub const fn sharded(key: &'static str, kind: ObjType, shards: u16) -> Root {
-        assert!(shards >= 1 && shards <= 256);
-        Root { key, kind, shards }
-    }
-}
-
-/// The key of shard `i` in a sharded root.
-pub fn shard_key(i: usize) -> String {
-    format!("{i:02x}")
+    pub roots: &'static [(&'static str, ObjType)],
 }
 
 /// A value found in one of the schema's root objects.
@@ -108,10 +72,7 @@ const MIN_COMPACT_BYTES: usize = 256 * 1024;
 
 pub struct Replica {
     doc: Automerge,
-    /// Per schema root, the objects that hold its entries (one unless sharded).
-    roots: Vec<Vec<automerge::ObjId>>,
-    /// Which root each entry-holding object belongs to.
-    owner: std::collections::HashMap<automerge::ObjId, usize>,
+    roots: Vec<automerge::ObjId>,
     saved_heads: Vec<ChangeHash>,
     next_chunk: u64,
     chunk_bytes: usize,
@@ -128,39 +89,16 @@ impl std::fmt::Debug for Replica {
     }
 }
 
-/// The genesis change (sync.md §7.1): each root in schema order, and right
-/// after a sharded root its shards in ascending order.
-fn genesis(doc_id: &[u8; 16], schema: Schema) -> (Automerge, Vec<Vec<automerge::ObjId>>) {
+fn genesis(doc_id: &[u8; 16], schema: Schema) -> (Automerge, Vec<automerge::ObjId>) {
     let mut doc = Automerge::new().with_actor(ActorId::from(doc_id.as_slice()));
     let mut tx = doc.transaction();
     let roots = schema
         .roots
         .iter()
-        .map(|r| {
-            if r.shards == 0 {
-                return vec![tx.put_object(ROOT, r.key, r.kind).expect("fresh document")];
-            }
-            let map = tx
-                .put_object(ROOT, r.key, ObjType::Map)
-                .expect("fresh document");
-            (0..usize::from(r.shards))
-                .map(|i| {
-                    tx.put_object(&map, shard_key(i), r.kind)
-                        .expect("fresh document")
-                })
-                .collect()
-        })
+        .map(|(name, typ)| tx.put_object(ROOT, *name, *typ).expect("fresh document"))
         .collect();
     tx.commit_with(CommitOptions::default().with_time(0));
     (doc, roots)
-}
-
-fn owners(roots: &[Vec<automerge::ObjId>]) -> std::collections::HashMap<automerge::ObjId, usize> {
-    roots
-        .iter()
-        .enumerate()
-        .flat_map(|(root, objs)| objs.iter().map(move |o| (o.clone(), root)))
-        .collect()
 }
 
 fn commit_time(now: Millis) -> i64 {
@@ -180,7 +118,6 @@ impl Replica {
         let (doc, roots) = genesis(doc_id, schema);
         Replica {
             doc: doc.with_actor(actor.clone()),
-            owner: owners(&roots),
             roots,
             saved_heads: Vec::new(),
             next_chunk: 0,
@@ -219,7 +156,6 @@ impl Replica {
         let mut replica = Replica {
             saved_heads: doc.get_heads(),
             doc,
-            owner: owners(&roots),
             roots,
             next_chunk: chunks.last().map_or(0, |(s, _)| s + 1),
             chunk_bytes,
@@ -236,12 +172,7 @@ impl Replica {
 
     fn all_entries(&self) -> Vec<Entry> {
         let mut out = Vec::new();
-        for (root, obj) in self
-            .roots
-            .iter()
-            .enumerate()
-            .flat_map(|(root, objs)| objs.iter().map(move |o| (root, o)))
-        {
+        for (root, obj) in self.roots.iter().enumerate() {
             match self.doc.object_type(obj) {
                 Ok(ObjType::List) => {
                     for item in self.doc.list_range(obj, ..) {
@@ -306,49 +237,34 @@ impl Replica {
         heads_digest(&self.doc.get_heads())
     }
 
-    /// The object of root `root` that holds entries of shard `shard`
-    /// (taken modulo the root's shard count; ignored for a flat root).
-    fn object(&self, root: usize, shard: usize) -> &automerge::ObjId {
-        let objs = &self.roots[root];
-        &objs[shard % objs.len()]
-    }
-
-    /// Inserts `value` into list root `root`, shard `shard` (at the front:
-    /// display order is computed, not positional, and inserting at 0 costs
-    /// the same at any length).
-    pub fn insert(
-        &mut self,
-        now: Millis,
-        root: usize,
-        shard: usize,
-        value: Vec<u8>,
-    ) -> Result<(), ReplicaError> {
-        let obj = self.object(root, shard).clone();
+    /// Inserts `value` into list root `root` (at the front: display order is
+    /// computed, not positional, and inserting at 0 costs the same at any length).
+    pub fn insert(&mut self, now: Millis, root: usize, value: Vec<u8>) -> Result<(), ReplicaError> {
+        let obj = self.roots[root].clone();
         self.local(now, |tx| {
             tx.insert(&obj, 0, ScalarValue::Bytes(value))?;
             Ok(())
         })
     }
 
-    /// Puts `value` under `key` in map root `root`, shard `shard`.
+    /// Puts `value` under `key` in map root `root`.
     pub fn put(
         &mut self,
         now: Millis,
         root: usize,
-        shard: usize,
         key: &str,
         value: Vec<u8>,
     ) -> Result<(), ReplicaError> {
-        let obj = self.object(root, shard).clone();
+        let obj = self.roots[root].clone();
         self.local(now, |tx| {
             tx.put(&obj, key, ScalarValue::Bytes(value))?;
             Ok(())
         })
     }
 
-    /// Is `key` present in map root `root`, shard `shard`?
-    pub fn contains_key(&self, root: usize, shard: usize, key: &str) -> bool {
-        matches!(self.doc.get(self.object(root, shard), key), Ok(Some(_)))
+    /// Is `key` present in map root `root`?
+    pub fn contains_key(&self, root: usize, key: &str) -> bool {
+        matches!(self.doc.get(&self.roots[root], key), Ok(Some(_)))
     }
 
     fn local(
@@ -390,7 +306,7 @@ impl Replica {
         let patches = self.doc.make_patches(&mut log);
         let mut out = Vec::new();
         for p in patches {
-            let Some(&root) = self.owner.get(&p.obj) else {
+            let Some(root) = self.roots.iter().position(|r| *r == p.obj) else {
                 continue;
             };
             match p.action {
@@ -464,16 +380,7 @@ mod tests {
     use super::*;
 
     pub(super) const SCHEMA: Schema = Schema {
-        roots: &[
-            Root::flat("items", ObjType::List),
-            Root::flat("keys", ObjType::Map),
-        ],
-    };
-    const SHARDED: Schema = Schema {
-        roots: &[
-            Root::sharded("items", ObjType::List, 4),
-            Root::sharded("keys", ObjType::Map, 4),
-        ],
+        roots: &[("items", ObjType::List), ("keys", ObjType::Map)],
     };
 
     fn sync_pair(a: &mut Replica, b: &mut Replica) -> usize {
@@ -500,8 +407,8 @@ mod tests {
         let id = [1u8; 16];
         let mut a = Replica::new(&id, SCHEMA, &ActorId::from([2u8; 16].as_slice()));
         let mut b = Replica::new(&id, SCHEMA, &ActorId::from([3u8; 16].as_slice()));
-        a.insert(1000, 0, 0, b"from a".to_vec()).unwrap();
-        b.insert(1000, 0, 0, b"from b".to_vec()).unwrap();
+        a.insert(1000, 0, b"from a".to_vec()).unwrap();
+        b.insert(1000, 0, b"from b".to_vec()).unwrap();
         sync_pair(&mut a, &mut b);
         assert_eq!(a.heads(), b.heads());
         assert_eq!(a.all_entries().len(), 2);
@@ -515,8 +422,8 @@ mod tests {
         let mut a = Replica::new(&id, SCHEMA, &actor);
         let mut chunks = Vec::new();
         for i in 0..5u8 {
-            a.insert(1000, 0, 0, vec![i]).unwrap();
-            a.put(1000, 1, 0, &format!("k{i}"), vec![i]).unwrap();
+            a.insert(1000, 0, vec![i]).unwrap();
+            a.put(1000, 1, &format!("k{i}"), vec![i]).unwrap();
             match a.take_persist().unwrap() {
                 Persist::Chunk { seq, bytes } => chunks.push((seq, bytes)),
                 Persist::Snapshot { .. } => unreachable!("tiny document"),
@@ -527,56 +434,5 @@ mod tests {
         assert_eq!(entries.len(), 10);
         let (c, _) = Replica::load(&id, SCHEMA, &actor, Some(&a.save()), &[]).unwrap();
         assert_eq!(c.heads(), a.heads());
-    }
-
-    #[test]
-    fn sharded_roots_merge_and_report_their_entries() {
-        let id = [5u8; 16];
-        let mut a = Replica::new(&id, SHARDED, &ActorId::from([2u8; 16].as_slice()));
-        let mut b = Replica::new(&id, SHARDED, &ActorId::from([3u8; 16].as_slice()));
-        assert_eq!(a.heads(), b.heads(), "one genesis");
-        for i in 0..8u8 {
-            a.insert(1000, 0, usize::from(i), vec![i]).unwrap();
-            b.put(1000, 1, usize::from(i), &format!("k{i}"), vec![i])
-                .unwrap();
-        }
-        assert!(b.contains_key(1, 5, "k5"));
-        assert!(!b.contains_key(1, 4, "k5"), "a key lives in its shard");
-        let mut state = sync::State::new();
-        let mut got = Vec::new();
-        let mut a_state = sync::State::new();
-        loop {
-            let m1 = a.generate_sync(&mut a_state);
-            if let Some(m) = &m1 {
-                got.extend(b.receive_sync(&mut state, m).unwrap());
-            }
-            let m2 = b.generate_sync(&mut state);
-            if let Some(m) = &m2 {
-                a.receive_sync(&mut a_state, m).unwrap();
-            }
-            if m1.is_none() && m2.is_none() {
-                break;
-            }
-        }
-        assert_eq!(a.heads(), b.heads());
-        let mut items: Vec<Vec<u8>> = got
-            .into_iter()
-            .map(|e| match e {
-                Entry::Item { root: 0, value } => value,
-                other => panic!("unexpected entry {other:?}"),
-            })
-            .collect();
-        items.sort();
-        assert_eq!(items, (0..8u8).map(|i| vec![i]).collect::<Vec<_>>());
-        let (c, entries) = Replica::load(
-            &id,
-            SHARDED,
-            &ActorId::from([4u8; 16].as_slice()),
-            Some(&a.save()),
-            &[],
-        )
-        .unwrap();
-        assert_eq!(c.heads(), a.heads());
-        assert_eq!(entries.len(), 16);
     }
 }

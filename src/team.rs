@@ -15,13 +15,10 @@ use automerge::ObjType;
 
 use crate::ids::{DeviceId, Millis, TeamId};
 use crate::membership::{Certificate, Revocation, Revocations};
-use crate::replica::{Entry, Persist, Replica, ReplicaError, Root, Schema};
+use crate::replica::{Entry, Persist, Replica, ReplicaError, Schema};
 
 pub const SCHEMA: Schema = Schema {
-    roots: &[
-        Root::flat("certs", ObjType::Map),
-        Root::flat("revocations", ObjType::Map),
-    ],
+    roots: &[("certs", ObjType::Map), ("revocations", ObjType::Map)],
 };
 const CERTS: usize = 0;
 const REVOCATIONS: usize = 1;
@@ -145,7 +142,7 @@ impl TeamDoc {
             return Ok(false);
         }
         self.replica
-            .put(now, CERTS, 0, &c.device.to_string(), c.encode())?;
+            .put(now, CERTS, &c.device.to_string(), c.encode())?;
         self.published.insert(c.device, c.expires);
         Ok(true)
     }
@@ -156,10 +153,10 @@ impl TeamDoc {
             return Ok(false);
         }
         let key = data_encoding::HEXLOWER.encode(&r.key());
-        if self.replica.contains_key(REVOCATIONS, 0, &key) {
+        if self.replica.contains_key(REVOCATIONS, &key) {
             return Ok(self.revoked.insert(r.target));
         }
-        self.replica.put(now, REVOCATIONS, 0, &key, r.encode())?;
+        self.replica.put(now, REVOCATIONS, &key, r.encode())?;
         Ok(self.revoked.insert(r.target))
     }
 

@@ -353,9 +353,9 @@ fn forged_altered_and_impersonating_messages_are_never_genuine() {
             let original = c.messages().next().expect("Ana's message arrived").clone();
             let mut altered = original.clone();
             altered.body = "Bed 4 is fine, no review needed".into();
-            c.replica_mut().insert(now, 0, 0, altered.encode()).unwrap();
+            c.replica_mut().insert(now, 0, altered.encode()).unwrap();
             c.replica_mut()
-                .insert(now, 0, 1, b"not a message".to_vec())
+                .insert(now, 0, b"not a message".to_vec())
                 .unwrap();
             let draft = |member, body: &str| Draft {
                 author_member: member,
@@ -365,11 +365,9 @@ fn forged_altered_and_impersonating_messages_are_never_genuine() {
                 body: body.into(),
             };
             let impostor = Message::sign(&m_key, &group, draft(ana, "Cancel the bundle - Ana"));
-            c.replica_mut()
-                .insert(now, 0, 2, impostor.encode())
-                .unwrap();
+            c.replica_mut().insert(now, 0, impostor.encode()).unwrap();
             let honest = Message::sign(&m_key, &group, draft(m_member, "Mallory here"));
-            c.replica_mut().insert(now, 0, 3, honest.encode()).unwrap();
+            c.replica_mut().insert(now, 0, honest.encode()).unwrap();
             // An acknowledgement of Ana's message in Ana's name, signed by
             // Mallory's device; and Mallory's own, genuine one.
             let upto = original.order_key();
@@ -383,15 +381,8 @@ fn forged_altered_and_impersonating_messages_are_never_genuine() {
                     upto,
                     at,
                 );
-                let key = r.doc_key();
                 c.replica_mut()
-                    .put(
-                        now,
-                        1,
-                        huddle::conversation::receipt_shard(&key),
-                        &key,
-                        r.encode(),
-                    )
+                    .put(now, 1, &r.doc_key(), r.encode())
                     .unwrap();
             }
         }

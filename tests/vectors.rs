@@ -22,9 +22,8 @@ use std::path::PathBuf;
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ActorId, Automerge, ObjType, ReadDoc, ROOT};
 use huddle::codec::{DecodeError, Reader, Writer};
-use huddle::conversation::message_shard;
 use huddle::crypto::{self, domain, AuthorityKey, DeviceKey};
-use huddle::header::{signing_domain, ConversationHeader, ConversationKind};
+use huddle::header::{ConversationHeader, ConversationKind};
 use huddle::hlc::Hlc;
 use huddle::ids::{ConversationId, DeviceId, MemberId, MessageId, TeamId};
 use huddle::membership::{
@@ -582,7 +581,6 @@ fn header_json(h: &ConversationHeader) -> Value {
         ConversationKind::Role { role } => json!({ "type": "role", "role": role }),
     };
     json!({
-        "version": h.version,
         "id": h.id.to_hex(),
         "kind": kind,
         "creator": hex(&h.creator.0),
@@ -617,7 +615,6 @@ fn header_from_json(v: &Value) -> ConversationHeader {
         t => panic!("unknown conversation kind {t}"),
     };
     ConversationHeader {
-        version: u8::try_from(num(v, "version")).expect("u8"),
         id: ConversationId(fixed(v, "id")),
         kind,
         creator: DeviceId(fixed(v, "creator")),
@@ -848,7 +845,6 @@ fn gen_primitives(c: &Cast) -> Value {
         domain::REVOCATION,
         domain::MESSAGE,
         domain::RECEIPT,
-        domain::HEADER_V1,
         domain::HEADER,
     ];
     json!({
@@ -948,7 +944,6 @@ fn primitives() {
             domain::REVOCATION,
             domain::MESSAGE,
             domain::RECEIPT,
-            domain::HEADER_V1,
             domain::HEADER
         ]
         .map(|t| std::str::from_utf8(t).expect("ASCII"))
@@ -1646,33 +1641,13 @@ fn headers(c: &Cast) -> Vec<(&'static str, ConversationHeader)> {
                 T0 + 1,
             ),
         ),
-        ("role, version 1 (one message list)", header_v1(c)),
     ]
-}
-
-/// A version-1 header (written by earlier binaries; still decoded, and its
-/// document keeps the version-1 schema).
-fn header_v1(c: &Cast) -> ConversationHeader {
-    let key = c.key("ben-tablet");
-    let v2 = ConversationHeader::sign(
-        key,
-        ConversationId(id16("conversation:role-night-shift")),
-        ConversationKind::Role {
-            role: "night-shift".into(),
-        },
-        T0 - 86_400_000,
-    )
-    .encode();
-    let payload = splice(&v2[..v2.len() - 64], 0, 1, &[1]);
-    let h = ConversationHeader::decode(&signed_raw_header(key, &payload)).expect("decodes");
-    assert_eq!(h.version, 1);
-    h
 }
 
 /// Signs hand-made header bytes (for must-reject vectors that the typed
 /// encoder cannot produce).
 fn signed_raw_header(key: &DeviceKey, payload: &[u8]) -> Vec<u8> {
-    [payload, &key.sign(signing_domain(payload[0]), payload)].concat()
+    [payload, &key.sign(domain::HEADER, payload)].concat()
 }
 
 fn gen_headers(c: &Cast) -> Value {
@@ -1684,7 +1659,7 @@ fn gen_headers(c: &Cast) -> Value {
             json!({
                 "name": name,
                 "fields": header_json(h),
-                "signed_message": hex(&[signing_domain(h.version), &[0], &b[..b.len() - 64]].concat()),
+                "signed_message": hex(&[domain::HEADER, &[0], &b[..b.len() - 64]].concat()),
                 "hex": hex(&b),
             })
         })
@@ -1695,7 +1670,7 @@ fn gen_headers(c: &Cast) -> Value {
     let key = c.key("ana-phone");
     let group_payload = |members: &[MemberId]| {
         let mut w = Writer::new();
-        w.u8(2).raw(&group_id().0).u8(2).str("Ward 7 handover");
+        w.u8(1).raw(&group_id().0).u8(2).str("Ward 7 handover");
         w.varint(members.len() as u64);
         for m in members {
             w.raw(&m.0);
@@ -1731,8 +1706,7 @@ fn gen_headers(c: &Cast) -> Value {
             "one trailing byte",
             "Trailing",
         ),
-        bad(splice(&d, 0, 1, &[3]), "version 3", "Unknown"),
-        bad(splice(&d, 0, 1, &[0]), "version 0", "Unknown"),
+        bad(splice(&d, 0, 1, &[2]), "version 2", "Unknown"),
         bad(splice(&d, 17, 1, &[0]), "kind 0", "Unknown"),
         bad(splice(&d, 17, 1, &[4]), "kind 4", "Unknown"),
         bad(
@@ -1783,7 +1757,7 @@ fn headers_vectors() {
             ConversationHeader::encode,
             ConversationHeader::decode,
         );
-        check_signed(x, signing_domain(h.version), &[], &b, &h.creator.0);
+        check_signed(x, domain::HEADER, &[], &b, &h.creator.0);
         if let ConversationKind::Direct { members } = h.kind {
             assert_eq!(h.id, direct_id(members[0], members[1]));
         }
@@ -2227,23 +2201,11 @@ fn obj_type_from(s: &str) -> ObjType {
 }
 
 /// The genesis change of a document, made directly with Automerge.
-/// The genesis change as sync.md §7.1 describes it: `(key, type, shards)`
-/// per root.
-fn genesis(doc_id: &[u8; 16], roots: &[(&str, ObjType, u16)]) -> (Automerge, automerge::Change) {
+fn genesis(doc_id: &[u8; 16], roots: &[(&str, ObjType)]) -> (Automerge, automerge::Change) {
     let mut doc = Automerge::new().with_actor(ActorId::from(doc_id.as_slice()));
     let mut tx = doc.transaction();
-    for &(name, typ, shards) in roots {
-        if shards == 0 {
-            tx.put_object(ROOT, name, typ).expect("fresh document");
-            continue;
-        }
-        let map = tx
-            .put_object(ROOT, name, ObjType::Map)
-            .expect("fresh document");
-        for i in 0..shards {
-            tx.put_object(&map, format!("{i:02x}"), typ)
-                .expect("fresh document");
-        }
+    for (name, typ) in roots {
+        tx.put_object(ROOT, *name, *typ).expect("fresh document");
     }
     tx.commit_with(CommitOptions::default().with_time(0));
     let change = doc.get_changes(&[]).into_iter().next().expect("one change");
@@ -2255,47 +2217,18 @@ fn heads_digest(heads: &[automerge::ChangeHash]) -> [u8; 16] {
     crypto::sha256(&parts)[..16].try_into().expect("16 bytes")
 }
 
-fn schema_roots(schema: huddle::replica::Schema) -> Vec<(&'static str, ObjType, u16)> {
-    schema
-        .roots
-        .iter()
-        .map(|r| (r.key, r.kind, r.shards))
-        .collect()
-}
-
-fn genesis_json(
-    doc_id: &[u8; 16],
-    schema: huddle::replica::Schema,
-    what: &str,
-    header_version: u8,
-) -> Value {
-    let (doc, change) = genesis(doc_id, &schema_roots(schema));
+fn genesis_json(doc_id: &[u8; 16], schema: huddle::replica::Schema, what: &str) -> Value {
+    let (doc, change) = genesis(doc_id, schema.roots);
     let roots: Vec<Value> = schema
         .roots
         .iter()
-        .map(|r| {
-            let (_, obj) = doc.get(ROOT, r.key).expect("get").expect("root object");
-            if r.shards == 0 {
-                return json!({ "key": r.key, "type": obj_type_name(r.kind), "object_id": obj.to_string() });
-            }
-            let shard = |i: u16| {
-                let (_, s) = doc.get(&obj, format!("{i:02x}")).expect("get").expect("shard");
-                s.to_string()
-            };
-            json!({
-                "key": r.key,
-                "type": "map",
-                "object_id": obj.to_string(),
-                "shards": r.shards,
-                "shard_type": obj_type_name(r.kind),
-                "first_shard_object_id": shard(0),
-                "last_shard_object_id": shard(r.shards - 1),
-            })
+        .map(|(name, typ)| {
+            let (_, obj) = doc.get(ROOT, *name).expect("get").expect("root object");
+            json!({ "key": name, "type": obj_type_name(*typ), "object_id": obj.to_string() })
         })
         .collect();
     json!({
         "document": what,
-        "header_version": header_version,
         "doc_id": hex(doc_id),
         "actor": hex(doc_id),
         "seq": 1,
@@ -2325,9 +2258,7 @@ fn sync_exchange(c: &Cast) -> Vec<(&'static str, Vec<u8>)> {
     let doc = group_id().0;
     let mut a = Replica::new(&doc, schema, &actor("ana-phone"));
     let mut b = Replica::new(&doc, schema, &actor("ben-tablet"));
-    let m = &messages(c)[0].1;
-    a.insert(T0, 0, message_shard(&m.id()), m.encode())
-        .expect("insert");
+    a.insert(T0, 0, messages(c)[0].1.encode()).expect("insert");
     let (mut sa, mut sb) = (automerge::sync::State::new(), automerge::sync::State::new());
     let mut out = Vec::new();
     for _ in 0..10 {
@@ -2353,36 +2284,23 @@ fn gen_documents(c: &Cast) -> Value {
     let conv = huddle::conversation::SCHEMA;
     let team = huddle::team::SCHEMA;
     let geneses = vec![
-        genesis_json(&group_id().0, conv, "conversation", 2),
+        genesis_json(&group_id().0, conv, "conversation"),
         genesis_json(
             &direct_id(member("ana"), member("ben")).0,
             conv,
             "conversation",
-            2,
         ),
-        genesis_json(
-            &header_v1(c).id.0,
-            huddle::conversation::SCHEMA_V1,
-            "conversation",
-            1,
-        ),
-        genesis_json(&TEAM_DOC_ID, team, "team", 0),
+        genesis_json(&TEAM_DOC_ID, team, "team"),
     ];
     // One message written by a fixed actor at T0, and a concurrent one.
     let doc = group_id().0;
     let msgs = messages(c);
     let mut a = Replica::new(&doc, conv, &actor("ana-phone"));
-    a.insert(T0, 0, message_shard(&msgs[0].1.id()), msgs[0].1.encode())
-        .expect("insert");
+    a.insert(T0, 0, msgs[0].1.encode()).expect("insert");
     let one_head = a.heads();
     let mut b = Replica::new(&doc, conv, &actor("ben-tablet"));
-    b.insert(
-        T0 + 60_000,
-        0,
-        message_shard(&msgs[1].1.id()),
-        msgs[1].1.encode(),
-    )
-    .expect("insert");
+    b.insert(T0 + 60_000, 0, msgs[1].1.encode())
+        .expect("insert");
     let (mut sa, mut sb) = Default::default();
     loop {
         let m1 = a.generate_sync(&mut sa);
@@ -2429,7 +2347,7 @@ fn gen_documents(c: &Cast) -> Value {
         .map(|(dir, m)| json!({ "direction": dir, "message": hex(&m) }))
         .collect();
     json!({
-        "description": "Automerge documents (protocol/sync.md#documents). 'geneses' are normative: every replica of a document starts from exactly this change (actor = document id, seq 1, time 0, the root objects in this order, each sharded root followed by its shards 00, 01, ...), so its bytes and hash must be reproduced exactly; a conversation's schema follows its header version. 'local_changes', 'heads_digests' and 'sync_exchange' are informative: they show a message inserted at list index 0 of its shard of msgs (the first byte of its id) by an actor at time T0/1000 s, the catalog's heads digest over one and two heads, and the Automerge sync messages of two replicas converging (a node must accept them; it need not produce the same bytes).",
+        "description": "Automerge documents (protocol/sync.md#documents). 'geneses' are normative: every replica of a document starts from exactly this change (actor = document id, seq 1, time 0, the root objects in this order), so its bytes and hash must be reproduced exactly. 'local_changes', 'heads_digests' and 'sync_exchange' are informative: they show a message inserted at list index 0 of msgs by an actor at time T0/1000 s, the catalog's heads digest over one and two heads, and the Automerge sync messages of two replicas converging (a node must accept them; it need not produce the same bytes).",
         "geneses": geneses,
         "conversation_id": hex(&doc),
         "inserted_message": hex(&msgs[0].1.encode()),
@@ -2445,32 +2363,22 @@ fn documents_vectors() {
     for g in list(&v, "geneses") {
         let doc_id: [u8; 16] = fixed(g, "doc_id");
         assert_eq!(st(g, "actor"), st(g, "doc_id"), "actor = document id");
-        let roots: Vec<(String, ObjType, u16)> = list(g, "roots")
+        let roots: Vec<(String, ObjType)> = list(g, "roots")
             .iter()
-            .map(|r| match r.get("shards") {
-                None => (st(r, "key").to_owned(), obj_type_from(st(r, "type")), 0),
-                Some(n) => {
-                    assert_eq!(st(r, "type"), "map", "a sharded root is a map");
-                    (
-                        st(r, "key").to_owned(),
-                        obj_type_from(st(r, "shard_type")),
-                        u16::try_from(n.as_u64().expect("shards")).expect("u16"),
-                    )
-                }
-            })
+            .map(|r| (st(r, "key").to_owned(), obj_type_from(st(r, "type"))))
             .collect();
-        let schema = match (st(g, "document"), num(g, "header_version")) {
-            ("conversation", 1) => huddle::conversation::SCHEMA_V1,
-            ("conversation", 2) => huddle::conversation::SCHEMA,
-            ("team", _) => {
+        let schema = match st(g, "document") {
+            "conversation" => huddle::conversation::SCHEMA,
+            "team" => {
                 assert_eq!(doc_id, TEAM_DOC_ID, "the team document id is all zeroes");
                 huddle::team::SCHEMA
             }
-            (d, v) => panic!("unknown document kind {d} (header version {v})"),
+            d => panic!("unknown document kind {d}"),
         };
-        let names: Vec<(String, ObjType, u16)> = schema_roots(schema)
-            .into_iter()
-            .map(|(n, t, s)| (n.to_string(), t, s))
+        let names: Vec<(String, ObjType)> = schema
+            .roots
+            .iter()
+            .map(|(n, t)| (n.to_string(), *t))
             .collect();
         assert_eq!(roots, names, "the schema's root objects, in order");
         // The change given decodes to what the vector says...
@@ -2484,29 +2392,14 @@ fn documents_vectors() {
         assert!(change.deps().is_empty() && list(g, "deps").is_empty());
         assert_eq!(change.message(), None);
         assert!(get(g, "message").is_null());
-        assert_eq!(
-            change.len(),
-            roots.iter().map(|r| 1 + usize::from(r.2)).sum::<usize>(),
-            "one op per root object and per shard"
-        );
+        assert_eq!(change.len(), roots.len(), "one op per root object");
         // ...is exactly what Automerge makes from the schema...
-        let refs: Vec<(&str, ObjType, u16)> =
-            roots.iter().map(|(n, t, s)| (n.as_str(), *t, *s)).collect();
+        let refs: Vec<(&str, ObjType)> = roots.iter().map(|(n, t)| (n.as_str(), *t)).collect();
         let (doc, made) = genesis(&doc_id, &refs);
         assert_eq!(hex(made.raw_bytes()), st(g, "change"), "genesis bytes");
         for r in list(g, "roots") {
             let (_, obj) = doc.get(ROOT, st(r, "key")).expect("get").expect("root");
             assert_eq!(obj.to_string(), st(r, "object_id"));
-            if let Some(n) = r.get("shards") {
-                let last = format!("{:02x}", n.as_u64().expect("shards") - 1);
-                for (key, field) in [
-                    ("00", "first_shard_object_id"),
-                    (last.as_str(), "last_shard_object_id"),
-                ] {
-                    let (_, s) = doc.get(&obj, key).expect("get").expect("shard");
-                    assert_eq!(s.to_string(), st(r, field));
-                }
-            }
         }
         // ...and what huddle's replica starts from, whatever its own actor.
         let replica = Replica::new(&doc_id, schema, &actor("any"));

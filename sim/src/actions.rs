@@ -374,8 +374,7 @@ fn forge(w: &mut World, dev: Dev, conv: usize) -> bool {
         imperson.encode(),
         b"\x01not a message".to_vec(),
     ] {
-        r.insert(now_ms, 0, 0, bytes) // readers index every shard
-            .expect("fresh replica");
+        r.insert(now_ms, 0, bytes).expect("fresh replica");
     }
     let bytes = match r.take_persist().expect("changed") {
         Persist::Chunk { bytes, .. } | Persist::Snapshot { bytes, .. } => bytes,

@@ -223,7 +223,7 @@ mod tests {
             let mut docs: Vec<Automerge> = (0..3u8)
                 .map(|i| genesis(&id, SCHEMA).0.with_actor(ActorId::from([i + 1; 16].as_slice())))
                 .collect();
-            let items = genesis(&id, SCHEMA).1[0][0].clone();
+            let items = genesis(&id, SCHEMA).1[0].clone();
             // states[i][j]: i's state for peer j.
             let mut states: Vec<Vec<sync::State>> =
                 (0..3).map(|_| (0..3).map(|_| sync::State::new()).collect()).collect();
@@ -293,7 +293,7 @@ mod tests {
         let mut hashes = Vec::new();
         for i in 0..(SENT_EXACT_TRIM + 100) {
             let mut tx = doc.transaction();
-            tx.insert(&roots[0][0], 0, ScalarValue::Bytes(vec![i as u8]))
+            tx.insert(&roots[0], 0, ScalarValue::Bytes(vec![i as u8]))
                 .unwrap();
             tx.commit();
             hashes.push(doc.get_heads()[0]);
