@@ -81,14 +81,15 @@ pub struct Accounting {
 }
 
 /// Splits concatenated Automerge change chunks (magic, checksum, type 1,
-/// LEB128 length, body); `None` if `bytes` is not such a run.
+/// or 2 for a deflated change, LEB128 length, body); `None` if `bytes` is
+/// not such a run.
 fn split_changes(bytes: &[u8]) -> Option<Vec<&[u8]>> {
     const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
     let mut out = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
         let rest = &bytes[at..];
-        if rest.len() < 10 || rest[..4] != MAGIC || rest[8] != 1 {
+        if rest.len() < 10 || rest[..4] != MAGIC || !matches!(rest[8], 1 | 2) {
             return None;
         }
         let (mut len, mut shift, mut i) = (0usize, 0u32, 9);
