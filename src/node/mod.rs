@@ -24,6 +24,7 @@ mod docs;
 mod io;
 mod peer;
 mod pull;
+mod push;
 mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -45,6 +46,7 @@ use crate::store::{keys, Loader, StoreOp, Stored};
 use crate::team::{TeamDoc, TEAM_DOC_ID};
 use crate::wire::Reason;
 use peer::Peer;
+pub(crate) use push::Send;
 
 /// Tunables; the defaults suit a ward LAN.
 #[derive(Clone, Debug)]
@@ -205,16 +207,6 @@ pub(crate) enum Lacking {
     Pushed,
     /// It announced heads (kept in its sync state) some of which we lack.
     Announced,
-}
-
-/// Which sync message [`Node::push_doc_if`] may send.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Send {
-    /// Whatever the sync protocol has to say.
-    Any,
-    /// A reply giving a peer what it asked for: without the changes we
-    /// need (those we ask for apart, `Timer::Answer`).
-    Reply,
 }
 
 impl Node {
@@ -486,118 +478,6 @@ impl Node {
         {
             persist_ops(&id.0, p, &mut fx.persist);
             self.persist_index(id, fx);
-        }
-    }
-
-    /// Sends `peer` whatever the sync protocol says it should get for `doc`.
-    fn push_doc(&mut self, doc: &[u8; 16], peer: DeviceId, fx: &mut Fx) {
-        self.push_doc_if(doc, peer, Send::Any, fx);
-    }
-
-    /// [`Node::push_doc`], shaped by `rule`.
-    fn push_doc_if(&mut self, doc: &[u8; 16], peer: DeviceId, rule: Send, fx: &mut Fx) {
-        if !self.may_share(doc, &peer) {
-            return;
-        }
-        if *doc != TEAM_DOC_ID {
-            self.conversation(&ConversationId(*doc)); // loads it
-        }
-        let Some(p) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        let state = p.sync.entry(*doc).or_default();
-        let replica = if *doc == TEAM_DOC_ID {
-            self.membership.as_ref().map(|m| m.team.replica())
-        } else {
-            self.convs
-                .get(&ConversationId(*doc))
-                .and_then(docs::Slot::if_loaded)
-                .map(|c| c.replica())
-        };
-        let Some(replica) = replica else { return };
-        let msg = match rule {
-            Send::Any | Send::Reply => replica.generate_sync(state),
-        };
-        self.introduce(peer, doc, fx);
-        let Some(mut msg) = msg else { return };
-        // While we pull `doc` from someone else, we tell this peer nothing of
-        // what we have, so it does not send us the same changes too; it gets
-        // its turn when the pull is done (pull.rs).
-        let pulling_elsewhere = self
-            .pulls
-            .open
-            .get(doc)
-            .is_some_and(|p| p.peer != peer && self.peers.contains_key(&p.peer));
-        let reply = matches!(rule, Send::Reply);
-        if pulling_elsewhere || reply {
-            if let Ok(mut m) = automerge::sync::Message::decode(&msg) {
-                if (pulling_elsewhere && !m.have.is_empty()) || (reply && !m.need.is_empty()) {
-                    if pulling_elsewhere {
-                        m.have.clear();
-                    }
-                    if reply {
-                        m.need.clear();
-                    }
-                    msg = m.encode();
-                }
-            }
-        }
-        peer::push_sync_frames(peer, *doc, &msg, &mut fx.send);
-    }
-
-    /// Schedules an announcement of `doc`'s heads to every peer that may
-    /// lack them. Changes we write are pushed at once (`push_doc_to_all`);
-    /// changes we receive travel on by announcement, because most peers
-    /// have usually heard them from the author too, and pushing every
-    /// change to every peer costs the mesh a copy per pair.
-    fn schedule_announce(&mut self, now: Millis, doc: [u8; 16], fx: &mut Fx) {
-        self.announce.insert(doc);
-        if !self.announce_timer_set {
-            self.announce_timer_set = true;
-            fx.timers
-                .push((Timer::Announce, now + self.config.announce_delay_ms));
-        }
-    }
-
-    /// After a change we wrote on top of `before`: pushes just that change
-    /// to every connected peer allowed to have it (sync.md §5.2 (2)). The
-    /// peer lacks it for sure; whatever else it may lack of ours reaches it
-    /// from its authors or by announcement, and a peer that lacks what the
-    /// change depends on asks us for it (`Node::answer`). So a push costs
-    /// one small message per peer, however stale our view of the peer.
-    fn push_local(&mut self, doc: &[u8; 16], before: &[automerge::ChangeHash], fx: &mut Fx) {
-        let Some(push) = self.replica_of(doc).and_then(|r| r.local_push()) else {
-            return;
-        };
-        let peers: Vec<DeviceId> = self.peers.keys().copied().collect();
-        for peer in peers {
-            if !self.may_share(doc, &peer) {
-                continue;
-            }
-            self.introduce(peer, doc, fx);
-            let Some(state) = self
-                .peers
-                .get_mut(&peer)
-                .map(|p| p.sync.entry(*doc).or_default())
-            else {
-                continue;
-            };
-            let msg = push.message_for(state);
-            // The link is ordered: once it reads this message, a peer that
-            // was at `before` is at our heads (plus whatever it wrote
-            // meanwhile, which it will push to us).
-            if state.their_heads.as_deref() == Some(before) {
-                state.their_heads = Some(push.heads().to_vec());
-            }
-            peer::push_sync_frames(peer, *doc, &msg, &mut fx.send);
-        }
-    }
-
-    /// Pushes `doc` to every connected peer allowed to have it.
-    fn push_doc_to_all(&mut self, doc: &[u8; 16], fx: &mut Fx) {
-        let peers: Vec<DeviceId> = self.peers.keys().copied().collect();
-        for p in peers {
-            self.push_doc(doc, p, fx);
         }
     }
 
