@@ -1,6 +1,6 @@
 //! The frames two huddle nodes exchange over `/huddle/sync/2`. This is the
 //! only code that knows their byte layout; `protocol/wire.md` specifies it
-//! and `protocol/vectors/` holds test vectors checked by `tests/vectors.rs`.
+//! and `protocol/vectors/` holds test vectors checked by `tests/vectors/`.
 //!
 //! Invariant: decoding never panics and never allocates beyond the frame it
 //! was given; anything unexpected is a [`DecodeError`], which the node turns

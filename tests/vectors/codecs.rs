@@ -1,0 +1,317 @@
+//! Field codecs between huddle's types and the JSON of the vectors.
+
+use super::*;
+
+pub(crate) fn cert_json(c: &Certificate) -> Value {
+    json!({
+        "team": hex(&c.team.0),
+        "team_name": c.team_name,
+        "member": c.member.to_hex(),
+        "display_name": c.display_name,
+        "roles": c.roles,
+        "device": hex(&c.device.0),
+        "device_peer_id": c.device.to_string(),
+        "issued": c.issued,
+        "expires": c.expires,
+        "signature": hex(&c.signature),
+    })
+}
+
+pub(crate) fn cert_from_json(v: &Value) -> Certificate {
+    let c = Certificate {
+        team: TeamId(fixed(v, "team")),
+        team_name: st(v, "team_name").to_owned(),
+        member: MemberId(fixed(v, "member")),
+        display_name: st(v, "display_name").to_owned(),
+        roles: list(v, "roles")
+            .iter()
+            .map(|r| r.as_str().expect("role").to_owned())
+            .collect(),
+        device: DeviceId(fixed(v, "device")),
+        issued: num(v, "issued"),
+        expires: num(v, "expires"),
+        signature: fixed(v, "signature"),
+    };
+    assert_eq!(
+        st(v, "device_peer_id")
+            .parse::<DeviceId>()
+            .expect("peer id"),
+        c.device
+    );
+    c
+}
+
+pub(crate) fn hlc_json(h: Hlc) -> Value {
+    json!({ "millis": h.millis(), "counter": h.counter() })
+}
+
+pub(crate) fn hlc_from_json(v: &Value) -> Hlc {
+    let counter = u16::try_from(num(v, "counter")).expect("16-bit counter");
+    let millis = num(v, "millis");
+    assert!(millis < 1 << 48, "48-bit milliseconds");
+    Hlc::new(millis, counter)
+}
+
+pub(crate) fn priority_name(p: Priority) -> &'static str {
+    match p {
+        Priority::Routine => "routine",
+        Priority::Urgent => "urgent",
+        Priority::Stat => "stat",
+    }
+}
+
+pub(crate) fn priority_from(s: &str) -> Priority {
+    match s {
+        "routine" => Priority::Routine,
+        "urgent" => Priority::Urgent,
+        "stat" => Priority::Stat,
+        p => panic!("unknown priority {p}"),
+    }
+}
+
+pub(crate) fn message_json(m: &Message) -> Value {
+    json!({
+        "author_member": m.author_member.to_hex(),
+        "author_device": hex(&m.author_device.0),
+        "hlc": hlc_json(m.hlc),
+        "priority": priority_name(m.priority),
+        "reply_to": m.reply_to.map(|r| r.to_hex()),
+        "body": m.body,
+        "signature": hex(&m.signature),
+    })
+}
+
+pub(crate) fn message_from_json(v: &Value) -> Message {
+    Message {
+        author_member: MemberId(fixed(v, "author_member")),
+        author_device: DeviceId(fixed(v, "author_device")),
+        hlc: hlc_from_json(get(v, "hlc")),
+        priority: priority_from(st(v, "priority")),
+        reply_to: match get(v, "reply_to") {
+            Value::Null => None,
+            _ => Some(MessageId(fixed(v, "reply_to"))),
+        },
+        body: st(v, "body").to_owned(),
+        signature: fixed(v, "signature"),
+    }
+}
+
+pub(crate) fn kind_name(k: ReceiptKind) -> &'static str {
+    match k {
+        ReceiptKind::Delivered => "delivered",
+        ReceiptKind::Read => "read",
+        ReceiptKind::Ack => "ack",
+    }
+}
+
+pub(crate) fn receipt_json(r: &Receipt) -> Value {
+    json!({
+        "kind": kind_name(r.kind),
+        "member": r.member.to_hex(),
+        "device": hex(&r.device.0),
+        "upto": { "hlc": hlc_json(r.upto.0), "message": r.upto.1.to_hex() },
+        "at": hlc_json(r.at),
+        "signature": hex(&r.signature),
+    })
+}
+
+pub(crate) fn receipt_from_json(v: &Value) -> Receipt {
+    let upto = get(v, "upto");
+    Receipt {
+        kind: match st(v, "kind") {
+            "delivered" => ReceiptKind::Delivered,
+            "read" => ReceiptKind::Read,
+            "ack" => ReceiptKind::Ack,
+            k => panic!("unknown receipt kind {k}"),
+        },
+        member: MemberId(fixed(v, "member")),
+        device: DeviceId(fixed(v, "device")),
+        upto: (
+            hlc_from_json(get(upto, "hlc")),
+            MessageId(fixed(upto, "message")),
+        ),
+        at: hlc_from_json(get(v, "at")),
+        signature: fixed(v, "signature"),
+    }
+}
+
+pub(crate) fn header_json(h: &ConversationHeader) -> Value {
+    let kind = match &h.kind {
+        ConversationKind::Direct { members } => json!({
+            "type": "direct",
+            "members": [members[0].to_hex(), members[1].to_hex()],
+        }),
+        ConversationKind::Group { title, members } => json!({
+            "type": "group",
+            "title": title,
+            "members": members.iter().map(|m| m.to_hex()).collect::<Vec<_>>(),
+        }),
+        ConversationKind::Role { role } => json!({ "type": "role", "role": role }),
+    };
+    json!({
+        "id": h.id.to_hex(),
+        "kind": kind,
+        "creator": hex(&h.creator.0),
+        "created": h.created,
+        "signature": hex(&h.signature),
+    })
+}
+
+pub(crate) fn members_from_json(v: &Value) -> Vec<MemberId> {
+    list(v, "members")
+        .iter()
+        .map(|m| m.as_str().expect("member").parse().expect("member id"))
+        .collect()
+}
+
+pub(crate) fn header_from_json(v: &Value) -> ConversationHeader {
+    let k = get(v, "kind");
+    let kind = match st(k, "type") {
+        "direct" => {
+            let m = members_from_json(k);
+            ConversationKind::Direct {
+                members: [m[0], m[1]],
+            }
+        }
+        "group" => ConversationKind::Group {
+            title: st(k, "title").to_owned(),
+            members: members_from_json(k).into_iter().collect(),
+        },
+        "role" => ConversationKind::Role {
+            role: st(k, "role").to_owned(),
+        },
+        t => panic!("unknown conversation kind {t}"),
+    };
+    ConversationHeader {
+        id: ConversationId(fixed(v, "id")),
+        kind,
+        creator: DeviceId(fixed(v, "creator")),
+        created: num(v, "created"),
+        signature: fixed(v, "signature"),
+    }
+}
+
+pub(crate) fn revocation_json(r: &Revocation) -> Value {
+    let target = match r.target {
+        RevocationTarget::Device(d) => json!({ "type": "device", "device": hex(&d.0) }),
+        RevocationTarget::Member(m) => json!({ "type": "member", "member": m.to_hex() }),
+    };
+    json!({
+        "team": hex(&r.team.0),
+        "target": target,
+        "issued": r.issued,
+        "signature": hex(&r.signature),
+    })
+}
+
+pub(crate) fn revocation_from_json(v: &Value) -> Revocation {
+    let t = get(v, "target");
+    Revocation {
+        team: TeamId(fixed(v, "team")),
+        target: match st(t, "type") {
+            "device" => RevocationTarget::Device(DeviceId(fixed(t, "device"))),
+            "member" => RevocationTarget::Member(MemberId(fixed(t, "member"))),
+            x => panic!("unknown revocation target {x}"),
+        },
+        issued: num(v, "issued"),
+        signature: fixed(v, "signature"),
+    }
+}
+
+pub(crate) fn frame_json(f: &Frame) -> Value {
+    match f {
+        Frame::Hello {
+            version,
+            certificate,
+        } => json!({
+            "type": "hello",
+            "version": version,
+            "certificate": hex(&certificate.encode()),
+        }),
+        Frame::Refuse { reason } => json!({ "type": "refuse", "reason": reason.code() }),
+        Frame::Catalog { entries, last } => json!({
+            "type": "catalog",
+            "last": last,
+            "entries": entries
+                .iter()
+                .map(|e| json!({ "doc": hex(&e.doc), "heads": hex(&e.heads) }))
+                .collect::<Vec<_>>(),
+        }),
+        Frame::Header { header } => json!({ "type": "header", "header": hex(&header.encode()) }),
+        Frame::Sync { doc, more, data } => json!({
+            "type": "sync",
+            "doc": hex(doc),
+            "more": more,
+            "data": hex(data),
+        }),
+        Frame::Heads { entries } => json!({
+            "type": "heads",
+            "entries": entries
+                .iter()
+                .map(|e| json!({
+                    "doc": hex(&e.doc),
+                    "heads": e.heads.iter().map(|h| hex(h)).collect::<Vec<_>>(),
+                }))
+                .collect::<Vec<_>>(),
+        }),
+    }
+}
+
+pub(crate) fn frame_from_json(v: &Value) -> Frame {
+    match st(v, "type") {
+        "hello" => Frame::Hello {
+            version: u8::try_from(num(v, "version")).expect("u8"),
+            certificate: Certificate::decode(&bytes(v, "certificate")).expect("certificate"),
+        },
+        "refuse" => Frame::Refuse {
+            reason: Reason::from_code(u8::try_from(num(v, "reason")).expect("u8")),
+        },
+        "catalog" => Frame::Catalog {
+            last: flag(v, "last"),
+            entries: list(v, "entries")
+                .iter()
+                .map(|e| CatalogEntry {
+                    doc: fixed(e, "doc"),
+                    heads: fixed(e, "heads"),
+                })
+                .collect(),
+        },
+        "header" => Frame::Header {
+            header: ConversationHeader::decode(&bytes(v, "header")).expect("header"),
+        },
+        "sync" => Frame::Sync {
+            doc: fixed(v, "doc"),
+            more: flag(v, "more"),
+            data: bytes(v, "data"),
+        },
+        "heads" => Frame::Heads {
+            entries: list(v, "entries")
+                .iter()
+                .map(|e| HeadsEntry {
+                    doc: fixed(e, "doc"),
+                    heads: hashes32(e, "heads"),
+                })
+                .collect(),
+        },
+        t => panic!("unknown frame type {t}"),
+    }
+}
+
+/// Checks a must-accept vector of any signed object: the fields re-encode to
+/// the bytes, the bytes decode to the fields, and the signature verifies.
+pub(crate) fn check_round_trip<T: PartialEq + std::fmt::Debug>(
+    v: &Value,
+    from_fields: T,
+    encode: impl Fn(&T) -> Vec<u8>,
+    decode: impl Fn(&[u8]) -> Result<T, DecodeError>,
+) -> (T, Vec<u8>) {
+    let b = bytes(v, "hex");
+    assert_eq!(
+        hex(&encode(&from_fields)),
+        hex(&b),
+        "fields re-encode byte for byte"
+    );
+    let decoded = decode(&b).unwrap_or_else(|e| panic!("{} must decode: {e}", v["name"]));
+    assert_eq!(decoded, from_fields, "decoded fields");
+    (decoded, b)
+}
