@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 6, end to end: runs the huddle e2e bench (benches/e2e.rs) and then the
+# Issue 6, end to end: runs the huddle e2e bench (benches/e2e/) and then the
 # automerge-repo race (benches/race/race.mjs) back to back, and prints one
 # table with both and their ratio. Everything runs on 127.0.0.1 only.
 #
