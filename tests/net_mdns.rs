@@ -17,7 +17,7 @@
 #[path = "net_common.rs"]
 mod common;
 
-use std::process::{Child, Command as Process, Output, Stdio};
+use std::process::{Child, Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -29,36 +29,12 @@ const CHILD_ENV: &str = "HUDDLE_NETNS_CHILD";
 const SEED_ENV: &str = "HUDDLE_NETNS_SEED";
 const CHILD_DEADLINE: Duration = Duration::from_secs(90);
 
-fn run(args: &[&str]) -> Result<Output, String> {
-    Process::new(args[0])
-        .args(&args[1..])
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", args.join(" ")))
-}
+#[path = "../benches/shared/netns.rs"]
+mod netns;
+use netns::{missing_prerequisite, run};
 
 fn must(args: &[&str]) {
-    let out = run(args).unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        out.status.success(),
-        "`{}` failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Why this machine cannot run the namespace test, if it cannot.
-fn missing_prerequisite() -> Option<String> {
-    match run(&["ip", "-V"]) {
-        Ok(o) if o.status.success() => {}
-        _ => return Some("the `ip` command (iproute2) is not installed".into()),
-    }
-    let uid = run(&["id", "-u"])
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-    if uid.as_deref() != Some("0") {
-        return Some("creating network namespaces needs root".into());
-    }
-    None
+    netns::must(args).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Two namespaces joined by a veth pair; deleted on drop.

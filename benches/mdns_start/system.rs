@@ -3,27 +3,6 @@
 
 use super::*;
 
-pub(crate) fn run(args: &[&str]) -> Result<Output, String> {
-    Process::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", args.join(" ")))
-}
-
-pub(crate) fn must(args: &[&str]) -> Result<(), String> {
-    let out = run(args)?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
 /// Namespaces and child pids alive right now, for the signal handler.
 pub(crate) struct Live {
     pub(crate) namespaces: Vec<String>,
@@ -80,17 +59,11 @@ pub(crate) fn watch_signals() {
     });
 }
 
-/// Why this machine cannot run the bench, if it cannot.
+/// Why this machine cannot run the bench, if it cannot: the shared checks,
+/// then a probe namespace actually created and deleted.
 pub(crate) fn missing_prerequisite() -> Option<String> {
-    match run(&["ip", "-V"]) {
-        Ok(o) if o.status.success() => {}
-        _ => return Some("the `ip` command (iproute2) is not installed".into()),
-    }
-    let uid = run(&["id", "-u"])
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-    if uid.as_deref() != Some("0") {
-        return Some("creating network namespaces needs root".into());
+    if let Some(why) = netns::missing_prerequisite() {
+        return Some(why);
     }
     let probe = format!("{NS_PREFIX}{}-probe", std::process::id());
     if let Err(e) = must(&["ip", "netns", "add", &probe]) {
