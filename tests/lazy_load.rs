@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use common::Mesh;
 use huddle::node::{Command, CommandError, Event};
 use huddle::store::{keys, Store, StoreOp};
-use huddle::{ConversationId, ConversationKind, Priority, Reply};
+use huddle::{ConversationId, ConversationKind, Reply};
 
 fn group(mesh: &mut Mesh, by: usize, members: &[usize], title: &str) -> ConversationId {
     let members: BTreeSet<_> = members.iter().map(|&i| mesh.devices[i].member()).collect();
@@ -29,16 +29,7 @@ fn group(mesh: &mut Mesh, by: usize, members: &[usize], title: &str) -> Conversa
 }
 
 fn send(mesh: &mut Mesh, by: usize, conversation: ConversationId, body: &str) {
-    let r = mesh.command(
-        by,
-        Command::Send {
-            conversation,
-            body: body.into(),
-            priority: Priority::Routine,
-            reply_to: None,
-        },
-    );
-    assert!(matches!(r, Ok(Reply::Message(_))), "send failed: {r:?}");
+    mesh.send_text(by, conversation, body);
 }
 
 /// Two nurses, three conversations with traffic both ways, all delivered.

@@ -23,16 +23,7 @@ fn create(mesh: &mut Mesh, dev: usize, kind: ConversationKind) -> ConversationId
 }
 
 fn send(mesh: &mut Mesh, dev: usize, conv: ConversationId, body: &str) {
-    mesh.command(
-        dev,
-        Command::Send {
-            conversation: conv,
-            body: body.into(),
-            priority: Priority::Routine,
-            reply_to: None,
-        },
-    )
-    .expect("send");
+    mesh.send_text(dev, conv, body);
 }
 
 /// Frames a device received, decoded.

@@ -183,6 +183,25 @@ impl Mesh {
         r
     }
 
+    /// Sends a routine text message from device `i`; returns its id.
+    pub fn send_text(
+        &mut self,
+        i: usize,
+        conversation: huddle::ConversationId,
+        body: &str,
+    ) -> huddle::MessageId {
+        let cmd = Command::Send {
+            conversation,
+            body: body.into(),
+            priority: huddle::Priority::Routine,
+            reply_to: None,
+        };
+        match self.command(i, cmd) {
+            Ok(Reply::Message(m)) => m,
+            other => panic!("send failed: {other:?}"),
+        }
+    }
+
     pub fn connect(&mut self, i: usize, j: usize) {
         let key = (i.min(j), i.max(j));
         if i == j || !self.links.insert(key) {
