@@ -18,6 +18,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
+use common::mutate::{corruptions, Mutation};
 use common::Mesh;
 use huddle::node::{Command, Input};
 use huddle::{ConversationId, ConversationKind, MessageId, Reply};
@@ -101,63 +102,6 @@ fn record_frames() -> Vec<Vec<u8>> {
         frames.len()
     );
     frames
-}
-
-#[derive(Clone, Debug)]
-enum Mutation {
-    Flip { at: usize, bit: u8 },
-    Truncate { at: usize },
-    Overwrite { at: usize, bytes: Vec<u8> },
-    Insert { at: usize, bytes: Vec<u8> },
-    Cut { at: usize, len: usize },
-}
-
-impl Mutation {
-    fn apply(&self, f: &mut Vec<u8>) {
-        let pos = |at: usize, f: &Vec<u8>| if f.is_empty() { 0 } else { at % f.len() };
-        match self {
-            Mutation::Flip { at, bit } => {
-                if !f.is_empty() {
-                    let i = pos(*at, f);
-                    f[i] ^= 1 << (bit % 8);
-                }
-            }
-            Mutation::Truncate { at } => {
-                let i = pos(*at, f);
-                f.truncate(i);
-            }
-            Mutation::Overwrite { at, bytes } => {
-                let i = pos(*at, f);
-                for (k, b) in bytes.iter().enumerate() {
-                    if let Some(x) = f.get_mut(i + k) {
-                        *x = *b;
-                    }
-                }
-            }
-            Mutation::Insert { at, bytes } => {
-                let i = pos(*at, f);
-                f.splice(i..i, bytes.iter().copied());
-            }
-            Mutation::Cut { at, len } => {
-                let i = pos(*at, f);
-                let end = (i + len).min(f.len());
-                f.drain(i..end);
-            }
-        }
-    }
-}
-
-fn mutation() -> impl Strategy<Value = Mutation> {
-    let at = any::<usize>();
-    prop_oneof![
-        4 => (at, any::<u8>()).prop_map(|(at, bit)| Mutation::Flip { at, bit }),
-        1 => at.prop_map(|at| Mutation::Truncate { at }),
-        2 => (at, prop::collection::vec(any::<u8>(), 1..9))
-            .prop_map(|(at, bytes)| Mutation::Overwrite { at, bytes }),
-        1 => (at, prop::collection::vec(any::<u8>(), 1..9))
-            .prop_map(|(at, bytes)| Mutation::Insert { at, bytes }),
-        1 => (at, 1..16usize).prop_map(|(at, len)| Mutation::Cut { at, len }),
-    ]
 }
 
 /// Every message any device genuinely composed.
@@ -298,10 +242,7 @@ proptest! {
     /// One to three of Mo's frames corrupted, one to three times each.
     #[test]
     fn corrupted_frames_from_a_member_do_no_harm(
-        corrupt in prop::collection::vec(
-            (any::<usize>(), prop::collection::vec(mutation(), 1..4)),
-            1..4,
-        )
+        corrupt in corruptions()
     ) {
         let (s, _) = replay(&corrupt, honest_frames());
         check_unharmed(s);

@@ -89,7 +89,7 @@ impl Node {
 
     /// Why [`Node::conversation`] gave nothing, for a command's error.
     pub fn missing(&self, id: ConversationId) -> crate::node::CommandError {
-        if self.convs.contains_key(&id) {
+        if self.convs.contains_key(&id) || self.damaged.contains_key(&id) {
             crate::node::CommandError::Unreadable(id)
         } else {
             crate::node::CommandError::UnknownConversation(id)

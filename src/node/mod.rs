@@ -42,7 +42,7 @@ use crate::hlc::HlcClock;
 use crate::ids::{ConversationId, DeviceId, MemberId, Millis, TeamId};
 use crate::membership::{Certificate, Revocation};
 use crate::replica::Persist;
-use crate::store::{keys, Loader, StoreOp, Stored};
+use crate::store::{keys, Loader, StoreOp, Stored, StoredDoc};
 use crate::team::{TeamDoc, TEAM_DOC_ID};
 use crate::wire::Reason;
 use peer::Peer;
@@ -92,8 +92,6 @@ impl Default for NodeConfig {
 
 #[derive(Debug, Error)]
 pub enum LoadError {
-    #[error("stored conversation {id} is damaged: {why}")]
-    Conversation { id: String, why: String },
     #[error("the stored team document is damaged: {0}")]
     Team(String),
 }
@@ -155,6 +153,9 @@ pub struct Node {
     loader: Option<Loader>,
     /// Conversations whose index entry is to be written at start.
     unindexed: BTreeSet<ConversationId>,
+    /// Stored conversations set aside at start, and why
+    /// ([`Node::damaged_conversations`]).
+    damaged: BTreeMap<ConversationId, String>,
     peers: BTreeMap<DeviceId, Peer>,
     /// Conversations with remote messages not yet covered by our delivered receipt.
     pending_receipts: BTreeSet<ConversationId>,
@@ -233,6 +234,7 @@ impl Node {
             convs: BTreeMap::new(),
             loader: stored.loader.clone(),
             unindexed: BTreeSet::new(),
+            damaged: BTreeMap::new(),
             peers: BTreeMap::new(),
             pending_receipts: BTreeSet::new(),
             receipts_timer_set: false,
@@ -265,24 +267,39 @@ impl Node {
         team.directory.insert(cert.device, cert.clone());
         for (id, doc) in docs {
             let conv_id = ConversationId(id);
-            let bad = |why: String| LoadError::Conversation {
-                id: conv_id.to_string(),
-                why,
-            };
-            let header_bytes = doc
-                .header
-                .clone()
-                .ok_or_else(|| bad("its header is missing".into()))?;
-            let header =
-                ConversationHeader::decode(&header_bytes).map_err(|e| bad(e.to_string()))?;
-            if header.id != conv_id {
-                return Err(bad("its header names another conversation".into()));
+            if let Err(why) = node.open_stored(conv_id, doc) {
+                // One damaged conversation must not keep the device from
+                // starting: it is set aside, its records left untouched.
+                tracing::error!(conversation = %conv_id, "the stored conversation is damaged and set aside (its records are kept): {why}");
+                node.damaged.insert(conv_id, why);
             }
-            let slot = node.slot_from_store(conv_id, header, doc).map_err(bad)?;
-            node.convs.insert(conv_id, slot);
         }
         node.membership = Some(Membership { cert, team });
         Ok(node)
+    }
+
+    /// Adds a stored conversation at start, or says why it cannot be read.
+    fn open_stored(&mut self, id: ConversationId, doc: StoredDoc) -> Result<(), String> {
+        if let Some(meta) = &doc.meta {
+            // Never issue a timestamp below one this device wrote, even
+            // into a conversation that turns out damaged.
+            self.clock.observe(u64::MAX, crate::hlc::Hlc(meta.clock));
+        }
+        let bytes = doc.header.as_deref().ok_or("its header is missing")?;
+        let header = ConversationHeader::decode(bytes).map_err(|e| e.to_string())?;
+        if header.id != id {
+            return Err("its header names another conversation".into());
+        }
+        let slot = self.slot_from_store(id, header, doc)?;
+        self.convs.insert(id, slot);
+        Ok(())
+    }
+
+    /// Stored conversations that could not be read at start, and why. They
+    /// are not synced (a peer offering one is ignored, so nothing overwrites
+    /// their records) until the store is repaired.
+    pub fn damaged_conversations(&self) -> &BTreeMap<ConversationId, String> {
+        &self.damaged
     }
 
     pub fn device_id(&self) -> DeviceId {

@@ -309,6 +309,11 @@ impl Node {
         if self.convs.contains_key(&header.id) {
             return;
         }
+        if self.damaged.contains_key(&header.id) {
+            // Taking it again would write over the records we set aside.
+            tracing::warn!(conversation = %header.id, "not taking a conversation whose stored copy is damaged");
+            return;
+        }
         let peer_admitted = self
             .peers
             .get(&peer)

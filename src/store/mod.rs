@@ -323,13 +323,21 @@ fn add_doc_record(doc: &mut StoredDoc, suffix: &[u8], v: Vec<u8>) -> Result<(), 
 }
 
 /// The index: conversation id → entry (`None`: unknown, load to learn).
+///
+/// An entry that does not decode is read as unknown: the entry is derived
+/// from the document, so the document is read whole at start and the node
+/// writes a good entry back (storage.md §3).
 fn read_index(store: &dyn Store) -> Result<BTreeMap<[u8; 16], Option<DocMeta>>, StoreError> {
     let mut out = BTreeMap::new();
     for (k, v) in store.scan_prefix(keys::INDEX_PREFIX)? {
         let id: [u8; 16] = k[keys::INDEX_PREFIX.len()..]
             .try_into()
             .map_err(|_| StoreError::Corrupt("an index key is not 20 bytes".into()))?;
-        out.insert(id, DocMeta::decode(&v)?);
+        let meta = DocMeta::decode(&v).unwrap_or_else(|e| {
+            tracing::error!(conversation = %crate::ConversationId(id), "{e}; reading the conversation whole to rebuild it");
+            None
+        });
+        out.insert(id, meta);
     }
     Ok(out)
 }

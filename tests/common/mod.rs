@@ -4,6 +4,8 @@
 //! virtual time. No threads, no clock: a seed replays a run exactly.
 #![allow(dead_code)]
 
+pub mod mutate;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use huddle::crypto::{AuthorityKey, DeviceKey};
