@@ -136,3 +136,53 @@ fn bad_input_gets_one_sentence_and_a_failure() -> anyhow::Result<()> {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     Ok(())
 }
+
+/// A conversation whose stored header is damaged is set aside, loudly: the
+/// other conversations work offline and in `huddle run`, which names it.
+#[test]
+fn a_damaged_conversation_is_set_aside_not_fatal() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let ana = init(tmp.path(), "ana", "Ana Silva", &["nurse", "Charge Nurse"])?;
+    ok(&ana.dir, &["team", "create", "St Mary Ward 7"])?;
+    let nurses = json(&ana.dir, &["chat", "new", "--role", "nurse"])?["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    json(&ana.dir, &["chat", "new", "--role", "charge-nurse"])?;
+    ok(&ana.dir, &["send", "charge-nurse", "Bed 4 needs review"])?;
+
+    // Flip one bit of the nurse channel's header on disk.
+    {
+        use huddle::store::{keys, SledStore, Store, StoreOp};
+        let id: huddle::ConversationId = nurses.parse()?;
+        let mut store = SledStore::open(&ana.dir)?;
+        let key = keys::header(&id.0);
+        let mut value = store.get(&key)?.expect("a stored header");
+        let mid = value.len() / 2;
+        value[mid] ^= 0x40;
+        store.apply(&[StoreOp::Put { key, value }])?;
+        store.flush()?;
+    }
+
+    let out = cli_support::huddle(&ana.dir).args(["chats"]).output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout)?;
+    assert!(stdout.contains("charge-nurse"), "{stdout}");
+    let stderr = String::from_utf8(out.stderr)?;
+    assert!(
+        stderr.contains("set aside") && stderr.contains(&nurses[..8]),
+        "{stderr}"
+    );
+    let history = json(&ana.dir, &["history", "charge-nurse"])?;
+    assert_eq!(history[0]["body"], "Bed 4 needs review");
+
+    let node = Running::start(&ana, &[])?;
+    let damaged = &node.started["damaged"];
+    assert_eq!(damaged[0]["conversation"], nurses.as_str(), "{damaged}");
+    assert!(damaged[0]["why"].as_str().is_some_and(|w| !w.is_empty()));
+    Ok(())
+}

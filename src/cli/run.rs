@@ -89,6 +89,14 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
         ctx.dir.write_api_info(&api.info())?;
         let _api_file = ApiFile(&ctx.dir);
         let addrs = listen_addrs(&handle).await?;
+        let damaged: Vec<(String, String)> = handle
+            .query(|n| {
+                n.damaged_conversations()
+                    .iter()
+                    .map(|(id, why)| (id.to_string(), why.clone()))
+                    .collect()
+            })
+            .await?;
         if ctx.out.json {
             println!(
                 "{}",
@@ -97,6 +105,10 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
                     "device": device,
                     "listen": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                     "api": api.url(),
+                    "damaged": damaged
+                        .iter()
+                        .map(|(id, why)| json!({"conversation": id, "why": why}))
+                        .collect::<Vec<_>>(),
                 })
             );
         } else if !ctx.out.quiet {
@@ -118,6 +130,11 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
                     "mDNS on the local network"
                 }
             );
+            for (id, why) in &damaged {
+                println!(
+                    "  damaged    conversation {id} could not be read from this device's store and is set aside (its records are kept): {why}"
+                );
+            }
             println!("Press Ctrl-C to stop.");
         }
         let printer = tokio::spawn(print_events(handle.clone(), ctx.out));

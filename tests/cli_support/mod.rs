@@ -113,6 +113,8 @@ pub fn admit(admin: &Device, who: &Device, name: &str, roles: &[&str]) -> anyhow
 /// A `huddle run` process, killed when dropped.
 pub struct Running {
     child: Child,
+    /// Its `started` event (JSON).
+    pub started: Value,
     pub listen: Vec<String>,
     stderr: PathBuf,
 }
@@ -152,10 +154,11 @@ impl Running {
         }
         let mut running = Running {
             child: cmd.spawn()?,
+            started: Value::Null,
             listen: Vec::new(),
             stderr: err_path,
         };
-        running.listen = eventually("the node to start", || {
+        running.started = eventually("the node to start", || {
             if let Ok(Some(status)) = running.child.try_wait() {
                 return Err(anyhow!(
                     "huddle run exited ({status}): {}",
@@ -167,17 +170,16 @@ impl Running {
                 .lines()
                 .filter_map(|l| serde_json::from_str::<Value>(l).ok())
                 .find(|v| v["event"] == "started");
-            Ok(started.map(|v| {
-                v["listen"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|s| s.as_str().map(str::to_owned))
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            }))
+            Ok(started)
         })?;
+        running.listen = running.started["listen"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(running)
     }
 }
