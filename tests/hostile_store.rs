@@ -3,8 +3,9 @@
 //! a panic, never a message that was not genuinely sent, and never the loss
 //! of a conversation whose records were not touched.
 //!
-//! Ana's store holds the team document, three conversations (snapshot and
-//! change chunks, their index entries, receipts) after an ordinary morning;
+//! Ana's store holds the team document and three conversations (headers,
+//! change chunks with messages and read receipts, index entries: 59
+//! records) after an ordinary morning;
 //! one to three of its records are corrupted (see `common::mutate`), then a
 //! node is started from it the way the shell starts one (lazy loading).
 
@@ -205,7 +206,11 @@ fn damage_and_start(corrupt: &[(usize, Vec<Mutation>)]) {
         return;
     };
     let now = T0 + 3_600_000;
-    let _ = node.handle(now, Input::Start);
+    for o in node.handle(now, Input::Start) {
+        if let Output::Persist(ops) = o {
+            store.apply(&ops).expect("memory store");
+        }
+    }
     for c in &m.convs {
         if let Some(conv) = node.conversation(c) {
             for msg in conv.messages() {
@@ -235,8 +240,11 @@ fn damage_and_start(corrupt: &[(usize, Vec<Mutation>)]) {
             assert_eq!(e, CommandError::Unreadable(*c), "{e}");
         }
     }
-    // And the node starts again from what it just wrote.
-    let _ = start(&store);
+    // And it starts again from what it just wrote.
+    assert!(
+        start(&store).is_some(),
+        "its own writes left the store unreadable"
+    );
 }
 
 /// The harness itself: an undamaged copy starts with every conversation

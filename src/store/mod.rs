@@ -326,7 +326,7 @@ fn add_doc_record(doc: &mut StoredDoc, suffix: &[u8], v: Vec<u8>) -> Result<(), 
 ///
 /// An entry that does not decode is read as unknown: the entry is derived
 /// from the document, so the document is read whole at start and the node
-/// writes a good entry back (storage.md §3).
+/// writes a good entry back (storage.md §2.1).
 fn read_index(store: &dyn Store) -> Result<BTreeMap<[u8; 16], Option<DocMeta>>, StoreError> {
     let mut out = BTreeMap::new();
     for (k, v) in store.scan_prefix(keys::INDEX_PREFIX)? {
