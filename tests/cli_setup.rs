@@ -184,5 +184,12 @@ fn a_damaged_conversation_is_set_aside_not_fatal() -> anyhow::Result<()> {
     let damaged = &node.started["damaged"];
     assert_eq!(damaged[0]["conversation"], nurses.as_str(), "{damaged}");
     assert!(damaged[0]["why"].as_str().is_some_and(|w| !w.is_empty()));
+    // And the local API says so, for a user interface to show.
+    let info = huddle::datadir::DataDir::new(&ana.dir)
+        .api_info()?
+        .expect("the node wrote api.json");
+    let (_, status) = huddle::api::client::ApiClient::probe(info).expect("the API answers");
+    assert_eq!(status.damaged.len(), 1);
+    assert_eq!(status.damaged[0].conversation.to_string(), nurses);
     Ok(())
 }

@@ -26,6 +26,18 @@ pub struct Status {
     /// The addresses peers can dial (empty when read from the store offline).
     pub listen: Vec<String>,
     pub pid: u32,
+    /// Stored conversations that could not be read at start and are set
+    /// aside (their records kept, not synced): show them to the user.
+    #[serde(default)]
+    pub damaged: Vec<Damaged>,
+}
+
+/// A conversation set aside at start ([`Status::damaged`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Damaged {
+    pub conversation: ConversationId,
+    /// Why it could not be read, as a sentence.
+    pub why: String,
 }
 
 /// One conversation, as `huddle chats` lists it.

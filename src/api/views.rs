@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::types::{Chat, HistoryMessage, Member, MessageRef, NewConversation, Status};
+use super::types::{Chat, Damaged, HistoryMessage, Member, MessageRef, NewConversation, Status};
 use crate::header::ConversationKind;
 use crate::ids::{ConversationId, MemberId};
 use crate::node::{Command, CommandError, Node};
@@ -23,6 +23,14 @@ pub fn status(node: &Node) -> Status {
         expires: cert.map(|c| c.expires),
         listen: Vec::new(),
         pid: std::process::id(),
+        damaged: node
+            .damaged_conversations()
+            .iter()
+            .map(|(id, why)| Damaged {
+                conversation: *id,
+                why: why.clone(),
+            })
+            .collect(),
     }
 }
 

@@ -89,13 +89,8 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
         ctx.dir.write_api_info(&api.info())?;
         let _api_file = ApiFile(&ctx.dir);
         let addrs = listen_addrs(&handle).await?;
-        let damaged: Vec<(String, String)> = handle
-            .query(|n| {
-                n.damaged_conversations()
-                    .iter()
-                    .map(|(id, why)| (id.to_string(), why.clone()))
-                    .collect()
-            })
+        let damaged = handle
+            .query(|n| crate::api::views::status(n).damaged)
             .await?;
         if ctx.out.json {
             println!(
@@ -105,10 +100,7 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
                     "device": device,
                     "listen": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                     "api": api.url(),
-                    "damaged": damaged
-                        .iter()
-                        .map(|(id, why)| json!({"conversation": id, "why": why}))
-                        .collect::<Vec<_>>(),
+                    "damaged": damaged,
                 })
             );
         } else if !ctx.out.quiet {
@@ -130,9 +122,10 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
                     "mDNS on the local network"
                 }
             );
-            for (id, why) in &damaged {
+            for d in &damaged {
                 println!(
-                    "  damaged    conversation {id} could not be read from this device's store and is set aside (its records are kept): {why}"
+                    "  damaged    conversation {} could not be read from this device's store and is set aside (its records are kept): {}",
+                    d.conversation, d.why
                 );
             }
             println!("Press Ctrl-C to stop.");
