@@ -170,10 +170,10 @@ impl Node {
         doc: StoredDoc,
     ) -> Result<Slot, String> {
         if doc.deferred {
+            // The index entry's clock was observed by `open_stored`.
             let meta = doc
                 .meta
                 .ok_or("a deferred conversation has no index entry")?;
-            self.clock.observe(u64::MAX, crate::hlc::Hlc(meta.clock));
             return Ok(Slot::deferred(header, meta));
         }
         let (conv, applied) = Conversation::load(
@@ -191,9 +191,7 @@ impl Node {
         {
             self.clock.observe(u64::MAX, m.hlc);
         }
-        if let Some(meta) = doc.meta {
-            self.clock.observe(u64::MAX, crate::hlc::Hlc(meta.clock));
-        } else {
+        if doc.meta.is_none() {
             // Written by a store upgrade, or never: write a real one at start.
             self.unindexed.insert(id);
         }
