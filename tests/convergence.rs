@@ -435,3 +435,56 @@ fn a_new_conversation_reaches_connected_members_live() {
         .expect("Ben holds the new conversation");
     assert_eq!(at_b.len(), 1);
 }
+
+/// Taking in a peer's message asks for no flush: the sender holds it, so a
+/// crash before the receiver's next flush loses it only there, and the next
+/// sync brings it back. The receiver's own delivered receipt is flushed, and
+/// that flush covers the message too.
+#[test]
+fn a_received_message_waits_for_the_next_flush_and_survives_its_loss() {
+    let mut mesh = Mesh::new(6);
+    let a = mesh.add_member("Ana", &["nurse"]);
+    let b = mesh.add_member("Ben", &["nurse"]);
+    mesh.connect(a, b);
+    let conv = match mesh.command(
+        a,
+        Command::CreateConversation {
+            kind: ConversationKind::Role {
+                role: "nurse".into(),
+            },
+        },
+    ) {
+        Ok(Reply::Conversation(id)) => id,
+        other => panic!("{other:?}"),
+    };
+    mesh.run_until_quiet();
+    let first = mesh.send_text(a, conv, "bed 4 needs obs");
+    // Deliver the push, fire no timer (so no receipt is written yet).
+    while mesh.step() {}
+    let held = |mesh: &Mesh, i: usize, m| {
+        mesh.devices[i]
+            .node
+            .history(&conv, None)
+            .is_some_and(|h| h.iter().any(|r| r.id == m))
+    };
+    assert!(held(&mesh, b, first), "Ben shows it at once");
+    mesh.crash_restart(b);
+    assert!(
+        !held(&mesh, b, first),
+        "not flushed: lost here by the crash"
+    );
+    mesh.crash_restart(a);
+    assert!(
+        held(&mesh, a, first),
+        "Ana's copy was flushed before 'sent'"
+    );
+    mesh.connect(a, b);
+    mesh.run_until_quiet();
+    assert!(held(&mesh, b, first), "the next sync brings it back");
+
+    // The delivered receipt Ben writes is flushed, and covers the message.
+    let second = mesh.send_text(a, conv, "and bed 5");
+    mesh.run_until_quiet();
+    mesh.crash_restart(b);
+    assert!(held(&mesh, b, first) && held(&mesh, b, second));
+}

@@ -9,7 +9,10 @@
 //! index entry — is written once); the first `Flush` opens the batch, and
 //! from then on every other output, and every command reply, is held in
 //! order; [`Batch::commit`] applies the writes, flushes once, and then
-//! carries out what it held, in the original order.
+//! carries out what it held, in the original order. A step that writes
+//! without a `Flush` (a peer's changes taken in, which claim nothing) adds
+//! its writes to the batch and opens nothing: they are applied at commit
+//! and become durable with the next flush, or sled's own.
 //!
 //! Invariants:
 //! - nothing that came after a `Flush` (an event such as "sent", a reply to

@@ -58,7 +58,10 @@ pub enum Timer {
 /// makes every earlier `Persist` durable before any later output is carried
 /// out. The node always orders `Persist…, Flush` before the events and frames
 /// that depend on them. A shell may delay a flush (group commit) only by also
-/// delaying everything after it.
+/// delaying everything after it. A step whose `Persist` has no `Flush` after
+/// it (a peer's conversation changes taken in) claims nothing by it: its
+/// writes become durable with the next flush, or when the store flushes on
+/// its own, and a crash before then loses only what peers still hold.
 #[derive(Clone, Debug)]
 pub enum Output {
     Send { peer: DeviceId, frame: Vec<u8> },

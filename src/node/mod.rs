@@ -16,7 +16,12 @@
 //!   bounds, and any error becomes a refusal and a disconnect.
 //! - Effects are ordered `Persist…, Flush, Emit…, Send…, Disconnect…,
 //!   SetTimer…`, so "sent" is emitted (and frames leave) only once the change
-//!   is durable.
+//!   is durable. The one step that writes without a `Flush` is taking a
+//!   peer's conversation changes (`Fx::lazy`): that claims nothing the peer
+//!   cannot give again, and every later flush covers it. Anything we
+//!   write ourselves (a message, a receipt, a header, the team document, a
+//!   revocation) is flushed before anything else leaves the step, so our own
+//!   changes never reach a peer before they are durable here.
 
 mod answer;
 mod commands;
@@ -100,6 +105,11 @@ pub enum LoadError {
 #[derive(Default)]
 pub(crate) struct Fx {
     persist: Vec<StoreOp>,
+    /// How many of `persist`'s writes (counted from the first) claim
+    /// nothing: changes received from a peer, which that peer still holds.
+    /// A step whose writes are all like that asks for no flush; they become
+    /// durable with the next flush, or when the store flushes on its own.
+    lazy: usize,
     emit: Vec<Event>,
     send: Vec<(DeviceId, Vec<u8>)>,
     disconnect: Vec<(DeviceId, Reason)>,
@@ -112,8 +122,11 @@ impl Fx {
             2 + self.emit.len() + self.send.len() + self.disconnect.len() + self.timers.len(),
         );
         if !self.persist.is_empty() {
+            let claims = self.persist.len() > self.lazy;
             out.push(Output::Persist(self.persist));
-            out.push(Output::Flush);
+            if claims {
+                out.push(Output::Flush);
+            }
         }
         out.extend(self.emit.into_iter().map(Output::Emit));
         out.extend(

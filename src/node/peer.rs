@@ -401,9 +401,16 @@ impl Node {
         };
         self.after_sync_message(now, doc, peer, fx);
         if let Some(a) = applied {
+            // A peer's changes (and what we derive from them: the index
+            // entry, the rejected set) claim nothing the peer cannot give
+            // us again, so they need no flush of their own (`Fx::lazy`).
             let id = ConversationId(doc);
+            let lazy = fx.persist.len() == fx.lazy;
             self.persist_conv(&id, fx);
             self.emit_applied(now, id, &a, fx);
+            if lazy {
+                fx.lazy = fx.persist.len();
+            }
         }
         if let Some(t) = team_applied {
             self.persist_team(fx);
