@@ -336,17 +336,7 @@ fn conversations_relay_through_a_member_in_the_middle() {
     let b = mesh.add_member("Medic laptop", &["paramedic"]);
     let c = mesh.add_member("Hospital desk", &["paramedic"]);
     mesh.connect(a, b);
-    let conv = match mesh.command(
-        a,
-        Command::CreateConversation {
-            kind: ConversationKind::Role {
-                role: "paramedic".into(),
-            },
-        },
-    ) {
-        Ok(Reply::Conversation(id)) => id,
-        other => panic!("{other:?}"),
-    };
+    let conv = mesh.create_role_channel(a, "paramedic");
     mesh.command(
         a,
         Command::Send {
@@ -407,17 +397,7 @@ fn a_new_conversation_reaches_connected_members_live() {
     let b = mesh.add_member("Ben", &["nurse"]);
     mesh.connect(a, b);
     mesh.run_until_quiet();
-    let conv = match mesh.command(
-        a,
-        Command::CreateConversation {
-            kind: ConversationKind::Role {
-                role: "nurse".into(),
-            },
-        },
-    ) {
-        Ok(Reply::Conversation(id)) => id,
-        other => panic!("{other:?}"),
-    };
+    let conv = mesh.create_role_channel(a, "nurse");
     mesh.command(
         a,
         Command::Send {
@@ -446,17 +426,7 @@ fn a_received_message_waits_for_the_next_flush_and_survives_its_loss() {
     let a = mesh.add_member("Ana", &["nurse"]);
     let b = mesh.add_member("Ben", &["nurse"]);
     mesh.connect(a, b);
-    let conv = match mesh.command(
-        a,
-        Command::CreateConversation {
-            kind: ConversationKind::Role {
-                role: "nurse".into(),
-            },
-        },
-    ) {
-        Ok(Reply::Conversation(id)) => id,
-        other => panic!("{other:?}"),
-    };
+    let conv = mesh.create_role_channel(a, "nurse");
     mesh.run_until_quiet();
     let first = mesh.send_text(a, conv, "bed 4 needs obs");
     // Deliver the push, fire no timer (so no receipt is written yet).

@@ -204,6 +204,15 @@ impl Mesh {
         }
     }
 
+    /// Device `i` creates a role channel for `role`; returns its id.
+    pub fn create_role_channel(&mut self, i: usize, role: &str) -> huddle::ConversationId {
+        let kind = huddle::ConversationKind::Role { role: role.into() };
+        match self.command(i, Command::CreateConversation { kind }) {
+            Ok(Reply::Conversation(id)) => id,
+            other => panic!("create failed: {other:?}"),
+        }
+    }
+
     pub fn connect(&mut self, i: usize, j: usize) {
         let key = (i.min(j), i.max(j));
         if i == j || !self.links.insert(key) {
