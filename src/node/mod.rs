@@ -170,6 +170,9 @@ pub struct Node {
     /// ([`Node::damaged_conversations`]).
     damaged: BTreeMap<ConversationId, String>,
     peers: BTreeMap<DeviceId, Peer>,
+    /// What we last knew we shared with devices that left (peer.rs,
+    /// `keep_sync`), so a reconnection's sync starts from there.
+    kept_sync: peer::KeptSync,
     /// Conversations with remote messages not yet covered by our delivered receipt.
     pending_receipts: BTreeSet<ConversationId>,
     receipts_timer_set: bool,
@@ -249,6 +252,7 @@ impl Node {
             unindexed: BTreeSet::new(),
             damaged: BTreeMap::new(),
             peers: BTreeMap::new(),
+            kept_sync: peer::KeptSync::default(),
             pending_receipts: BTreeSet::new(),
             receipts_timer_set: false,
             announce: BTreeSet::new(),
@@ -362,7 +366,8 @@ impl Node {
             Input::Start => self.on_start(now, &mut fx),
             Input::PeerConnected { peer } => self.on_connected(now, peer, &mut fx),
             Input::PeerDisconnected { peer } => {
-                if self.peers.remove(&peer).is_some() {
+                if let Some(p) = self.peers.remove(&peer) {
+                    self.kept_sync.keep(peer, p);
                     fx.emit.push(Event::PeerLeft { peer });
                 }
                 self.peer_gone(now, peer, &mut fx);

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use automerge::sync;
+use automerge::{sync, ChangeHash};
 
 use super::{Event, Fx, Node, Timer};
 use crate::ids::{ConversationId, DeviceId, Millis};
@@ -20,6 +20,73 @@ use crate::wire::{
 
 /// Most catalog entries we accept from one peer in one catalog.
 const MAX_CATALOG_TOTAL: usize = 1_000_000;
+
+/// Devices whose shared heads we keep after they leave (the most recent).
+const MAX_KEPT_PEERS: usize = 256;
+
+/// The heads we last knew we shared with devices that have left, per
+/// document (finding E in BENCHMARKS.md). A reconnection's first sync
+/// message then carries a Bloom filter of the changes since those heads,
+/// not of the whole history: ~1.3 KB instead of ~126 KB for a 100k-message
+/// conversation that moved by 1k. Only `shared_heads` is kept, as
+/// Automerge's own `State::encode` does; if the peer has lost some of them
+/// (a crash), it answers with Automerge's sync reset and the exchange
+/// starts from nothing, as it would have anyway. In memory only: a restart
+/// forgets it, which costs bytes, never correctness.
+type SharedHeads = BTreeMap<[u8; 16], Vec<ChangeHash>>;
+
+#[derive(Default)]
+pub(crate) struct KeptSync {
+    /// Per device: when it was kept, and the shared heads per document.
+    by_peer: BTreeMap<DeviceId, (u64, SharedHeads)>,
+    /// Bumped at every `keep`: the oldest entry goes first.
+    stamp: u64,
+}
+
+impl KeptSync {
+    /// Keeps what a verified member that just left shared with us.
+    pub fn keep(&mut self, device: DeviceId, peer: Peer) {
+        if peer.member().is_none() {
+            return;
+        }
+        let heads: SharedHeads = peer
+            .sync
+            .into_iter()
+            .filter(|(_, s)| !s.shared_heads.is_empty())
+            .map(|(doc, s)| (doc, s.shared_heads))
+            .collect();
+        if heads.is_empty() {
+            return;
+        }
+        self.stamp += 1;
+        self.by_peer.insert(device, (self.stamp, heads));
+        if self.by_peer.len() > MAX_KEPT_PEERS {
+            let oldest = self
+                .by_peer
+                .iter()
+                .min_by_key(|(_, (stamp, _))| *stamp)
+                .map(|(d, _)| *d);
+            if let Some(d) = oldest {
+                self.by_peer.remove(&d);
+            }
+        }
+    }
+
+    /// The sync states to start a new connection with `device` from.
+    pub fn take(&mut self, device: &DeviceId) -> HashMap<[u8; 16], sync::State> {
+        let Some((_, heads)) = self.by_peer.remove(device) else {
+            return HashMap::new();
+        };
+        heads
+            .into_iter()
+            .map(|(doc, shared)| {
+                let mut s = sync::State::new();
+                s.shared_heads = shared;
+                (doc, s)
+            })
+            .collect()
+    }
+}
 
 pub(crate) enum PeerState {
     AwaitingHello,
@@ -112,7 +179,9 @@ impl Node {
             version: PROTOCOL_VERSION,
             certificate: m.cert.clone(),
         };
-        self.peers.insert(peer, Peer::new());
+        let mut p = Peer::new();
+        p.sync = self.kept_sync.take(&peer);
+        self.peers.insert(peer, p);
         fx.send.push((peer, hello.encode()));
         fx.timers
             .push((Timer::Hello(peer), now + self.config.hello_timeout_ms));
