@@ -28,7 +28,7 @@ use huddle::conversation::{Conversation, SCHEMA};
 use huddle::header::ConversationHeader;
 use huddle::hlc::Hlc;
 use huddle::message::{Draft, Message};
-use huddle::node::{Command, Input, Node, NodeConfig, Output};
+use huddle::node::{Command, Input, Node, NodeConfig, Output, Timer};
 use huddle::replica::Replica;
 use huddle::store::{self, keys, MemoryStore, Store, StoreOp};
 use huddle::wire::Frame;
@@ -430,11 +430,13 @@ fn core(c: &mut Criterion) {
         }
         sync::bench_sync(c, &fixtures);
         drop(fixtures);
-        // The same 1k divergence on a long shared history: the bloom filters
-        // cover the whole history (sync state is not kept across connections).
+        // The same 1k divergence on a long shared history, between new
+        // sessions (the Bloom filters cover the whole history: sync state is
+        // not kept across restarts) and by a reconnection (it is kept).
         for d in sync::diverged(s.long_base, &[s.divergence[0]]) {
             sync::sync_report(&d, s.sync_runs);
         }
+        sync::reconnect_report(s.long_base, s.divergence[0]);
     }
 }
 

@@ -71,8 +71,6 @@ fn describe_sync_message(from: usize, doc: &[u8; 16], bytes: &[u8]) -> String {
 /// delivered receipt, 500 ms later, is a separate small exchange).
 fn run_sync(alice: &mut Device, bob: &mut Device, now: u64, detail: bool) -> SyncStats {
     let ids = [alice.id(), bob.id()];
-    let mut stats = SyncStats::default();
-    let mut parts: std::collections::HashMap<(usize, [u8; 16]), Vec<u8>> = Default::default();
     let mut in_flight: Vec<(usize, Vec<u8>)> = Vec::new();
     for (side, dev) in [&mut *alice, &mut *bob].into_iter().enumerate() {
         let out = dev.node.handle(
@@ -83,6 +81,21 @@ fn run_sync(alice: &mut Device, bob: &mut Device, now: u64, detail: bool) -> Syn
         );
         in_flight.extend(carry_out(dev, out).into_iter().map(|(_, f)| (side, f)));
     }
+    exchange(alice, bob, in_flight, now, detail)
+}
+
+/// Delivers `in_flight` (frames from side 0 = alice or 1 = bob) and what
+/// they cause, in lockstep flights, until nothing is left to send.
+fn exchange(
+    alice: &mut Device,
+    bob: &mut Device,
+    mut in_flight: Vec<(usize, Vec<u8>)>,
+    now: u64,
+    detail: bool,
+) -> SyncStats {
+    let ids = [alice.id(), bob.id()];
+    let mut stats = SyncStats::default();
+    let mut parts: std::collections::HashMap<(usize, [u8; 16]), Vec<u8>> = Default::default();
     while !in_flight.is_empty() {
         stats.flights += 1;
         let mut next = Vec::new();
@@ -177,17 +190,21 @@ pub(super) fn diverged(base: usize, divergences: &[usize]) -> Vec<Diverged> {
 
 /// The raw bytes of the changes bob lacks, measured on alice's document.
 fn missing_change_bytes(d: &Diverged) -> (usize, usize, usize) {
-    let theirs = d
-        .bob
+    missing_between(&d.alice, &d.bob, &d.conv)
+}
+
+/// (changes, raw bytes, `save_after` bytes) that `bob` lacks of `alice`'s.
+fn missing_between(alice: &Device, bob: &Device, conv: &ConversationId) -> (usize, usize, usize) {
+    let theirs = bob
         .node
-        .conversation(&d.conv)
+        .conversation(conv)
         .expect("bob's conversation")
         .replica()
         .heads();
     let ours = automerge::Automerge::load(
-        &d.alice
+        &alice
             .node
-            .conversation(&d.conv)
+            .conversation(conv)
             .expect("alice's conversation")
             .replica()
             .save(),
@@ -254,6 +271,65 @@ pub(super) fn sync_report(d: &Diverged, runs: usize) {
     ));
     for m in &s.messages {
         report(&format!("sync/{}: message: {m}", d.name()));
+    }
+}
+
+/// The same divergence reached by a reconnection of the two running nodes
+/// (no restart): each keeps what it last shared with the other, so the
+/// first sync messages filter only the changes since (finding E).
+pub(super) fn reconnect_report(base: usize, divergence: usize) {
+    let (mut w, mut bob) = team(11);
+    for _ in 0..base {
+        w.append();
+    }
+    run_sync(&mut w.dev, &mut bob, w.now, false);
+    // Bob's delivered receipt, 500 ms on, is pushed to alice (who so learns
+    // that bob holds her heads), as on a ward.
+    w.now += 500;
+    let out = bob.node.handle(w.now, Input::Timer(Timer::Receipts));
+    let frames = carry_out(&mut bob, out);
+    exchange(
+        &mut w.dev,
+        &mut bob,
+        frames.into_iter().map(|(_, f)| (1, f)).collect(),
+        w.now,
+        false,
+    );
+    let (a_id, b_id) = (w.dev.id(), bob.id());
+    let out = w
+        .dev
+        .node
+        .handle(w.now, Input::PeerDisconnected { peer: b_id });
+    carry_out(&mut w.dev, out);
+    let out = bob
+        .node
+        .handle(w.now, Input::PeerDisconnected { peer: a_id });
+    carry_out(&mut bob, out);
+    for _ in 0..divergence {
+        w.append();
+    }
+    let (count, raw, save_after) = missing_between(&w.dev, &bob, &w.conv);
+    assert_eq!(count, divergence);
+    let (t, c) = (Instant::now(), Cpu::now());
+    let s = run_sync(&mut w.dev, &mut bob, w.now, true);
+    let (wall, cpu) = (t.elapsed(), c.elapsed());
+    let heads = |dev: &Device| dev.node.conversation(&w.conv).map(|c| c.replica().heads());
+    assert!(heads(&w.dev) == heads(&bob), "the devices did not converge");
+    let total: usize = s.bytes.iter().sum();
+    let name = format!("{}+{} reconnected", label(base), label(divergence));
+    report(&format!(
+        "sync/{name}: wall {:.1} ms, on-CPU {:.1} ms (one run); wire {total} B in all (alice→bob {} B, bob→alice {} B); bob lacked {count} changes of {raw} raw B (save_after {save_after} B); ratio wire/missing {:.3}; {} one-way flights = {:.1} round trips [{}]",
+        ms(wall),
+        ms(cpu),
+        s.bytes[0],
+        s.bytes[1],
+        total as f64 / raw as f64,
+        s.flights,
+        s.flights as f64 / 2.0,
+        s.pattern.trim_end(),
+    ));
+    for m in &s.messages {
+        report(&format!("sync/{name}: message: {m}"));
     }
 }
 

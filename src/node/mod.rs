@@ -367,7 +367,7 @@ impl Node {
             Input::PeerConnected { peer } => self.on_connected(now, peer, &mut fx),
             Input::PeerDisconnected { peer } => {
                 if let Some(p) = self.peers.remove(&peer) {
-                    self.kept_sync.keep(peer, p);
+                    self.keep_sync(peer, p);
                     fx.emit.push(Event::PeerLeft { peer });
                 }
                 self.peer_gone(now, peer, &mut fx);

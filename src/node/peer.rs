@@ -158,6 +158,22 @@ pub(crate) fn push_sync_frames(
 }
 
 impl Node {
+    /// Keeps what we last knew we shared with `peer`, which just left. The
+    /// heads it last told us (or we pushed it to) are shared if we hold
+    /// them all, and are usually newer than Automerge's `shared_heads`: a
+    /// push is not answered, so `shared_heads` lags behind a busy session.
+    pub(super) fn keep_sync(&mut self, device: DeviceId, mut peer: Peer) {
+        for (doc, s) in peer.sync.iter_mut() {
+            let Some(theirs) = s.their_heads.as_ref().filter(|h| !h.is_empty()) else {
+                continue;
+            };
+            if self.replica_of(doc).is_some_and(|r| r.has_all(theirs)) {
+                s.shared_heads = theirs.clone();
+            }
+        }
+        self.kept_sync.keep(device, peer);
+    }
+
     pub(super) fn on_connected(&mut self, now: Millis, peer: DeviceId, fx: &mut Fx) {
         if peer == self.device {
             fx.disconnect.push((peer, Reason::ProtocolViolation));
