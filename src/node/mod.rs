@@ -170,8 +170,8 @@ pub struct Node {
     /// ([`Node::damaged_conversations`]).
     damaged: BTreeMap<ConversationId, String>,
     peers: BTreeMap<DeviceId, Peer>,
-    /// What we last knew we shared with devices that left (peer.rs,
-    /// `keep_sync`), so a reconnection's sync starts from there.
+    /// What we last knew we shared with devices that left (peer.rs), so a
+    /// reconnection's sync starts from there.
     kept_sync: peer::KeptSync,
     /// Conversations with remote messages not yet covered by our delivered receipt.
     pending_receipts: BTreeSet<ConversationId>,
@@ -367,7 +367,7 @@ impl Node {
             Input::PeerConnected { peer } => self.on_connected(now, peer, &mut fx),
             Input::PeerDisconnected { peer } => {
                 if let Some(p) = self.peers.remove(&peer) {
-                    self.keep_sync(peer, p);
+                    self.kept_sync.keep(peer, p);
                     fx.emit.push(Event::PeerLeft { peer });
                 }
                 self.peer_gone(now, peer, &mut fx);

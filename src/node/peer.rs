@@ -24,6 +24,8 @@ const MAX_CATALOG_TOTAL: usize = 1_000_000;
 /// Devices whose shared heads we keep after they leave (the most recent).
 const MAX_KEPT_PEERS: usize = 256;
 
+type SharedHeads = BTreeMap<[u8; 16], Vec<ChangeHash>>;
+
 /// The heads we last knew we shared with devices that have left, per
 /// document (finding E in BENCHMARKS.md). A reconnection's first sync
 /// message then carries a Bloom filter of the changes since those heads,
@@ -33,7 +35,12 @@ const MAX_KEPT_PEERS: usize = 256;
 /// (a crash), it answers with Automerge's sync reset and the exchange
 /// starts from nothing, as it would have anyway. In memory only: a restart
 /// forgets it, which costs bytes, never correctness.
-type SharedHeads = BTreeMap<[u8; 16], Vec<ChangeHash>>;
+///
+/// Only heads the peer itself stated count (Automerge moves `shared_heads`
+/// on what the peer's messages say, never on what we sent): the heads a
+/// push is assumed to give the peer (`their_heads` after `push_local`) may
+/// have been lost with the connection, and a kept head the peer lacks
+/// costs a sync reset, which sends the whole document.
 
 #[derive(Default)]
 pub(crate) struct KeptSync {
@@ -158,22 +165,6 @@ pub(crate) fn push_sync_frames(
 }
 
 impl Node {
-    /// Keeps what we last knew we shared with `peer`, which just left. The
-    /// heads it last told us (or we pushed it to) are shared if we hold
-    /// them all, and are usually newer than Automerge's `shared_heads`: a
-    /// push is not answered, so `shared_heads` lags behind a busy session.
-    pub(super) fn keep_sync(&mut self, device: DeviceId, mut peer: Peer) {
-        for (doc, s) in peer.sync.iter_mut() {
-            let Some(theirs) = s.their_heads.as_ref().filter(|h| !h.is_empty()) else {
-                continue;
-            };
-            if self.replica_of(doc).is_some_and(|r| r.has_all(theirs)) {
-                s.shared_heads = theirs.clone();
-            }
-        }
-        self.kept_sync.keep(device, peer);
-    }
-
     pub(super) fn on_connected(&mut self, now: Millis, peer: DeviceId, fx: &mut Fx) {
         if peer == self.device {
             fx.disconnect.push((peer, Reason::ProtocolViolation));
