@@ -501,9 +501,13 @@ fn a_reconnection_syncs_from_what_was_last_shared() {
     );
 }
 
-/// What a device kept as shared with a peer that has since lost some of it
-/// (a crash before its flush) does not stop them converging: the peer
-/// answers with Automerge's sync reset.
+/// A device that kept its sync state with a peer reconnects to that peer
+/// after the peer crashed and lost a message it had taken in but not yet
+/// flushed: the reconnection's sync, starting from the kept heads, brings
+/// the message back. (The kept heads here stop short of the lost message:
+/// a push is not answered, and only heads the peer stated are kept. Kept
+/// heads the peer no longer has would take Automerge's sync reset, which no
+/// test here forces.)
 #[test]
 fn kept_sync_state_survives_a_peer_that_lost_changes() {
     let mut mesh = Mesh::new(9);
@@ -516,7 +520,7 @@ fn kept_sync_state_survives_a_peer_that_lost_changes() {
     }
     mesh.run_until_quiet();
     let lost = mesh.send_text(a, conv, "bed 9 febrile");
-    // Ben takes it in (not yet flushed) and they exchange heads.
+    // Ben takes it in (not yet flushed); no timer fires, so no receipt.
     while mesh.step() {}
     mesh.disconnect(a, b);
     mesh.crash_restart(b);
