@@ -501,26 +501,31 @@ fn a_reconnection_syncs_from_what_was_last_shared() {
     );
 }
 
-/// A device that kept its sync state with a peer reconnects to that peer
-/// after the peer crashed and lost a message it had taken in but not yet
-/// flushed: the reconnection's sync, starting from the kept heads, brings
-/// the message back. (The kept heads here stop short of the lost message:
-/// a push is not answered, and only heads the peer stated are kept. Kept
-/// heads the peer no longer has would take Automerge's sync reset, which no
-/// test here forces.)
+/// Kept heads the peer no longer has: Ben states heads that include a
+/// message he took in but has not flushed, then crashes and loses it. Ana
+/// kept those heads; on reconnecting, Ben cannot find them and answers with
+/// Automerge's sync reset, and the exchange starts from nothing: the two
+/// still converge, and Ben gets the message back.
 #[test]
 fn kept_sync_state_survives_a_peer_that_lost_changes() {
-    let mut mesh = Mesh::new(9);
+    let mut mesh = Mesh::new(10);
     let a = mesh.add_member("Ana", &["nurse"]);
     let b = mesh.add_member("Ben", &["nurse"]);
     mesh.connect(a, b);
     let conv = mesh.create_role_channel(a, "nurse");
+    mesh.run_until_quiet();
     for k in 0..50 {
         mesh.send_text(a, conv, &format!("obs {k}"));
     }
     mesh.run_until_quiet();
+    // Apart, both write; on reconnecting, Ben takes in Ana's message (not
+    // yet flushed: no timer fires, so no receipt) and states heads that
+    // include it.
+    mesh.disconnect(a, b);
     let lost = mesh.send_text(a, conv, "bed 9 febrile");
-    // Ben takes it in (not yet flushed); no timer fires, so no receipt.
+    mesh.send_text(b, conv, "bed 2 settled");
+    mesh.run_until_quiet();
+    mesh.connect(a, b);
     while mesh.step() {}
     mesh.disconnect(a, b);
     mesh.crash_restart(b);
@@ -531,8 +536,21 @@ fn kept_sync_state_survives_a_peer_that_lost_changes() {
             .is_some_and(|h| h.iter().any(|r| r.id == lost))
     };
     assert!(!held(&mesh, b), "Ben lost it in the crash");
+    mesh.devices[a].received.clear();
     mesh.connect(a, b);
     mesh.run_until_quiet();
+    let reset = mesh.devices[a].received.iter().any(|f| {
+        let Ok(huddle::wire::Frame::Sync { data, .. }) = huddle::wire::Frame::decode(f) else {
+            return false;
+        };
+        let m = automerge::sync::Message::decode(&data).expect("a sync message");
+        m.changes.is_empty()
+            && m.need.is_empty()
+            && m.have.len() == 1
+            && m.have[0].last_sync.is_empty()
+            && m.have[0].bloom.to_bytes().is_empty()
+    });
+    assert!(reset, "Ben answered Ana's kept heads with a sync reset");
     assert!(held(&mesh, b), "the sync brought it back");
     let on = |i: usize| mesh.devices[i].node.history(&conv, None).unwrap();
     assert_eq!(on(a), on(b));
