@@ -416,27 +416,36 @@ fn a_new_conversation_reaches_connected_members_live() {
     assert_eq!(at_b.len(), 1);
 }
 
+/// Ana and Ben, connected, with a nurses' channel Ana created, settled.
+fn ana_and_ben(seed: u64) -> (Mesh, usize, usize, ConversationId) {
+    let mut mesh = Mesh::new(seed);
+    let a = mesh.add_member("Ana", &["nurse"]);
+    let b = mesh.add_member("Ben", &["nurse"]);
+    mesh.connect(a, b);
+    let conv = mesh.create_role_channel(a, "nurse");
+    mesh.run_until_quiet();
+    (mesh, a, b, conv)
+}
+
+/// Does device `i` render message `m` of `conv`?
+fn holds(mesh: &Mesh, i: usize, conv: ConversationId, m: huddle::MessageId) -> bool {
+    mesh.devices[i]
+        .node
+        .history(&conv, None)
+        .is_some_and(|h| h.iter().any(|r| r.id == m))
+}
+
 /// Taking in a peer's message asks for no flush: the sender holds it, so a
 /// crash before the receiver's next flush loses it only there, and the next
 /// sync brings it back. The receiver's own delivered receipt is flushed, and
 /// that flush covers the message too.
 #[test]
 fn a_received_message_waits_for_the_next_flush_and_survives_its_loss() {
-    let mut mesh = Mesh::new(6);
-    let a = mesh.add_member("Ana", &["nurse"]);
-    let b = mesh.add_member("Ben", &["nurse"]);
-    mesh.connect(a, b);
-    let conv = mesh.create_role_channel(a, "nurse");
-    mesh.run_until_quiet();
+    let (mut mesh, a, b, conv) = ana_and_ben(6);
     let first = mesh.send_text(a, conv, "bed 4 needs obs");
     // Deliver the push, fire no timer (so no receipt is written yet).
     while mesh.step() {}
-    let held = |mesh: &Mesh, i: usize, m| {
-        mesh.devices[i]
-            .node
-            .history(&conv, None)
-            .is_some_and(|h| h.iter().any(|r| r.id == m))
-    };
+    let held = |mesh: &Mesh, i: usize, m| holds(mesh, i, conv, m);
     assert!(held(&mesh, b, first), "Ben shows it at once");
     mesh.crash_restart(b);
     assert!(
@@ -465,12 +474,7 @@ fn a_received_message_waits_for_the_next_flush_and_survives_its_loss() {
 /// filter of the whole history each way, as it does after a restart.
 #[test]
 fn a_reconnection_syncs_from_what_was_last_shared() {
-    let mut mesh = Mesh::new(8);
-    let a = mesh.add_member("Ana", &["nurse"]);
-    let b = mesh.add_member("Ben", &["nurse"]);
-    mesh.connect(a, b);
-    let conv = mesh.create_role_channel(a, "nurse");
-    mesh.run_until_quiet();
+    let (mut mesh, a, b, conv) = ana_and_ben(8);
     for k in 0..1500 {
         mesh.send_text(a, conv, &format!("obs round {k}: all stable"));
         mesh.send_text(b, conv, &format!("ack {k}"));
@@ -508,12 +512,7 @@ fn a_reconnection_syncs_from_what_was_last_shared() {
 /// still converge, and Ben gets the message back.
 #[test]
 fn kept_sync_state_survives_a_peer_that_lost_changes() {
-    let mut mesh = Mesh::new(10);
-    let a = mesh.add_member("Ana", &["nurse"]);
-    let b = mesh.add_member("Ben", &["nurse"]);
-    mesh.connect(a, b);
-    let conv = mesh.create_role_channel(a, "nurse");
-    mesh.run_until_quiet();
+    let (mut mesh, a, b, conv) = ana_and_ben(10);
     for k in 0..50 {
         mesh.send_text(a, conv, &format!("obs {k}"));
     }
@@ -529,12 +528,7 @@ fn kept_sync_state_survives_a_peer_that_lost_changes() {
     while mesh.step() {}
     mesh.disconnect(a, b);
     mesh.crash_restart(b);
-    let held = |mesh: &Mesh, i: usize| {
-        mesh.devices[i]
-            .node
-            .history(&conv, None)
-            .is_some_and(|h| h.iter().any(|r| r.id == lost))
-    };
+    let held = |mesh: &Mesh, i: usize| holds(mesh, i, conv, lost);
     assert!(!held(&mesh, b), "Ben lost it in the crash");
     mesh.devices[a].received.clear();
     mesh.connect(a, b);

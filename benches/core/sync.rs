@@ -188,12 +188,8 @@ pub(super) fn diverged(base: usize, divergences: &[usize]) -> Vec<Diverged> {
     out
 }
 
-/// The raw bytes of the changes bob lacks, measured on alice's document.
-fn missing_change_bytes(d: &Diverged) -> (usize, usize, usize) {
-    missing_between(&d.alice, &d.bob, &d.conv)
-}
-
-/// (changes, raw bytes, `save_after` bytes) that `bob` lacks of `alice`'s.
+/// (changes, raw bytes, `save_after` bytes) that `bob` lacks of `alice`'s,
+/// measured on alice's document.
 fn missing_between(alice: &Device, bob: &Device, conv: &ConversationId) -> (usize, usize, usize) {
     let theirs = bob
         .node
@@ -216,7 +212,7 @@ fn missing_between(alice: &Device, bob: &Device, conv: &ConversationId) -> (usiz
 }
 
 pub(super) fn sync_report(d: &Diverged, runs: usize) {
-    let (count, raw, save_after) = missing_change_bytes(d);
+    let (count, raw, save_after) = missing_between(&d.alice, &d.bob, &d.conv);
     assert_eq!(count, d.divergence);
     let whole = d
         .alice
