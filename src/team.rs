@@ -19,6 +19,7 @@ use crate::replica::{Entry, Persist, Replica, ReplicaError, Schema};
 
 pub const SCHEMA: Schema = Schema {
     roots: &[("certs", ObjType::Map), ("revocations", ObjType::Map)],
+    page_len: 0,
 };
 const CERTS: usize = 0;
 const REVOCATIONS: usize = 1;

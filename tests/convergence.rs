@@ -549,3 +549,61 @@ fn kept_sync_state_survives_a_peer_that_lost_changes() {
     let on = |i: usize| mesh.devices[i].node.history(&conv, None).unwrap();
     assert_eq!(on(a), on(b));
 }
+
+/// Pages (sync.md §7.1): two devices apart each fill the first page and
+/// make the second by themselves; they make the same page, so after the
+/// heal both hold one history in the same pages. Writing goes on across
+/// page boundaries live, through a restart, and each device writes into the
+/// pages the other made.
+#[test]
+fn devices_apart_make_the_same_pages_and_merge() {
+    use huddle::conversation::PAGE_LEN;
+    let (mut mesh, a, b, conv) = ana_and_ben(12);
+    let pages = |mesh: &Mesh, i: usize| {
+        let c = mesh.devices[i].node.conversation(&conv).unwrap();
+        (c.replica().page_count(), c.len())
+    };
+    mesh.disconnect(a, b);
+    let apart = PAGE_LEN + 100;
+    for k in 0..apart {
+        mesh.send_text(a, conv, &format!("ana apart {k}"));
+        mesh.send_text(b, conv, &format!("ben apart {k}"));
+        if k == PAGE_LEN + 50 {
+            mesh.crash_restart(b); // reloads its pages from the store
+        }
+    }
+    mesh.run_until_quiet();
+    assert_eq!(pages(&mesh, a), (1, apart));
+    assert_eq!(pages(&mesh, b), (1, apart));
+    mesh.connect(a, b);
+    mesh.run_until_quiet();
+    let history = |mesh: &Mesh, i: usize| mesh.devices[i].node.history(&conv, None).unwrap();
+    assert_eq!(history(&mesh, a), history(&mesh, b));
+    assert_eq!(
+        pages(&mesh, a),
+        (1, 2 * apart),
+        "page 1 made twice is one page"
+    );
+    assert_eq!(pages(&mesh, b), (1, 2 * apart));
+
+    // Live, across the next boundary: page 1 holds 200 messages, so Ana's
+    // 313th makes page 2, pushed with the message that needed it.
+    let mut last = None;
+    for k in 0..PAGE_LEN - 200 + 1 {
+        last = Some(mesh.send_text(a, conv, &format!("ana live {k}")));
+    }
+    mesh.run_until_quiet();
+    assert_eq!(pages(&mesh, a).0, 2);
+    assert_eq!(pages(&mesh, b).0, 2, "Ben took page 2 with the push");
+    assert!(holds(&mesh, b, conv, last.unwrap()));
+    let bens = mesh.send_text(b, conv, "ben writes into Ana's page");
+    mesh.run_until_quiet();
+    assert_eq!(
+        pages(&mesh, b).0,
+        2,
+        "Ben wrote into page 2, made no page 3"
+    );
+    assert!(holds(&mesh, a, conv, bens));
+    assert_eq!(history(&mesh, a), history(&mesh, b));
+    assert_eq!(history(&mesh, a).len(), 2 * apart + PAGE_LEN - 199 + 1);
+}

@@ -150,7 +150,8 @@ fn advance_heads(
 
 /// A change this replica just wrote, with the heads it left.
 pub struct LocalPush {
-    pub(super) change: automerge::Change,
+    /// The change, after the page change it needed, if any.
+    pub(super) changes: Vec<automerge::Change>,
     pub(super) heads: Vec<ChangeHash>,
 }
 
@@ -171,7 +172,12 @@ impl LocalPush {
             heads: self.heads.clone(),
             need: Vec::new(),
             have: Vec::new(),
-            changes: vec![self.change.raw_bytes().to_vec()].into(),
+            changes: self
+                .changes
+                .iter()
+                .map(|c| c.raw_bytes().to_vec())
+                .collect::<Vec<_>>()
+                .into(),
             flags: Some(flags),
             version: if v2 {
                 MessageVersion::V2
@@ -179,7 +185,9 @@ impl LocalPush {
                 MessageVersion::V1
             },
         };
-        state.sent_hashes.insert(self.change.hash());
+        state
+            .sent_hashes
+            .extend(self.changes.iter().map(automerge::Change::hash));
         state.last_sent_heads.clone_from(&self.heads);
         state.have_responded = true;
         state.in_flight = true;

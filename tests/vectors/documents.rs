@@ -118,8 +118,24 @@ pub(crate) fn gen_documents(c: &Cast) -> Value {
         ),
         genesis_json(&TEAM_DOC_ID, team, "team"),
     ];
-    // One message written by a fixed actor at T0, and a concurrent one.
     let doc = group_id().0;
+    let page = huddle::replica::page_change(&doc, conv, "msgs", 1);
+    let pages = vec![json!({
+        "doc_id": hex(&doc),
+        "root": "msgs",
+        "page_len": conv.page_len,
+        "k": 1,
+        "key": "msgs.1",
+        "actor": page.actor_id().to_hex_string(),
+        "seq": page.seq(),
+        "start_op": page.start_op().get(),
+        "time": page.timestamp(),
+        "message": null,
+        "deps": page.deps().iter().map(|d| hex(&d.0)).collect::<Vec<_>>(),
+        "change": hex(page.raw_bytes()),
+        "change_hash": hex(&page.hash().0),
+    })];
+    // One message written by a fixed actor at T0, and a concurrent one.
     let msgs = messages(c);
     let mut a = Replica::new(&doc, conv, &actor("ana-phone"));
     a.insert(T0, 0, msgs[0].1.encode()).expect("insert");
@@ -173,8 +189,9 @@ pub(crate) fn gen_documents(c: &Cast) -> Value {
         .map(|(dir, m)| json!({ "direction": dir, "message": hex(&m) }))
         .collect();
     json!({
-        "description": "Automerge documents (protocol/sync.md#documents). 'geneses' are normative: every replica of a document starts from exactly this change (actor = document id, seq 1, time 0, the root objects in this order), so its bytes and hash must be reproduced exactly. 'local_changes', 'heads_digests' and 'sync_exchange' are informative: they show a message inserted at list index 0 of msgs by an actor at time T0/1000 s, the catalog's heads digest over one and two heads, and the Automerge sync messages of two replicas converging (a node must accept them; it need not produce the same bytes).",
+        "description": "Automerge documents (protocol/sync.md#documents). 'geneses' are normative: every replica of a document starts from exactly this change (actor = document id, seq 1, time 0, the root objects in this order), so its bytes and hash must be reproduced exactly. 'pages' are normative too: the change that makes page k of a paged list root (actor = first 16 bytes of SHA-256('huddle/page/v1' || doc id || u64be(len(root)) || root), seq k, time 0, depending on page k-1's change or, for page 1, on genesis alone, one op creating a list under root key '<root>.<k>'); every replica that fills a page makes exactly this change. 'local_changes', 'heads_digests' and 'sync_exchange' are informative: they show a message inserted at list index 0 of msgs by an actor at time T0/1000 s, the catalog's heads digest over one and two heads, and the Automerge sync messages of two replicas converging (a node must accept them; it need not produce the same bytes).",
         "geneses": geneses,
+        "pages": pages,
         "conversation_id": hex(&doc),
         "inserted_message": hex(&msgs[0].1.encode()),
         "local_changes": changes,
@@ -240,6 +257,63 @@ fn documents_vectors() {
         assert_eq!(hex(&replica.heads_digest()), st(g, "heads_digest"));
         let digest = &crypto::sha256(&[&bytes(g, "change_hash")])[..16];
         assert_eq!(hex(digest), st(g, "heads_digest"));
+    }
+    for p in list(&v, "pages") {
+        let doc_id: [u8; 16] = fixed(p, "doc_id");
+        let (name, k) = (st(p, "root"), num(p, "k"));
+        assert_eq!(st(p, "key"), format!("{name}.{k}"));
+        assert_eq!(
+            num(p, "page_len"),
+            huddle::conversation::SCHEMA.page_len as u64,
+            "the conversation schema's page length"
+        );
+        // The actor, from its definition.
+        let actor = crypto::sha256(&[
+            b"huddle/page/v1",
+            &doc_id,
+            &(name.len() as u64).to_be_bytes(),
+            name.as_bytes(),
+        ]);
+        assert_eq!(
+            k, 1,
+            "page 1 depends on genesis alone; later pages on their predecessor"
+        );
+        assert_eq!(hex(&actor[..16]), st(p, "actor"));
+        // The change, made directly with Automerge on top of genesis...
+        let g = list(&v, "geneses")
+            .iter()
+            .find(|g| st(g, "doc_id") == st(p, "doc_id"))
+            .expect("the document's genesis");
+        let roots: Vec<(String, ObjType)> = list(g, "roots")
+            .iter()
+            .map(|r| (st(r, "key").to_owned(), obj_type_from(st(r, "type"))))
+            .collect();
+        let refs: Vec<(&str, ObjType)> = roots.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+        let (doc, _) = genesis(&doc_id, &refs);
+        let mut doc = doc.with_actor(ActorId::from(&actor[..16]));
+        let mut tx = doc.transaction();
+        tx.put_object(ROOT, st(p, "key"), ObjType::List)
+            .expect("page");
+        tx.commit_with(CommitOptions::default().with_time(0));
+        let made = doc.get_last_local_change().expect("the page change");
+        assert_eq!(hex(made.raw_bytes()), st(p, "change"), "page change bytes");
+        assert_eq!(hex(&made.hash().0), st(p, "change_hash"));
+        assert_eq!(made.seq(), num(p, "seq"));
+        assert_eq!(made.start_op().get(), num(p, "start_op"));
+        assert_eq!(u64::try_from(made.timestamp()).ok(), Some(num(p, "time")));
+        assert!(get(p, "message").is_null() && made.message().is_none());
+        let deps: Vec<String> = made.deps().iter().map(|d| hex(&d.0)).collect();
+        assert_eq!(deps, vec![st(g, "change_hash").to_owned()], "genesis alone");
+        assert_eq!(
+            list(p, "deps")
+                .iter()
+                .map(|d| d.as_str().expect("hex"))
+                .collect::<Vec<_>>(),
+            deps
+        );
+        // ...is what huddle makes.
+        let ours = huddle::replica::page_change(&doc_id, huddle::conversation::SCHEMA, name, k);
+        assert_eq!(hex(ours.raw_bytes()), st(p, "change"));
     }
     for d in list(&v, "heads_digests") {
         let heads: Vec<Vec<u8>> = list(d, "heads")

@@ -13,7 +13,7 @@ pub(crate) fn gen_frames(c: &Cast) -> Value {
         (
             "hello".into(),
             Frame::Hello {
-                version: 1,
+                version: PROTOCOL_VERSION,
                 certificate: ana.clone(),
             },
         ),
@@ -132,7 +132,7 @@ pub(crate) fn gen_frames(c: &Cast) -> Value {
         .collect();
 
     let hello = Frame::Hello {
-        version: 1,
+        version: PROTOCOL_VERSION,
         certificate: ana.clone(),
     }
     .encode();
@@ -146,7 +146,7 @@ pub(crate) fn gen_frames(c: &Cast) -> Value {
     .encode();
     let bad = |b: Vec<u8>, why: &str, error: &str, refusal: u8| json!({ "hex": hex(&b), "why": why, "error": error, "refusal": refusal });
     let mut w = Writer::new();
-    w.u8(1).u8(1).varint(4097);
+    w.u8(1).u8(PROTOCOL_VERSION).varint(4097);
     let hello_4097 = w.finish();
     let mut w = Writer::new();
     w.u8(3).u8(1).varint(16_385);
@@ -165,8 +165,14 @@ pub(crate) fn gen_frames(c: &Cast) -> Value {
         bad(vec![7], "tag 7", "Unknown", 10),
         bad(vec![0xff], "tag 255", "Unknown", 10),
         bad(splice(&hello, 1, 1, &[0]), "hello version 0", "Unknown", 8),
-        bad(splice(&hello, 1, 1, &[2]), "hello version 2", "Unknown", 8),
-        bad(vec![1, 2], "hello version 2, nothing after", "Unknown", 8),
+        bad(
+            splice(&hello, 1, 1, &[1]),
+            "hello version 1 (before pages)",
+            "Unknown",
+            8,
+        ),
+        bad(splice(&hello, 1, 1, &[3]), "hello version 3", "Unknown", 8),
+        bad(vec![1, 3], "hello version 3, nothing after", "Unknown", 8),
         bad(vec![1], "hello without version", "Truncated", 10),
         bad(
             hello_4097,
@@ -189,7 +195,9 @@ pub(crate) fn gen_frames(c: &Cast) -> Value {
         bad(
             {
                 let mut w = Writer::new();
-                w.u8(1).u8(1).bytes(&[cert_b.as_slice(), &[0]].concat());
+                w.u8(1)
+                    .u8(PROTOCOL_VERSION)
+                    .bytes(&[cert_b.as_slice(), &[0]].concat());
                 w.finish()
             },
             "hello whose certificate field holds a trailing byte",

@@ -108,37 +108,46 @@ pub(crate) fn gates(c: &Cast) -> Vec<Gate> {
     vec![
         g(
             "valid hello: the node answers with its catalog",
-            vec![hello(&ben, 1)],
+            vec![hello(&ben, PROTOCOL_VERSION)],
         ),
         g("catalog before hello", vec![catalog.clone()]),
-        g("hello twice", vec![hello(&ben, 1), hello(&ben, 1)]),
-        g("hello version 2", vec![hello(&ben, 2)]),
+        g(
+            "hello twice",
+            vec![hello(&ben, PROTOCOL_VERSION), hello(&ben, PROTOCOL_VERSION)],
+        ),
+        g("hello version 1 (before pages)", vec![hello(&ben, 1)]),
         g(
             "hello with another device's certificate",
-            vec![hello(&cert(c, "ana-phone"), 1)],
+            vec![hello(&cert(c, "ana-phone"), PROTOCOL_VERSION)],
         ),
         g(
             "hello with another team's certificate",
-            vec![hello(&cert(c, "ben-tablet@riverside"), 1)],
+            vec![hello(&cert(c, "ben-tablet@riverside"), PROTOCOL_VERSION)],
         ),
         g(
             "hello with a certificate altered after signing",
-            vec![hello(&tampered, 1)],
+            vec![hello(&tampered, PROTOCOL_VERSION)],
         ),
         Gate {
             now: ben.expires,
-            ..g("hello with an expired certificate", vec![hello(&ben, 1)])
+            ..g(
+                "hello with an expired certificate",
+                vec![hello(&ben, PROTOCOL_VERSION)],
+            )
         },
         Gate {
             now: ben.issued - huddle::membership::ISSUE_SKEW_MS - 1,
             ..g(
                 "hello with a certificate not valid yet",
-                vec![hello(&ben, 1)],
+                vec![hello(&ben, PROTOCOL_VERSION)],
             )
         },
         Gate {
             revocations: vec![revocations(c)[0].1.clone()],
-            ..g("hello from a revoked device", vec![hello(&ben, 1)])
+            ..g(
+                "hello from a revoked device",
+                vec![hello(&ben, PROTOCOL_VERSION)],
+            )
         },
         Gate {
             hello_timer: true,
