@@ -27,7 +27,7 @@ use automerge::{
     ActorId, Automerge, ChangeHash, ObjType, PatchAction, PatchLog, ReadDoc, ScalarValue,
     ScalarValueRef, Value, ValueRef, ROOT,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use thiserror::Error;
 
@@ -95,6 +95,18 @@ fn next_page(chain: &mut Automerge, name: &str, k: u64) -> automerge::Change {
 pub fn page_change(doc_id: &[u8; 16], schema: Schema, name: &str, k: u64) -> automerge::Change {
     let mut chain = page_chain(doc_id, schema, name, k - 1);
     next_page(&mut chain, name, k)
+}
+
+/// A digest of an entry: its key, if any, and its value.
+fn entry_digest(e: &Entry) -> [u8; 16] {
+    let d = match e {
+        Entry::Item { value, .. } => crypto::sha256(&[b"i", value]),
+        Entry::Keyed { key, value, .. } => {
+            let len = (key.len() as u64).to_be_bytes();
+            crypto::sha256(&[b"k", &len, key.as_bytes(), value])
+        }
+    };
+    d[..16].try_into().expect("16 bytes")
 }
 
 /// `name.k` with `k` ≥ 1 in canonical decimal, for list root `name`.
@@ -190,6 +202,8 @@ pub struct Replica {
     /// (only a faulty or hostile peer makes one): Automerge reports no
     /// patch for changes inside them, so they are read whole instead.
     hidden: Vec<(automerge::ObjId, usize)>,
+    /// The entries of hidden objects already reported, by digest.
+    hidden_seen: HashMap<automerge::ObjId, HashSet<[u8; 16]>>,
     saved_heads: Vec<ChangeHash>,
     next_chunk: u64,
     chunk_bytes: usize,
@@ -253,6 +267,7 @@ impl Replica {
             chains: vec![None; schema.roots.len()],
             unsaved_pages: Vec::new(),
             hidden: Vec::new(),
+            hidden_seen: HashMap::new(),
             roots,
             saved_heads: Vec::new(),
             next_chunk: 0,
@@ -589,8 +604,13 @@ impl Replica {
         let mut out = Vec::new();
         if self.received_changes > 0 {
             for (obj, root) in &self.hidden {
-                // Whole: entries already indexed are skipped as duplicates.
-                self.entries_of(*root, obj, &mut out);
+                // Read whole, reported once each (by a digest of the
+                // entry), so a hidden object costs a read per message
+                // received, not a signature check per entry it holds.
+                let mut entries = Vec::new();
+                self.entries_of(*root, obj, &mut entries);
+                let seen = self.hidden_seen.entry(obj.clone()).or_default();
+                out.extend(entries.into_iter().filter(|e| seen.insert(entry_digest(e))));
             }
         }
         for p in patches {
@@ -861,12 +881,13 @@ mod tests {
         for i in 0..4u8 {
             a.insert(1000, 0, vec![i]).unwrap();
             let got = push(&a, &mut sa, &mut b, &mut sb);
-            assert!(
-                got.contains(&Entry::Item {
+            assert_eq!(
+                got,
+                vec![Entry::Item {
                     root: 0,
                     value: vec![i]
-                }),
-                "item {i} reported: {got:?}"
+                }],
+                "item {i}, and only it, reported"
             );
         }
         assert_eq!(values(&a).len(), 4);
