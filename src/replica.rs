@@ -34,7 +34,10 @@ use thiserror::Error;
 use crate::crypto;
 use crate::ids::Millis;
 
+mod pages;
 mod sync_message;
+use pages::Tail;
+pub use pages::{page_actor, page_chain, page_change, page_key};
 use sync_message::receive_sync_message;
 pub use sync_message::LocalPush;
 
@@ -48,55 +51,6 @@ pub struct Schema {
     pub page_len: usize,
 }
 
-/// Page `k` (≥ 1) of list root `name`: its root key.
-pub fn page_key(name: &str, k: u64) -> String {
-    format!("{name}.{k}")
-}
-
-/// The actor of the changes creating the pages of root `name` of document
-/// `doc_id` (sync.md §7.1).
-pub fn page_actor(doc_id: &[u8; 16], name: &str) -> ActorId {
-    let d = crypto::sha256(&[
-        b"huddle/page/v1",
-        doc_id,
-        &(name.len() as u64).to_be_bytes(),
-        name.as_bytes(),
-    ]);
-    ActorId::from(&d[..16])
-}
-
-/// Pages `1..=upto` of list root `name`: genesis and the page changes, a
-/// document of their own from which the next page change is made.
-pub fn page_chain(doc_id: &[u8; 16], schema: Schema, name: &str, upto: u64) -> Automerge {
-    let (doc, _) = genesis(doc_id, schema);
-    let mut chain = doc.with_actor(page_actor(doc_id, name));
-    for k in 1..=upto {
-        next_page(&mut chain, name, k);
-    }
-    chain
-}
-
-/// Makes page `k` on a chain holding pages `1..k`.
-fn next_page(chain: &mut Automerge, name: &str, k: u64) -> automerge::Change {
-    let mut tx = chain.transaction();
-    tx.put_object(ROOT, page_key(name, k), ObjType::List)
-        .expect("a fresh key");
-    tx.commit_with(CommitOptions::default().with_time(0));
-    chain.get_last_local_change().expect("the change just made")
-}
-
-/// The change creating page `k` (≥ 1) of list root `name`: every replica
-/// makes it byte for byte alike (actor from [`page_actor`], seq `k`, time 0,
-/// depending on page `k - 1`'s change, or on genesis for page 1, one op
-/// creating the list under [`page_key`]), so replicas that fill a page
-/// concurrently create the same page, not two conflicting ones. The pages
-/// share one actor and their object ids grow with `k`, so a document with
-/// many pages has few actors and keeps its newest page last.
-pub fn page_change(doc_id: &[u8; 16], schema: Schema, name: &str, k: u64) -> automerge::Change {
-    let mut chain = page_chain(doc_id, schema, name, k - 1);
-    next_page(&mut chain, name, k)
-}
-
 /// A digest of an entry: its key, if any, and its value.
 fn entry_digest(e: &Entry) -> [u8; 16] {
     let d = match e {
@@ -107,20 +61,6 @@ fn entry_digest(e: &Entry) -> [u8; 16] {
         }
     };
     d[..16].try_into().expect("16 bytes")
-}
-
-/// `name.k` with `k` ≥ 1 in canonical decimal, for list root `name`.
-fn parse_page_key(schema: Schema, key: &str) -> Option<(usize, u64)> {
-    let (name, k) = key.rsplit_once('.')?;
-    let root = schema
-        .roots
-        .iter()
-        .position(|(n, t)| *n == name && *t == ObjType::List)?;
-    if k.starts_with('0') || !k.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let k: u64 = k.parse().ok()?;
-    Some((root, k))
 }
 
 /// A value found in one of the schema's root objects.
@@ -156,26 +96,6 @@ pub enum Persist {
 /// Snapshots are written once the chunks written since the last one
 /// outweigh it (amortised O(1) per byte), but never for less than this.
 const MIN_COMPACT_BYTES: usize = 256 * 1024;
-
-/// The newest page of a root.
-#[derive(Clone, Debug)]
-struct Tail {
-    k: u64,
-    obj: automerge::ObjId,
-    /// How many elements it holds, counted from our inserts and the
-    /// patches of others' (Automerge's `length` walks the whole list), or
-    /// `None` until first needed. Off only through a faulty peer, and then
-    /// harmlessly: a deletion (huddle never deletes) makes the next page
-    /// early, inserts into a page a conflicting put hides (no patches) let
-    /// it grow past the page length.
-    len: Option<usize>,
-}
-
-impl Tail {
-    fn new(k: u64, obj: automerge::ObjId) -> Tail {
-        Tail { k, obj, len: None }
-    }
-}
 
 pub struct Replica {
     doc_id: [u8; 16],
@@ -316,101 +236,12 @@ impl Replica {
         Ok((replica, entries))
     }
 
-    /// Finds every page object in the root map (every object under a page
-    /// key, should a peer have put a second one there), the newest page of
-    /// each root, and the objects a peer's conflicting put has hidden.
-    /// Returns the pages (root, `k`) made by page changes that it finds for
-    /// the first time.
-    fn find_objects(&mut self) -> Vec<(usize, u64)> {
-        let mut new = Vec::new();
-        let keys: Vec<String> = self
-            .doc
-            .map_range(ROOT, ..)
-            .map(|i| i.key.to_string())
-            .collect();
-        let mut hidden = Vec::new();
-        for (root, ((name, _), obj)) in self.schema.roots.iter().zip(&self.roots).enumerate() {
-            if !matches!(self.doc.get(ROOT, *name), Ok(Some((_, o))) if o == *obj) {
-                hidden.push((obj.clone(), root));
-            }
-        }
-        for key in keys {
-            let Some((root, k)) = parse_page_key(self.schema, &key) else {
-                continue;
-            };
-            let Ok(values) = self.doc.get_all(ROOT, key.as_str()) else {
-                continue;
-            };
-            let shown = match self.doc.get(ROOT, key.as_str()) {
-                Ok(Some((_, o))) => Some(o),
-                _ => None,
-            };
-            let actor = page_actor(&self.doc_id, self.schema.roots[root].0);
-            for (v, obj) in values {
-                if !matches!(v, Value::Object(ObjType::List)) {
-                    continue;
-                }
-                if shown.as_ref() != Some(&obj) {
-                    hidden.push((obj.clone(), root));
-                }
-                // Our inserts go into the page the page change made, even
-                // if a peer's put hides it: every reader reads it anyway.
-                let by_page_change = matches!(&obj, automerge::ObjId::Id(_, a, _) if *a == actor);
-                if by_page_change && k > self.tails[root].k {
-                    self.tails[root] = Tail::new(k, obj.clone());
-                }
-                if self.pages.insert(obj, root).is_none() && by_page_change {
-                    new.push((root, k));
-                }
-            }
-        }
-        self.hidden = hidden;
-        new
-    }
-
-    /// The change making page `k` of `root`, from the cached page chain
-    /// (one new change when pages are made in order, as they are).
-    fn page_change_cached(&mut self, root: usize, k: u64) -> automerge::Change {
-        let name = self.schema.roots[root].0;
-        let mut chain = match self.chains[root].take() {
-            Some((upto, chain)) if upto == k => {
-                let change = chain.get_last_local_change().expect("page k");
-                self.chains[root] = Some((upto, chain));
-                return change;
-            }
-            Some((upto, chain)) if upto + 1 == k => chain,
-            _ => page_chain(&self.doc_id, self.schema, name, k - 1),
-        };
-        let change = next_page(&mut chain, name, k);
-        self.chains[root] = Some((k, chain));
-        change
-    }
-
     /// The root number of a root or page object.
     fn root_of(&self, obj: &automerge::ObjId) -> Option<usize> {
         self.roots
             .iter()
             .position(|r| r == obj)
             .or_else(|| self.pages.get(obj).copied())
-    }
-
-    /// Root `root`'s objects: the root, then its pages.
-    fn objects_of(&self, root: usize) -> Vec<automerge::ObjId> {
-        let mut pages: Vec<_> = self
-            .pages
-            .iter()
-            .filter(|(_, r)| **r == root)
-            .map(|(o, _)| o.clone())
-            .collect();
-        pages.sort();
-        std::iter::once(self.roots[root].clone())
-            .chain(pages)
-            .collect()
-    }
-
-    /// How many page objects the document holds (for tests and benchmarks).
-    pub fn page_count(&self) -> usize {
-        self.pages.len()
     }
 
     fn all_entries(&self) -> Vec<Entry> {
@@ -503,33 +334,6 @@ impl Replica {
         });
         self.made_page = made;
         r
-    }
-
-    /// Makes the next page of `root` if its newest one is full; returns the
-    /// change that made it.
-    fn next_page_if_full(&mut self, root: usize) -> Option<automerge::Change> {
-        if self.schema.page_len == 0 {
-            return None;
-        }
-        let tail = &mut self.tails[root];
-        let len = *tail.len.get_or_insert_with(|| self.doc.length(&tail.obj));
-        if len < self.schema.page_len {
-            return None;
-        }
-        let (name, k) = (self.schema.roots[root].0, tail.k);
-        let change = self.page_change_cached(root, k + 1);
-        if self.doc.get_change_meta_by_hash(&change.hash()).is_some() {
-            return None; // made, but a peer's put of a non-list hides it
-        }
-        if let Err(e) = self.doc.apply_changes([change.clone()]) {
-            // Only a peer that forged a change under the page's actor can
-            // cause this; the newest page then simply keeps growing.
-            tracing::warn!("cannot make page {} of {name}: {e}", k + 1);
-            return None;
-        }
-        self.find_objects();
-        self.unsaved_pages.push(change.clone());
-        Some(change)
     }
 
     /// Puts `value` under `key` in map root `root`.
@@ -702,7 +506,7 @@ mod tests {
         page_len: 0,
     };
 
-    fn sync_pair(a: &mut Replica, b: &mut Replica) -> usize {
+    pub(super) fn sync_pair(a: &mut Replica, b: &mut Replica) -> usize {
         let (mut sa, mut sb) = (sync::State::new(), sync::State::new());
         let mut rounds = 0;
         loop {
@@ -734,26 +538,12 @@ mod tests {
         assert_eq!(a.all_entries(), b.all_entries());
     }
 
-    const PAGED: Schema = Schema {
-        roots: &[("items", ObjType::List), ("keys", ObjType::Map)],
-        page_len: 2,
-    };
-
-    fn values(r: &Replica) -> Vec<Vec<u8>> {
-        let mut v: Vec<Vec<u8>> = r
-            .all_entries()
-            .into_iter()
-            .filter_map(|e| match e {
-                Entry::Item { root: 0, value } => Some(value),
-                _ => None,
-            })
-            .collect();
-        v.sort();
-        v
-    }
-
     /// Writes `n` times, persisting each time; returns the chunks.
-    fn chunk_each(a: &mut Replica, n: u8, write: impl Fn(&mut Replica, u8)) -> Vec<(u64, Vec<u8>)> {
+    pub(super) fn chunk_each(
+        a: &mut Replica,
+        n: u8,
+        write: impl Fn(&mut Replica, u8),
+    ) -> Vec<(u64, Vec<u8>)> {
         (0..n)
             .map(|i| {
                 write(a, i);
@@ -763,151 +553,6 @@ mod tests {
                 }
             })
             .collect()
-    }
-
-    fn paged(actor: u8) -> Replica {
-        Replica::new(&[1u8; 16], PAGED, &ActorId::from([actor; 16].as_slice()))
-    }
-
-    /// `a` pushes its last change to `b`; returns what `b` took in.
-    fn push(
-        a: &Replica,
-        sa: &mut sync::State,
-        b: &mut Replica,
-        sb: &mut sync::State,
-    ) -> Vec<Entry> {
-        let msg = a.local_push().unwrap().message_for(sa);
-        b.receive_sync(sb, &msg).unwrap()
-    }
-
-    #[test]
-    fn replicas_filling_pages_apart_make_the_same_pages() {
-        let mut a = paged(2);
-        let mut b = paged(3);
-        for i in 0..5u8 {
-            a.insert(1000, 0, vec![b'a', i]).unwrap();
-            b.insert(1000, 0, vec![b'b', i]).unwrap();
-        }
-        assert_eq!(a.page_count(), 2, "5 items in pages of 2: pages 1 and 2");
-        sync_pair(&mut a, &mut b);
-        assert_eq!(a.heads(), b.heads());
-        // Each made pages 1 and 2 by itself: the same changes, so the same
-        // two objects, not four.
-        assert_eq!((a.page_count(), b.page_count()), (2, 2));
-        assert_eq!(values(&a).len(), 10);
-        assert_eq!(values(&a), values(&b));
-        // The next insert sees a full newest page and makes page 3.
-        a.insert(1000, 0, b"c".to_vec()).unwrap();
-        assert_eq!(a.page_count(), 3);
-    }
-
-    #[test]
-    fn a_push_carries_the_page_it_made() {
-        let id = [1u8; 16];
-        let mut a = paged(2);
-        let mut b = paged(3);
-        let (mut sa, mut sb) = (sync::State::new(), sync::State::new());
-        let mut b_chunks = Vec::new();
-        for i in 0..4u8 {
-            a.insert(1000, 0, vec![i]).unwrap();
-            let got = push(&a, &mut sa, &mut b, &mut sb);
-            // Applied at once, page change and all: nothing held back for a
-            // missing dependency.
-            assert_eq!(
-                got,
-                vec![Entry::Item {
-                    root: 0,
-                    value: vec![i]
-                }],
-                "item {i}"
-            );
-            assert_eq!(b.heads(), a.heads());
-            if let Some(Persist::Chunk { seq, bytes }) = b.take_persist() {
-                b_chunks.push((seq, bytes));
-            }
-        }
-        // What b persisted, the page change it received included, reloads.
-        let other = ActorId::from([4u8; 16].as_slice());
-        let (reloaded, entries) = Replica::load(&id, PAGED, &other, None, &b_chunks).unwrap();
-        assert_eq!(reloaded.heads(), b.heads());
-        assert_eq!(entries.len(), 4);
-        assert_eq!((a.page_count(), b.page_count()), (1, 1));
-        // b writes into the page it learnt of, not a page of its own.
-        b.insert(1000, 0, vec![9]).unwrap();
-        assert_eq!(b.page_count(), 2, "page 1 was full: b makes page 2");
-        push(&b, &mut sb, &mut a, &mut sa);
-        assert_eq!(values(&a), values(&b));
-        assert_eq!(a.heads(), b.heads());
-    }
-
-    #[test]
-    fn pages_reload_from_chunks_and_snapshots() {
-        let id = [1u8; 16];
-        let actor = ActorId::from([2u8; 16].as_slice());
-        let mut a = Replica::new(&id, PAGED, &actor);
-        let chunks = chunk_each(&mut a, 7, |a, i| a.insert(1000, 0, vec![i]).unwrap());
-        for (snapshot, chunks) in [(None, &chunks[..]), (Some(a.save()), &[][..])] {
-            let (mut b, entries) =
-                Replica::load(&id, PAGED, &actor, snapshot.as_deref(), chunks).unwrap();
-            assert_eq!(b.heads(), a.heads());
-            assert_eq!(entries.len(), 7);
-            assert_eq!(b.page_count(), 3);
-            // Writes go on into the newest page, not into a new page 1.
-            b.insert(1000, 0, vec![7]).unwrap();
-            assert_eq!(b.page_count(), 3);
-            b.insert(1000, 0, vec![8]).unwrap();
-            assert_eq!(b.page_count(), 4);
-        }
-    }
-
-    /// A hostile member puts objects of its own over the `items` root and
-    /// over page 1 (its puts win the conflict: higher op counters), which
-    /// hides the honest objects from Automerge's patches. Every message
-    /// written into them still reaches the receiver live.
-    #[test]
-    fn a_peer_hiding_a_root_or_a_page_hides_no_entry() {
-        let mut a = paged(2);
-        let mut b = paged(3);
-        let mut m = paged(0xff);
-        m.local(1000, |tx| {
-            tx.put_object(ROOT, "items", ObjType::List)?;
-            tx.put_object(ROOT, "items.1", ObjType::List)?;
-            Ok(())
-        })
-        .unwrap();
-        sync_pair(&mut m, &mut a);
-        sync_pair(&mut m, &mut b);
-        let (mut sa, mut sb) = (sync::State::new(), sync::State::new());
-        for i in 0..4u8 {
-            a.insert(1000, 0, vec![i]).unwrap();
-            let got = push(&a, &mut sa, &mut b, &mut sb);
-            assert_eq!(
-                got,
-                vec![Entry::Item {
-                    root: 0,
-                    value: vec![i]
-                }],
-                "item {i}, and only it, reported"
-            );
-        }
-        assert_eq!(values(&a).len(), 4);
-        assert_eq!(values(&a), values(&b));
-        assert_eq!(
-            b.page_count(),
-            2,
-            "page 1, and the hostile object under its key"
-        );
-    }
-
-    #[test]
-    fn page_keys_are_canonical() {
-        assert_eq!(parse_page_key(PAGED, "items.1"), Some((0, 1)));
-        assert_eq!(parse_page_key(PAGED, "items.12"), Some((0, 12)));
-        for bad in [
-            "items.0", "items.01", "items.", "items.x", "keys.1", "items.+1",
-        ] {
-            assert_eq!(parse_page_key(PAGED, bad), None, "{bad}");
-        }
     }
 
     #[test]
