@@ -109,6 +109,11 @@ pub struct Replica {
     tails: Vec<Tail>,
     /// The page change our last insert had to make, pushed with it.
     made_page: Option<automerge::Change>,
+    /// The change our last local write made, built once after its commit:
+    /// Automerge keeps no change bytes and rebuilds a change each time it
+    /// is asked for one, so the push to peers and the chunk for the store
+    /// share this copy.
+    last_local: Option<automerge::Change>,
     /// Per root, the page chain ([`page_chain`]) last used, and its newest
     /// page, so making the next page is one change, not `k`.
     chains: Vec<Option<(u64, Automerge)>>,
@@ -184,6 +189,7 @@ impl Replica {
             pages: HashMap::new(),
             tails: roots.iter().map(|r| Tail::new(0, r.clone())).collect(),
             made_page: None,
+            last_local: None,
             chains: vec![None; schema.roots.len()],
             unsaved_pages: Vec::new(),
             hidden: Vec::new(),
@@ -292,7 +298,10 @@ impl Replica {
     /// The last change this replica wrote, to push to peers
     /// ([`LocalPush::message_for`]); `None` if it has written nothing.
     pub fn local_push(&self) -> Option<LocalPush> {
-        let change = self.doc.get_last_local_change()?;
+        let change = self
+            .last_local
+            .clone()
+            .or_else(|| self.doc.get_last_local_change())?;
         Some(LocalPush {
             changes: self.made_page.iter().cloned().chain([change]).collect(),
             heads: self.doc.get_heads(),
@@ -366,6 +375,7 @@ impl Replica {
         match f(&mut tx) {
             Ok(()) => {
                 tx.commit_with(CommitOptions::default().with_time(commit_time(now)));
+                self.last_local = self.doc.get_last_local_change();
                 Ok(())
             }
             Err(e) => {
@@ -474,7 +484,15 @@ impl Replica {
             bytes.extend_from_slice(page.raw_bytes());
             saved.push(page.hash());
         }
-        bytes.extend(self.doc.save_after(&saved));
+        // After a local write on top of what is saved, the one unsaved
+        // change is the one just made (its dependencies were the heads
+        // then); otherwise Automerge collects what is unsaved.
+        match &self.last_local {
+            Some(c) if heads == [c.hash()] && c.deps().iter().all(|d| saved.contains(d)) => {
+                bytes.extend_from_slice(c.raw_bytes());
+            }
+            _ => bytes.extend(self.doc.save_after(&saved)),
+        }
         self.saved_heads = heads;
         self.chunk_bytes += bytes.len();
         if self.chunk_bytes > MIN_COMPACT_BYTES.max(self.snapshot_bytes) {
@@ -553,6 +571,52 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    /// Every chunk holds exactly the changes made since the one before, as
+    /// Automerge itself collects them: after a write of our own on top of
+    /// what is saved, the change just made (the copy built once for push
+    /// and store); after anything else, what `save_after` collects.
+    #[test]
+    fn each_chunk_holds_exactly_the_unsaved_changes() {
+        let id = [1u8; 16];
+        let actor = ActorId::from([2u8; 16].as_slice());
+        let mut a = Replica::new(&id, SCHEMA, &actor);
+        let mut b = Replica::new(&id, SCHEMA, &ActorId::from([3u8; 16].as_slice()));
+        type Step<'a> = &'a dyn Fn(&mut Replica, &mut Replica);
+        let steps: [Step; 5] = [
+            &|a, _| a.insert(1000, 0, b"one".to_vec()).unwrap(),
+            &|a, b| {
+                b.insert(1000, 0, b"from b".to_vec()).unwrap();
+                sync_pair(a, b);
+            },
+            &|a, _| {
+                a.insert(1000, 0, b"two".to_vec()).unwrap();
+                a.insert(1000, 0, b"three".to_vec()).unwrap();
+            },
+            &|a, b| {
+                b.insert(1000, 0, b"b again".to_vec()).unwrap();
+                sync_pair(a, b);
+                a.insert(1000, 0, b"on top of b's".to_vec()).unwrap();
+            },
+            &|a, _| a.put(1000, 1, "k", b"v".to_vec()).unwrap(),
+        ];
+        let mut chunks = Vec::new();
+        for step in steps {
+            let before = a.saved_heads.clone();
+            step(&mut a, &mut b);
+            let expected = a.doc.save_after(&before);
+            match a.take_persist().unwrap() {
+                Persist::Chunk { seq, bytes } => {
+                    assert_eq!(bytes, expected);
+                    chunks.push((seq, bytes));
+                }
+                Persist::Snapshot { .. } => unreachable!("tiny document"),
+            }
+        }
+        let (reloaded, _) = Replica::load(&id, SCHEMA, &actor, None, &chunks).unwrap();
+        assert_eq!(reloaded.heads(), a.heads());
+        assert_eq!(reloaded.all_entries(), a.all_entries());
     }
 
     #[test]

@@ -83,7 +83,7 @@ pub(super) fn append_percentiles(w: &mut Writer, start: usize, count: usize) {
     let t_save = t.elapsed();
     let every = snapshot.len().max(256 * 1024) / chunk_bytes_per_append(w);
     report(&format!(
-        "append/{}: one append (on-CPU) = Message::sign {:.1} µs + Replica::insert (Automerge change and commit) {:.1} µs + Replica::take_persist (save_after) {:.1} µs (means over {n}, same document size); the rest of the on-CPU mean is the node and the store. Every ~{every} appends, take_persist writes a snapshot instead: a full save ({} B) of {:.1} ms, i.e. {:.1} µs per append amortized, all of it on the one append that triggers it",
+        "append/{}: one append (on-CPU) = Message::sign {:.1} µs + Replica::insert (Automerge change, commit, and the change built once for push and store) {:.1} µs + Replica::take_persist (the chunk: that change) {:.1} µs (means over {n}, same document size); the rest of the on-CPU mean is the node and the store. Every ~{every} appends, take_persist writes a snapshot instead: a full save ({} B) of {:.1} ms, i.e. {:.1} µs per append amortized, all of it on the one append that triggers it",
         label(start),
         us(t_sign),
         us(t_insert / n as u32),
