@@ -116,7 +116,9 @@ pub struct Replica {
     last_local: Option<automerge::Change>,
     /// Per root, the page chain ([`page_chain`]) last used, and its newest
     /// page, so making the next page is one change, not `k`.
-    chains: Vec<Option<(u64, Automerge)>>,
+    chains: Vec<Option<(u64, Automerge, automerge::Change)>>,
+    /// Per root, the pages its page changes made, page `k` at `k - 1`.
+    made: Vec<Vec<automerge::ObjId>>,
     /// Page changes in the document and not yet persisted. Persisted from
     /// here, not collected by `save_after`: Automerge collects changes by
     /// walking every op whose counter lies between the lowest and highest
@@ -191,6 +193,7 @@ impl Replica {
             made_page: None,
             last_local: None,
             chains: vec![None; schema.roots.len()],
+            made: vec![Vec::new(); schema.roots.len()],
             unsaved_pages: Vec::new(),
             hidden: Vec::new(),
             hidden_seen: HashMap::new(),
@@ -405,15 +408,13 @@ impl Replica {
         receive_sync_message(&mut self.doc, state, msg, &mut log)?;
         let patches = self.doc.make_patches(&mut log);
         if patches.iter().any(|p| p.obj == ROOT) {
-            // A page was made, or a root key put.
-            for (root, k) in self.find_objects() {
-                let change = self.page_change_cached(root, k);
-                // (A forged change under the page actor is not this one,
-                // and is left to `save_after`.)
-                if self.doc.get_change_meta_by_hash(&change.hash()).is_some() {
-                    self.unsaved_pages.push(change);
-                }
-            }
+            // A page was made, or a root key put or deleted. (A page change
+            // whose put loses to a member's put under its key still yields
+            // a patch: the winner's conflict flag. A forged change under
+            // the page actor is not a page change, and is left to
+            // `save_after`.)
+            let made = self.find_objects();
+            self.unsaved_pages.extend(made);
         }
         let mut out = Vec::new();
         if self.received_changes > 0 {

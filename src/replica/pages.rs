@@ -4,6 +4,8 @@
 //! full.
 
 use automerge::transaction::{CommitOptions, Transactable};
+use std::collections::HashSet;
+
 use automerge::{ActorId, Automerge, ObjType, ReadDoc, Value, ROOT};
 
 use super::{genesis, Replica, Schema};
@@ -93,32 +95,60 @@ impl Tail {
 }
 
 impl Replica {
-    /// Finds every page object in the root map (every object under a page
-    /// key, should a peer have put a second one there), the newest page of
-    /// each root, and the objects a peer's conflicting put has hidden.
-    /// Returns the pages (root, `k`) made by page changes that it finds for
-    /// the first time.
-    pub(super) fn find_objects(&mut self) -> Vec<(usize, u64)> {
+    /// Finds the pages of every paged root and the objects a put under a
+    /// root or page key hides. Returns the page changes found for the
+    /// first time, oldest first.
+    ///
+    /// A page made by its page change is found by that change, never by
+    /// its key: a member's put under the key, concurrent with the page or
+    /// made after it, or a deletion of the key, takes the page out of the
+    /// document's tree but cannot take it out of the document, so the page
+    /// is still read (by object id) and still takes our inserts. Objects
+    /// others put under a page key are read too.
+    pub(super) fn find_objects(&mut self) -> Vec<automerge::Change> {
         let mut new = Vec::new();
-        let keys: Vec<String> = self
-            .doc
-            .map_range(ROOT, ..)
-            .map(|i| i.key.to_string())
-            .collect();
+        for root in 0..self.schema.roots.len() {
+            if self.schema.page_len == 0 || self.schema.roots[root].1 != ObjType::List {
+                continue;
+            }
+            loop {
+                let k = self.made[root].len() as u64 + 1;
+                let change = self.page_change_cached(root, k);
+                if self.doc.get_change_meta_by_hash(&change.hash()).is_none() {
+                    break;
+                }
+                // The change's one op makes the page: its id is the page's.
+                let obj =
+                    automerge::ObjId::Id(change.start_op().get(), change.actor_id().clone(), 0);
+                self.made[root].push(obj.clone());
+                self.pages.insert(obj.clone(), root);
+                self.tails[root] = Tail::new(k, obj);
+                new.push(change);
+            }
+        }
         let mut hidden = Vec::new();
         for (root, ((name, _), obj)) in self.schema.roots.iter().zip(&self.roots).enumerate() {
             if !matches!(self.doc.get(ROOT, *name), Ok(Some((_, o))) if o == *obj) {
                 hidden.push((obj.clone(), root));
             }
         }
-        let actors: Vec<ActorId> = self
-            .schema
-            .roots
-            .iter()
-            .map(|(name, _)| page_actor(&self.doc_id, name))
+        for (root, made) in self.made.iter().enumerate() {
+            let name = self.schema.roots[root].0;
+            for (k, obj) in (1..).zip(made) {
+                let key = page_key(name, k);
+                if !matches!(self.doc.get(ROOT, key.as_str()), Ok(Some((_, o))) if o == *obj) {
+                    hidden.push((obj.clone(), root));
+                }
+            }
+        }
+        let made: HashSet<automerge::ObjId> = self.made.iter().flatten().cloned().collect();
+        let keys: Vec<String> = self
+            .doc
+            .map_range(ROOT, ..)
+            .map(|i| i.key.to_string())
             .collect();
         for key in keys {
-            let Some((root, k)) = parse_page_key(self.schema, &key) else {
+            let Some((root, _)) = parse_page_key(self.schema, &key) else {
                 continue;
             };
             let Ok(values) = self.doc.get_all(ROOT, key.as_str()) else {
@@ -128,23 +158,14 @@ impl Replica {
                 Ok(Some((_, o))) => Some(o),
                 _ => None,
             };
-            let actor = &actors[root];
             for (v, obj) in values {
-                if !matches!(v, Value::Object(ObjType::List)) {
+                if !matches!(v, Value::Object(ObjType::List)) || made.contains(&obj) {
                     continue;
                 }
                 if shown.as_ref() != Some(&obj) {
                     hidden.push((obj.clone(), root));
                 }
-                // Our inserts go into the page the page change made, even
-                // if a peer's put hides it: every reader reads it anyway.
-                let by_page_change = matches!(&obj, automerge::ObjId::Id(_, a, _) if a == actor);
-                if by_page_change && k > self.tails[root].k {
-                    self.tails[root] = Tail::new(k, obj.clone());
-                }
-                if self.pages.insert(obj, root).is_none() && by_page_change {
-                    new.push((root, k));
-                }
+                self.pages.insert(obj, root);
             }
         }
         self.hidden = hidden;
@@ -156,16 +177,15 @@ impl Replica {
     pub(super) fn page_change_cached(&mut self, root: usize, k: u64) -> automerge::Change {
         let name = self.schema.roots[root].0;
         let mut chain = match self.chains[root].take() {
-            Some((upto, chain)) if upto == k => {
-                let change = chain.get_last_local_change().expect("page k");
-                self.chains[root] = Some((upto, chain));
+            Some((upto, chain, change)) if upto == k => {
+                self.chains[root] = Some((upto, chain, change.clone()));
                 return change;
             }
-            Some((upto, chain)) if upto + 1 == k => chain,
+            Some((upto, chain, _)) if upto + 1 == k => chain,
             _ => page_chain(&self.doc_id, self.schema, name, k - 1),
         };
         let change = next_page(&mut chain, name, k);
-        self.chains[root] = Some((k, chain));
+        self.chains[root] = Some((k, chain, change.clone()));
         change
     }
 
@@ -202,7 +222,7 @@ impl Replica {
         let (name, k) = (self.schema.roots[root].0, tail.k);
         let change = self.page_change_cached(root, k + 1);
         if self.doc.get_change_meta_by_hash(&change.hash()).is_some() {
-            return None; // made, but a peer's put of a non-list hides it
+            return None; // made: `find_objects` made it our newest page
         }
         if let Err(e) = self.doc.apply_changes([change.clone()]) {
             // Only a peer that forged a change under the page's actor can
@@ -222,6 +242,7 @@ mod tests {
     use super::super::{Entry, Persist};
     use super::*;
     use automerge::sync;
+    use automerge::transaction::Transaction;
 
     const PAGED: Schema = Schema {
         roots: &[("items", ObjType::List), ("keys", ObjType::Map)],
@@ -373,6 +394,63 @@ mod tests {
             2,
             "page 1, and the hostile object under its key"
         );
+    }
+
+    /// After three items (page 1 made, holding the third), a member
+    /// rewrites the root map with `rewrite`, knowing page 1; then the
+    /// writer crosses into page 2 while the reader must report every item.
+    fn rewritten_root_map_hides_no_entry(
+        rewrite: impl FnOnce(&mut Transaction<'_>) -> Result<(), automerge::AutomergeError>,
+    ) {
+        let mut a = paged(2);
+        let mut b = paged(3);
+        let mut m = paged(0xff);
+        let (mut sa, mut sb) = (sync::State::new(), sync::State::new());
+        for i in 0..3u8 {
+            insert_and_push(i, &mut a, &mut sa, &mut b, &mut sb);
+        }
+        assert_eq!(a.page_count(), 1, "page 1 holds the third item");
+        sync_pair(&mut a, &mut m);
+        m.local(1000, rewrite).unwrap();
+        sync_pair(&mut m, &mut a);
+        sync_pair(&mut m, &mut b);
+        for i in 3..8u8 {
+            insert_and_push(i, &mut a, &mut sa, &mut b, &mut sb);
+        }
+        assert_eq!(values(&a).len(), 8);
+        assert_eq!(values(&a), values(&b));
+        for r in [&a, &b] {
+            let actor = ActorId::from([9u8; 16].as_slice());
+            let (reloaded, _) =
+                Replica::load(&[1u8; 16], PAGED, &actor, Some(&r.save()), &[]).unwrap();
+            assert_eq!(
+                values(&reloaded),
+                values(&a),
+                "every item after a restart too"
+            );
+        }
+    }
+
+    /// A put made after the page it replaces (not concurrent with it), or
+    /// made before the next page is, takes the page out of the document's
+    /// tree just the same.
+    #[test]
+    fn a_peer_replacing_a_root_or_a_page_hides_no_entry() {
+        rewritten_root_map_hides_no_entry(|tx| {
+            tx.put_object(ROOT, "items", ObjType::List)?;
+            tx.put_object(ROOT, "items.1", ObjType::List)?;
+            tx.put_object(ROOT, "items.2", ObjType::Map)?;
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_peer_deleting_a_root_or_a_page_key_hides_no_entry() {
+        rewritten_root_map_hides_no_entry(|tx| {
+            tx.delete(ROOT, "items")?;
+            tx.delete(ROOT, "items.1")?;
+            Ok(())
+        });
     }
 
     #[test]
