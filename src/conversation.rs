@@ -192,21 +192,35 @@ impl Conversation {
             }
         }
         // Pass 2: signatures (or, for our own store, the recorded verdicts).
+        fn signed<'a>(c: &'a Candidate, conv: &ConversationId) -> crate::crypto::SignedItem<'a> {
+            match c {
+                Candidate::Message(m) => m.signed_item(conv),
+                Candidate::Receipt(r) => r.signed_item(conv),
+            }
+        }
         let verdicts: Vec<bool> = match trust {
             Trust::Verify => {
-                let items: Vec<_> = candidates
-                    .iter()
-                    .map(|(c, _)| match c {
-                        Candidate::Message(m) => m.signed_item(&conv),
-                        Candidate::Receipt(r) => r.signed_item(&conv),
-                    })
-                    .collect();
+                let items: Vec<_> = candidates.iter().map(|(c, _)| signed(c, &conv)).collect();
                 crate::crypto::verify_many(&items)
             }
-            Trust::Stored(rejected) => candidates
-                .iter()
-                .map(|(_, h)| !rejected.contains(h))
-                .collect(),
+            Trust::Stored(rejected) => {
+                // A mark is a hash of the bytes alone, and the same bytes may
+                // be rejected in one place (a copy under a wrong key) and be
+                // genuine in another: a marked candidate is verified again,
+                // so a member's misplaced copy cannot erase the original.
+                let marked: Vec<usize> = (0..candidates.len())
+                    .filter(|&i| rejected.contains(&candidates[i].1))
+                    .collect();
+                let items: Vec<_> = marked
+                    .iter()
+                    .map(|&i| signed(&candidates[i].0, &conv))
+                    .collect();
+                let mut verdicts = vec![true; candidates.len()];
+                for (i, ok) in marked.into_iter().zip(crate::crypto::verify_many(&items)) {
+                    verdicts[i] = ok;
+                }
+                verdicts
+            }
         };
         // Pass 3: index in order.
         for ((c, hash), genuine) in candidates.into_iter().zip(verdicts) {

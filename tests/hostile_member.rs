@@ -1,0 +1,108 @@
+//! A member acting within its certificate, but against the others: what it
+//! writes and sends is well formed and signed, and still must not erase
+//! anyone's message, reach a conversation it is not in, or grow a peer's
+//! memory without bound (DESIGN.md invariants).
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use automerge::sync;
+use common::Mesh;
+use huddle::conversation::Conversation;
+use huddle::node::{Command, Input};
+use huddle::store::Store;
+use huddle::wire::Frame;
+use huddle::{ConversationId, ConversationKind, MessageId, Priority, Reply};
+
+fn bodies(m: &Mesh, i: usize, id: &ConversationId) -> Vec<String> {
+    m.devices[i]
+        .node
+        .history(id, None)
+        .map(|h| h.into_iter().map(|r| r.body).collect())
+        .unwrap_or_default()
+}
+
+fn send(m: &mut Mesh, i: usize, id: ConversationId, body: &str, priority: Priority) -> MessageId {
+    let send = Command::Send {
+        conversation: id,
+        body: body.into(),
+        priority,
+        reply_to: None,
+    };
+    match m.command(i, send) {
+        Ok(Reply::Message(x)) => x,
+        other => panic!("send: {other:?}"),
+    }
+}
+
+/// Mallory puts an exact copy of Ana's genuine message under a junk key of
+/// the `receipts` map. Every device rejects the misplaced copy and marks
+/// its bytes rejected; the genuine message, same bytes in the right place,
+/// must still be shown after a restart (it was dropped, for good, when the
+/// mark was trusted without a second look).
+#[test]
+fn a_misplaced_copy_of_a_message_does_not_erase_it() {
+    let mut m = Mesh::new(7);
+    let ana = m.add_member("Ana", &[]);
+    let ben = m.add_member("Ben", &[]);
+    let mal = m.add_member("Mallory", &[]);
+    m.connect_all(&[ana, ben, mal]);
+    m.run_until_quiet();
+    let members: BTreeSet<_> = [ana, ben, mal]
+        .iter()
+        .map(|&i| m.devices[i].member())
+        .collect();
+    let kind = ConversationKind::Group {
+        title: "Bed 4".into(),
+        members,
+    };
+    let Ok(Reply::Conversation(id)) = m.command(ana, Command::CreateConversation { kind }) else {
+        panic!("create");
+    };
+    m.run_until_quiet();
+    let stat = "STAT: bed 4 BP 80/40";
+    let mid = send(&mut m, ana, id, stat, Priority::Stat);
+    m.run_until_quiet();
+
+    let (header, bytes) = {
+        let c = m.devices[mal]
+            .node
+            .conversation(&id)
+            .expect("Mallory holds it");
+        (c.header.clone(), c.get(&mid).expect("the message").encode())
+    };
+    let mut evil = Conversation::new(header, &automerge::ActorId::from([0x66u8; 16].as_slice()));
+    evil.replica_mut()
+        .put(m.now, 1, "junk", bytes) // root 1: `receipts`
+        .expect("put");
+    let data = evil
+        .replica()
+        .local_push()
+        .expect("a change")
+        .message_for(&mut sync::State::new());
+    let frame = Frame::Sync {
+        doc: id.0,
+        more: false,
+        data,
+    }
+    .encode();
+    let peer = m.devices[mal].id();
+    let out = m.devices[ana]
+        .node
+        .handle(m.now, Input::Frame { peer, bytes: frame });
+    m.apply(ana, out);
+    m.run_until_quiet(); // Ana relays the change to Ben
+
+    for i in [ana, ben] {
+        assert_eq!(
+            m.devices[i].node.conversation(&id).expect("held").rejected,
+            1
+        );
+        m.devices[i].store.flush().expect("flush");
+        m.crash_restart(i);
+    }
+    for i in [ana, ben, mal] {
+        assert_eq!(bodies(&m, i, &id), vec![stat.to_owned()], "device {i}");
+    }
+}
