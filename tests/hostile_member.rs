@@ -12,8 +12,8 @@ use common::Mesh;
 use huddle::conversation::Conversation;
 use huddle::node::{Command, Input};
 use huddle::store::Store;
-use huddle::wire::Frame;
-use huddle::{ConversationId, ConversationKind, MessageId, Priority, Reply};
+use huddle::wire::{CatalogEntry, Frame};
+use huddle::{ConversationHeader, ConversationId, ConversationKind, MessageId, Priority, Reply};
 
 fn bodies(m: &Mesh, i: usize, id: &ConversationId) -> Vec<String> {
     m.devices[i]
@@ -105,4 +105,64 @@ fn a_misplaced_copy_of_a_message_does_not_erase_it() {
     for i in [ana, ben, mal] {
         assert_eq!(bodies(&m, i, &id), vec![stat.to_owned()], "device {i}");
     }
+}
+
+/// Mallory sends catalog after catalog of made-up ids, and headers of
+/// conversations Ana is not in: Ana keeps nothing about ids she does not
+/// hold (she kept every one, without bound, across catalogs).
+#[test]
+fn catalogs_and_headers_of_made_up_ids_are_not_kept() {
+    let mut m = Mesh::new(9);
+    let ana = m.add_member("Ana", &[]);
+    let mal = m.add_member("Mallory", &[]);
+    let bea = m.add_member("Bea", &[]);
+    m.connect(ana, mal);
+    m.run_until_quiet();
+    let peer = m.devices[mal].id();
+    let kept_before = m.devices[ana].node.ids_kept_for(&peer).expect("connected");
+    let mut n: u64 = 0;
+    for _ in 0..5 {
+        for f in 0..4 {
+            let entries: Vec<CatalogEntry> = (0..1_000)
+                .map(|_| {
+                    n += 1;
+                    let mut doc = [1u8; 16];
+                    doc[..8].copy_from_slice(&n.to_be_bytes());
+                    CatalogEntry {
+                        doc,
+                        heads: [0; 16],
+                    }
+                })
+                .collect();
+            let bytes = Frame::Catalog {
+                entries,
+                last: f == 3,
+            }
+            .encode();
+            let out = m.devices[ana]
+                .node
+                .handle(m.now, Input::Frame { peer, bytes });
+            m.apply(ana, out);
+        }
+    }
+    // A group of Mallory and Bea: a header Ana is not admitted to.
+    let members = [mal, bea].iter().map(|&i| m.devices[i].member()).collect();
+    let kind = ConversationKind::Group {
+        title: "not Ana's".into(),
+        members,
+    };
+    let header =
+        ConversationHeader::sign(&m.devices[mal].key, ConversationId([9; 16]), kind, m.now);
+    let bytes = Frame::Header { header }.encode();
+    let out = m.devices[ana]
+        .node
+        .handle(m.now, Input::Frame { peer, bytes });
+    m.apply(ana, out);
+    m.run_until_quiet();
+    assert_eq!(n, 20_000);
+    assert!(
+        m.devices[ana].node.peers().iter().any(|p| p.device == peer),
+        "made-up ids are no reason to refuse a member"
+    );
+    assert_eq!(m.devices[ana].node.ids_kept_for(&peer), Some(kept_before));
 }

@@ -108,10 +108,11 @@ pub(crate) struct Peer {
     parts_bytes: usize,
     /// The peer's catalog as it arrives (it may span frames).
     catalog: BTreeMap<[u8; 16], [u8; 16]>,
-    /// Conversations the peer is known to hold (its catalog named them, or a
-    /// header went either way): anything else gets its header before its
-    /// first sync message, so relayed conversations reach peers that have
-    /// never seen them.
+    /// Conversations we hold that the peer is known to hold too (its
+    /// catalog named them, or a header went either way): anything else
+    /// gets its header before its first sync message, so relayed
+    /// conversations reach peers that have never seen them. Never more
+    /// than the conversations we hold, whatever the peer sends.
     pub known: HashSet<[u8; 16]>,
 }
 
@@ -319,7 +320,15 @@ impl Node {
             return;
         }
         let theirs = std::mem::take(&mut p.catalog);
-        p.known.extend(theirs.keys().copied());
+        // Only ids we hold are worth keeping (`introduce` asks about no
+        // other), and a peer may send any number of catalogs.
+        let convs = &self.convs;
+        p.known.extend(
+            theirs
+                .keys()
+                .filter(|d| convs.contains_key(&ConversationId(**d)))
+                .copied(),
+        );
         let mut docs: Vec<([u8; 16], [u8; 16])> = Vec::new();
         if let Some(m) = &self.membership {
             docs.push((TEAM_DOC_ID, m.team.replica().heads_digest()));
@@ -379,10 +388,10 @@ impl Node {
         fx: &mut Fx,
     ) {
         let Some(m) = &self.membership else { return };
-        if let Some(p) = self.peers.get_mut(&peer) {
-            p.known.insert(header.id.0);
-        }
         if self.convs.contains_key(&header.id) {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.known.insert(header.id.0);
+            }
             return;
         }
         if self.damaged.contains_key(&header.id) {
@@ -402,6 +411,9 @@ impl Node {
         }
         let id = header.id;
         let title = header.title();
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.known.insert(id.0);
+        }
         self.add_conversation(header, fx);
         fx.emit.push(Event::ConversationAdded {
             conversation: id,

@@ -224,6 +224,13 @@ impl Node {
     }
 
     /// Connected peers.
+    /// How many conversation ids the node keeps about `peer` (for tests:
+    /// it must stay bounded by what the node holds).
+    #[doc(hidden)]
+    pub fn ids_kept_for(&self, peer: &DeviceId) -> Option<usize> {
+        self.peers.get(peer).map(|p| p.known.len())
+    }
+
     pub fn peers(&self) -> Vec<PeerInfo> {
         self.peers
             .iter()
