@@ -45,7 +45,52 @@ pub fn direct_conversation_id(a: MemberId, b: MemberId) -> ConversationId {
     ConversationId(h[..16].try_into().expect("16 bytes"))
 }
 
+/// The id a conversation header must carry: for a direct conversation the
+/// [`direct_conversation_id`] of its two members; for a group or role
+/// channel a hash of what the header says (kind, creator, time), so a
+/// header cannot claim an id it was not made for — in particular not
+/// another pair's direct id.
+pub fn conversation_id(
+    kind: &ConversationKind,
+    creator: DeviceId,
+    created: Millis,
+) -> ConversationId {
+    if let ConversationKind::Direct { members } = kind {
+        return direct_conversation_id(members[0], members[1]);
+    }
+    let mut w = Writer::with_capacity(128);
+    write_kind(&mut w, kind);
+    w.raw(&creator.0).u64_be(created);
+    let h = crypto::sha256(&[b"huddle/conversation/v1", &w.finish()]);
+    ConversationId(h[..16].try_into().expect("16 bytes"))
+}
+
+fn write_kind(w: &mut Writer, kind: &ConversationKind) {
+    match kind {
+        ConversationKind::Direct { members } => {
+            w.u8(1).raw(&members[0].0).raw(&members[1].0);
+        }
+        ConversationKind::Group { title, members } => {
+            w.u8(2).str(title).varint(members.len() as u64);
+            for m in members {
+                w.raw(&m.0);
+            }
+        }
+        ConversationKind::Role { role } => {
+            w.u8(3).str(role);
+        }
+    }
+}
+
 impl ConversationHeader {
+    /// A new conversation's header, with the id [`conversation_id`] gives.
+    pub fn create(key: &DeviceKey, kind: ConversationKind, created: Millis) -> Self {
+        let id = conversation_id(&kind, key.device_id(), created);
+        Self::sign(key, id, kind, created)
+    }
+
+    /// Signs a header with the given id (which [`Self::decode`] refuses
+    /// unless it is the one [`conversation_id`] gives).
     pub fn sign(
         key: &DeviceKey,
         id: ConversationId,
@@ -66,20 +111,7 @@ impl ConversationHeader {
     fn signed_bytes(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(128);
         w.u8(HEADER_VERSION).raw(&self.id.0);
-        match &self.kind {
-            ConversationKind::Direct { members } => {
-                w.u8(1).raw(&members[0].0).raw(&members[1].0);
-            }
-            ConversationKind::Group { title, members } => {
-                w.u8(2).str(title).varint(members.len() as u64);
-                for m in members {
-                    w.raw(&m.0);
-                }
-            }
-            ConversationKind::Role { role } => {
-                w.u8(3).str(role);
-            }
-        }
+        write_kind(&mut w, &self.kind);
         w.raw(&self.creator.0).u64_be(self.created);
         w.finish()
     }
@@ -137,12 +169,10 @@ impl ConversationHeader {
                 "conversation header signature does not verify",
             ));
         }
-        if let ConversationKind::Direct { members } = &h.kind {
-            if h.id != direct_conversation_id(members[0], members[1]) {
-                return Err(DecodeError::Invalid(
-                    "direct conversation id does not match its members",
-                ));
-            }
+        if h.id != conversation_id(&h.kind, h.creator, h.created) {
+            return Err(DecodeError::Invalid(
+                "conversation id does not match its header",
+            ));
         }
         Ok(h)
     }
@@ -198,5 +228,48 @@ mod tests {
             5,
         );
         assert!(ConversationHeader::decode(&squat.encode()).is_err());
+        // ... and for a group or a role channel of Mallory's.
+        let group = ConversationKind::Group {
+            title: "Ben".into(),
+            members: [ana, ben, mallory].into_iter().collect(),
+        };
+        let role = ConversationKind::Role {
+            role: "nurse".into(),
+        };
+        for kind in [group, role] {
+            let made = ConversationHeader::create(&key, kind.clone(), 5);
+            assert_eq!(ConversationHeader::decode(&made.encode()).unwrap(), made);
+            let squat = ConversationHeader::sign(&key, direct_conversation_id(ana, ben), kind, 5);
+            assert!(ConversationHeader::decode(&squat.encode()).is_err());
+        }
+    }
+
+    /// A group or role id is a hash of its header: any other id, or the
+    /// same header at another time, by another device or with other
+    /// members, is refused.
+    #[test]
+    fn a_group_or_role_id_is_its_headers_own() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let (key, other) = (DeviceKey::generate(&mut rng), DeviceKey::generate(&mut rng));
+        let kind = ConversationKind::Group {
+            title: "Ward 7".into(),
+            members: [MemberId([1; 16]), MemberId([2; 16])].into_iter().collect(),
+        };
+        let made = ConversationHeader::create(&key, kind.clone(), 5);
+        let more = ConversationKind::Group {
+            title: "Ward 7".into(),
+            members: [MemberId([1; 16]), MemberId([2; 16]), MemberId([3; 16])]
+                .into_iter()
+                .collect(),
+        };
+        let refused = [
+            ConversationHeader::sign(&key, ConversationId([7; 16]), kind.clone(), 5),
+            ConversationHeader::sign(&key, made.id, kind.clone(), 6),
+            ConversationHeader::sign(&other, made.id, kind, 5),
+            ConversationHeader::sign(&key, made.id, more, 5),
+        ];
+        for h in refused {
+            assert!(ConversationHeader::decode(&h.encode()).is_err(), "{h:?}");
+        }
     }
 }

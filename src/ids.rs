@@ -76,7 +76,7 @@ hex_id!(
     MemberId, 16, "a member id"
 );
 hex_id!(
-    /// A conversation's stable random id.
+    /// A conversation's stable id, derived from its header (protocol/wire.md §2).
     ConversationId, 16, "a conversation id"
 );
 hex_id!(

@@ -12,7 +12,7 @@ use crate::membership::Certificate;
 
 /// The protocol version carried in `Hello`: 2 since conversations' message
 /// lists are paged (sync.md §7.1; a version-1 node would read only page 0).
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 /// The libp2p protocol id for frames.
 pub const PROTOCOL_ID: &str = "/huddle/sync/2";
 /// Hard upper bound on one frame, enforced by the transport and again here.

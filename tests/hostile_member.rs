@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use automerge::sync;
 use common::Mesh;
 use huddle::conversation::Conversation;
+use huddle::header::direct_conversation_id;
 use huddle::node::{Command, Input};
 use huddle::store::Store;
 use huddle::wire::{CatalogEntry, Frame};
@@ -151,8 +152,7 @@ fn catalogs_and_headers_of_made_up_ids_are_not_kept() {
         title: "not Ana's".into(),
         members,
     };
-    let header =
-        ConversationHeader::sign(&m.devices[mal].key, ConversationId([9; 16]), kind, m.now);
+    let header = ConversationHeader::create(&m.devices[mal].key, kind, m.now);
     let bytes = Frame::Header { header }.encode();
     let out = m.devices[ana]
         .node
@@ -165,4 +165,65 @@ fn catalogs_and_headers_of_made_up_ids_are_not_kept() {
         "made-up ids are no reason to refuse a member"
     );
     assert_eq!(m.devices[ana].node.ids_kept_for(&peer), Some(kept_before));
+}
+
+/// Mallory signs a group header carrying Ana and Ben's direct conversation
+/// id, and hands it to Ana before Ana holds their direct conversation.
+/// Ana refuses it (a group's id is a hash of its own header), so "direct
+/// with Ben" is the real one and neither side's words reach Mallory. (Ana
+/// took it, wrote into it, and relayed Ben's messages to Mallory.)
+#[test]
+fn a_group_header_cannot_claim_a_direct_conversation_id() {
+    let mut m = Mesh::new(8);
+    let ana = m.add_member("Ana", &[]);
+    let ben = m.add_member("Ben", &[]);
+    let mal = m.add_member("Mallory", &[]);
+    let (a, b, x) = (
+        m.devices[ana].member(),
+        m.devices[ben].member(),
+        m.devices[mal].member(),
+    );
+    let direct = direct_conversation_id(a, b);
+    let kind = ConversationKind::Direct { members: [b, a] };
+    let created = m.command(ben, Command::CreateConversation { kind });
+    assert_eq!(created, Ok(Reply::Conversation(direct)));
+    send(&mut m, ben, direct, "Ben to Ana only", Priority::Routine);
+
+    m.connect(ana, mal);
+    m.run_until_quiet();
+    let squat = ConversationHeader::sign(
+        &m.devices[mal].key,
+        direct,
+        ConversationKind::Group {
+            title: "Ben".into(),
+            members: [a, b, x].into_iter().collect(),
+        },
+        m.now,
+    );
+    let bytes = Frame::Header { header: squat }.encode();
+    let peer = m.devices[mal].id();
+    let out = m.devices[ana]
+        .node
+        .handle(m.now, Input::Frame { peer, bytes });
+    m.apply(ana, out);
+    m.run_until_quiet();
+    assert!(
+        m.devices[ana].node.conversation(&direct).is_none(),
+        "refused"
+    );
+
+    let kind = ConversationKind::Direct { members: [a, b] };
+    let created = m.command(ana, Command::CreateConversation { kind });
+    assert_eq!(created, Ok(Reply::Conversation(direct)));
+    send(&mut m, ana, direct, "Ana to Ben only", Priority::Routine);
+    m.connect_all(&[ana, ben, mal]);
+    m.run_until_quiet();
+    let both = ["Ana to Ben only", "Ben to Ana only"];
+    for i in [ana, ben] {
+        let mut seen = bodies(&m, i, &direct);
+        seen.sort();
+        assert_eq!(seen, both, "device {i}");
+    }
+    assert!(m.devices[mal].node.conversation(&direct).is_none());
+    assert!(bodies(&m, mal, &direct).is_empty());
 }

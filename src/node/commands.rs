@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use super::{Command, CommandError, Event, Fx, Node, Output, Reply};
+use crate::header::conversation_id;
 use crate::header::{ConversationHeader, ConversationKind, MAX_GROUP_MEMBERS};
 use crate::ids::{ConversationId, Millis};
 use crate::membership::{valid_role, MAX_NAME_LEN};
@@ -12,25 +13,24 @@ use crate::message::{Draft, Message, ReceiptKind, MAX_BODY_LEN};
 use crate::store::{keys, StoreOp};
 use crate::team::TEAM_DOC_ID;
 
-pub use crate::header::direct_conversation_id;
-
 impl Node {
-    /// Carries out a user command.
+    /// Carries out a user command. `_rng` is where a command would take its
+    /// randomness from; none needs any since conversation ids are derived
+    /// from their headers (wire.md).
     pub fn command(
         &mut self,
         now: Millis,
-        rng: &mut dyn rand_core::RngCore,
+        _rng: &mut dyn rand_core::RngCore,
         cmd: Command,
     ) -> (Result<Reply, CommandError>, Vec<Output>) {
         let mut fx = Fx::default();
-        let r = self.run_command(now, rng, cmd, &mut fx);
+        let r = self.run_command(now, cmd, &mut fx);
         (r, fx.into_outputs())
     }
 
     fn run_command(
         &mut self,
         now: Millis,
-        rng: &mut dyn rand_core::RngCore,
         cmd: Command,
         fx: &mut Fx,
     ) -> Result<Reply, CommandError> {
@@ -38,7 +38,7 @@ impl Node {
             return Err(CommandError::NoMembership);
         }
         match cmd {
-            Command::CreateConversation { kind } => self.create(now, rng, kind, fx),
+            Command::CreateConversation { kind } => self.create(now, kind, fx),
             Command::Send {
                 conversation,
                 body,
@@ -147,7 +147,6 @@ impl Node {
     fn create(
         &mut self,
         now: Millis,
-        rng: &mut dyn rand_core::RngCore,
         kind: ConversationKind,
         fx: &mut Fx,
     ) -> Result<Reply, CommandError> {
@@ -156,7 +155,7 @@ impl Node {
             .ok_or(CommandError::NoMembership)?
             .clone();
         let invalid = |s: &str| Err(CommandError::InvalidConversation(s.to_owned()));
-        let id = match &kind {
+        match &kind {
             ConversationKind::Direct { members } => {
                 if members[0] == members[1] {
                     return invalid("a direct conversation needs two different members");
@@ -164,7 +163,6 @@ impl Node {
                 if !members.contains(&cert.member) {
                     return invalid("you must be one of the two members of a direct conversation");
                 }
-                direct_conversation_id(members[0], members[1])
             }
             ConversationKind::Group { title, members } => {
                 if title.trim().is_empty() || title.len() > MAX_NAME_LEN {
@@ -176,7 +174,6 @@ impl Node {
                 if !members.contains(&cert.member) {
                     return invalid("you must be a member of a group you create");
                 }
-                ConversationId::random(rng)
             }
             ConversationKind::Role { role } => {
                 if !valid_role(role) {
@@ -187,13 +184,13 @@ impl Node {
                         "you do not hold the role \"{role}\", so you could not read its channel"
                     )));
                 }
-                ConversationId::random(rng)
             }
-        };
+        }
+        let id = conversation_id(&kind, self.device, now);
         if self.convs.contains_key(&id) {
             return Ok(Reply::Conversation(id));
         }
-        let header = ConversationHeader::sign(&self.key, id, kind, now);
+        let header = ConversationHeader::create(&self.key, kind, now);
         fx.emit.push(Event::ConversationAdded {
             conversation: id,
             title: header.title(),

@@ -171,8 +171,14 @@ pub(crate) fn gen_frames(c: &Cast) -> Value {
             "Unknown",
             8,
         ),
-        bad(splice(&hello, 1, 1, &[3]), "hello version 3", "Unknown", 8),
-        bad(vec![1, 3], "hello version 3, nothing after", "Unknown", 8),
+        bad(
+            splice(&hello, 1, 1, &[2]),
+            "hello version 2 (before derived conversation ids)",
+            "Unknown",
+            8,
+        ),
+        bad(splice(&hello, 1, 1, &[4]), "hello version 4", "Unknown", 8),
+        bad(vec![1, 4], "hello version 4, nothing after", "Unknown", 8),
         bad(vec![1], "hello without version", "Truncated", 10),
         bad(
             hello_4097,

@@ -3,7 +3,7 @@
 use super::*;
 
 pub(crate) fn headers(c: &Cast) -> Vec<(&'static str, ConversationHeader)> {
-    let (ana, ben, chidi) = (member("ana"), member("ben"), member("chidi"));
+    let (ana, ben) = (member("ana"), member("ben"));
     vec![
         (
             "direct",
@@ -18,21 +18,12 @@ pub(crate) fn headers(c: &Cast) -> Vec<(&'static str, ConversationHeader)> {
         ),
         (
             "group",
-            ConversationHeader::sign(
-                c.key("ana-phone"),
-                group_id(),
-                ConversationKind::Group {
-                    title: "Ward 7 handover".into(),
-                    members: [ana, ben, chidi].into_iter().collect(),
-                },
-                T0 - 3_600_000,
-            ),
+            ConversationHeader::create(c.key("ana-phone"), group_kind(), GROUP_CREATED),
         ),
         (
             "role",
-            ConversationHeader::sign(
+            ConversationHeader::create(
                 c.key("ben-tablet"),
-                ConversationId(id16("conversation:role-charge-nurse")),
                 ConversationKind::Role {
                     role: "charge-nurse".into(),
                 },
@@ -134,9 +125,37 @@ pub(crate) fn gen_headers(c: &Cast) -> Value {
         ),
         bad(long_title.encode(), "group title of 101 bytes", "TooLong"),
         bad(long_role.encode(), "role of 65 bytes", "TooLong"),
+        bad(
+            ConversationHeader::sign(
+                key,
+                ConversationId(id16("conversation:ward-7-handover")),
+                group_kind(),
+                GROUP_CREATED,
+            )
+            .encode(),
+            "a group whose id is not derived from its header (a random id, as before protocol version 3)",
+            "Invalid",
+        ),
+        bad(
+            ConversationHeader::sign(key, direct_id(ana, ben), group_kind(), GROUP_CREATED)
+                .encode(),
+            "a group claiming Ana and Ben's direct conversation id",
+            "Invalid",
+        ),
+        bad(
+            ConversationHeader::sign(
+                key,
+                group_id(),
+                group_kind(),
+                GROUP_CREATED + 1,
+            )
+            .encode(),
+            "a group whose id was derived for another creation time",
+            "Invalid",
+        ),
     ];
     json!({
-        "description": "Conversation headers (protocol/wire.md#header), signed by the creating device. Decoding a header includes checking its signature; group members are encoded in ascending byte order without repetition. A direct conversation's id is derived from its two members (primitives.json).",
+        "description": "Conversation headers (protocol/wire.md#header), signed by the creating device. Decoding a header includes checking its signature; group members are encoded in ascending byte order without repetition. A direct conversation's id is derived from its two members (primitives.json); a group's or role channel's id is SHA-256(\"huddle/conversation/v1\" ‖ the header's bytes from its kind byte through `created`)[0..16], so no header can claim an id it was not made for.",
         "keys": keys_json(c),
         "valid": valid,
         "invalid": invalid,
@@ -156,8 +175,16 @@ fn headers_vectors() {
             ConversationHeader::decode,
         );
         check_signed(x, domain::HEADER, &[], &b, &h.creator.0);
-        if let ConversationKind::Direct { members } = h.kind {
-            assert_eq!(h.id, direct_id(members[0], members[1]));
+        match &h.kind {
+            ConversationKind::Direct { members } => {
+                assert_eq!(h.id, direct_id(members[0], members[1]));
+            }
+            _ => {
+                // Version (1 byte) and id (16) before the kind; the
+                // signature (64) after `created`.
+                let d = crypto::sha256(&[b"huddle/conversation/v1", &b[17..b.len() - 64]]);
+                assert_eq!(h.id.0, d[..16], "the id is derived from the header");
+            }
         }
         let kind = get(get(x, "fields"), "kind");
         if st(kind, "type") == "group" {

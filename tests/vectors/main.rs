@@ -23,7 +23,7 @@ use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ActorId, Automerge, ObjType, ReadDoc, ROOT};
 use huddle::codec::{DecodeError, Reader, Writer};
 use huddle::crypto::{self, domain, AuthorityKey, DeviceKey};
-use huddle::header::{ConversationHeader, ConversationKind};
+use huddle::header::{conversation_id, ConversationHeader, ConversationKind};
 use huddle::hlc::Hlc;
 use huddle::ids::{ConversationId, DeviceId, MemberId, MessageId, TeamId};
 use huddle::membership::{

@@ -2,8 +2,22 @@
 
 use super::*;
 
+/// Ana's group: its header's kind, creation time, and (derived from those
+/// and Ana's phone, wire.md) its id.
+pub(crate) fn group_kind() -> ConversationKind {
+    ConversationKind::Group {
+        title: "Ward 7 handover".into(),
+        members: [member("ana"), member("ben"), member("chidi")]
+            .into_iter()
+            .collect(),
+    }
+}
+
+pub(crate) const GROUP_CREATED: u64 = T0 - 3_600_000;
+
 pub(crate) fn group_id() -> ConversationId {
-    ConversationId(id16("conversation:ward-7-handover"))
+    let ana_phone = DeviceKey::from_secret(label("device:ana-phone")).device_id();
+    conversation_id(&group_kind(), ana_phone, GROUP_CREATED)
 }
 
 pub(crate) const STAT_BODY: &str =

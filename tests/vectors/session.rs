@@ -117,6 +117,10 @@ pub(crate) fn gates(c: &Cast) -> Vec<Gate> {
         ),
         g("hello version 1 (before pages)", vec![hello(&ben, 1)]),
         g(
+            "hello version 2 (before derived conversation ids)",
+            vec![hello(&ben, 2)],
+        ),
+        g(
             "hello with another device's certificate",
             vec![hello(&cert(c, "ana-phone"), PROTOCOL_VERSION)],
         ),
