@@ -16,6 +16,15 @@ use huddle::store::Store;
 use huddle::wire::{CatalogEntry, Frame};
 use huddle::{ConversationHeader, ConversationId, ConversationKind, MessageId, Priority, Reply};
 
+/// Three members, not yet connected; Mallory is the one who turns.
+fn ana_ben_and_mallory(seed: u64) -> (Mesh, usize, usize, usize) {
+    let mut m = Mesh::new(seed);
+    let ana = m.add_member("Ana", &[]);
+    let ben = m.add_member("Ben", &[]);
+    let mal = m.add_member("Mallory", &[]);
+    (m, ana, ben, mal)
+}
+
 fn bodies(m: &Mesh, i: usize, id: &ConversationId) -> Vec<String> {
     m.devices[i]
         .node
@@ -44,10 +53,7 @@ fn send(m: &mut Mesh, i: usize, id: ConversationId, body: &str, priority: Priori
 /// mark was trusted without a second look).
 #[test]
 fn a_misplaced_copy_of_a_message_does_not_erase_it() {
-    let mut m = Mesh::new(7);
-    let ana = m.add_member("Ana", &[]);
-    let ben = m.add_member("Ben", &[]);
-    let mal = m.add_member("Mallory", &[]);
+    let (mut m, ana, ben, mal) = ana_ben_and_mallory(7);
     m.connect_all(&[ana, ben, mal]);
     m.run_until_quiet();
     let members: BTreeSet<_> = [ana, ben, mal]
@@ -113,10 +119,7 @@ fn a_misplaced_copy_of_a_message_does_not_erase_it() {
 /// hold (she kept every one, without bound, across catalogs).
 #[test]
 fn catalogs_and_headers_of_made_up_ids_are_not_kept() {
-    let mut m = Mesh::new(9);
-    let ana = m.add_member("Ana", &[]);
-    let mal = m.add_member("Mallory", &[]);
-    let bea = m.add_member("Bea", &[]);
+    let (mut m, ana, ben, mal) = ana_ben_and_mallory(9);
     m.connect(ana, mal);
     m.run_until_quiet();
     let peer = m.devices[mal].id();
@@ -146,8 +149,8 @@ fn catalogs_and_headers_of_made_up_ids_are_not_kept() {
             m.apply(ana, out);
         }
     }
-    // A group of Mallory and Bea: a header Ana is not admitted to.
-    let members = [mal, bea].iter().map(|&i| m.devices[i].member()).collect();
+    // A group of Mallory and Ben: a header Ana is not admitted to.
+    let members = [mal, ben].iter().map(|&i| m.devices[i].member()).collect();
     let kind = ConversationKind::Group {
         title: "not Ana's".into(),
         members,
@@ -174,10 +177,7 @@ fn catalogs_and_headers_of_made_up_ids_are_not_kept() {
 /// took it, wrote into it, and relayed Ben's messages to Mallory.)
 #[test]
 fn a_group_header_cannot_claim_a_direct_conversation_id() {
-    let mut m = Mesh::new(8);
-    let ana = m.add_member("Ana", &[]);
-    let ben = m.add_member("Ben", &[]);
-    let mal = m.add_member("Mallory", &[]);
+    let (mut m, ana, ben, mal) = ana_ben_and_mallory(8);
     let (a, b, x) = (
         m.devices[ana].member(),
         m.devices[ben].member(),
