@@ -339,6 +339,53 @@ fn a_damaged_header_sets_one_conversation_aside_and_keeps_its_records() {
     assert_eq!(records(&store), before, "the set-aside records changed");
 }
 
+/// Ana's direct conversation with Bea has a fixed id, so re-creating it
+/// (the natural thing to do when it is no longer listed) must not write a
+/// fresh document over its stored records: not when it was set aside as
+/// damaged, and not when its index entry is gone (then nothing at start
+/// even saw it). Before, the fresh document's chunk 0 overwrote the first
+/// message, and the sent messages after it no longer loaded.
+#[test]
+fn re_creating_a_stored_direct_conversation_writes_nothing_over_it() {
+    let m = stored();
+    let direct = m.convs[2];
+    let (a, b) = (m.cert.as_ref().expect("Ana's").member, m.bea.1.member);
+    assert_eq!(direct, huddle::header::direct_conversation_id(a, b));
+    let records = |s: &MemoryStore| s.scan_prefix(&keys::doc_prefix(&direct.0)).expect("scan");
+    let damage_header = |s: &mut MemoryStore| {
+        let key = keys::header(&direct.0);
+        let mut bad = s.get(&key).expect("get").expect("a header");
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0x40;
+        put(s, key, bad);
+    };
+    let drop_index = |s: &mut MemoryStore| {
+        s.apply(&[StoreOp::Delete {
+            key: keys::index(&direct.0),
+        }])
+        .expect("delete");
+    };
+    let now = T0 + 3_600_000;
+    for damage in [&damage_header as &dyn Fn(&mut MemoryStore), &drop_index] {
+        let mut store = m.store.clone();
+        damage(&mut store);
+        let before = records(&store);
+        let mut node = start(&store).expect("the node starts");
+        let kind = ConversationKind::Direct { members: [a, b] };
+        assert_eq!(
+            command(
+                &mut node,
+                &mut store,
+                now,
+                Command::CreateConversation { kind }
+            ),
+            Err(CommandError::Unreadable(direct))
+        );
+        assert!(node.damaged_conversations().contains_key(&direct));
+        assert_eq!(records(&store), before, "the stored records changed");
+    }
+}
+
 #[test]
 fn a_damaged_index_entry_is_rebuilt_from_the_document() {
     let m = stored();

@@ -190,12 +190,20 @@ impl Node {
         if self.convs.contains_key(&id) {
             return Ok(Reply::Conversation(id));
         }
+        if self.damaged.contains_key(&id) {
+            // A direct conversation's id is fixed: a fresh document there
+            // would overwrite the records set aside.
+            return Err(CommandError::Unreadable(id));
+        }
         let header = ConversationHeader::create(&self.key, kind, now);
+        let title = header.title();
+        if !self.add_conversation(header, fx) {
+            return Err(CommandError::Unreadable(id));
+        }
         fx.emit.push(Event::ConversationAdded {
             conversation: id,
-            title: header.title(),
+            title,
         });
-        self.add_conversation(header, fx);
         // push_doc sends the header first to peers that do not know it.
         self.push_doc_to_all(&id.0, fx);
         Ok(Reply::Conversation(id))

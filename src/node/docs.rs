@@ -199,9 +199,31 @@ impl Node {
     }
 
     /// A conversation this node starts holding: its header and index entry
-    /// go to the store in this step's batch.
-    pub(super) fn add_conversation(&mut self, header: ConversationHeader, fx: &mut Fx) {
+    /// go to the store in this step's batch. Returns false, and writes
+    /// nothing, if the store already holds records under its id that were
+    /// not read at start (its index entry was lost or damaged): a fresh
+    /// document written there would overwrite its chunks, so it is set
+    /// aside as damaged instead, its records kept.
+    pub(super) fn add_conversation(&mut self, header: ConversationHeader, fx: &mut Fx) -> bool {
         let id = header.id;
+        if let Some(loader) = &self.loader {
+            let why = match loader.0.load_doc(&id.0) {
+                Ok(d) if d.header.is_none()
+                    && d.snapshot.is_none()
+                    && d.chunks.is_empty()
+                    && d.rejected.is_empty() =>
+                {
+                    None
+                }
+                Ok(_) => Some("its records are in the store but were not read at start (its index entry is missing)".to_owned()),
+                Err(e) => Some(format!("its records cannot be read: {e}")),
+            };
+            if let Some(why) = why {
+                tracing::error!(conversation = %id, "the stored conversation is damaged and set aside (its records are kept): {why}");
+                self.damaged.insert(id, why);
+                return false;
+            }
+        }
         fx.persist.push(StoreOp::Put {
             key: keys::header(&id.0),
             value: header.encode(),
@@ -209,6 +231,7 @@ impl Node {
         let conv = Conversation::new(header, &self.actor);
         self.convs.insert(id, Slot::loaded(conv));
         self.persist_index(&id, fx);
+        true
     }
 
     /// Writes the index entry of a loaded conversation.

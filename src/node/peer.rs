@@ -411,10 +411,12 @@ impl Node {
         }
         let id = header.id;
         let title = header.title();
+        if !self.add_conversation(header, fx) {
+            return;
+        }
         if let Some(p) = self.peers.get_mut(&peer) {
             p.known.insert(id.0);
         }
-        self.add_conversation(header, fx);
         fx.emit.push(Event::ConversationAdded {
             conversation: id,
             title,
