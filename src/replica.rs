@@ -24,8 +24,8 @@
 use automerge::sync::{self, SyncDoc};
 use automerge::transaction::{CommitOptions, Transactable, Transaction};
 use automerge::{
-    ActorId, Automerge, ChangeHash, ObjType, PatchAction, PatchLog, ReadDoc, ScalarValue,
-    ScalarValueRef, Value, ValueRef, ROOT,
+    ActorId, Automerge, ChangeHash, LoadOptions, ObjType, OnPartialLoad, PatchAction, PatchLog,
+    ReadDoc, ScalarValue, ScalarValueRef, Value, ValueRef, ROOT,
 };
 use std::collections::{HashMap, HashSet};
 
@@ -82,6 +82,8 @@ pub enum ReplicaError {
     Automerge(#[from] automerge::AutomergeError),
     #[error("the sync message does not decode: {0}")]
     SyncDecode(String),
+    #[error("the stored document is incomplete: {0} change(s) it depends on are missing")]
+    Incomplete(usize),
 }
 
 /// What must be written to the store after a mutation.
@@ -216,25 +218,90 @@ impl Replica {
         chunks: &[(u64, Vec<u8>)],
     ) -> Result<(Replica, Vec<Entry>), ReplicaError> {
         let (mut doc, roots) = genesis(doc_id, schema);
-        if let Some(bytes) = snapshot {
-            // Load the snapshot on the fast path, then make sure genesis is in
-            // (it always is in snapshots we wrote; merging it is then a no-op).
-            let mut loaded = Automerge::load(bytes)?;
+        // One load of the snapshot (or genesis) and every chunk after it:
+        // Automerge applies a batch of changes in one pass, while a call per
+        // chunk walks the document each time (quadratic in the number of
+        // chunks). Strictly: by default Automerge skips a chunk that does
+        // not parse, and every chunk after it, with only a warning, and
+        // keeps changes whose dependencies are missing waiting unseen. A
+        // stored document that does not load whole is an error, never a
+        // silently shorter history.
+        let mut all = match snapshot {
+            Some(bytes) => bytes.to_vec(),
+            None => doc.save(),
+        };
+        all.reserve(chunks.iter().map(|(_, b)| b.len()).sum());
+        for (_, b) in chunks {
+            all.extend_from_slice(b);
+        }
+        let options = LoadOptions::new().on_partial_load(OnPartialLoad::Error);
+        let mut loaded = Automerge::load_with_options(&all, options)?;
+        drop(all);
+        if snapshot.is_some() {
+            // Genesis is in every snapshot we wrote: merging it is a no-op.
             loaded.merge(&mut doc)?;
-            doc = loaded;
         }
-        // One call for all chunks: Automerge applies a batch of changes in
-        // one pass, while a call per chunk walks the document each time
-        // (quadratic in the number of chunks).
-        let all: Vec<u8> = chunks.iter().flat_map(|(_, b)| b.iter().copied()).collect();
-        let chunk_bytes = all.len();
-        if !all.is_empty() {
-            doc.load_incremental(&all)?;
+        let doc = loaded;
+        let missing = doc.get_missing_deps(&[]);
+        if !missing.is_empty() {
+            return Err(ReplicaError::Incomplete(missing.len()));
         }
+        Ok(Self::loaded(
+            doc_id, schema, actor, doc, roots, snapshot, chunks,
+        ))
+    }
+
+    /// What loads of a stored document that does not load whole (see
+    /// [`Replica::load`]): the snapshot if it loads, then every chunk that
+    /// parses, in order; changes whose dependencies are lost wait for a
+    /// peer to send those. Only for a document every member holds (the
+    /// team document), whose lost parts come back from peers. Returns how
+    /// many stored parts were skipped.
+    pub fn salvage(
+        doc_id: &[u8; 16],
+        schema: Schema,
+        actor: &ActorId,
+        snapshot: Option<&[u8]>,
+        chunks: &[(u64, Vec<u8>)],
+    ) -> (Replica, Vec<Entry>, usize) {
+        let (mut doc, roots) = genesis(doc_id, schema);
+        let base = doc.save();
+        let mut skipped = 0;
+        if let Some(bytes) = snapshot {
+            match Automerge::load(bytes) {
+                Ok(mut loaded) => match loaded.merge(&mut doc) {
+                    Ok(_) => doc = loaded,
+                    Err(_) => skipped += 1,
+                },
+                Err(_) => skipped += 1,
+            }
+        }
+        let strict = || LoadOptions::new().on_partial_load(OnPartialLoad::Error);
+        for (_, bytes) in chunks {
+            // Parse it on its own first: `load_incremental` would skip a
+            // bad chunk silently.
+            let parses = Automerge::load_with_options(&[base.as_slice(), bytes].concat(), strict());
+            if parses.is_err() || doc.load_incremental(bytes).is_err() {
+                skipped += 1;
+            }
+        }
+        let (replica, entries) = Self::loaded(doc_id, schema, actor, doc, roots, snapshot, chunks);
+        (replica, entries, skipped)
+    }
+
+    fn loaded(
+        doc_id: &[u8; 16],
+        schema: Schema,
+        actor: &ActorId,
+        doc: Automerge,
+        roots: Vec<automerge::ObjId>,
+        snapshot: Option<&[u8]>,
+        chunks: &[(u64, Vec<u8>)],
+    ) -> (Replica, Vec<Entry>) {
         let mut replica = Replica::with_doc(doc_id, schema, doc.with_actor(actor.clone()), roots);
         replica.saved_heads = replica.doc.get_heads();
         replica.next_chunk = chunks.last().map_or(0, |(s, _)| s + 1);
-        replica.chunk_bytes = chunk_bytes;
+        replica.chunk_bytes = chunks.iter().map(|(_, b)| b.len()).sum();
         replica.snapshot_bytes = snapshot.map_or(0, <[u8]>::len);
         replica.find_objects();
         let entries = replica.all_entries();
@@ -242,7 +309,7 @@ impl Replica {
         if replica.snapshot_bytes == 0 && chunks.is_empty() {
             replica.saved_heads = Vec::new();
         }
-        Ok((replica, entries))
+        (replica, entries)
     }
 
     /// The root number of a root or page object.
@@ -618,6 +685,41 @@ mod tests {
         let (reloaded, _) = Replica::load(&id, SCHEMA, &actor, None, &chunks).unwrap();
         assert_eq!(reloaded.heads(), a.heads());
         assert_eq!(reloaded.all_entries(), a.all_entries());
+    }
+
+    /// A stored document that does not load whole (a chunk that does not
+    /// parse, or one missing) is an error, not a shorter history; salvage
+    /// (for the team document) keeps what does load.
+    #[test]
+    fn a_damaged_or_missing_chunk_fails_the_load() {
+        let id = [1u8; 16];
+        let actor = ActorId::from([2u8; 16].as_slice());
+        let mut a = Replica::new(&id, SCHEMA, &actor);
+        let chunks = chunk_each(&mut a, 4, |a, i| a.insert(1000, 0, vec![i]).unwrap());
+        let mut damaged = chunks.clone();
+        let mid = damaged[1].1.len() / 2;
+        damaged[1].1[mid] ^= 0x40;
+        let mut missing = chunks.clone();
+        missing.remove(1);
+        for bad in [&damaged, &missing] {
+            assert!(Replica::load(&id, SCHEMA, &actor, None, bad).is_err());
+        }
+        let (salvaged, entries, skipped) = Replica::salvage(&id, SCHEMA, &actor, None, &damaged);
+        assert_eq!(skipped, 1);
+        assert_eq!(
+            entries,
+            vec![Entry::Item {
+                root: 0,
+                value: vec![0]
+            }]
+        );
+        // What waits on the lost change is applied once a peer sends it.
+        let mut salvaged = salvaged;
+        sync_pair(&mut a, &mut salvaged);
+        assert_eq!(salvaged.heads(), a.heads());
+        assert_eq!(salvaged.all_entries().len(), 4);
+        let (whole, _) = Replica::load(&id, SCHEMA, &actor, None, &chunks).unwrap();
+        assert_eq!(whole.heads(), a.heads());
     }
 
     #[test]

@@ -62,7 +62,19 @@ impl TeamDoc {
         snapshot: Option<&[u8]>,
         chunks: &[(u64, Vec<u8>)],
     ) -> Result<(TeamDoc, TeamApplied), ReplicaError> {
-        let (replica, entries) = Replica::load(&TEAM_DOC_ID, SCHEMA, actor, snapshot, chunks)?;
+        let (replica, entries) = match Replica::load(&TEAM_DOC_ID, SCHEMA, actor, snapshot, chunks)
+        {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                // Every member holds the team document: start with what
+                // can be read, and take the rest from peers, rather than
+                // keep the device from starting.
+                let (replica, entries, skipped) =
+                    Replica::salvage(&TEAM_DOC_ID, SCHEMA, actor, snapshot, chunks);
+                tracing::error!("the stored team document is damaged ({e}): {skipped} stored part(s) could not be read and are skipped (kept on disk); what they held comes back from peers");
+                (replica, entries)
+            }
+        };
         let mut t = TeamDoc {
             team,
             replica,

@@ -414,6 +414,58 @@ fn a_damaged_index_entry_is_rebuilt_from_the_document() {
     assert_eq!(meta.heads, heads);
 }
 
+/// A chunk that does not parse, in a conversation whose index entry is
+/// damaged too (so nothing says where its document must end): the
+/// conversation is set aside, records kept. (Automerge skipped the chunk
+/// and every one after it with only a warning, the node rewrote the index
+/// to the shorter history, and messages sent later were written after the
+/// hole.)
+#[test]
+fn a_chunk_that_does_not_parse_sets_its_conversation_aside() {
+    let m = stored();
+    let c = m.convs[1];
+    let mut store = m.store.clone();
+    let chunks: Vec<_> = store
+        .scan_prefix(&keys::doc_prefix(&c.0))
+        .expect("scan")
+        .into_iter()
+        .filter(|(k, _)| k.len() > 8 && k[..k.len() - 8].ends_with(b"/c/"))
+        .collect();
+    assert!(chunks.len() > 2, "{} chunks", chunks.len());
+    let chunk = &chunks[1];
+    let mut bad = chunk.1.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x40;
+    put(&mut store, chunk.0.clone(), bad);
+    put(&mut store, keys::index(&c.0), vec![0xde, 0xad, 0xbe, 0xef]);
+    let before = store.scan_prefix(b"").expect("scan");
+
+    let mut node = start(&store).expect("the node starts");
+    assert!(node.damaged_conversations().contains_key(&c));
+    assert!(node.conversation(&c).is_none());
+    for o in node.handle(T0 + 3_600_000, Input::Start) {
+        if let Output::Persist(ops) = o {
+            store.apply(&ops).expect("apply");
+        }
+    }
+    let after = store.scan_prefix(b"").expect("scan");
+    let of_c = |r: &[(Vec<u8>, Vec<u8>)]| -> Vec<(Vec<u8>, Vec<u8>)> {
+        r.iter()
+            .filter(|(k, _)| owner(k, &[c]).is_some())
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        of_c(&after),
+        of_c(&before),
+        "its records are kept as they were"
+    );
+    for other in [m.convs[0], m.convs[2]] {
+        let conv = node.conversation(&other).expect("the others load");
+        assert_eq!(conv.history_digest(), m.history[&other]);
+    }
+}
+
 // 256 cases by default; a longer hunt:
 // `PROPTEST_CASES=20000 cargo test --test hostile_store`.
 proptest! {

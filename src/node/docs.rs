@@ -144,8 +144,9 @@ impl Node {
             &stored.rejected,
         ) {
             Ok((c, _)) => {
-                // Automerge skips a damaged chunk with a warning; the index
-                // says where the document must end up.
+                // A document that loads whole may still be short of what
+                // the index recorded (a chunk lost with its key): the
+                // index says where it must end up.
                 let expected = slot.meta.as_ref().map(|m| &m.heads);
                 let got: Vec<[u8; 32]> = c.replica().heads().iter().map(|h| h.0).collect();
                 if expected.is_some_and(|e| *e != got) {
