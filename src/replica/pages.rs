@@ -3,9 +3,9 @@
 //! a conflicting put hides), and making the next page when the newest is
 //! full.
 
-use automerge::transaction::{CommitOptions, Transactable};
 use std::collections::HashSet;
 
+use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ActorId, Automerge, ObjType, ReadDoc, Value, ROOT};
 
 use super::{genesis, Replica, Schema};
