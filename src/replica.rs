@@ -474,10 +474,13 @@ impl Replica {
         self.received_changes = msg.changes.len();
         receive_sync_message(&mut self.doc, state, msg, &mut log)?;
         let patches = self.doc.make_patches(&mut log);
-        if patches.iter().any(|p| p.obj == ROOT) {
-            // A page was made, or a root key put or deleted. (A page change
-            // whose put loses to a member's put under its key still yields
-            // a patch: the winner's conflict flag. A forged change under
+        let root_patched = patches.iter().any(|p| p.obj == ROOT);
+        if root_patched || (self.received_changes > 0 && self.next_page_arrived()) {
+            // A page was made, or a root key put or deleted. A page change
+            // can arrive with no patch on the root map (with a deletion of
+            // its key in the same message), so it is looked for by its
+            // hash as well: a page found only at the next load would have
+            // its entries trusted there unverified. (A forged change under
             // the page actor is not a page change, and is left to
             // `save_after`.)
             let made = self.find_objects();

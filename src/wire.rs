@@ -10,8 +10,10 @@ use crate::codec::{DecodeError, Reader, Writer};
 use crate::header::ConversationHeader;
 use crate::membership::Certificate;
 
-/// The protocol version carried in `Hello`: 2 since conversations' message
-/// lists are paged (sync.md §7.1; a version-1 node would read only page 0).
+/// The protocol version carried in `Hello`: 3 since group and role ids are
+/// derived from their headers (wire.md §2; a version-2 node would take a
+/// header claiming any id), 2 since conversations' message lists are paged
+/// (sync.md §7.1; a version-1 node would read only page 0).
 pub const PROTOCOL_VERSION: u8 = 3;
 /// The libp2p protocol id for frames.
 pub const PROTOCOL_ID: &str = "/huddle/sync/2";

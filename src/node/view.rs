@@ -223,7 +223,6 @@ impl Node {
         )
     }
 
-    /// Connected peers.
     /// How many conversation ids the node keeps about `peer` (for tests:
     /// it must stay bounded by what the node holds).
     #[doc(hidden)]
@@ -231,6 +230,7 @@ impl Node {
         self.peers.get(peer).map(|p| p.known.len())
     }
 
+    /// Connected peers.
     pub fn peers(&self) -> Vec<PeerInfo> {
         self.peers
             .iter()

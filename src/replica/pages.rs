@@ -150,6 +150,19 @@ impl Replica {
         new
     }
 
+    /// Whether the change making the next page of some paged root is in
+    /// the document (a cached hash lookup per root).
+    pub(super) fn next_page_arrived(&mut self) -> bool {
+        (0..self.schema.roots.len()).any(|root| {
+            if self.schema.page_len == 0 || self.schema.roots[root].1 != ObjType::List {
+                return false;
+            }
+            let k = self.made[root].len() as u64 + 1;
+            let hash = self.page_change_cached(root, k).hash();
+            self.doc.get_change_meta_by_hash(&hash).is_some()
+        })
+    }
+
     /// Takes in the page a page change of `root` made (the next one).
     fn take_page(&mut self, root: usize, change: &automerge::Change) {
         // The change's one op makes the page: its id is the page's.
@@ -501,6 +514,43 @@ mod tests {
             tx.delete(ROOT, "items.1")?;
             Ok(())
         });
+    }
+
+    /// A member makes the next page, writes into it and deletes its key,
+    /// all in what one sync message carries: no patch touches the root
+    /// map, and the receiver must still find the page and report what is
+    /// in it (found only at the next load, its entries were trusted there
+    /// without ever being verified).
+    #[test]
+    fn a_page_whose_key_goes_in_the_same_message_is_still_read() {
+        let mut a = paged(2);
+        let mut m = paged(0xff);
+        for i in 0..2u8 {
+            a.insert(1000, 0, vec![i]).unwrap();
+        }
+        sync_pair(&mut a, &mut m);
+        let mut sm = sync::State::new();
+        let mut sa = sync::State::new();
+        // What a has, m knows: the next message carries only m's changes.
+        sync_pair(&mut m, &mut a);
+        m.insert(1000, 0, vec![2]).unwrap(); // makes page 1
+        m.insert(1000, 0, vec![3]).unwrap();
+        m.local(1000, |tx| tx.delete(ROOT, "items.1")).unwrap();
+        let mut got = Vec::new();
+        while let Some(msg) = m.generate_sync(&mut sm) {
+            got.extend(a.receive_sync(&mut sa, &msg).unwrap());
+            if let Some(reply) = a.generate_sync(&mut sa) {
+                m.receive_sync(&mut sm, &reply).unwrap();
+            }
+        }
+        for i in [2u8, 3] {
+            let item = Entry::Item {
+                root: 0,
+                value: vec![i],
+            };
+            assert!(got.contains(&item), "item {i} reported: {got:?}");
+        }
+        assert_eq!(a.page_count(), 1, "a found page 1");
     }
 
     #[test]
