@@ -52,7 +52,7 @@ pub struct Schema {
 }
 
 /// A digest of an entry: its key, if any, and its value.
-fn entry_digest(e: &Entry) -> [u8; 16] {
+pub fn entry_digest(e: &Entry) -> [u8; 16] {
     let d = match e {
         Entry::Item { value, .. } => crypto::sha256(&[b"i", value]),
         Entry::Keyed { key, value, .. } => {
@@ -330,6 +330,16 @@ impl Replica {
         out
     }
 
+    /// Digests ([`entry_digest`]) of the entries in objects a member's put
+    /// or deletion under a root or page key hides.
+    pub fn hidden_entries(&self) -> HashSet<[u8; 16]> {
+        let mut entries = Vec::new();
+        for (obj, root) in &self.hidden {
+            self.entries_of(*root, obj, &mut entries);
+        }
+        entries.iter().map(entry_digest).collect()
+    }
+
     /// Every entry of one root or page object.
     fn entries_of(&self, root: usize, obj: &automerge::ObjId, out: &mut Vec<Entry>) {
         match self.doc.object_type(obj) {
@@ -435,7 +445,9 @@ impl Replica {
         matches!(self.doc.get(&self.roots[root], key), Ok(Some(_)))
     }
 
-    fn local(
+    /// One local change made by `f` (the crate's tests also build hostile
+    /// changes with it).
+    pub(crate) fn local(
         &mut self,
         now: Millis,
         f: impl FnOnce(&mut Transaction<'_>) -> Result<(), automerge::AutomergeError>,
