@@ -120,10 +120,14 @@ impl Conversation {
         // object a member hid (by a put or a deletion under its key) reached
         // this device by a path of their own: verified again, whatever the
         // markers say. Such objects exist only under attack.
-        let suspect = replica.hidden_entries();
-        let (suspect, stored): (Vec<Entry>, Vec<Entry>) = entries
-            .into_iter()
-            .partition(|e| suspect.contains(&entry_digest(e)));
+        let hidden = replica.hidden_entries();
+        let (suspect, stored): (Vec<Entry>, Vec<Entry>) = if hidden.is_empty() {
+            (Vec::new(), entries) // no digest per entry for an honest store
+        } else {
+            entries
+                .into_iter()
+                .partition(|e| hidden.contains(&entry_digest(e)))
+        };
         let mut c = Self::with_replica(header, replica);
         let mut applied = c.index(stored, Trust::Stored(rejected));
         if !suspect.is_empty() {
