@@ -190,11 +190,6 @@ impl Node {
         if self.convs.contains_key(&id) {
             return Ok(Reply::Conversation(id));
         }
-        if self.damaged.contains_key(&id) {
-            // A direct conversation's id is fixed: a fresh document there
-            // would overwrite the records set aside.
-            return Err(CommandError::Unreadable(id));
-        }
         let header = ConversationHeader::create(&self.key, kind, now);
         let title = header.title();
         if !self.add_conversation(header, fx) {

@@ -201,12 +201,17 @@ impl Node {
 
     /// A conversation this node starts holding: its header and index entry
     /// go to the store in this step's batch. Returns false, and writes
-    /// nothing, if the store already holds records under its id that were
-    /// not read at start (its index entry was lost or damaged): a fresh
-    /// document written there would overwrite its chunks, so it is set
-    /// aside as damaged instead, its records kept.
+    /// nothing, if its id is set aside as damaged or the store already
+    /// holds records under it that were not read at start (its index entry
+    /// was lost or damaged): a fresh document written there would overwrite
+    /// its chunks, so it is set aside instead, its records kept.
     pub(super) fn add_conversation(&mut self, header: ConversationHeader, fx: &mut Fx) -> bool {
         let id = header.id;
+        if self.damaged.contains_key(&id) {
+            // Set aside already (a direct conversation's id is fixed, so
+            // the user may well open it again).
+            return false;
+        }
         if let Some(loader) = &self.loader {
             let why = match loader.0.load_doc(&id.0) {
                 Ok(d) if d.header.is_none()
