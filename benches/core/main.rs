@@ -109,6 +109,7 @@ fn carry_out(dev: &mut Device, outputs: Vec<Output>) -> Vec<(DeviceId, Vec<u8>)>
             Output::Send { peer, frame } => frames.push((peer, frame)),
             Output::Disconnect { peer, reason } => panic!("disconnected {peer:?}: {reason}"),
             Output::Emit(_) | Output::SetTimer { .. } => {}
+            Output::Reload { .. } => panic!("a document was dropped and reloaded"),
         }
     }
     frames

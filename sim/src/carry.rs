@@ -77,6 +77,12 @@ impl World {
                 Output::Send { peer, frame } => self.send_frame(dev, peer, frame),
                 Output::Disconnect { peer, reason } => topo::disconnect(self, dev, peer, reason),
                 Output::SetTimer { timer, at } => self.set_timer(dev, timer, at),
+                Output::Reload { doc } => {
+                    // The store holds every earlier write of this step.
+                    let stored = huddle::store::DocLoader::load_doc(&self.devs[dev].store, &doc)
+                        .map_err(|e| e.to_string());
+                    self.step(dev, huddle::node::Input::Reloaded { doc, stored });
+                }
             }
             if self.violation.is_some() {
                 return;

@@ -47,6 +47,7 @@ impl Offline {
                 Output::Send { .. }
                 | Output::Disconnect { .. }
                 | Output::SetTimer { .. }
+                | Output::Reload { .. }
                 | Output::Emit(_) => {}
             }
         }

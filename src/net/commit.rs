@@ -83,6 +83,16 @@ impl Batch {
                 // `Persist` staged before it.
                 Output::Flush => self.open = true,
                 other if self.open => self.held.push(Held::Output(other)),
+                // A reload reads the store: it must see every write staged
+                // before it (they claim nothing, so applying them early
+                // reorders nothing a caller sees).
+                reload @ Output::Reload { .. } => {
+                    let writes = std::mem::take(&mut self.writes);
+                    if !writes.is_empty() {
+                        fx.persist(&writes)?;
+                    }
+                    fx.effect(reload)?;
+                }
                 other => fx.effect(other)?,
             }
         }
@@ -135,6 +145,7 @@ mod tests {
         Flush,
         Sent(u8),
         Reply(u8),
+        Reload(u8),
     }
 
     #[derive(Default)]
@@ -168,6 +179,7 @@ mod tests {
         fn effect(&mut self, out: Output) -> Result<(), ShellError> {
             match out {
                 Output::Emit(Event::Sent { message, .. }) => self.log.push(Did::Sent(message.0[0])),
+                Output::Reload { doc } => self.log.push(Did::Reload(doc[0])),
                 other => panic!("unexpected effect {other:?}"),
             }
             Ok(())
@@ -194,6 +206,24 @@ mod tests {
                 message: msg(n),
             }),
         ]
+    }
+
+    #[test]
+    fn a_reload_reads_a_store_holding_every_write_staged_before_it() {
+        let mut fx = Recorder::default();
+        let mut batch = Batch::default();
+        // A peer's changes taken in (no flush), then a reload of that document.
+        let lazy = vec![Output::Persist(vec![StoreOp::Put {
+            key: vec![1],
+            value: vec![1],
+        }])];
+        batch.stage(&mut fx, lazy).expect("stage");
+        batch
+            .stage(&mut fx, vec![Output::Reload { doc: [4; 16] }])
+            .expect("stage");
+        assert_eq!(fx.log, vec![Did::Persist(vec![1]), Did::Reload(4)]);
+        batch.commit(&mut fx).expect("commit");
+        assert_eq!(fx.log.len(), 2, "nothing is written twice");
     }
 
     #[test]

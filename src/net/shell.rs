@@ -111,6 +111,9 @@ pub struct Shell {
     /// Swarm events that arrived while [`Shell::new`] waited for listeners.
     pub(super) early: Vec<SwarmEvent<BehaviourEvent>>,
     pub(super) stats: ShellStats,
+    /// Documents read back for the node (`Output::Reload`), to hand it
+    /// before the next event.
+    pub(super) reloaded: Vec<Input>,
 }
 
 impl Shell {
@@ -161,6 +164,7 @@ impl Shell {
             listen_addrs: Vec::new(),
             early: Vec::new(),
             stats: ShellStats::default(),
+            reloaded: Vec::new(),
         };
         shell.await_listeners(waiting).await?;
         shell.input(Input::Start)?;
@@ -289,6 +293,11 @@ impl Shell {
                 LoopEvent::Mdns(ev) => self.on_mdns(ev),
                 LoopEvent::Stream(Some(msg)) => self.on_streams(msg)?,
                 LoopEvent::Stream(None) => {}
+            }
+            while !self.reloaded.is_empty() {
+                for input in std::mem::take(&mut self.reloaded) {
+                    self.input(input)?;
+                }
             }
         }
     }
@@ -499,6 +508,13 @@ impl Effects for Shell {
             Output::Disconnect { peer, reason } => {
                 tracing::debug!(peer = %peer.short(), %reason, "closing after the queue drains");
                 self.close_after_drain(peer);
+            }
+            Output::Reload { doc } => {
+                // Fed to the node by the loop right after this event
+                // (carrying out an effect never feeds the node itself).
+                let stored =
+                    crate::store::DocLoader::load_doc(&self.store, &doc).map_err(|e| e.to_string());
+                self.reloaded.push(Input::Reloaded { doc, stored });
             }
             Output::SetTimer { timer, at } => {
                 // Capped so that the deadline is always representable.

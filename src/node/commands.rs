@@ -121,6 +121,11 @@ impl Node {
                 Ok(Reply::Done)
             }
             Command::Revoke(rev) => {
+                if self.reloading(&TEAM_DOC_ID) {
+                    return Err(CommandError::Document(
+                        "the team document is being read back from the store; try again".into(),
+                    ));
+                }
                 let m = self.membership.as_mut().ok_or(CommandError::NoMembership)?;
                 if !rev.verify(&m.cert.team) {
                     return Err(CommandError::BadRevocation);

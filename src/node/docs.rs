@@ -54,6 +54,14 @@ impl Slot {
         }
     }
 
+    /// Drops the document from memory and leaves it unavailable (never
+    /// loaded from the index again) until it is put back whole
+    /// (`contain.rs`).
+    pub fn drop_doc(&mut self) {
+        self.meta = None;
+        self.doc = OnceCell::from(None);
+    }
+
     /// The document if it is loaded (never loads).
     pub fn if_loaded(&self) -> Option<&Conversation> {
         self.doc.get().and_then(Option::as_ref)

@@ -7,7 +7,7 @@ use crate::hlc::Hlc;
 use crate::ids::{ConversationId, DeviceId, MemberId, MessageId, Millis};
 use crate::membership::{Revocation, RevocationTarget};
 use crate::message::Priority;
-use crate::store::StoreOp;
+use crate::store::{StoreOp, StoredDoc};
 use crate::wire::Reason;
 
 /// Something that happened, handed to [`Node::handle`](super::Node::handle).
@@ -30,6 +30,13 @@ pub enum Input {
         bytes: Vec<u8>,
     },
     Timer(Timer),
+    /// What the store holds of `doc`, read because the node asked for it
+    /// ([`Output::Reload`]) after dropping its copy in memory; `Err` if the
+    /// store could not be read.
+    Reloaded {
+        doc: [u8; 16],
+        stored: Result<StoredDoc, String>,
+    },
 }
 
 /// Timers the node asks for. Setting a timer that is already set moves it.
@@ -64,12 +71,29 @@ pub enum Timer {
 /// its own, and a crash before then loses only what peers still hold.
 #[derive(Clone, Debug)]
 pub enum Output {
-    Send { peer: DeviceId, frame: Vec<u8> },
-    Disconnect { peer: DeviceId, reason: Reason },
+    Send {
+        peer: DeviceId,
+        frame: Vec<u8>,
+    },
+    Disconnect {
+        peer: DeviceId,
+        reason: Reason,
+    },
     Persist(Vec<StoreOp>),
     Flush,
     Emit(Event),
-    SetTimer { timer: Timer, at: Millis },
+    SetTimer {
+        timer: Timer,
+        at: Millis,
+    },
+    /// Read `doc` back from the store, once every earlier `Persist` has been
+    /// applied, and hand it to the node as [`Input::Reloaded`] (before any
+    /// input that arrives later). The node asks for it after a library
+    /// panicked on that document (`node/contain.rs`): its copy in memory
+    /// may be half-changed, so it is dropped and read again.
+    Reload {
+        doc: [u8; 16],
+    },
 }
 
 /// What a user (CLI, API, test) asks the node to do.

@@ -13,7 +13,9 @@
 //!   conversation, and a device without a valid certificate receives nothing
 //!   but our hello and a refusal.
 //! - Nothing from a peer can panic the node: every frame is decoded with
-//!   bounds, and any error becomes a refusal and a disconnect.
+//!   bounds, and any error becomes a refusal and a disconnect; a panic
+//!   inside Automerge on a peer's bytes is contained to that peer and that
+//!   document (`contain.rs`).
 //! - Effects are ordered `Persist…, Flush, Emit…, Send…, Disconnect…,
 //!   SetTimer…`, so "sent" is emitted (and frames leave) only once the change
 //!   is durable. The one step that writes without a `Flush` is taking a
@@ -25,6 +27,7 @@
 
 mod answer;
 mod commands;
+mod contain;
 mod docs;
 mod io;
 mod peer;
@@ -114,12 +117,18 @@ pub(crate) struct Fx {
     send: Vec<(DeviceId, Vec<u8>)>,
     disconnect: Vec<(DeviceId, Reason)>,
     timers: Vec<(Timer, Millis)>,
+    /// Documents to read back from the store (`contain.rs`).
+    reload: Vec<[u8; 16]>,
 }
 
 impl Fx {
     fn into_outputs(self) -> Vec<Output> {
         let mut out = Vec::with_capacity(
-            2 + self.emit.len() + self.send.len() + self.disconnect.len() + self.timers.len(),
+            2 + self.emit.len()
+                + self.send.len()
+                + self.disconnect.len()
+                + self.timers.len()
+                + self.reload.len(),
         );
         if !self.persist.is_empty() {
             let claims = self.persist.len() > self.lazy;
@@ -144,6 +153,7 @@ impl Fx {
                 .into_iter()
                 .map(|(timer, at)| Output::SetTimer { timer, at }),
         );
+        out.extend(self.reload.into_iter().map(|doc| Output::Reload { doc }));
         out
     }
 }
@@ -186,6 +196,11 @@ pub struct Node {
     pulls: pull::Pulls,
     /// Our certificate waits to be published in the team document.
     pub(super) publish_pending: bool,
+    /// Documents dropped after a library panicked on them, until the store's
+    /// copy is back (`contain.rs`): neither synced nor written meanwhile.
+    reloading: BTreeSet<[u8; 16]>,
+    /// Panics contained since start.
+    contained_panics: u64,
 }
 
 impl std::fmt::Debug for Node {
@@ -261,6 +276,8 @@ impl Node {
             answer_timer_set: false,
             pulls: pull::Pulls::default(),
             publish_pending: false,
+            reloading: BTreeSet::new(),
+            contained_panics: 0,
         };
         let Some(cert) = cert else {
             return Ok(node);
@@ -319,6 +336,12 @@ impl Node {
         &self.damaged
     }
 
+    /// How many panics inside a library, caused by a peer's bytes, this
+    /// node has contained since it started (`contain.rs`).
+    pub fn contained_panics(&self) -> u64 {
+        self.contained_panics
+    }
+
     pub fn device_id(&self) -> DeviceId {
         self.device
     }
@@ -374,6 +397,7 @@ impl Node {
             }
             Input::Frame { peer, bytes } => self.on_frame(now, peer, &bytes, &mut fx),
             Input::Timer(t) => self.on_timer(now, t, &mut fx),
+            Input::Reloaded { doc, stored } => self.on_reloaded(doc, stored, &mut fx),
         }
         fx.into_outputs()
     }
@@ -403,7 +427,7 @@ impl Node {
 
     /// Publishes our certificate in the team directory if it is not there yet.
     fn publish_certificate(&mut self, now: Millis, fx: &mut Fx) {
-        if !std::mem::take(&mut self.publish_pending) {
+        if self.reloading(&TEAM_DOC_ID) || !std::mem::take(&mut self.publish_pending) {
             return;
         }
         let Some(m) = &mut self.membership else {
@@ -491,13 +515,16 @@ impl Node {
             return false;
         };
         if *doc == TEAM_DOC_ID {
-            return true;
+            return !self.reloading(doc);
         }
         self.header_of(&ConversationId(*doc))
             .is_some_and(|h| h.admits(cert))
     }
 
     fn persist_team(&mut self, fx: &mut Fx) {
+        if self.reloading(&TEAM_DOC_ID) {
+            return;
+        }
         if let Some(m) = &mut self.membership {
             if let Some(p) = m.team.take_persist() {
                 persist_ops(&TEAM_DOC_ID, p, &mut fx.persist);

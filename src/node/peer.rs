@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use automerge::{sync, ChangeHash};
 
+use super::contain::guarded;
 use super::{Event, Fx, Node, Timer};
 use crate::ids::{ConversationId, DeviceId, Millis};
 use crate::membership::{CertError, Certificate};
@@ -79,6 +80,13 @@ impl KeptSync {
         }
     }
 
+    /// Forgets the heads kept for `doc`.
+    pub fn forget(&mut self, doc: &[u8; 16]) {
+        for (_, heads) in self.by_peer.values_mut() {
+            heads.remove(doc);
+        }
+    }
+
     /// The sync states to start a new connection with `device` from.
     pub fn take(&mut self, device: &DeviceId) -> HashMap<[u8; 16], sync::State> {
         let Some((_, heads)) = self.by_peer.remove(device) else {
@@ -125,6 +133,15 @@ impl Peer {
             parts_bytes: 0,
             catalog: BTreeMap::new(),
             known: HashSet::new(),
+        }
+    }
+
+    /// Forgets everything of `doc` this session holds: its sync state and
+    /// any part of a sync message.
+    pub fn forget(&mut self, doc: &[u8; 16]) {
+        self.sync.remove(doc);
+        if let Some(part) = self.parts.remove(doc) {
+            self.parts_bytes -= part.len();
         }
     }
 
@@ -358,7 +375,9 @@ impl Node {
 
     /// Our replica of `doc` (the team document or a conversation).
     pub(super) fn replica_of(&self, doc: &[u8; 16]) -> Option<&crate::replica::Replica> {
-        if *doc == TEAM_DOC_ID {
+        if self.reloading(doc) {
+            None
+        } else if *doc == TEAM_DOC_ID {
             self.membership.as_ref().map(|m| m.team.replica())
         } else {
             self.conversation(&ConversationId(*doc))
@@ -435,7 +454,7 @@ impl Node {
         data: Vec<u8>,
         fx: &mut Fx,
     ) {
-        if !self.may_share(&doc, &peer) {
+        if !self.may_share(&doc, &peer) || self.reloading(&doc) {
             tracing::debug!(peer = %peer.short(), "ignoring sync for a document we do not share with this peer");
             return;
         }
@@ -463,20 +482,29 @@ impl Node {
                 return;
             };
             before = m.team.replica().heads_digest();
-            m.team
-                .replica_mut()
-                .receive_sync(&mut state, &msg)
-                .map(|entries| {
-                    let applied = m.team.index(entries);
-                    (None, Some(applied))
-                })
+            guarded(|| {
+                m.team
+                    .replica_mut()
+                    .receive_sync(&mut state, &msg)
+                    .map(|entries| {
+                        let applied = m.team.index(entries);
+                        (None, Some(applied))
+                    })
+            })
         } else {
             let id = ConversationId(doc);
             let Some(c) = self.conversation_mut(&id) else {
                 return;
             };
             before = c.replica().heads_digest();
-            c.receive_sync(&mut state, &msg).map(|a| (Some(a), None))
+            guarded(|| c.receive_sync(&mut state, &msg).map(|a| (Some(a), None)))
+        };
+        let result = match result {
+            Ok(r) => r,
+            Err(why) => {
+                self.contain(doc, peer, &why, fx);
+                return;
+            }
         };
         if let Some(p) = self.peers.get_mut(&peer) {
             p.sync.insert(doc, state);

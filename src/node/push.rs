@@ -9,6 +9,7 @@
 use crate::ids::{ConversationId, DeviceId, Millis};
 use crate::team::TEAM_DOC_ID;
 
+use super::contain::guarded;
 use super::io::Timer;
 use super::{docs, peer, Fx, Node};
 
@@ -49,8 +50,14 @@ impl Node {
                 .map(|c| c.replica())
         };
         let Some(replica) = replica else { return };
-        let msg = match rule {
+        let msg = match guarded(|| match rule {
             Send::Any | Send::Reply => replica.generate_sync(state),
+        }) {
+            Ok(msg) => msg,
+            Err(why) => {
+                self.contain(*doc, peer, &why, fx);
+                return;
+            }
         };
         self.introduce(peer, doc, fx);
         let Some(mut msg) = msg else { return };

@@ -171,6 +171,15 @@ impl Mesh {
                 Output::SetTimer { timer, at } => {
                     self.timers.insert((i, timer), at);
                 }
+                Output::Reload { doc } => {
+                    let stored = huddle::store::DocLoader::load_doc(&self.devices[i].store, &doc)
+                        .map_err(|e| e.to_string());
+                    let now = self.now;
+                    let out = self.devices[i]
+                        .node
+                        .handle(now, Input::Reloaded { doc, stored });
+                    self.apply(i, out);
+                }
             }
         }
     }
