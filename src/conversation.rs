@@ -91,6 +91,34 @@ impl std::fmt::Debug for Conversation {
     }
 }
 
+/// What a peer may put into a conversation's receipts map (sync.md §7.5):
+/// a receipt that verifies for this conversation, under its own key, and
+/// that moves no cursor back (a device's delivered and read cursors only
+/// move forward; an acknowledgement, once there, stays).
+fn receipt_rule(id: ConversationId) -> crate::replica::Rule {
+    std::sync::Arc::new(move |root, key, value, current| {
+        if root != RECEIPTS {
+            return Err("a put outside the receipts map".into());
+        }
+        let r =
+            Receipt::decode(value).map_err(|e| format!("a receipt that does not decode: {e}"))?;
+        if r.doc_key() != key {
+            return Err("a receipt under another receipt's key".into());
+        }
+        if !r.verify(&id) {
+            return Err("a receipt whose signature does not verify".into());
+        }
+        let back = current
+            .iter()
+            .filter_map(|v| Receipt::decode(v).ok())
+            .any(|old| old.kind == r.kind && old.device == r.device && r.upto < old.upto);
+        if back {
+            return Err("a receipt that moves a cursor back".into());
+        }
+        Ok(())
+    })
+}
+
 impl Conversation {
     pub fn new(header: ConversationHeader, actor: &automerge::ActorId) -> Self {
         let replica = Replica::new(&header.id.0, SCHEMA, actor);
@@ -98,6 +126,7 @@ impl Conversation {
     }
 
     fn with_replica(header: ConversationHeader, replica: Replica) -> Self {
+        let replica = replica.with_rule(receipt_rule(header.id));
         Conversation {
             header,
             replica,

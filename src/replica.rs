@@ -36,10 +36,12 @@ use crate::ids::Millis;
 
 mod pages;
 mod persist;
+mod rules;
 mod sync_message;
 use pages::Tail;
 pub use pages::{page_actor, page_chain, page_change, page_key};
 pub use persist::Persist;
+pub use rules::{Breach, EntryRule, Rule, MAX_OPS_PER_CHANGE};
 use sync_message::receive_sync_message;
 pub use sync_message::LocalPush;
 
@@ -86,6 +88,14 @@ pub enum ReplicaError {
     SyncDecode(String),
     #[error("the stored document is incomplete: {0} change(s) it depends on are missing")]
     Incomplete(usize),
+    /// A peer's change breaks the rules (`rules.rs`); nothing of the
+    /// message was applied.
+    #[error(transparent)]
+    Breach(Breach),
+    /// A change in a whole document a peer sent breaks the rules, found
+    /// once applied: this copy must be dropped and read back from the store.
+    #[error("{0} (found in a whole document, once applied)")]
+    Tainted(Breach),
 }
 
 pub struct Replica {
@@ -128,6 +138,11 @@ pub struct Replica {
     snapshot_bytes: usize,
     /// How many changes the last sync message received carried.
     received_changes: usize,
+    /// What a peer may put into the map roots (`rules.rs`); none: nothing.
+    rule: Option<Rule>,
+    /// The rules are checked (always, but where a test or the simulator
+    /// models a peer or store from before them: [`Replica::without_rules`]).
+    checked: bool,
 }
 
 impl std::fmt::Debug for Replica {
@@ -194,7 +209,25 @@ impl Replica {
             chunk_bytes: 0,
             snapshot_bytes: 0,
             received_changes: 0,
+            rule: None,
+            checked: true,
         }
+    }
+
+    /// This replica, taking any change from peers, as huddle did before
+    /// documents were append-only by schema: for tests and the simulator,
+    /// which show what the rules stop.
+    #[doc(hidden)]
+    pub fn without_rules(mut self) -> Replica {
+        self.checked = false;
+        self
+    }
+
+    /// This replica, taking from peers the map puts `rule` accepts
+    /// (`rules.rs`).
+    pub fn with_rule(mut self, rule: Rule) -> Replica {
+        self.rule = Some(rule);
+        self
     }
 
     /// The root number of a root or page object.
@@ -240,10 +273,25 @@ impl Replica {
             }
             Ok(ObjType::Map) => {
                 for item in self.doc.map_range(obj, ..) {
-                    if let ValueRef::Scalar(ScalarValueRef::Bytes(b)) = &item.value {
+                    let key = item.key.to_string();
+                    if item.conflict {
+                        // Concurrent puts: every value is read, so no put
+                        // can hide a genuine entry (sync.md §7.5).
+                        for (v, _) in self.doc.get_all(obj, key.as_str()).unwrap_or_default() {
+                            if let Value::Scalar(s) = v {
+                                if let ScalarValue::Bytes(b) = s.as_ref() {
+                                    out.push(Entry::Keyed {
+                                        root,
+                                        key: key.clone(),
+                                        value: b.clone(),
+                                    });
+                                }
+                            }
+                        }
+                    } else if let ValueRef::Scalar(ScalarValueRef::Bytes(b)) = &item.value {
                         out.push(Entry::Keyed {
                             root,
-                            key: item.key.to_string(),
+                            key,
                             value: b.to_vec(),
                         });
                     }
@@ -328,9 +376,10 @@ impl Replica {
         matches!(self.doc.get(&self.roots[root], key), Ok(Some(_)))
     }
 
-    /// One local change made by `f` (the crate's tests also build hostile
-    /// changes with it).
-    pub(crate) fn local(
+    /// One local change made by `f` (tests and the simulator also build
+    /// hostile changes with it).
+    #[doc(hidden)]
+    pub fn local(
         &mut self,
         now: Millis,
         f: impl FnOnce(&mut Transaction<'_>) -> Result<(), automerge::AutomergeError>,
@@ -365,9 +414,36 @@ impl Replica {
     ) -> Result<Vec<Entry>, ReplicaError> {
         let msg =
             sync::Message::decode(bytes).map_err(|e| ReplicaError::SyncDecode(e.to_string()))?;
+        // Append-only (rules.rs): every change we lack is checked before it
+        // is applied. A whole document (Automerge sends one when much is
+        // missing) is checked once applied, against the document as it
+        // was; a breach then leaves this copy to be read back.
+        let before = self.doc.get_heads();
+        let mut whole = false;
+        let mut fresh = Vec::new();
+        for entry in msg.changes.iter().filter(|_| self.checked) {
+            for chunk in rules::split_chunks(entry).map_err(ReplicaError::SyncDecode)? {
+                if chunk[rules::CHUNK_TYPE_AT] == rules::DOCUMENT_CHUNK {
+                    whole = true;
+                    continue;
+                }
+                let change = automerge::Change::try_from(chunk)
+                    .map_err(|e| ReplicaError::SyncDecode(e.to_string()))?;
+                if self.doc.get_change_meta_by_hash(&change.hash()).is_none() {
+                    fresh.push(change);
+                }
+            }
+        }
+        self.check_changes(fresh, None)
+            .map_err(ReplicaError::Breach)?;
         let mut log = PatchLog::active();
         self.received_changes = msg.changes.len();
         receive_sync_message(&mut self.doc, state, msg, &mut log)?;
+        if whole {
+            let fresh = self.doc.get_changes(&before);
+            self.check_changes(fresh, Some(&before))
+                .map_err(ReplicaError::Tainted)?;
+        }
         let patches = self.doc.make_patches(&mut log);
         let root_patched = patches.iter().any(|p| p.obj == ROOT);
         if root_patched || (self.received_changes > 0 && self.next_page_arrived()) {

@@ -45,11 +45,50 @@ pub struct TeamDoc {
     published: BTreeMap<DeviceId, Millis>,
 }
 
+/// What a peer may put into the team document (sync.md §7.5): a
+/// certificate signed by the team authority under its device's id, never
+/// with an earlier expiry than the one that key holds; a revocation that
+/// verifies for the team under its revocation key.
+fn entry_rule(team: TeamId) -> crate::replica::Rule {
+    std::sync::Arc::new(move |root, key, value, current| match root {
+        CERTS => {
+            let c = Certificate::decode(value)
+                .map_err(|e| format!("a certificate that does not decode: {e}"))?;
+            if c.device.to_string() != key {
+                return Err("a certificate under another device's key".into());
+            }
+            if !c.is_signed_by(&team) {
+                return Err("a certificate not signed by the team authority".into());
+            }
+            let earlier = current
+                .iter()
+                .filter_map(|v| Certificate::decode(v).ok())
+                .any(|old| old.device == c.device && c.expires < old.expires);
+            if earlier {
+                return Err("a certificate that replaces one with a later expiry".into());
+            }
+            Ok(())
+        }
+        REVOCATIONS => {
+            let r = Revocation::decode(value)
+                .map_err(|e| format!("a revocation that does not decode: {e}"))?;
+            if data_encoding::HEXLOWER.encode(&r.key()) != key {
+                return Err("a revocation under another revocation's key".into());
+            }
+            if !r.verify(&team) {
+                return Err("a revocation that does not verify for the team".into());
+            }
+            Ok(())
+        }
+        _ => Err("a put outside the team document's maps".into()),
+    })
+}
+
 impl TeamDoc {
     pub fn new(team: TeamId, actor: &automerge::ActorId) -> TeamDoc {
         TeamDoc {
             team,
-            replica: Replica::new(&TEAM_DOC_ID, SCHEMA, actor),
+            replica: Replica::new(&TEAM_DOC_ID, SCHEMA, actor).with_rule(entry_rule(team)),
             directory: BTreeMap::new(),
             revoked: Revocations::default(),
             published: BTreeMap::new(),
@@ -77,7 +116,7 @@ impl TeamDoc {
         };
         let mut t = TeamDoc {
             team,
-            replica,
+            replica: replica.with_rule(entry_rule(team)),
             directory: BTreeMap::new(),
             revoked: Revocations::default(),
             published: BTreeMap::new(),

@@ -47,10 +47,13 @@ fn send(m: &mut Mesh, i: usize, id: ConversationId, body: &str, priority: Priori
 }
 
 /// Mallory puts an exact copy of Ana's genuine message under a junk key of
-/// the `receipts` map. Every device rejects the misplaced copy and marks
-/// its bytes rejected; the genuine message, same bytes in the right place,
-/// must still be shown after a restart (it was dropped, for good, when the
-/// mark was trusted without a second look).
+/// the `receipts` map. Once, every device took the change in and marked
+/// the copy's bytes rejected, and the genuine message, same bytes in the
+/// right place, was dropped for good at the next start (the mark was
+/// trusted without a second look: stores from then are still read with
+/// that second look). Now the change is refused at the door (not a receipt
+/// under its own key: sync.md §7.5), so nothing is even marked; the
+/// message is still shown after a restart.
 #[test]
 fn a_misplaced_copy_of_a_message_does_not_erase_it() {
     let (mut m, ana, ben, mal) = ana_ben_and_mallory(7);
@@ -101,10 +104,14 @@ fn a_misplaced_copy_of_a_message_does_not_erase_it() {
     m.apply(ana, out);
     m.run_until_quiet(); // Ana relays the change to Ben
 
+    assert!(m.devices[ana].events.iter().any(|e| matches!(
+        e,
+        huddle::node::Event::PeerRefused { peer: p, by_us: true, .. } if *p == peer
+    )));
     for i in [ana, ben] {
         assert_eq!(
             m.devices[i].node.conversation(&id).expect("held").rejected,
-            1
+            0
         );
         m.devices[i].store.flush().expect("flush");
         m.crash_restart(i);
@@ -226,4 +233,126 @@ fn a_group_header_cannot_claim_a_direct_conversation_id() {
     }
     assert!(m.devices[mal].node.conversation(&direct).is_none());
     assert!(bodies(&m, mal, &direct).is_empty());
+}
+
+/// Mallory deletes Ana's STAT message from her copy, or overwrites it, and
+/// syncs that to Ben (hole 4 of issue 18: a device that synced later never
+/// got the message, and every device lost it after a restart). Ben refuses
+/// each change and the peer that sent it; the message stays, restart or not.
+#[test]
+fn a_member_cannot_erase_or_overwrite_what_others_wrote() {
+    let (mut m, ana, ben, mal) = ana_ben_and_mallory(11);
+    m.connect_all(&[ana, ben, mal]);
+    m.run_until_quiet();
+    let members: BTreeSet<_> = [ana, ben, mal]
+        .iter()
+        .map(|&i| m.devices[i].member())
+        .collect();
+    let kind = ConversationKind::Group {
+        title: "Bed 4".into(),
+        members,
+    };
+    let Ok(Reply::Conversation(id)) = m.command(ana, Command::CreateConversation { kind }) else {
+        panic!("create");
+    };
+    m.run_until_quiet();
+    let stat = "STAT: bed 4 BP 80/40";
+    send(&mut m, ana, id, stat, Priority::Stat);
+    m.run_until_quiet();
+
+    let evil = |m: &Mesh, edit: &dyn Fn(&mut automerge::transaction::Transaction<'_>)| {
+        let stored = huddle::store::DocLoader::load_doc(&m.devices[mal].store, &id.0).unwrap();
+        let header = m.devices[mal]
+            .node
+            .conversation(&id)
+            .unwrap()
+            .header
+            .clone();
+        let (mut c, _) = Conversation::load(
+            header,
+            &automerge::ActorId::from([0x66u8; 16].as_slice()),
+            stored.snapshot.as_deref(),
+            &stored.chunks,
+            &stored.rejected,
+        )
+        .unwrap();
+        c.replica_mut()
+            .local(m.now, |tx| {
+                edit(tx);
+                Ok(())
+            })
+            .unwrap();
+        let data = c
+            .replica()
+            .local_push()
+            .unwrap()
+            .message_for(&mut sync::State::new());
+        Frame::Sync {
+            doc: id.0,
+            more: false,
+            data,
+        }
+        .encode()
+    };
+    use automerge::transaction::Transactable;
+    use automerge::ReadDoc;
+    let erase = evil(&m, &|tx| {
+        let msgs = tx.get(automerge::ROOT, "msgs").unwrap().unwrap().1;
+        tx.delete(&msgs, 0).unwrap();
+    });
+    let overwrite = evil(&m, &|tx| {
+        let msgs = tx.get(automerge::ROOT, "msgs").unwrap().unwrap().1;
+        tx.put(
+            &msgs,
+            0,
+            automerge::ScalarValue::Bytes(b"all fine".to_vec()),
+        )
+        .unwrap();
+    });
+    let heads_before = m.devices[ben]
+        .node
+        .conversation(&id)
+        .unwrap()
+        .replica()
+        .heads();
+    let mut refusals = 0;
+    for frame in [erase, overwrite] {
+        m.disconnect(mal, ben);
+        m.connect(mal, ben);
+        m.run_until_quiet();
+        let peer = m.devices[mal].id();
+        let out = m.devices[ben]
+            .node
+            .handle(m.now, huddle::node::Input::Frame { peer, bytes: frame });
+        refusals += out
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    huddle::node::Output::Emit(huddle::node::Event::PeerRefused {
+                        by_us: true,
+                        ..
+                    })
+                )
+            })
+            .count();
+        m.apply(ben, out);
+        m.run_until_quiet();
+    }
+    assert_eq!(refusals, 2, "Ben refused Mallory for each");
+    assert_eq!(
+        m.devices[ben]
+            .node
+            .conversation(&id)
+            .unwrap()
+            .replica()
+            .heads(),
+        heads_before,
+        "nothing of the change was taken in"
+    );
+    for i in [ana, ben] {
+        m.devices[i].store.flush().expect("flush");
+        m.crash_restart(i);
+        assert_eq!(bodies(&m, i, &id), vec![stat.to_owned()], "device {i}");
+    }
 }

@@ -50,14 +50,20 @@ impl Node {
         self.reloading.contains(doc)
     }
 
-    /// A library panicked on `doc` while handling `peer`'s bytes: refuses
-    /// the peer, drops the document's copy in memory and every peer's sync
-    /// state for it, and asks for it to be read back from the store.
-    pub(super) fn contain(&mut self, doc: [u8; 16], peer: DeviceId, why: &str, fx: &mut Fx) {
-        tracing::error!(peer = %peer.short(), document = %ConversationId(doc), "a library panicked on this peer's data ({why}); the peer is cut and the document read back from the store");
+    /// A library panicked on `doc` while handling `peer`'s bytes.
+    pub(super) fn contain_panic(&mut self, doc: [u8; 16], peer: DeviceId, why: &str, fx: &mut Fx) {
+        tracing::error!(peer = %peer.short(), document = %ConversationId(doc), "a library panicked on this peer's data ({why})");
         self.contained_panics += 1;
+        self.contain(doc, peer, Reason::Malformed, fx);
+    }
+
+    /// `doc`'s copy in memory can no longer be trusted because of `peer`'s
+    /// bytes: refuses the peer, drops the copy and every peer's sync state
+    /// for it, and asks for it to be read back from the store.
+    pub(super) fn contain(&mut self, doc: [u8; 16], peer: DeviceId, reason: Reason, fx: &mut Fx) {
+        tracing::warn!(peer = %peer.short(), document = %ConversationId(doc), "the peer is cut and the document read back from the store");
         if self.peers.contains_key(&peer) {
-            self.refuse(peer, Reason::Malformed, fx);
+            self.refuse(peer, reason, fx);
         }
         for p in self.peers.values_mut() {
             p.forget(&doc);

@@ -502,7 +502,7 @@ impl Node {
         let result = match result {
             Ok(r) => r,
             Err(why) => {
-                self.contain(doc, peer, &why, fx);
+                self.contain_panic(doc, peer, &why, fx);
                 return;
             }
         };
@@ -511,6 +511,17 @@ impl Node {
         }
         let (applied, team_applied) = match result {
             Ok(r) => r,
+            Err(crate::replica::ReplicaError::Tainted(breach)) => {
+                // Found once applied: this copy goes, the store's comes back.
+                tracing::warn!(peer = %peer.short(), "refusing a change: {breach}");
+                self.contain(doc, peer, Reason::ProtocolViolation, fx);
+                return;
+            }
+            Err(crate::replica::ReplicaError::Breach(breach)) => {
+                tracing::warn!(peer = %peer.short(), "refusing a change: {breach}");
+                self.refuse(peer, Reason::ProtocolViolation, fx);
+                return;
+            }
             Err(e) => {
                 tracing::warn!(peer = %peer.short(), error = %e, "sync message rejected");
                 self.refuse(peer, Reason::Malformed, fx);

@@ -55,7 +55,7 @@ impl Node {
         }) {
             Ok(msg) => msg,
             Err(why) => {
-                self.contain(*doc, peer, &why, fx);
+                self.contain_panic(*doc, peer, &why, fx);
                 return;
             }
         };

@@ -280,7 +280,7 @@ impl Replica {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::tests::{chunk_each, sync_pair};
     use super::super::{Entry, Persist};
     use super::*;
@@ -291,6 +291,11 @@ mod tests {
         roots: &[("items", ObjType::List), ("keys", ObjType::Map)],
         page_len: 2,
     };
+
+    /// The paged test schema, for other modules' tests.
+    pub(in crate::replica) fn paged_schema() -> Schema {
+        PAGED
+    }
 
     fn values(r: &Replica) -> Vec<Vec<u8>> {
         let mut v: Vec<Vec<u8>> = r
@@ -307,6 +312,13 @@ mod tests {
 
     fn paged(actor: u8) -> Replica {
         Replica::new(&[1u8; 16], PAGED, &ActorId::from([actor; 16].as_slice()))
+    }
+
+    /// A replica from before documents were append-only by schema: what a
+    /// reader finds in a store written then (the rules refuse these
+    /// changes now: `rules::tests`).
+    fn unruled(actor: u8) -> Replica {
+        paged(actor).without_rules()
     }
 
     /// `a` pushes its last change to `b`; returns what `b` took in.
@@ -415,8 +427,8 @@ mod tests {
     /// written into them still reaches the receiver live.
     #[test]
     fn a_peer_hiding_a_root_or_a_page_hides_no_entry() {
-        let mut a = paged(2);
-        let mut b = paged(3);
+        let mut a = unruled(2);
+        let mut b = unruled(3);
         let mut m = paged(0xff);
         m.local(1000, |tx| {
             tx.put_object(ROOT, "items", ObjType::List)?;
@@ -445,8 +457,8 @@ mod tests {
     fn rewritten_root_map_hides_no_entry(
         rewrite: impl FnOnce(&mut Transaction<'_>) -> Result<(), automerge::AutomergeError>,
     ) {
-        let mut a = paged(2);
-        let mut b = paged(3);
+        let mut a = unruled(2);
+        let mut b = unruled(3);
         let mut m = paged(0xff);
         let (mut sa, mut sb) = (sync::State::new(), sync::State::new());
         for i in 0..3u8 {
@@ -523,7 +535,7 @@ mod tests {
     /// without ever being verified).
     #[test]
     fn a_page_whose_key_goes_in_the_same_message_is_still_read() {
-        let mut a = paged(2);
+        let mut a = unruled(2);
         let mut m = paged(0xff);
         for i in 0..2u8 {
             a.insert(1000, 0, vec![i]).unwrap();
