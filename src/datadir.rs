@@ -2,7 +2,8 @@
 //! credentials, the local API's address, and (through the store) its
 //! conversations.
 //!
-//! Layout (every file owner-only, `0600`; the directory `0700`):
+//! Layout (every file owner-only, `0600`; the directory `0700`, refused if
+//! another user owns it or can write it: see [`crate::private_dir`]):
 //!
 //! | file | holds |
 //! |---|---|
@@ -13,9 +14,11 @@
 //! | `api.json` | url and bearer token of the running node's local API |
 //! | `db/`, `huddle.lock` | the sled store (see `store::SledStore`) |
 //!
-//! Invariants: a secret is never overwritten (creating an identity or an
-//! authority key where one exists is refused); every file is written whole
-//! (temporary file, fsync, rename) so a crash never leaves half a key.
+//! Invariants: the CLI reads and writes only a directory that
+//! [`DataDir::protect`] has passed; a secret is never overwritten (creating
+//! an identity or an authority key where one exists is refused); every file
+//! is written whole (temporary file, fsync, rename) so a crash never leaves
+//! half a key.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -46,6 +49,8 @@ pub enum DataDirError {
     AuthorityExists(PathBuf),
     #[error("{path} is damaged ({why}): restore it from a backup, or move the data directory aside and start again with `huddle init`")]
     Damaged { path: PathBuf, why: String },
+    #[error(transparent)]
+    NotPrivate(#[from] crate::private_dir::PrivateDirError),
     #[error("cannot {doing} {path}: {error}")]
     Io {
         doing: &'static str,
@@ -111,7 +116,8 @@ impl DataDir {
         self.path.join(name)
     }
 
-    /// Creates the directory (owner-only) if it does not exist yet.
+    /// Creates the directory (owner-only) if it does not exist yet, and
+    /// makes an existing one owner-only ([`DataDir::protect`]).
     pub fn create(&self) -> Result<(), DataDirError> {
         let mut b = fs::DirBuilder::new();
         b.recursive(true);
@@ -121,7 +127,15 @@ impl DataDir {
             doing: "create the data directory",
             path: self.path.clone(),
             error,
-        })
+        })?;
+        self.protect()
+    }
+
+    /// Refuses a directory another user owns or can write, and takes every
+    /// group and other permission off the directory and everything in it
+    /// (a missing directory is fine: it is created owner-only).
+    pub fn protect(&self) -> Result<(), DataDirError> {
+        Ok(crate::private_dir::protect(&self.path)?)
     }
 
     pub fn has_identity(&self) -> bool {

@@ -8,7 +8,8 @@
 //!   [`replica`] (one Automerge document), [`conversation`], [`team`],
 //!   [`wire`] (frames), [`store`] (the storage trait, the in-memory store,
 //!   the key layout) and [`node`] (the sans-IO state machine).
-//! - Behind the `store-sled` feature: the sled store.
+//! - Behind the `store-sled` feature: the sled store and [`private_dir`]
+//!   (the data directory kept owner-only).
 //! - Behind `net`: the tokio/libp2p/mdns-sd shell. Behind `cli`: the binary.
 
 #[cfg(feature = "cli")]
@@ -28,6 +29,8 @@ pub mod message;
 #[cfg(feature = "net")]
 pub mod net;
 pub mod node;
+#[cfg(feature = "store-sled")]
+pub mod private_dir;
 pub mod replica;
 pub mod store;
 pub mod team;

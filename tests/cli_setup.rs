@@ -193,3 +193,166 @@ fn a_damaged_conversation_is_set_aside_not_fatal() -> anyhow::Result<()> {
     assert_eq!(status.damaged[0].conversation.to_string(), nurses);
     Ok(())
 }
+
+/// Every file and directory under `dir` (links excepted), with its mode.
+#[cfg(unix)]
+fn modes_under(dir: &std::path::Path) -> anyhow::Result<Vec<(std::path::PathBuf, u32)>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut found = vec![(
+        dir.to_owned(),
+        std::fs::metadata(dir)?.permissions().mode() & 0o7777,
+    )];
+    let mut pending = vec![dir.to_owned()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if meta.file_type().is_symlink() {
+                continue;
+            }
+            if meta.is_dir() {
+                pending.push(entry.path());
+            }
+            found.push((entry.path(), meta.permissions().mode() & 0o7777));
+        }
+    }
+    Ok(found)
+}
+
+/// Asserts the data directory holds what the store made, all owner-only.
+#[cfg(unix)]
+fn assert_private(dir: &std::path::Path, when: &str) -> anyhow::Result<()> {
+    let modes = modes_under(dir)?;
+    for must in ["db/db", "db/conf", "huddle.lock", "device.key"] {
+        assert!(
+            modes.iter().any(|(p, _)| p == &dir.join(must)),
+            "{when}: {must} is missing from {modes:?}"
+        );
+    }
+    for (path, mode) in &modes {
+        let want = if path.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(
+            *mode,
+            want,
+            "{when}: {} is {mode:04o}, not {want:04o}",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// huddle issue 18, hole 8: with `--data-dir` at an existing 0755
+/// directory, the store was 0644 and any local user could read a patient's
+/// name out of `db/db`.
+#[cfg(unix)]
+#[test]
+fn an_existing_readable_data_dir_is_made_owner_only() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("ana");
+    std::fs::create_dir(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+
+    let ana = init(tmp.path(), "ana", "Ana Silva", &["nurse"])?;
+    ok(&ana.dir, &["team", "create", "St Mary Ward 7"])?;
+    json(&ana.dir, &["chat", "new", "--role", "nurse"])?;
+    ok(&ana.dir, &["send", "nurse", "Bed 4: Mrs Jones, obs stable"])?;
+    assert_private(&ana.dir, "after init and offline writes")?;
+
+    // A store left readable (by an earlier huddle, a copy, a restore) is
+    // tightened by the next command, whatever it is.
+    for (path, _) in modes_under(&ana.dir)? {
+        let loose = if path.is_dir() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(loose))?;
+    }
+    json(&ana.dir, &["whoami"])?;
+    assert_private(&ana.dir, "after whoami on a readable store")?;
+
+    // And `huddle run`: its store, lock and api.json while it runs.
+    std::fs::set_permissions(
+        ana.dir.join("db/db"),
+        std::fs::Permissions::from_mode(0o644),
+    )?;
+    let node = Running::start(&ana, &[])?;
+    assert_private(&ana.dir, "while huddle run runs")?;
+    // What sled creates later (snapshots) is owner-only too: the process
+    // runs with umask 077, which Linux shows in /proc.
+    let info = huddle::datadir::DataDir::new(&ana.dir)
+        .api_info()?
+        .expect("the node wrote api.json");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", info.pid))?;
+    assert!(
+        status.lines().any(|l| l == "Umask:\t0077"),
+        "huddle run must create files owner-only: {status}"
+    );
+    drop(node);
+    assert_private(&ana.dir, "after huddle run")?;
+    Ok(())
+}
+
+/// A data directory someone else owns or can write is refused with one
+/// sentence saying what to run, and nothing is written into it.
+#[cfg(unix)]
+#[test]
+fn a_data_dir_others_own_or_can_write_is_refused() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir()?;
+
+    let shared = tmp.path().join("shared");
+    std::fs::create_dir(&shared)?;
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o775))?;
+    let err = fails(&shared, &["init", "--name", "Ana Silva"])?;
+    assert!(
+        err.contains("can be written by other users")
+            && err.contains(&format!("chmod 700 {}", shared.display())),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(std::fs::read_dir(&shared)?.count(), 0, "nothing written");
+
+    // An initialised directory opened up later is refused by every
+    // command, `huddle run` included.
+    let ana = init(tmp.path(), "ana", "Ana Silva", &["nurse"])?;
+    ok(&ana.dir, &["team", "create", "St Mary Ward 7"])?;
+    std::fs::set_permissions(&ana.dir, std::fs::Permissions::from_mode(0o757))?;
+    for args in [
+        &["whoami"][..],
+        &["chats"],
+        &[
+            "run",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--no-mdns",
+            "--api",
+            "127.0.0.1:0",
+        ],
+    ] {
+        let err = fails(&ana.dir, args)?;
+        assert!(
+            err.contains(&format!("chmod 700 {}", ana.dir.display())),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    }
+    assert_eq!(
+        std::fs::metadata(&ana.dir)?.permissions().mode() & 0o7777,
+        0o757,
+        "a refused directory is left for its owner to inspect"
+    );
+
+    // Owned by someone else (uid 65534, `nobody`): refused even though its
+    // mode is private. The tests run as root, which may chown.
+    let theirs = tmp.path().join("theirs");
+    std::fs::create_dir(&theirs)?;
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700))?;
+    std::os::unix::fs::chown(&theirs, Some(65534), None)?;
+    let err = fails(&theirs, &["init", "--name", "Ana Silva"])?;
+    assert!(
+        err.contains("belongs to another user (uid 65534")
+            && err.contains(&format!("chown -R 0 {}", theirs.display())),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(std::fs::read_dir(&theirs)?.count(), 0, "nothing written");
+    Ok(())
+}

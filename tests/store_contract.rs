@@ -278,6 +278,51 @@ mod sled_store {
         );
     }
 
+    /// huddle issue 18, hole 8, for a library user (no umask set): a store
+    /// in a readable directory is made owner-only, sled's files included,
+    /// and one in a directory others can write is refused untouched.
+    #[cfg(unix)]
+    #[test]
+    fn open_makes_the_store_owner_only_or_refuses() {
+        use std::fs::{self, Permissions};
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::metadata(p).expect("metadata").permissions().mode() & 0o7777;
+
+        let root = TempDir::new().expect("tempdir");
+        let dir = root.path().join("data");
+        drop(open(&dir));
+        // Fresh: sled created its files with this test's umask.
+        for file in ["db/db", "db/conf", "huddle.lock"] {
+            assert_eq!(mode(&dir.join(file)), 0o600, "new {file}");
+        }
+        fs::set_permissions(&dir, Permissions::from_mode(0o755)).expect("chmod");
+        for file in ["db/db", "db/conf", "huddle.lock"] {
+            fs::set_permissions(dir.join(file), Permissions::from_mode(0o644)).expect("chmod");
+        }
+        let _store = open(&dir);
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("db")), 0o700);
+        for file in ["db/db", "db/conf", "huddle.lock"] {
+            assert_eq!(mode(&dir.join(file)), 0o600, "{file}");
+        }
+
+        let shared = root.path().join("shared");
+        fs::create_dir(&shared).expect("mkdir");
+        fs::set_permissions(&shared, Permissions::from_mode(0o770)).expect("chmod");
+        match SledStore::open(&shared) {
+            Err(e @ StoreError::NotPrivate(_)) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains(&format!("chmod 700 {}", shared.display())),
+                    "the refusal must say what to run, got {text:?}"
+                );
+            }
+            Err(e) => panic!("expected NotPrivate, got {e:?}"),
+            Ok(_) => panic!("a group-writable data directory must be refused"),
+        }
+        assert_eq!(fs::read_dir(&shared).expect("read_dir").count(), 0);
+    }
+
     /// Keys from a tiny alphabet, so ops collide, overwrite and fall in ranges.
     fn key() -> impl Strategy<Value = Vec<u8>> {
         prop::collection::vec(prop::sample::select(vec![0x00u8, 0x01, b'm', 0xff]), 0..3)

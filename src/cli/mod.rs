@@ -119,6 +119,9 @@ pub(crate) fn local_offset() -> time::UtcOffset {
 
 /// The entry point of the binary.
 pub fn main() -> ExitCode {
+    // Before any thread or file exists: everything this process creates,
+    // sled's files included, is then owner-only.
+    crate::private_dir::owner_only_umask();
     let _ =
         LOCAL_OFFSET.set(time::UtcOffset::current_local_offset().unwrap_or(time::UtcOffset::UTC));
     let cli = Cli::parse();
@@ -185,6 +188,9 @@ fn run(cli: Cli) -> Result<()> {
         dir: data_dir(&cli)?,
         out,
     };
+    // Every command reads or writes the data directory: none trusts one
+    // that others could have written, or leaves it readable to them.
+    ctx.dir.protect()?;
     match cli.command {
         Cmd::Init(a) => setup::init(&ctx, a),
         Cmd::Whoami => setup::whoami(&ctx),

@@ -52,6 +52,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("storage error: {0}")]
     Io(String),
+    /// The data directory is not private to this user and was not made so
+    /// (`private_dir::PrivateDirError`, as its sentence).
+    #[error("{0}")]
+    NotPrivate(String),
 }
 
 /// Key-value pairs in key order.

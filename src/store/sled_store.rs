@@ -5,6 +5,9 @@
 //! - a write is durable only after [`Store::flush`] returns (sled may make it
 //!   durable earlier, never later); a batch given to [`Store::apply`] survives
 //!   a crash whole or not at all;
+//! - the data directory is private to its owner (`crate::private_dir`),
+//!   checked before the lock is taken and tightened again once sled has
+//!   created its files;
 //! - one process per data directory: the lock is taken before sled is opened
 //!   and held for as long as the [`SledStore`] lives, and a second opener is
 //!   told the pid of the holder.
@@ -41,6 +44,10 @@ impl SledStore {
     /// [`StoreError::NewerFormat`] if the data was written by a newer huddle.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
         create_private_dir(dir)?;
+        // Before anything of ours goes in: a directory someone else could
+        // write is refused, and what an earlier huddle left readable is
+        // made owner-only.
+        protect(dir)?;
         let lock = take_lock(&dir.join(LOCK_FILE))?;
 
         let db_dir = dir.join(DB_DIR);
@@ -51,6 +58,11 @@ impl SledStore {
                 e,
             )
         })?;
+
+        // sled creates its files with the process's umask, which only the
+        // binary sets (`private_dir::owner_only_umask`); a library user
+        // gets them tightened here.
+        protect(dir)?;
 
         let mut store = SledStore { db, _lock: lock };
         super::check_format(&mut store)?;
@@ -179,15 +191,19 @@ fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(|e| io_error("cannot create the data directory", dir, e))
 }
 
+fn protect(dir: &Path) -> Result<(), StoreError> {
+    crate::private_dir::protect(dir).map_err(|e| StoreError::NotPrivate(e.to_string()))
+}
+
 /// Takes the exclusive lock on `path` and records our pid in it.
 fn take_lock(path: &Path) -> Result<File, StoreError> {
     // No truncate: the file may hold the pid of a live holder, which a
     // refused opener reads back.
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
         .open(path)
         .map_err(|e| io_error("cannot open the lock file", path, e))?;
     match file.try_lock() {
