@@ -356,3 +356,71 @@ fn a_member_cannot_erase_or_overwrite_what_others_wrote() {
         assert_eq!(bodies(&m, i, &id), vec![stat.to_owned()], "device {i}");
     }
 }
+
+/// Mallory writes six 8 MiB blobs into the team document and syncs them
+/// (hole 5 of issue 18: +124 MB of memory and +75 MB of disk on every
+/// device it reached, kept forever). A put into the team document must be
+/// a certificate or a revocation under its own key (sync.md §7.5): the
+/// change is refused with Mallory, and nothing of it is kept or stored.
+#[test]
+fn a_member_cannot_fill_the_team_document_with_blobs() {
+    let (mut m, ana, _, mal) = ana_ben_and_mallory(13);
+    m.connect_all(&[ana, mal]);
+    m.run_until_quiet();
+    let team = m.devices[ana].node.team_id().unwrap();
+    let heads = m.devices[ana].node.team_heads();
+    let mut evil =
+        huddle::team::TeamDoc::new(team, &automerge::ActorId::from([0x66u8; 16].as_slice()));
+    evil.replica_mut()
+        .local(m.now, |tx| {
+            use automerge::transaction::Transactable;
+            use automerge::ReadDoc;
+            let certs = tx.get(automerge::ROOT, "certs")?.expect("genesis root").1;
+            for i in 0..6 {
+                tx.put(
+                    &certs,
+                    format!("blob{i}"),
+                    automerge::ScalarValue::Bytes(vec![0x5a; 8 << 20]),
+                )?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let data = evil
+        .replica()
+        .local_push()
+        .unwrap()
+        .message_for(&mut sync::State::new());
+    assert!(data.len() > 48 << 20);
+    let peer = m.devices[mal].id();
+    let chunks: Vec<&[u8]> = data.chunks(huddle::wire::SYNC_CHUNK_LEN).collect();
+    let mut refused = false;
+    for (i, chunk) in chunks.iter().enumerate() {
+        let frame = Frame::Sync {
+            doc: huddle::team::TEAM_DOC_ID,
+            more: i + 1 < chunks.len(),
+            data: chunk.to_vec(),
+        }
+        .encode();
+        let out = m.devices[ana]
+            .node
+            .handle(m.now, Input::Frame { peer, bytes: frame });
+        refused |= out.iter().any(|o| {
+            matches!(
+                o,
+                huddle::node::Output::Emit(huddle::node::Event::PeerRefused { by_us: true, .. })
+            )
+        });
+        m.apply(ana, out);
+    }
+    assert!(refused, "Ana refused Mallory");
+    assert_eq!(m.devices[ana].node.team_heads(), heads, "nothing taken in");
+    let stored: usize = m.devices[ana]
+        .store
+        .scan_prefix(b"")
+        .unwrap()
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    assert!(stored < 1 << 20, "{stored} bytes stored");
+}
