@@ -3,7 +3,8 @@
 //! attempts (libp2p dials and bare TCP sockets that never handshake). Each
 //! abuse gets the client cut off, and all the while two honest nodes keep
 //! exchanging messages within a deadline. Also: a peer that opens a second
-//! frame stream in one session is cut off (transport.md §4, §6).
+//! frame stream in one session is cut off (transport.md §4, §6). What
+//! strangers can make a node hold is in `net_resources.rs`.
 #![cfg(feature = "net")]
 
 #[path = "net_common.rs"]

@@ -196,6 +196,7 @@ async fn status(State(s): State<Shared>) -> Answer<Status> {
         .iter()
         .map(|a| a.to_string())
         .collect();
+    st.resources = s.handle.stats().await?.resources;
     Ok(Json(st))
 }
 

@@ -30,6 +30,10 @@ pub struct Status {
     /// aside (their records kept, not synced): show them to the user.
     #[serde(default)]
     pub damaged: Vec<Damaged>,
+    /// What remote devices make the running node hold now (all zero when
+    /// read from the store offline).
+    #[serde(default)]
+    pub resources: crate::net::Resources,
 }
 
 /// A conversation set aside at start ([`Status::damaged`]).

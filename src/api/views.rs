@@ -10,7 +10,8 @@ use crate::header::ConversationKind;
 use crate::ids::{ConversationId, MemberId};
 use crate::node::{Command, CommandError, Node};
 
-/// Who this node is (`listen` is filled in by the caller that knows it).
+/// Who this node is (`listen` and `resources` are filled in by the caller
+/// that knows them).
 pub fn status(node: &Node) -> Status {
     let cert = node.certificate();
     Status {
@@ -31,6 +32,7 @@ pub fn status(node: &Node) -> Status {
                 why: why.clone(),
             })
             .collect(),
+        resources: Default::default(),
     }
 }
 

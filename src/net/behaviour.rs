@@ -3,15 +3,17 @@
 //! TCP + Noise + Yamux.
 //!
 //! Invariant: every resource a remote can make us hold is bounded here or
-//! in the loop — connections (total, per peer, pending), concurrent streams
-//! per connection, frame size (the codec) and queued frames (the loop).
+//! in the loop — connections (total, per peer, pending, pending per source
+//! address), the time a handshake may take, concurrent streams per
+//! connection, frame size and read time (`streams.rs`) and queued frames
+//! (the loop).
 
 use std::time::Duration;
 
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{connection_limits, identify, identity, noise, ping, tcp, yamux, Swarm, SwarmBuilder};
 
-use super::{frames, ShellError};
+use super::{addr_limits, frames, ShellError};
 
 /// The identify protocol id huddle nodes announce.
 pub const IDENTIFY_PROTOCOL: &str = "/huddle/id/1.0.0";
@@ -19,8 +21,15 @@ pub const IDENTIFY_PROTOCOL: &str = "/huddle/id/1.0.0";
 /// Connection limits (protocol/transport.md, "Limits").
 pub mod limits {
     /// Connections still in the handshake, from others. A flood of
-    /// attempts is cut here before it costs a Noise handshake each.
-    pub const PENDING_INCOMING: u32 = 16;
+    /// attempts is cut here before it costs a Noise handshake each. Well
+    /// above [`PENDING_PER_ADDRESS`], so that one address cannot fill it.
+    pub const PENDING_INCOMING: u32 = 64;
+    /// Connections still in the handshake from one IP address, unless a
+    /// device connected from it has proved membership (`addr_limits.rs`).
+    pub const PENDING_PER_ADDRESS: u32 = 4;
+    /// The TCP connection's upgrade (Noise, then Yamux) must be done within
+    /// this, so a socket that never speaks holds its slot no longer.
+    pub const HANDSHAKE_TIMEOUT_SECS: u64 = 5;
     pub const PENDING_OUTGOING: u32 = 32;
     pub const ESTABLISHED_INCOMING: u32 = 96;
     pub const ESTABLISHED_OUTGOING: u32 = 96;
@@ -32,6 +41,8 @@ pub mod limits {
     pub const INBOUND_STREAMS_PER_CONNECTION: usize = super::frames::INBOUND_STREAMS_PER_CONNECTION;
     /// A write of queued frames to a peer must finish within this time.
     pub const WRITE_TIMEOUT_SECS: u64 = super::super::streams::WRITE_TIMEOUT.as_secs();
+    /// A frame whose first byte has arrived must be whole within this time.
+    pub const FRAME_READ_TIMEOUT_SECS: u64 = super::super::streams::FRAME_READ_TIMEOUT.as_secs();
     /// Swarm idle timeout. The keep-alive behaviour holds connections open,
     /// so this only matters for connections it does not cover.
     pub const IDLE_CONNECTION_TIMEOUT_SECS: u64 = 30;
@@ -40,7 +51,9 @@ pub mod limits {
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
     // First, so that a connection over a limit is denied before the other
-    // behaviours set up anything for it.
+    // behaviours set up anything for it; the per-address bound before the
+    // global one, so that an address over its bound takes no global slot.
+    pub addrs: addr_limits::Behaviour,
     pub limits: connection_limits::Behaviour,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
@@ -68,6 +81,7 @@ pub fn build_swarm(secret: [u8; 32]) -> Result<Swarm<Behaviour>, ShellError> {
                 .with_max_established(Some(limits::ESTABLISHED_TOTAL))
                 .with_max_established_per_peer(Some(limits::ESTABLISHED_PER_PEER));
             Behaviour {
+                addrs: addr_limits::Behaviour::default(),
                 limits: connection_limits::Behaviour::new(l),
                 identify: identify::Behaviour::new(
                     identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
@@ -83,6 +97,7 @@ pub fn build_swarm(secret: [u8; 32]) -> Result<Swarm<Behaviour>, ShellError> {
                 limits::IDLE_CONNECTION_TIMEOUT_SECS,
             ))
         })
+        .with_connection_timeout(Duration::from_secs(limits::HANDSHAKE_TIMEOUT_SECS))
         .build();
     Ok(swarm)
 }

@@ -22,6 +22,7 @@ use libp2p::swarm::{ConnectionId, ListenError, SwarmEvent};
 use libp2p::{ping, PeerId};
 use tokio::time::Instant;
 
+use super::addr_limits::ip_of;
 use super::behaviour::BehaviourEvent;
 use super::commit::Batch;
 use super::deadlines::Deadline;
@@ -48,7 +49,9 @@ impl Shell {
                 Ok(rtt) => tracing::trace!(%peer, ?rtt, "ping"),
                 Err(ping::Failure::Unsupported) => {}
                 Err(e) => {
-                    tracing::warn!(%peer, "ping failed ({e}); closing the connection");
+                    if let Some(held_back) = self.may_log(self.peer_addr(&peer)) {
+                        tracing::warn!(%peer, held_back, "ping failed ({e}); closing the connection");
+                    }
                     self.swarm.close_connection(connection);
                 }
             },
@@ -58,6 +61,7 @@ impl Shell {
                 tracing::debug!(peer = %peer_id, agent = %info.agent_version, "identified");
             }
             SwarmEvent::Behaviour(BehaviourEvent::Limits(e)) => match e {},
+            SwarmEvent::Behaviour(BehaviourEvent::Addrs(e)) => match e {},
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
@@ -88,7 +92,9 @@ impl Shell {
                 ..
             } => match error {
                 ListenError::Denied { cause } => {
-                    tracing::warn!(from = %send_back_addr, "incoming connection denied: {cause}")
+                    if let Some(held_back) = self.may_log(ip_of(&send_back_addr)) {
+                        tracing::warn!(from = %send_back_addr, held_back, "incoming connection denied: {cause}")
+                    }
                 }
                 e => tracing::debug!(from = %send_back_addr, "incoming connection failed: {e}"),
             },
@@ -133,7 +139,13 @@ impl Shell {
             }
         }
         let Some(device) = DeviceId::from_peer_id_bytes(&peer.to_bytes()) else {
-            tracing::warn!(%peer, "peer does not use an Ed25519 key; closing the connection");
+            let addr = match &endpoint {
+                ConnectedPoint::Dialer { address, .. } => ip_of(address),
+                ConnectedPoint::Listener { send_back_addr, .. } => ip_of(send_back_addr),
+            };
+            if let Some(held_back) = self.may_log(addr) {
+                tracing::warn!(%peer, held_back, "peer does not use an Ed25519 key; closing the connection");
+            }
             self.swarm.close_connection(conn);
             return Ok(());
         };
@@ -222,21 +234,32 @@ impl Shell {
                         return; // nothing it carries would be read
                     }
                     if link.reader.is_some() {
-                        tracing::warn!(peer = %device.short(), "peer opened a second frame stream; closing the peer's connections");
+                        if let Some(held_back) = self.may_log(self.peer_addr(&peer)) {
+                            tracing::warn!(peer = %device.short(), held_back, "peer opened a second frame stream; closing the peer's connections");
+                        }
                         self.cut(peer);
                         return;
                     }
                     link.reader = Some(connection);
-                    streams::spawn_reader(stream, peer, epoch, self.to_loop.clone());
+                    streams::spawn_reader(
+                        &mut link.tasks,
+                        stream,
+                        peer,
+                        epoch,
+                        self.to_loop.clone(),
+                        self.counters.clone(),
+                    );
                 } else if matches!(link.writer, Writer::Opening(c) if c == connection) {
                     // Even when closing: what is queued (a `Refuse`, say)
                     // is written before the connections close.
                     let tx = streams::spawn_writer(
+                        &mut link.tasks,
                         stream,
                         link.queue.clone(),
                         peer,
                         epoch,
                         self.to_loop.clone(),
+                        self.counters.clone(),
                     );
                     link.opened(connection, tx);
                 }
@@ -258,19 +281,28 @@ impl Shell {
                     // us): it cannot take frames, so it never proves
                     // membership, and the core refuses it when its hello
                     // time is up. Nothing of ours was delivered.
-                    tracing::info!(peer = %link.device.short(), "peer does not speak {}; waiting for its hello time to end", crate::wire::PROTOCOL_ID);
+                    let (device, closing) = (link.device, link.closing);
                     link.declined();
-                    if link.closing {
+                    if let Some(held_back) = self.may_log(self.peer_addr(&peer)) {
+                        tracing::info!(peer = %device.short(), held_back, "peer does not speak {}; waiting for its hello time to end", crate::wire::PROTOCOL_ID);
+                    }
+                    if closing {
                         self.cut(peer);
                     }
                 } else {
-                    tracing::warn!(peer = %link.device.short(), "opening the frame stream failed ({why}); closing the peer's connections");
+                    let device = link.device;
+                    if let Some(held_back) = self.may_log(self.peer_addr(&peer)) {
+                        tracing::warn!(peer = %device.short(), held_back, "opening the frame stream failed ({why}); closing the peer's connections");
+                    }
                     self.cut(peer);
                 }
             }
             frames::Event::TooManyStreams { peer, .. } => {
                 if let Some(link) = self.links.get(&peer) {
-                    tracing::warn!(peer = %link.device.short(), "peer opened too many frame streams; closing the peer's connections");
+                    let device = link.device;
+                    if let Some(held_back) = self.may_log(self.peer_addr(&peer)) {
+                        tracing::warn!(peer = %device.short(), held_back, "peer opened too many frame streams; closing the peer's connections");
+                    }
                     self.cut(peer);
                 }
             }
@@ -323,7 +355,9 @@ impl Shell {
                 if !link.closing {
                     match why {
                         Ended::Violation(why) => {
-                            tracing::warn!(peer = %device.short(), "invalid frame stream ({why}); closing the peer's connections")
+                            if let Some(held_back) = self.may_log(self.peer_addr(&peer)) {
+                                tracing::warn!(peer = %device.short(), held_back, "invalid frame stream ({why}); closing the peer's connections")
+                            }
                         }
                         Ended::Closed => {
                             tracing::debug!(peer = %device.short(), "the peer closed its frame stream; closing its connections")

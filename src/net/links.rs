@@ -10,7 +10,10 @@
 //! - what is queued and not yet written is bounded by [`MAX_QUEUED_FRAMES`]
 //!   and [`MAX_QUEUED_BYTES`], counted from the moment the core produced a
 //!   frame (before the stream is open too); a peer that falls that far
-//!   behind is cut off.
+//!   behind is cut off;
+//! - a link owns its session's stream tasks: dropping it (the session
+//!   ended) or cutting the peer ends them, so no task or buffer outlives
+//!   the session.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -21,7 +24,7 @@ use libp2p::Multiaddr;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::streams::Queue;
+use super::streams::{Queue, Tasks};
 use super::FoundBy;
 use crate::ids::DeviceId;
 
@@ -72,6 +75,9 @@ pub struct Link {
     pub queue: Arc<Queue>,
     /// The core asked to disconnect: send what is queued, then close.
     pub closing: bool,
+    /// The session's reader and writer tasks; they end when the link is
+    /// dropped, i.e. when the session ends.
+    pub tasks: Tasks,
 }
 
 impl Link {
@@ -85,6 +91,7 @@ impl Link {
             waiting: VecDeque::new(),
             queue: Arc::new(Queue::default()),
             closing: false,
+            tasks: Tasks::default(),
         }
     }
 
@@ -143,6 +150,9 @@ impl Link {
     /// already (else the writer task reports `Drained` when it is).
     pub fn start_closing(&mut self) -> bool {
         self.closing = true;
+        // Frames read from now on are dropped unread; so the reader's
+        // buffer need not wait for the connections to close.
+        self.tasks.end_reader();
         self.queue.closing.store(true, Ordering::SeqCst);
         self.queue.is_empty()
     }

@@ -16,6 +16,7 @@
 //!   flush (group commit), which delays what follows each `Flush` until that
 //!   one flush is done and never reorders anything else.
 
+mod addr_limits;
 mod behaviour;
 mod commit;
 mod deadlines;
@@ -26,6 +27,8 @@ mod events;
 /// peers (and the abuse tests) can open and accept frame streams.
 pub mod frames;
 mod links;
+mod loglimit;
+mod resources;
 mod shell;
 mod streams;
 
@@ -44,6 +47,7 @@ pub use behaviour::{limits, IDENTIFY_PROTOCOL};
 pub use discovery::{SERVICE_TYPE, TXT_PEER, TXT_TEAM, TXT_VERSION};
 pub use frames::SYNC_PROTOCOL;
 pub use links::{MAX_QUEUED_BYTES, MAX_QUEUED_FRAMES};
+pub use resources::Resources;
 
 /// Requests from handles wait here; when it is full, callers wait (the
 /// loop is never blocked by a caller).
@@ -74,6 +78,8 @@ pub struct ShellStats {
     pub commands: u64,
     /// Store flushes (each makes everything persisted before it durable).
     pub flushes: u64,
+    /// What peers make the shell hold right now.
+    pub resources: Resources,
 }
 
 /// How a connection came about.
@@ -176,7 +182,8 @@ impl NodeHandle {
         .await
     }
 
-    /// The loop's counters (commands run, store flushes).
+    /// The loop's counters (commands run, store flushes) and what peers
+    /// make it hold now.
     pub async fn stats(&self) -> Result<ShellStats, ShellError> {
         self.ask(Request::Stats).await
     }

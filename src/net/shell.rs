@@ -24,6 +24,7 @@
 //!   queue has drained, or after [`CLOSE_GRACE`] at the latest.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
@@ -42,7 +43,8 @@ use super::deadlines::{Deadline, Deadlines};
 use super::dialer::{dial_opts, StaticPeer};
 use super::discovery::Discovery;
 use super::links::Link;
-use super::streams::StreamMsg;
+use super::loglimit::LogLimit;
+use super::streams::{Counters, StreamMsg};
 use super::{ConnectionInfo, FoundBy, Request, ShellConfig, ShellError, ShellStats, REQUEST_QUEUE};
 use crate::ids::{DeviceId, Millis};
 use crate::store::{SledStore, Store, StoreError, StoreOp};
@@ -114,6 +116,10 @@ pub struct Shell {
     /// Documents read back for the node (`Output::Reload`), to hand it
     /// before the next event.
     pub(super) reloaded: Vec<Input>,
+    /// What the stream tasks hold, counted by the tasks themselves.
+    pub(super) counters: Arc<Counters>,
+    /// Rate limit of the log lines remote addresses cause.
+    pub(super) log_limit: LogLimit,
 }
 
 impl Shell {
@@ -165,6 +171,8 @@ impl Shell {
             early: Vec::new(),
             stats: ShellStats::default(),
             reloaded: Vec::new(),
+            counters: Arc::default(),
+            log_limit: LogLimit::default(),
         };
         shell.await_listeners(waiting).await?;
         shell.input(Input::Start)?;
@@ -376,7 +384,11 @@ impl Shell {
             }
             Request::Query(f) => f(&self.node),
             Request::Stats(reply) => {
-                let _ = reply.send(self.stats);
+                let stats = ShellStats {
+                    resources: self.resources(),
+                    ..self.stats
+                };
+                let _ = reply.send(stats);
             }
             Request::ListenAddrs(reply) => {
                 let me = *self.swarm.local_peer_id();
@@ -449,8 +461,10 @@ impl Shell {
         }
         tracing::trace!(peer = %device.short(), len = frame.len(), tag = frame.first().copied().unwrap_or(0), "sending frame");
         if let Err(o) = link.enqueue(frame) {
-            tracing::warn!(peer = %device.short(), frames = o.frames, bytes = o.bytes,
-                "send queue full; disconnecting the peer");
+            if let Some(held_back) = self.may_log(self.peer_addr(&peer)) {
+                tracing::warn!(peer = %device.short(), frames = o.frames, bytes = o.bytes,
+                    held_back, "send queue full; disconnecting the peer");
+            }
             self.cut(peer);
         }
     }
@@ -475,6 +489,9 @@ impl Shell {
     pub(super) fn cut(&mut self, peer: PeerId) {
         if let Some(link) = self.links.get_mut(&peer) {
             link.closing = true;
+            // Not left to the connections' close: Yamux may never wake a
+            // reader waiting on a stream of a closed connection.
+            link.tasks.end();
             self.deadlines.cancel(Deadline::Close(link.device));
         }
         let _ = self.swarm.disconnect_peer_id(peer);
@@ -498,8 +515,12 @@ impl Effects for Shell {
             Output::Persist(ops) => self.persist(&ops)?,
             Output::Flush => Effects::flush(self)?,
             Output::Emit(ev) => {
-                if let Event::PeerLeft { peer } = &ev {
-                    tracing::info!(peer = %peer.short(), "peer left");
+                match &ev {
+                    Event::PeerLeft { peer } => {
+                        tracing::info!(peer = %peer.short(), "peer left");
+                    }
+                    Event::PeerJoined { peer, .. } => self.member_joined(peer),
+                    _ => {}
                 }
                 // No subscriber is not an error.
                 let _ = self.events.send(ev);

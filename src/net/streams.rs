@@ -7,9 +7,16 @@
 //!
 //! Invariants:
 //! - nothing is allocated for a frame before its length prefix has been
-//!   checked against [`MAX_FRAME_LEN`]; a larger prefix or a stream that
-//!   ends inside a frame is a framing violation, and nothing of it reaches
-//!   the core;
+//!   checked against [`MAX_FRAME_LEN`], and then only as its bytes arrive
+//!   ([`READ_CHUNK`] at a time): a prefix that claims 1 MiB costs what the
+//!   peer really sent. A larger prefix, a stream that ends inside a frame,
+//!   or a frame not whole [`FRAME_READ_TIMEOUT`] after its first byte is a
+//!   framing violation, and nothing of it reaches the core;
+//! - the loop owns every task (it holds their abort handles, `links.rs`)
+//!   and ends them with the session: no task, and no buffer, waits on a
+//!   stream that Yamux may never wake (rust-yamux #216);
+//! - [`Counters`] counts the live tasks and the bytes of partly read frames,
+//!   updated by guards that are dropped however a task ends, aborts included;
 //! - a reader hands frames to the loop through one bounded channel and
 //!   waits when it is full, so a fast peer is slowed by Yamux flow control
 //!   instead of filling our memory;
@@ -27,11 +34,17 @@ use std::time::Duration;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::{PeerId, Stream};
 use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
 
 use crate::wire::MAX_FRAME_LEN;
 
 /// A write to a peer's stream (a batch of frames) must finish within this.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Once a frame's first byte has arrived, the whole frame must arrive
+/// within this: a peer cannot hold a partly read buffer open-ended.
+pub const FRAME_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// A frame's buffer grows by at most this much per read, as bytes arrive.
+pub const READ_CHUNK: usize = 64 * 1024;
 /// Frames a writer gathers into one write, at most this many bytes (a
 /// single larger frame is written alone).
 const WRITE_BATCH: usize = 64 * 1024;
@@ -84,14 +97,95 @@ fn invalid(why: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why)
 }
 
+/// What the stream tasks hold, shared with the loop (for `Resources`).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub readers: AtomicUsize,
+    pub writers: AtomicUsize,
+    /// Bytes allocated for frames being read and not yet whole.
+    pub frame_bytes: AtomicUsize,
+}
+
+/// Counts one live task while it exists.
+struct Live<'a>(&'a AtomicUsize);
+
+impl<'a> Live<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Live(n)
+    }
+}
+
+impl Drop for Live<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Charges a partly read frame's allocation to a counter until dropped.
+struct Held<'a> {
+    counter: &'a AtomicUsize,
+    bytes: usize,
+}
+
+impl Held<'_> {
+    fn set(&mut self, bytes: usize) {
+        if bytes > self.bytes {
+            self.counter.fetch_add(bytes - self.bytes, Ordering::SeqCst);
+        } else {
+            self.counter.fetch_sub(self.bytes - bytes, Ordering::SeqCst);
+        }
+        self.bytes = bytes;
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.bytes, Ordering::SeqCst);
+    }
+}
+
 /// Reads one length-prefixed frame; `None` if the stream ended cleanly
-/// before a prefix.
-pub async fn read_frame<T: AsyncRead + Unpin>(io: &mut T) -> io::Result<Option<Vec<u8>>> {
-    let mut prefix = [0u8; 4];
-    let mut got = 0;
+/// before a prefix. Waits as long as it takes for a frame to begin; once
+/// it has, the rest must come within [`FRAME_READ_TIMEOUT`]. The frame's
+/// allocation is charged to `held` while it is being read.
+pub async fn read_frame<T: AsyncRead + Unpin>(
+    io: &mut T,
+    held: &AtomicUsize,
+) -> io::Result<Option<Vec<u8>>> {
+    read_frame_within(io, held, FRAME_READ_TIMEOUT).await
+}
+
+/// [`read_frame`] with the deadline given.
+async fn read_frame_within<T: AsyncRead + Unpin>(
+    io: &mut T,
+    held: &AtomicUsize,
+    deadline: Duration,
+) -> io::Result<Option<Vec<u8>>> {
+    let mut first = [0u8; 1];
+    if io.read(&mut first).await? == 0 {
+        return Ok(None);
+    }
+    tokio::time::timeout(deadline, read_rest(io, first[0], held))
+        .await
+        .unwrap_or_else(|_| {
+            Err(invalid(format!(
+                "a frame was not whole {deadline:?} after it began"
+            )))
+        })
+        .map(Some)
+}
+
+/// The frame after its first byte.
+async fn read_rest<T: AsyncRead + Unpin>(
+    io: &mut T,
+    first: u8,
+    held: &AtomicUsize,
+) -> io::Result<Vec<u8>> {
+    let mut prefix = [first, 0, 0, 0];
+    let mut got = 1;
     while got < prefix.len() {
         match io.read(&mut prefix[got..]).await? {
-            0 if got == 0 => return Ok(None),
             0 => return Err(invalid("the stream ended inside a length prefix".into())),
             n => got += n,
         }
@@ -102,15 +196,29 @@ pub async fn read_frame<T: AsyncRead + Unpin>(io: &mut T) -> io::Result<Option<V
             "frame of {len} bytes exceeds the limit of {MAX_FRAME_LEN}"
         )));
     }
-    let mut frame = vec![0u8; len];
-    io.read_exact(&mut frame).await.map_err(|e| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            invalid(format!("the stream ended inside a frame of {len} bytes"))
-        } else {
-            e
+    let mut held = Held {
+        counter: held,
+        bytes: 0,
+    };
+    let mut frame = Vec::new();
+    while frame.len() < len {
+        let filled = frame.len();
+        // The claimed length is only a bound: the buffer grows by what
+        // could arrive in one read, never by what was claimed.
+        let step = (len - filled).min(READ_CHUNK);
+        frame.reserve_exact(step);
+        frame.resize(filled + step, 0);
+        held.set(frame.capacity());
+        match io.read(&mut frame[filled..]).await? {
+            0 => {
+                return Err(invalid(format!(
+                    "the stream ended inside a frame of {len} bytes"
+                )))
+            }
+            n => frame.truncate(filled + n),
         }
-    })?;
-    Ok(Some(frame))
+    }
+    Ok(frame)
 }
 
 /// Appends `frame` with its length prefix to `buf`.
@@ -133,9 +241,11 @@ pub async fn read_loop<T: AsyncRead + Unpin>(
     peer: PeerId,
     epoch: u64,
     to_loop: mpsc::Sender<StreamMsg>,
+    counters: Arc<Counters>,
 ) {
+    let _live = Live::new(&counters.readers);
     let why = loop {
-        match read_frame(&mut stream).await {
+        match read_frame(&mut stream, &counters.frame_bytes).await {
             Ok(Some(frame)) => {
                 let msg = StreamMsg::Frame { peer, epoch, frame };
                 if to_loop.send(msg).await.is_err() {
@@ -162,7 +272,9 @@ pub async fn write_loop<T: AsyncWrite + Unpin>(
     peer: PeerId,
     epoch: u64,
     to_loop: mpsc::Sender<StreamMsg>,
+    counters: Arc<Counters>,
 ) {
+    let _live = Live::new(&counters.writers);
     let mut buf = Vec::new();
     while let Some(first) = frames.recv().await {
         buf.clear();
@@ -206,29 +318,106 @@ pub async fn write_loop<T: AsyncWrite + Unpin>(
     let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.close()).await;
 }
 
-/// Starts the reader of an inbound stream.
-pub fn spawn_reader(stream: Stream, peer: PeerId, epoch: u64, to_loop: mpsc::Sender<StreamMsg>) {
-    tokio::spawn(read_loop(stream, peer, epoch, to_loop));
+/// The tasks of one session, ended when it is dropped: the loop drops it
+/// when the session ends, whatever Yamux does with the streams.
+#[derive(Debug, Default)]
+pub struct Tasks {
+    reader: Option<AbortHandle>,
+    writer: Option<AbortHandle>,
 }
 
-/// Starts the writer of our stream to a peer; returns where to queue frames.
+impl Tasks {
+    /// Ends the reader now: nothing it could still read would be used.
+    pub fn end_reader(&mut self) {
+        if let Some(t) = self.reader.take() {
+            t.abort();
+        }
+    }
+
+    /// Ends both tasks now.
+    pub fn end(&mut self) {
+        self.end_reader();
+        if let Some(t) = self.writer.take() {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+/// Starts the reader of an inbound stream; it lives as long as `tasks`.
+pub fn spawn_reader<T: AsyncRead + Unpin + Send + 'static>(
+    tasks: &mut Tasks,
+    stream: T,
+    peer: PeerId,
+    epoch: u64,
+    to_loop: mpsc::Sender<StreamMsg>,
+    counters: Arc<Counters>,
+) {
+    let task = tokio::spawn(read_loop(stream, peer, epoch, to_loop, counters));
+    // The loop starts one reader per session (a second stream is cut).
+    if let Some(old) = tasks.reader.replace(task.abort_handle()) {
+        old.abort();
+    }
+}
+
+/// Starts the writer of our stream to a peer; it lives as long as `tasks`.
+/// Returns where to queue frames.
 pub fn spawn_writer(
+    tasks: &mut Tasks,
     stream: Stream,
     queue: Arc<Queue>,
     peer: PeerId,
     epoch: u64,
     to_loop: mpsc::Sender<StreamMsg>,
+    counters: Arc<Counters>,
 ) -> mpsc::UnboundedSender<Vec<u8>> {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(write_loop(stream, rx, queue, peer, epoch, to_loop));
+    let task = tokio::spawn(write_loop(
+        stream, rx, queue, peer, epoch, to_loop, counters,
+    ));
+    if let Some(old) = tasks.writer.replace(task.abort_handle()) {
+        old.abort();
+    }
     tx
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures::executor::block_on;
     use futures::io::Cursor;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// Gives its bytes, then never anything more (a peer that stalls).
+    struct Stall(Cursor<Vec<u8>>);
+
+    impl AsyncRead for Stall {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            match Pin::new(&mut self.0).poll_read(cx, buf) {
+                Poll::Ready(Ok(0)) => Poll::Pending,
+                other => other,
+            }
+        }
+    }
+
+    fn stall_after(bytes: &[u8]) -> Stall {
+        Stall(Cursor::new(bytes.to_vec()))
+    }
+
+    fn claim(len: usize, then: &[u8]) -> Vec<u8> {
+        let mut b = (len as u32).to_be_bytes().to_vec();
+        b.extend_from_slice(then);
+        b
+    }
 
     fn framed(frames: &[&[u8]]) -> Vec<u8> {
         let mut buf = Vec::new();
@@ -238,25 +427,72 @@ mod tests {
         buf
     }
 
-    #[test]
-    fn frames_round_trip_and_limits_hold() {
+    /// Hole 3 (issue 18): a prefix claiming the largest frame, and ten
+    /// bytes, cost those ten bytes and room for one more read, not a
+    /// megabyte, and the charge is gone once the read is dropped.
+    #[tokio::test]
+    async fn a_claimed_length_is_not_allocated_before_its_bytes_arrive() {
+        let held = AtomicUsize::new(0);
+        let mut peer = stall_after(&claim(MAX_FRAME_LEN, &[7; 10]));
+        let mut read = Box::pin(read_frame(&mut peer, &held));
+        assert!(futures::poll!(&mut read).is_pending());
+        let charged = held.load(Ordering::SeqCst);
+        assert!(
+            (10..=10 + READ_CHUNK).contains(&charged),
+            "{charged} bytes held for a frame of which 10 arrived"
+        );
+        drop(read);
+        assert_eq!(held.load(Ordering::SeqCst), 0);
+
+        // Whole frames are read exactly, in chunks, and nothing stays held.
+        let body: Vec<u8> = (0..MAX_FRAME_LEN).map(|i| i as u8).collect();
+        let mut r = Cursor::new(claim(body.len(), &body));
+        assert_eq!(read_frame(&mut r, &held).await.unwrap(), Some(body));
+        assert_eq!(held.load(Ordering::SeqCst), 0);
+    }
+
+    /// A frame that has begun must end in time; waiting for one to begin
+    /// has no deadline.
+    #[tokio::test]
+    async fn a_stalled_frame_is_a_violation_after_its_deadline() {
+        let held = AtomicUsize::new(0);
+        let short = Duration::from_millis(50);
+        for begun in [vec![0, 0], claim(100, &[1; 20])] {
+            let e = read_frame_within(&mut stall_after(&begun), &held, short)
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+            assert_eq!(held.load(Ordering::SeqCst), 0);
+        }
+        let mut idle = stall_after(&[]);
+        let mut read = Box::pin(read_frame_within(&mut idle, &held, Duration::ZERO));
+        assert!(futures::poll!(&mut read).is_pending());
+        assert!(futures::poll!(&mut read).is_pending());
+    }
+
+    #[tokio::test]
+    async fn frames_round_trip_and_limits_hold() {
+        let held = AtomicUsize::new(0);
         let bytes = framed(&[b"hello", b"", b"again"]);
         assert_eq!(bytes[..4], [0, 0, 0, 5]);
         let mut r = Cursor::new(bytes);
-        assert_eq!(block_on(read_frame(&mut r)).unwrap().unwrap(), b"hello");
-        assert_eq!(block_on(read_frame(&mut r)).unwrap().unwrap(), b"");
-        assert_eq!(block_on(read_frame(&mut r)).unwrap().unwrap(), b"again");
-        assert_eq!(block_on(read_frame(&mut r)).unwrap(), None);
+        for want in [&b"hello"[..], b"", b"again"] {
+            assert_eq!(read_frame(&mut r, &held).await.unwrap().unwrap(), want);
+        }
+        assert_eq!(read_frame(&mut r, &held).await.unwrap(), None);
 
         let over = (MAX_FRAME_LEN as u32 + 1).to_be_bytes();
-        let e = block_on(read_frame(&mut Cursor::new(over.to_vec()))).unwrap_err();
+        let e = read_frame(&mut Cursor::new(over.to_vec()), &held)
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
         assert!(encode_frame(&mut Vec::new(), &vec![0; MAX_FRAME_LEN + 1]).is_err());
 
         for cut in [vec![0, 0], vec![0, 0, 0, 9, 1]] {
-            let e = block_on(read_frame(&mut Cursor::new(cut))).unwrap_err();
+            let e = read_frame(&mut Cursor::new(cut), &held).await.unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidData);
         }
+        assert_eq!(held.load(Ordering::SeqCst), 0);
     }
 
     #[tokio::test]
@@ -273,7 +509,17 @@ mod tests {
         }
         queue.closing.store(true, Ordering::SeqCst);
         let mut out = Cursor::new(Vec::new());
-        write_loop(&mut out, rx, queue.clone(), peer, 7, to_loop.clone()).await;
+        let counters = Arc::new(Counters::default());
+        write_loop(
+            &mut out,
+            rx,
+            queue.clone(),
+            peer,
+            7,
+            to_loop.clone(),
+            counters.clone(),
+        )
+        .await;
         assert!(matches!(
             from_tasks.try_recv(),
             Ok(StreamMsg::Drained { epoch: 7, .. })
@@ -283,7 +529,7 @@ mod tests {
 
         let mut written = out.into_inner();
         written.extend_from_slice(&[0, 0]); // a torn prefix after the frames
-        read_loop(Cursor::new(written), peer, 9, to_loop).await;
+        read_loop(Cursor::new(written), peer, 9, to_loop, counters.clone()).await;
         for f in &frames {
             match from_tasks.recv().await {
                 Some(StreamMsg::Frame {
@@ -299,5 +545,46 @@ mod tests {
                 ..
             })
         ));
+        assert_eq!(counters.readers.load(Ordering::SeqCst), 0);
+        assert_eq!(counters.writers.load(Ordering::SeqCst), 0);
+    }
+
+    /// Hole 3 (issue 18): a reader waiting on a stream that is never woken
+    /// again (Yamux after its connection closed) ends when its session's
+    /// `Tasks` are dropped, and with it the buffer it held.
+    #[tokio::test]
+    async fn a_stuck_reader_ends_with_its_session() {
+        let counters = Arc::new(Counters::default());
+        let (to_loop, _from_tasks) = mpsc::channel(4);
+        let mut tasks = Tasks::default();
+        let stuck = stall_after(&claim(MAX_FRAME_LEN, &[1; 1000]));
+        spawn_reader(
+            &mut tasks,
+            stuck,
+            PeerId::random(),
+            1,
+            to_loop,
+            counters.clone(),
+        );
+        let held = |c: &Counters| {
+            (
+                c.readers.load(Ordering::SeqCst),
+                c.frame_bytes.load(Ordering::SeqCst),
+            )
+        };
+        while held(&counters).1 == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(held(&counters).0, 1);
+        drop(tasks);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while held(&counters) != (0, 0) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{:?} still held",
+                held(&counters)
+            );
+            tokio::task::yield_now().await;
+        }
     }
 }
