@@ -424,3 +424,26 @@ fn a_member_cannot_fill_the_team_document_with_blobs() {
         .sum();
     assert!(stored < 1 << 20, "{stored} bytes stored");
 }
+
+/// A member's part of a sync message is counted while it waits for the
+/// rest, and nothing of it outlives the member's session.
+#[test]
+fn a_members_partial_sync_message_goes_with_its_session() {
+    let (mut m, ana, _, mal) = ana_ben_and_mallory(17);
+    m.connect_all(&[ana, mal]);
+    m.run_until_quiet();
+    let peer = m.devices[mal].id();
+    let frame = Frame::Sync {
+        doc: huddle::team::TEAM_DOC_ID,
+        more: true,
+        data: vec![0x42; 300_000],
+    }
+    .encode();
+    let out = m.devices[ana]
+        .node
+        .handle(m.now, Input::Frame { peer, bytes: frame });
+    m.apply(ana, out);
+    assert_eq!(m.devices[ana].node.reassembly_bytes(), 300_000);
+    m.disconnect(ana, mal);
+    assert_eq!(m.devices[ana].node.reassembly_bytes(), 0);
+}

@@ -36,6 +36,14 @@ pub struct Resources {
     /// Log lines about remote addresses held back by the rate limit, since
     /// the start.
     pub suppressed_log_lines: u64,
+    /// Bytes of sync messages partly received from peers (the node's
+    /// reassembly buffers, all peers together).
+    #[serde(default)]
+    pub reassembly_bytes: usize,
+    /// Panics inside a library on a peer's bytes that the node contained
+    /// (that peer cut, that document read back), since the start.
+    #[serde(default)]
+    pub contained_panics: u64,
 }
 
 impl Shell {
@@ -48,6 +56,8 @@ impl Shell {
             frame_buffer_bytes: c.frame_bytes.load(Ordering::SeqCst),
             pending_incoming: self.swarm.behaviour().addrs.pending(),
             suppressed_log_lines: self.log_limit.suppressed,
+            reassembly_bytes: self.node.reassembly_bytes(),
+            contained_panics: self.node.contained_panics(),
         }
     }
 

@@ -336,6 +336,13 @@ impl Node {
         &self.damaged
     }
 
+    /// Bytes of sync messages partly received, all peers together (each
+    /// peer's are bounded by `NodeConfig::max_reassembly_bytes`, and go
+    /// with its session).
+    pub fn reassembly_bytes(&self) -> usize {
+        self.peers.values().map(peer::Peer::parts_bytes).sum()
+    }
+
     /// How many panics inside a library, caused by a peer's bytes, this
     /// node has contained since it started (`contain.rs`).
     pub fn contained_panics(&self) -> u64 {

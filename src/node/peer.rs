@@ -145,6 +145,10 @@ impl Peer {
         }
     }
 
+    pub fn parts_bytes(&self) -> usize {
+        self.parts_bytes
+    }
+
     pub fn member(&self) -> Option<&Certificate> {
         match &self.state {
             PeerState::Member(c) => Some(c),
