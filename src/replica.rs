@@ -223,6 +223,13 @@ impl Replica {
         self
     }
 
+    /// Whether the rules are checked ([`NodeConfig::append_only`]).
+    ///
+    /// [`NodeConfig::append_only`]: crate::node::NodeConfig::append_only
+    pub(crate) fn check_rules(&mut self, on: bool) {
+        self.checked = on;
+    }
+
     /// This replica, taking from peers the map puts `rule` accepts
     /// (`rules.rs`).
     pub fn with_rule(mut self, rule: Rule) -> Replica {

@@ -81,6 +81,12 @@ pub struct NodeConfig {
     pub publish_delay_ms: Millis,
     /// Bound on a peer's partly received sync messages, all documents together.
     pub max_reassembly_bytes: usize,
+    /// Documents are append-only by schema (protocol/sync.md §7.5): a
+    /// peer's change that breaks the rules is refused. Only the simulator
+    /// turns this off, to show that its append-only checker catches what
+    /// the rules stop; a node that does is not huddle protocol 4.
+    #[doc(hidden)]
+    pub append_only: bool,
 }
 
 impl Default for NodeConfig {
@@ -94,6 +100,7 @@ impl Default for NodeConfig {
             pull_timeout_ms: 2_000,
             publish_delay_ms: 5_000,
             max_reassembly_bytes: 64 * 1024 * 1024,
+            append_only: true,
         }
     }
 }

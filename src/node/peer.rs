@@ -486,6 +486,7 @@ impl Node {
                 return;
             };
             before = m.team.replica().heads_digest();
+            m.team.replica_mut().check_rules(self.config.append_only);
             guarded(|| {
                 m.team
                     .replica_mut()
@@ -497,10 +498,12 @@ impl Node {
             })
         } else {
             let id = ConversationId(doc);
+            let append_only = self.config.append_only;
             let Some(c) = self.conversation_mut(&id) else {
                 return;
             };
             before = c.replica().heads_digest();
+            c.replica_mut().check_rules(append_only);
             guarded(|| c.receive_sync(&mut state, &msg).map(|a| (Some(a), None)))
         };
         let result = match result {
