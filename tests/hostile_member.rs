@@ -227,3 +227,45 @@ fn a_group_header_cannot_claim_a_direct_conversation_id() {
     assert!(m.devices[mal].node.conversation(&direct).is_none());
     assert!(bodies(&m, mal, &direct).is_empty());
 }
+
+/// Mallory sends a sync message for the team document whose Bloom filter
+/// claims an entry and has no bits (zero bits per entry), and heads Ana
+/// lacks, so Ana answers. Automerge 0.12 decodes it without complaint and
+/// divides by zero when it next builds a message for Mallory: the whole
+/// node went down (issue 18). Ana refuses Mallory and keeps serving Ben.
+#[test]
+fn a_bloom_filter_with_no_bits_cuts_that_member_only() {
+    let (mut m, ana, ben, mal) = ana_ben_and_mallory(11);
+    m.connect_all(&[ana, ben, mal]);
+    m.run_until_quiet();
+
+    let mut data = vec![0x43, 1];
+    data.extend_from_slice(&[0xab; 32]); // a head nobody has
+    data.extend_from_slice(&[0, 1, 0, 3, 1, 0, 7, 0, 2, 0x02, 0x84]);
+    let bytes = Frame::Sync {
+        doc: huddle::team::TEAM_DOC_ID,
+        more: false,
+        data,
+    }
+    .encode();
+    let peer = m.devices[mal].id();
+    let out = m.devices[ana]
+        .node
+        .handle(m.now, Input::Frame { peer, bytes });
+    m.apply(ana, out);
+    m.run_until_quiet();
+
+    assert!(m.devices[ana].events.iter().any(|e| matches!(
+        e,
+        huddle::Event::PeerRefused { peer: p, reason: huddle::wire::Reason::Malformed, by_us: true } if *p == peer
+    )));
+    assert!(!m.devices[ana].node.peers().iter().any(|p| p.device == peer));
+    let (a, b) = (m.devices[ana].member(), m.devices[ben].member());
+    let kind = ConversationKind::Direct { members: [b, a] };
+    let Ok(Reply::Conversation(id)) = m.command(ben, Command::CreateConversation { kind }) else {
+        panic!("create");
+    };
+    send(&mut m, ben, id, "still here", Priority::Routine);
+    m.run_until_quiet();
+    assert_eq!(bodies(&m, ana, &id), vec!["still here".to_owned()]);
+}
