@@ -328,7 +328,7 @@ fn write(doc: &mut Automerge, n: u64, size: usize) {
         }
     };
     let mut tx = doc.transaction();
-    if n % 3 == 0 {
+    if n.is_multiple_of(3) {
         tx.put(
             ROOT,
             format!("k{}", n % 5),
