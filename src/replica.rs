@@ -34,7 +34,7 @@ use thiserror::Error;
 use crate::crypto;
 use crate::ids::Millis;
 
-mod check;
+pub mod check;
 mod pages;
 mod persist;
 mod sync_message;
