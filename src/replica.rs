@@ -34,10 +34,12 @@ use thiserror::Error;
 use crate::crypto;
 use crate::ids::Millis;
 
+pub mod check;
 mod pages;
 mod persist;
 mod rules;
 mod sync_message;
+pub use check::{check_sync_message, CheckError};
 use pages::Tail;
 pub use pages::{page_actor, page_chain, page_change, page_key};
 pub use persist::Persist;
@@ -86,6 +88,8 @@ pub enum ReplicaError {
     Automerge(#[from] automerge::AutomergeError),
     #[error("the sync message does not decode: {0}")]
     SyncDecode(String),
+    #[error("the sync message was refused before decoding: {0}")]
+    Refused(#[from] CheckError),
     #[error("the stored document is incomplete: {0} change(s) it depends on are missing")]
     Incomplete(usize),
     /// A peer's change breaks the rules (`rules.rs`); nothing of the
@@ -414,11 +418,15 @@ impl Replica {
     }
 
     /// Applies a peer's sync message and returns the entries it added.
+    /// The bytes are checked ([`check_sync_message`]) before Automerge
+    /// reads them: Automerge 0.12 panics or allocates without bound on
+    /// some messages it decodes without complaint.
     pub fn receive_sync(
         &mut self,
         state: &mut sync::State,
         bytes: &[u8],
     ) -> Result<Vec<Entry>, ReplicaError> {
+        check_sync_message(bytes)?;
         let msg =
             sync::Message::decode(bytes).map_err(|e| ReplicaError::SyncDecode(e.to_string()))?;
         // Append-only (rules.rs): every change we lack is checked before it

@@ -447,3 +447,98 @@ fn a_members_partial_sync_message_goes_with_its_session() {
     m.disconnect(ana, mal);
     assert_eq!(m.devices[ana].node.reassembly_bytes(), 0);
 }
+
+/// Mallory sends a sync message for the team document whose Bloom filter
+/// claims an entry and has no bits (zero bits per entry), and heads Ana
+/// lacks, so Ana answers. Automerge 0.12 decodes it without complaint and
+/// divides by zero when it next builds a message for Mallory: the whole
+/// node went down (issue 18). Ana refuses Mallory and keeps serving Ben.
+#[test]
+fn a_bloom_filter_with_no_bits_cuts_that_member_only() {
+    let (mut m, ana, ben, mal) = ana_ben_and_mallory(11);
+    m.connect_all(&[ana, ben, mal]);
+    m.run_until_quiet();
+
+    let mut data = vec![0x43, 1];
+    data.extend_from_slice(&[0xab; 32]); // a head nobody has
+    data.extend_from_slice(&[0, 1, 0, 3, 1, 0, 7, 0, 2, 0x02, 0x84]);
+    let bytes = Frame::Sync {
+        doc: huddle::team::TEAM_DOC_ID,
+        more: false,
+        data,
+    }
+    .encode();
+    let peer = m.devices[mal].id();
+    let out = m.devices[ana]
+        .node
+        .handle(m.now, Input::Frame { peer, bytes });
+    m.apply(ana, out);
+    m.run_until_quiet();
+
+    assert!(m.devices[ana].events.iter().any(|e| matches!(
+        e,
+        huddle::Event::PeerRefused { peer: p, reason: huddle::wire::Reason::Malformed, by_us: true } if *p == peer
+    )));
+    assert!(!m.devices[ana].node.peers().iter().any(|p| p.device == peer));
+    let (a, b) = (m.devices[ana].member(), m.devices[ben].member());
+    let kind = ConversationKind::Direct { members: [b, a] };
+    let Ok(Reply::Conversation(id)) = m.command(ben, Command::CreateConversation { kind }) else {
+        panic!("create");
+    };
+    send(&mut m, ben, id, "still here", Priority::Routine);
+    m.run_until_quiet();
+    assert_eq!(bodies(&m, ana, &id), vec!["still here".to_owned()]);
+}
+
+/// Mallory sends a compressed change chunk (well under a frame) that
+/// inflates past the 64 MiB a sync message may hold: a decompression bomb
+/// (one such frame took a node from 0.4 to 3.4 GB). Ana refuses Mallory
+/// for exceeding a limit, before Automerge inflates anything.
+#[test]
+fn a_compressed_bomb_is_refused_as_over_the_limit() {
+    use std::io::Write;
+    let (mut m, ana, _ben, mal) = ana_ben_and_mallory(12);
+    m.connect(ana, mal);
+    m.run_until_quiet();
+
+    let mut deflate = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..=huddle::replica::check::MAX_INFLATED >> 20 {
+        deflate.write_all(&zeros).expect("in memory");
+    }
+    let bomb = deflate.finish().expect("in memory");
+    let mut chunk = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 2];
+    let mut len = bomb.len() as u64;
+    while len >= 0x80 {
+        chunk.push(len as u8 | 0x80);
+        len >>= 7;
+    }
+    chunk.push(len as u8);
+    chunk.extend_from_slice(&bomb);
+    let mut data = vec![0x43, 0, 0, 0, 1];
+    let mut len = chunk.len() as u64;
+    while len >= 0x80 {
+        data.push(len as u8 | 0x80);
+        len >>= 7;
+    }
+    data.push(len as u8);
+    data.extend_from_slice(&chunk);
+    data.extend_from_slice(&[2, 0x02, 0x84]);
+    assert!(data.len() < 512 * 1024, "one frame");
+
+    let peer = m.devices[mal].id();
+    let bytes = Frame::Sync {
+        doc: huddle::team::TEAM_DOC_ID,
+        more: false,
+        data,
+    }
+    .encode();
+    let out = m.devices[ana]
+        .node
+        .handle(m.now, Input::Frame { peer, bytes });
+    m.apply(ana, out);
+    assert!(m.devices[ana].events.iter().any(|e| matches!(
+        e,
+        huddle::Event::PeerRefused { peer: p, reason: huddle::wire::Reason::LimitExceeded, by_us: true } if *p == peer
+    )));
+}

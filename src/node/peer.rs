@@ -531,7 +531,13 @@ impl Node {
             }
             Err(e) => {
                 tracing::warn!(peer = %peer.short(), error = %e, "sync message rejected");
-                self.refuse(peer, Reason::Malformed, fx);
+                let reason = match &e {
+                    crate::replica::ReplicaError::Refused(c) if c.is_limit() => {
+                        Reason::LimitExceeded
+                    }
+                    _ => Reason::Malformed,
+                };
+                self.refuse(peer, reason, fx);
                 return;
             }
         };
