@@ -379,8 +379,18 @@ fn forge(w: &mut World, dev: Dev, conv: usize) -> bool {
     let bytes = match r.take_persist().expect("changed") {
         Persist::Chunk { bytes, .. } | Persist::Snapshot { bytes, .. } => bytes,
     };
-    let seq = FORGED_SEQ + u64::from(w.devs[dev].inc);
+    let erasure = erase(w, dev, &id, now_ms, actor);
+    w.ledger.forger_since.entry(dev).or_insert(w.now);
+    let seq = FORGED_SEQ + 2 * u64::from(w.devs[dev].inc);
     let store = &mut w.devs[dev].store;
+    if let Some(erasure) = erasure {
+        store
+            .apply(&[StoreOp::Put {
+                key: keys::chunk(&id.0, seq + 1),
+                value: erasure,
+            }])
+            .expect("memory store");
+    }
     // The forger owns its store: it also blanks the conversation's index
     // entry, so its node reads the document whole at the next start rather
     // than refusing it for not reaching the recorded heads.
@@ -400,6 +410,58 @@ fn forge(w: &mut World, dev: Dev, conv: usize) -> bool {
     w.crash(dev, None);
     w.boot(dev);
     true
+}
+
+/// The forger's second move: in its own copy, it deletes the first element
+/// of the conversation's first list and overwrites the next one (someone
+/// else's messages, if it holds any), as a modified client would; its node
+/// then syncs that like anything else. Returns the change as a chunk.
+fn erase(
+    w: &World,
+    dev: Dev,
+    id: &ConversationId,
+    now_ms: u64,
+    actor: [u8; 16],
+) -> Option<Vec<u8>> {
+    use automerge::transaction::Transactable;
+    use automerge::ReadDoc;
+    let stored = huddle::store::DocLoader::load_doc(&w.devs[dev].store, &id.0).ok()?;
+    let mut actor = actor;
+    actor[0] ^= 0xff;
+    let (mut r, _) = Replica::load(
+        &id.0,
+        huddle::conversation::SCHEMA,
+        &automerge::ActorId::from(actor.as_slice()),
+        stored.snapshot.as_deref(),
+        &stored.chunks,
+    )
+    .ok()?;
+    let mut touched = false;
+    r.local(now_ms, |tx| {
+        let Some((_, msgs)) = tx.get(automerge::ROOT, "msgs")? else {
+            return Ok(());
+        };
+        let len = tx.length(&msgs);
+        if len > 0 {
+            tx.delete(&msgs, 0)?;
+            touched = true;
+        }
+        if len > 1 {
+            tx.put(
+                &msgs,
+                0,
+                automerge::ScalarValue::Bytes(b"all fine".to_vec()),
+            )?;
+        }
+        Ok(())
+    })
+    .ok()?;
+    if !touched {
+        return None;
+    }
+    match r.take_persist()? {
+        Persist::Chunk { bytes, .. } | Persist::Snapshot { bytes, .. } => Some(bytes),
+    }
 }
 
 fn check_carried(w: &mut World, from: &str, to: &str, before: u64) {

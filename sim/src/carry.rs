@@ -117,6 +117,22 @@ impl World {
     }
 
     fn on_event(&mut self, dev: Dev, e: Event) {
+        // What a device shows of others' (its own are held by no-loss).
+        if let Event::MessageAdded {
+            conversation,
+            message,
+            local: false,
+            ..
+        } = &e
+        {
+            if !self.ledger.forged.contains(message) {
+                self.ledger
+                    .shown
+                    .entry(dev)
+                    .or_default()
+                    .insert((*conversation, *message));
+            }
+        }
         match e {
             Event::Sent {
                 conversation,

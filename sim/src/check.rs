@@ -30,6 +30,8 @@ pub enum Invariant {
     Restart,
     /// Store-and-forward: history did not travel with a moving device.
     Carried,
+    /// A message a device showed is gone from it (DESIGN.md invariant 6).
+    AppendOnly,
     /// The scenario asked for something the core refused (a scenario bug).
     Setup,
 }
@@ -45,6 +47,7 @@ impl fmt::Display for Invariant {
             Invariant::Quiescence => "quiescence",
             Invariant::Restart => "restart",
             Invariant::Carried => "carried",
+            Invariant::AppendOnly => "append-only",
             Invariant::Setup => "setup",
         })
     }
@@ -91,6 +94,13 @@ pub struct Ledger {
     /// only these must converge. A creation cut short by a crash before its
     /// `Flush` never happened.
     pub live: BTreeSet<ConversationId>,
+    /// Every message each device showed (`MessageAdded`), which it must
+    /// still hold at the end: no peer may take back an entry once shown.
+    pub shown: BTreeMap<Dev, BTreeSet<(ConversationId, MessageId)>>,
+    /// When each forger turned: what it confirms from then on is its own
+    /// business (its changes after the forgery depend on changes every
+    /// honest device refuses).
+    pub forger_since: BTreeMap<Dev, u64>,
 }
 
 impl Ledger {
@@ -177,6 +187,21 @@ pub fn check_send(
     Ok(())
 }
 
+/// A conversation as device `d` would read it from its store at a restart.
+fn reread(d: &Device, h: &ConversationHeader) -> Option<huddle::conversation::Conversation> {
+    let stored = huddle::store::DocLoader::load_doc(&d.store, &h.id.0).ok()?;
+    let actor = automerge::ActorId::from([0xcc; 16].as_slice());
+    huddle::conversation::Conversation::load(
+        h.clone(),
+        &actor,
+        stored.snapshot.as_deref(),
+        &stored.chunks,
+        &stored.rejected,
+    )
+    .ok()
+    .map(|(c, _)| c)
+}
+
 pub fn frame_kind(f: &Frame) -> &'static str {
     match f {
         Frame::Hello { .. } => "Hello",
@@ -244,6 +269,36 @@ pub fn check_final(devices: &[Device], ledger: &Ledger, at: u64) -> Result<(), V
                         ),
                     );
                 }
+            }
+        }
+    }
+    // Append-only: what a device showed, it still shows, and would show
+    // again after a restart: read back from its store, as a restart reads it
+    // (a node's index in memory never drops an entry, its document can).
+    for (&i, shown) in &ledger.shown {
+        let d = &devices[i];
+        if d.node.is_none() || d.malicious || d.revoked {
+            continue;
+        }
+        let mut read: BTreeMap<ConversationId, Option<huddle::conversation::Conversation>> =
+            BTreeMap::new();
+        for (conv, mid) in shown {
+            if !member_devices(devices, &ledger.headers[conv]).contains(&i) {
+                continue;
+            }
+            let c = read
+                .entry(*conv)
+                .or_insert_with(|| reread(d, &ledger.headers[conv]));
+            if c.as_ref().is_none_or(|c| c.get(mid).is_none()) {
+                return fail(
+                    Invariant::AppendOnly,
+                    vec![i],
+                    format!(
+                        "d{i} showed message {} in {} and no longer holds it",
+                        short(mid),
+                        short(conv)
+                    ),
+                );
             }
         }
     }
@@ -330,8 +385,20 @@ pub fn check_final(devices: &[Device], ledger: &Ledger, at: u64) -> Result<(), V
         if devices[c.author].revoked {
             continue;
         }
+        if ledger
+            .forger_since
+            .get(&c.author)
+            .is_some_and(|t| c.at >= *t)
+        {
+            continue;
+        }
         let h = &ledger.headers[&c.conv];
-        for i in member_devices(devices, h) {
+        // A forger is refused by every honest device once it sends its
+        // forgery: what others write later is not owed to it.
+        for i in member_devices(devices, h)
+            .into_iter()
+            .filter(|&i| !devices[i].malicious)
+        {
             let has = devices[i]
                 .node
                 .as_ref()

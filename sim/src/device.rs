@@ -52,6 +52,8 @@ pub struct Device {
     /// Turned malicious (the forger): what it shows itself is its own
     /// business, so it is left out of the authenticity and history checks.
     pub malicious: bool,
+    /// Its node refuses changes that break the append-only rules.
+    pub append_only: bool,
 }
 
 /// What a device is made of before it boots.
@@ -139,6 +141,7 @@ impl Device {
             crash_mid_step: false,
             revoked: false,
             malicious: false,
+            append_only: true,
         }
     }
 
@@ -167,7 +170,10 @@ impl Device {
             self.key.clone(),
             self.cert.clone(),
             stored,
-            NodeConfig::default(),
+            NodeConfig {
+                append_only: self.append_only,
+                ..NodeConfig::default()
+            },
             &mut self.rng,
         )
         .map_err(|e| e.to_string())?;

@@ -190,7 +190,10 @@ pub fn disconnect(w: &mut World, by: Dev, peer: DeviceId, reason: Reason) {
     w.trace
         .log(w.now, Kind::Close, Some(by), Some(to), code, id);
     w.acct.session_closed(id);
-    if is_membership_refusal(reason) {
+    // A refusal for membership, or for breaking the protocol (a forger's
+    // change that breaks the append-only rules), will be refused again:
+    // the pair retries slowly in the background, as a dialer backs off.
+    if is_membership_refusal(reason) || reason == Reason::ProtocolViolation {
         w.pairs.entry(pair(by, to)).or_default().refused = true;
     }
     for (d, p, at) in [(by, to, w.now), (to, by, drained)] {

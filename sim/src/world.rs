@@ -45,6 +45,10 @@ pub struct Options {
     pub trace_sync: bool,
     /// Show the trace of these devices instead of the violation's.
     pub trace_devices: Option<Vec<usize>>,
+    /// Nodes refuse changes that break the documents' append-only rules
+    /// (`NodeConfig::append_only`); off only to show the checker catches
+    /// what they stop.
+    pub append_only: bool,
 }
 
 impl Default for Options {
@@ -56,6 +60,7 @@ impl Default for Options {
             trace_lines: 30,
             trace_sync: true,
             trace_devices: None,
+            append_only: true,
         }
     }
 }
@@ -137,6 +142,7 @@ impl World {
         }
         let skew = sc.faults.skew.0 / 1000;
         for d in &mut devs {
+            d.append_only = opts.append_only;
             if skew > 0 {
                 d.skew_ms = rng.gen_range(-skew..=skew);
             }

@@ -168,3 +168,37 @@ fn queues_are_bounded() {
     let out = run(&sc, 1, opts);
     assert_caught(&out, Invariant::Bounded);
 }
+
+/// With the documents' append-only rules switched off, the forger's
+/// deletion and overwrite of others' messages spread, and a device that
+/// showed those messages would not show them after a restart: the
+/// append-only checker catches it. With the rules on, the same runs pass
+/// (`honest_nodes_pass_the_same_scenarios` and the CI sweep hold the
+/// forger scenarios).
+#[test]
+fn erasures_are_caught_with_the_append_only_rules_off() {
+    let sc = scenario(include_str!("scenarios/mini.toml"));
+    let mut caught = 0;
+    for seed in 1..=4 {
+        let opts = Options {
+            append_only: false,
+            ..Options::default()
+        };
+        let out = run(&sc, seed, opts);
+        if let Some(v) = &out.violation {
+            assert!(
+                v.invariant == Invariant::AppendOnly,
+                "seed {seed}: {}",
+                v.detail
+            );
+            caught += 1;
+        }
+        let on = run(&sc, seed, Options::default());
+        assert!(
+            on.passed(),
+            "{}",
+            on.failure_report(&replay_command(&sc.name, seed))
+        );
+    }
+    assert!(caught >= 3, "only {caught} of 4 runs caught the erasures");
+}
