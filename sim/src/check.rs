@@ -129,6 +129,8 @@ pub fn check_send(
     let (tx, rx) = (&devices[from], &devices[to]);
     let doc = match frame {
         Frame::Hello { .. } | Frame::Refuse { .. } => return Ok(()),
+        // Who we are: for members of the team only, like conversation bytes.
+        Frame::Identify { .. } => None,
         Frame::Catalog { entries, .. } => entries.iter().map(|e| e.doc).find(|d| *d != TEAM_DOC_ID),
         Frame::Heads { entries } => entries.iter().map(|e| e.doc).find(|d| *d != TEAM_DOC_ID),
         Frame::Header { header } => Some(header.id.0),
@@ -180,6 +182,7 @@ pub fn check_send(
 pub fn frame_kind(f: &Frame) -> &'static str {
     match f {
         Frame::Hello { .. } => "Hello",
+        Frame::Identify { .. } => "Identify",
         Frame::Refuse { .. } => "Refuse",
         Frame::Catalog { .. } => "Catalog",
         Frame::Header { .. } => "Header",
