@@ -193,3 +193,39 @@ fn a_damaged_conversation_is_set_aside_not_fatal() -> anyhow::Result<()> {
     assert_eq!(status.damaged[0].conversation.to_string(), nurses);
     Ok(())
 }
+
+/// A certificate stored by an older huddle (version 1, before passes) is
+/// explained in one sentence that says what to do, and the new token the
+/// admin issues replaces it.
+#[test]
+fn a_certificate_from_an_older_huddle_asks_for_a_new_token() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let ana = init(tmp.path(), "ana", "Ana Silva", &["nurse"])?;
+    ok(&ana.dir, &["team", "create", "St Mary Ward 7"])?;
+    let ben = init(tmp.path(), "ben", "Ben Okafor", &["physician"])?;
+    admit(&ana, &ben, "Ben Okafor", &["physician"])?;
+
+    // What a version-3 huddle stored: the same token layout, version byte 1.
+    let path = ben.dir.join("certificate");
+    let token = std::fs::read_to_string(&path)?;
+    let body = token.trim().strip_prefix("HUDDLE1:").expect("a token");
+    let mut b = data_encoding::BASE32_NOPAD.decode(body.as_bytes())?;
+    b.truncate(b.len() - 4);
+    b[0] = 1;
+    let sum = huddle::crypto::sha256(&[&b]);
+    b.extend_from_slice(&sum[..4]);
+    let old = format!("HUDDLE1:{}\n", data_encoding::BASE32_NOPAD.encode(&b));
+    std::fs::write(&path, old)?;
+
+    let err = fails(&ben.dir, &["team", "show"])?;
+    assert!(
+        err.contains("older huddle") && err.contains("new token") && !err.contains("damaged"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
+
+    admit(&ana, &ben, "Ben Okafor", &["physician"])?;
+    let show = json(&ben.dir, &["team", "show"])?;
+    assert_eq!(show["team_name"], "St Mary Ward 7");
+    Ok(())
+}

@@ -315,7 +315,12 @@ fn join(ctx: &Ctx, token: &str) -> Result<()> {
             "this token is not valid yet: check this device's clock and time zone",
         ));
     }
-    if let Some(old) = ctx.dir.certificate()? {
+    // A certificate from an older huddle is what this new token replaces.
+    let old = match ctx.dir.certificate() {
+        Err(crate::datadir::DataDirError::OutdatedCertificate(_)) => None,
+        r => r?,
+    };
+    if let Some(old) = old {
         if old.team != cert.team {
             return Err(CliError::new(format!(
                 "this device already belongs to the team \"{}\": use another --data-dir to join a second team",
