@@ -44,7 +44,7 @@ pub enum DataDirError {
     IdentityExists { dir: PathBuf, device: DeviceId },
     #[error("this device already holds a team authority key ({0}); refusing to overwrite it")]
     AuthorityExists(PathBuf),
-    #[error("{0} holds a membership certificate from an older huddle: ask your team admin for a new token and install it with `huddle team join`")]
+    #[error("{0} holds a membership certificate from an older huddle: ask your team admin for a new token and install it with `huddle team join` (on the admin's own device, `huddle team show` renews it)")]
     OutdatedCertificate(PathBuf),
     #[error("{path} is damaged ({why}): restore it from a backup, or move the data directory aside and start again with `huddle init`")]
     Damaged { path: PathBuf, why: String },

@@ -9,8 +9,10 @@
 //! decides whether a certificate is valid now; every gate (hello, sync,
 //! rendering) calls it.
 
+mod outdated;
 mod pass;
 
+pub use outdated::outdated_request;
 pub use pass::{member_tag, Pass, Secret, MEMBER_TAG_LEN, PASS_LEN, SALT_LEN};
 
 use std::collections::BTreeSet;
@@ -318,28 +320,34 @@ impl Certificate {
     }
 
     pub fn from_token(token: &str) -> Result<Certificate, TokenError> {
-        let t: String = token.split_whitespace().collect();
-        let body = t
-            .strip_prefix(TOKEN_PREFIX)
-            .or_else(|| t.strip_prefix(&TOKEN_PREFIX.to_ascii_lowercase()))
-            .ok_or(TokenError::Prefix)?;
-        let bytes = data_encoding::BASE32_NOPAD
-            .decode(body.to_ascii_uppercase().as_bytes())
-            .map_err(|_| TokenError::Encoding)?;
-        if bytes.len() < 4 {
-            return Err(TokenError::Encoding);
-        }
-        let (cert, sum) = bytes.split_at(bytes.len() - 4);
-        if crypto::sha256(&[cert])[..4] != *sum {
-            return Err(TokenError::Checksum);
-        }
-        match Certificate::decode(cert) {
+        let bytes = token_bytes(token)?;
+        match Certificate::decode(&bytes) {
             Err(DecodeError::Unknown("certificate version", v)) if v < u64::from(CERT_VERSION) => {
                 Err(TokenError::Outdated(v as u8))
             }
             r => Ok(r?),
         }
     }
+}
+
+/// A token's certificate bytes, its prefix, base32 and checksum checked.
+fn token_bytes(token: &str) -> Result<Vec<u8>, TokenError> {
+    let t: String = token.split_whitespace().collect();
+    let body = t
+        .strip_prefix(TOKEN_PREFIX)
+        .or_else(|| t.strip_prefix(&TOKEN_PREFIX.to_ascii_lowercase()))
+        .ok_or(TokenError::Prefix)?;
+    let bytes = data_encoding::BASE32_NOPAD
+        .decode(body.to_ascii_uppercase().as_bytes())
+        .map_err(|_| TokenError::Encoding)?;
+    if bytes.len() < 4 {
+        return Err(TokenError::Encoding);
+    }
+    let (cert, sum) = bytes.split_at(bytes.len() - 4);
+    if crypto::sha256(&[cert])[..4] != *sum {
+        return Err(TokenError::Checksum);
+    }
+    Ok(cert.to_vec())
 }
 
 /// What a revocation names.

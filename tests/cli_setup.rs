@@ -205,18 +205,7 @@ fn a_certificate_from_an_older_huddle_asks_for_a_new_token() -> anyhow::Result<(
     let ben = init(tmp.path(), "ben", "Ben Okafor", &["physician"])?;
     admit(&ana, &ben, "Ben Okafor", &["physician"])?;
 
-    // What a version-3 huddle stored: the same token layout, version byte 1.
-    let path = ben.dir.join("certificate");
-    let token = std::fs::read_to_string(&path)?;
-    let body = token.trim().strip_prefix("HUDDLE1:").expect("a token");
-    let mut b = data_encoding::BASE32_NOPAD.decode(body.as_bytes())?;
-    b.truncate(b.len() - 4);
-    b[0] = 1;
-    let sum = huddle::crypto::sha256(&[&b]);
-    b.extend_from_slice(&sum[..4]);
-    let old = format!("HUDDLE1:{}\n", data_encoding::BASE32_NOPAD.encode(&b));
-    std::fs::write(&path, old)?;
-
+    std::fs::write(ben.dir.join("certificate"), outdated(&ben.dir)?)?;
     let err = fails(&ben.dir, &["team", "show"])?;
     assert!(
         err.contains("older huddle") && err.contains("new token") && !err.contains("damaged"),
@@ -227,5 +216,40 @@ fn a_certificate_from_an_older_huddle_asks_for_a_new_token() -> anyhow::Result<(
     admit(&ana, &ben, "Ben Okafor", &["physician"])?;
     let show = json(&ben.dir, &["team", "show"])?;
     assert_eq!(show["team_name"], "St Mary Ward 7");
+
+    // The admin has no one to ask: its own device renews its certificate.
+    std::fs::write(ana.dir.join("certificate"), outdated(&ana.dir)?)?;
+    let show = json(&ana.dir, &["team", "show"])?;
+    assert_eq!(show["team_name"], "St Mary Ward 7");
+    assert_eq!(show["member"], ana.member.as_str());
+    admit(&ana, &ben, "Ben Okafor", &["physician"])?;
     Ok(())
+}
+
+/// The certificate installed in `dir` as a version-3 huddle stored it: the
+/// same token layout, with the version-1 field order and version byte.
+fn outdated(dir: &std::path::Path) -> anyhow::Result<String> {
+    let token = std::fs::read_to_string(dir.join("certificate"))?;
+    let c = huddle::membership::Certificate::from_token(&token)?;
+    let mut w = huddle::codec::Writer::new();
+    w.u8(1)
+        .raw(&c.team.0)
+        .str(&c.team_name)
+        .raw(&c.member.0)
+        .str(&c.display_name)
+        .varint(c.roles.len() as u64);
+    for r in &c.roles {
+        w.str(r);
+    }
+    w.raw(&c.device.0)
+        .u64_be(c.issued)
+        .u64_be(c.expires)
+        .raw(&c.signature);
+    let mut b = w.finish();
+    let sum = huddle::crypto::sha256(&[&b]);
+    b.extend_from_slice(&sum[..4]);
+    Ok(format!(
+        "HUDDLE1:{}\n",
+        data_encoding::BASE32_NOPAD.encode(&b)
+    ))
 }
