@@ -13,7 +13,10 @@ pub const SIGNATURE_LEN: usize = 64;
 
 /// Domain tags: one per kind of signed object.
 pub mod domain {
-    pub const CERTIFICATE: &[u8] = b"huddle/certificate/v1";
+    pub const CERTIFICATE: &[u8] = b"huddle/certificate/v2";
+    /// Not a published signature: the authority's signature over a
+    /// certificate request, hashed into the certificate's salt.
+    pub const CERTIFICATE_SALT: &[u8] = b"huddle/certificate-salt/v1";
     pub const REVOCATION: &[u8] = b"huddle/revocation/v1";
     pub const MESSAGE: &[u8] = b"huddle/message/v1";
     pub const RECEIPT: &[u8] = b"huddle/receipt/v1";

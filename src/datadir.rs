@@ -29,7 +29,7 @@ use thiserror::Error;
 
 use crate::crypto::{AuthorityKey, DeviceKey};
 use crate::ids::{DeviceId, MemberId};
-use crate::membership::Certificate;
+use crate::membership::{Certificate, TokenError};
 
 const DEVICE_KEY: &str = "device.key";
 const PROFILE: &str = "profile.json";
@@ -47,6 +47,8 @@ pub enum DataDirError {
     IdentityExists { dir: PathBuf, device: DeviceId },
     #[error("this device already holds a team authority key ({0}); refusing to overwrite it")]
     AuthorityExists(PathBuf),
+    #[error("{0} holds a membership certificate from an older huddle: ask your team admin for a new token and install it with `huddle team join` (on the admin's own device, `huddle team show` renews it)")]
+    OutdatedCertificate(PathBuf),
     #[error("{path} is damaged ({why}): restore it from a backup, or move the data directory aside and start again with `huddle init`")]
     Damaged { path: PathBuf, why: String },
     #[error(transparent)]
@@ -203,14 +205,15 @@ impl DataDir {
         let path = self.file(CERTIFICATE);
         match read_optional(&path)? {
             None => Ok(None),
-            Some(text) => {
-                Certificate::from_token(&text)
-                    .map(Some)
-                    .map_err(|e| DataDirError::Damaged {
+            Some(text) => Certificate::from_token(&text)
+                .map(Some)
+                .map_err(|e| match e {
+                    TokenError::Outdated(_) => DataDirError::OutdatedCertificate(path),
+                    e => DataDirError::Damaged {
                         path,
                         why: e.to_string(),
-                    })
-            }
+                    },
+                }),
         }
     }
 

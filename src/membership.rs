@@ -1,10 +1,19 @@
 //! Team membership: certificates signed by the team authority that bind a
 //! device to a member (name, roles) in a team until an expiry, revocations
 //! signed by the same authority, and the compact text token that carries a
-//! certificate between devices (copy-paste or QR code).
+//! certificate between devices (copy-paste or QR code). A certificate shows
+//! strangers only its pass (`pass.rs`).
 //!
-//! Invariant: [`Certificate::check`] is the single place that decides whether
-//! a certificate is valid now; every gate (hello, sync, rendering) calls it.
+//! Invariant: [`Certificate::check`] (and, for the pass a hello carries,
+//! [`Pass::check`] over the same signed bytes) is the single place that
+//! decides whether a certificate is valid now; every gate (hello, sync,
+//! rendering) calls it.
+
+mod outdated;
+mod pass;
+
+pub use outdated::outdated_request;
+pub use pass::{member_tag, Pass, Secret, MEMBER_TAG_LEN, PASS_LEN, SALT_LEN};
 
 use std::collections::BTreeSet;
 
@@ -21,7 +30,7 @@ pub const MAX_ROLES: usize = 16;
 /// a little behind the authority's must still accept a fresh certificate).
 pub const ISSUE_SKEW_MS: Millis = 10 * 60 * 1000;
 
-const CERT_VERSION: u8 = 1;
+const CERT_VERSION: u8 = 2;
 const REVOCATION_VERSION: u8 = 1;
 const TOKEN_PREFIX: &str = "HUDDLE1:";
 
@@ -53,6 +62,8 @@ pub enum TokenError {
     Encoding,
     #[error("the token is damaged (checksum mismatch); copy it again in full")]
     Checksum,
+    #[error("this membership token is from an older huddle (certificate version {0}): ask your team admin for a new token")]
+    Outdated(u8),
     #[error("the token could not be decoded: {0}")]
     Decode(#[from] DecodeError),
 }
@@ -68,6 +79,10 @@ pub struct Certificate {
     pub device: DeviceId,
     pub issued: Millis,
     pub expires: Millis,
+    /// Drawn by the authority (derived from its signature over the request,
+    /// so unguessable without its key): it keeps the secret digest a pass
+    /// carries from confirming guesses of names and roles.
+    pub salt: [u8; SALT_LEN],
     pub signature: [u8; SIGNATURE_LEN],
 }
 
@@ -126,35 +141,90 @@ impl CertificateRequest {
             device: self.device,
             issued: self.issued,
             expires: self.expires,
+            salt: [0; SALT_LEN],
             signature: [0; SIGNATURE_LEN],
         };
+        // Ed25519 signing is deterministic and needs the authority's secret,
+        // so this salt is as unguessable as a drawn one, and signing stays a
+        // pure function of the request (no rng to thread through callers).
+        let mut w = Writer::with_capacity(256);
+        w.raw(&cert.team.0).raw(&cert.device.0);
+        cert.secret().write(&mut w);
+        w.u64_be(cert.issued).u64_be(cert.expires);
+        let seed = authority.sign(domain::CERTIFICATE_SALT, w.as_slice());
+        cert.salt = crypto::sha256(&[domain::CERTIFICATE_SALT, &seed])[..SALT_LEN]
+            .try_into()
+            .expect("16 bytes");
         cert.signature = authority.sign(domain::CERTIFICATE, &cert.signed_bytes());
         Ok(cert)
     }
 }
 
+/// The bytes the authority signs (after the domain tag): what a pass and a
+/// full certificate both rebuild.
+pub(crate) fn signed_message(
+    team: &TeamId,
+    device: &DeviceId,
+    issued: Millis,
+    expires: Millis,
+    tag: &[u8; MEMBER_TAG_LEN],
+    digest: &[u8; 32],
+) -> Vec<u8> {
+    let mut w = Writer::with_capacity(1 + 32 + 32 + 16 + MEMBER_TAG_LEN + 32);
+    w.u8(CERT_VERSION)
+        .raw(&team.0)
+        .raw(&device.0)
+        .u64_be(issued)
+        .u64_be(expires)
+        .raw(tag)
+        .raw(digest);
+    w.finish()
+}
+
+/// The checks that can change over time and need no member id.
+pub(crate) fn valid_standing(
+    issued: Millis,
+    expires: Millis,
+    device: &DeviceId,
+    now: Millis,
+    revoked: &Revocations,
+) -> Result<(), CertError> {
+    if issued > now.saturating_add(ISSUE_SKEW_MS) {
+        return Err(CertError::NotYetValid);
+    }
+    if now >= expires {
+        return Err(CertError::Expired);
+    }
+    if revoked.devices.contains(device) {
+        return Err(CertError::RevokedDevice);
+    }
+    Ok(())
+}
+
 impl Certificate {
     fn signed_bytes(&self) -> Vec<u8> {
+        signed_message(
+            &self.team,
+            &self.device,
+            self.issued,
+            self.expires,
+            &member_tag(&self.member, &self.device),
+            &self.secret().digest(),
+        )
+    }
+
+    /// `version ‖ team ‖ device ‖ issued ‖ expires ‖ secret ‖ signature`
+    /// (wire.md §4.1).
+    pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(256);
         w.u8(CERT_VERSION)
             .raw(&self.team.0)
-            .str(&self.team_name)
-            .raw(&self.member.0)
-            .str(&self.display_name)
-            .varint(self.roles.len() as u64);
-        for r in &self.roles {
-            w.str(r);
-        }
-        w.raw(&self.device.0)
+            .raw(&self.device.0)
             .u64_be(self.issued)
             .u64_be(self.expires);
+        self.secret().write(&mut w);
+        w.raw(&self.signature);
         w.finish()
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        let mut b = self.signed_bytes();
-        b.extend_from_slice(&self.signature);
-        b
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Certificate, DecodeError> {
@@ -170,27 +240,21 @@ impl Certificate {
             return Err(DecodeError::Unknown("certificate version", version.into()));
         }
         let team = TeamId(r.array("team id")?);
-        let team_name = r.str(MAX_NAME_LEN, "team name")?.to_owned();
-        let member = MemberId(r.array("member id")?);
-        let display_name = r.str(MAX_NAME_LEN, "display name")?.to_owned();
-        let n = r.count(MAX_ROLES, 1, "roles")?;
-        let mut roles = Vec::with_capacity(n);
-        for _ in 0..n {
-            roles.push(r.str(MAX_ROLE_LEN, "role")?.to_owned());
-        }
         let device = DeviceId(r.array("device id")?);
         let issued = r.u64_be("issued")?;
         let expires = r.u64_be("expires")?;
+        let secret = Secret::read(r)?;
         let signature = r.array("certificate signature")?;
         Ok(Certificate {
             team,
-            team_name,
-            member,
-            display_name,
-            roles,
+            team_name: secret.team_name,
+            member: secret.member,
+            display_name: secret.display_name,
+            roles: secret.roles,
             device,
             issued,
             expires,
+            salt: secret.salt,
             signature,
         })
     }
@@ -234,15 +298,7 @@ impl Certificate {
     /// a signature does not stop verifying, and verifying it every time costs
     /// a node 40 µs per peer per check.
     pub fn check_standing(&self, now: Millis, revoked: &Revocations) -> Result<(), CertError> {
-        if self.issued > now.saturating_add(ISSUE_SKEW_MS) {
-            return Err(CertError::NotYetValid);
-        }
-        if now >= self.expires {
-            return Err(CertError::Expired);
-        }
-        if revoked.devices.contains(&self.device) {
-            return Err(CertError::RevokedDevice);
-        }
+        valid_standing(self.issued, self.expires, &self.device, now, revoked)?;
         if revoked.members.contains(&self.member) {
             return Err(CertError::RevokedMember);
         }
@@ -264,23 +320,34 @@ impl Certificate {
     }
 
     pub fn from_token(token: &str) -> Result<Certificate, TokenError> {
-        let t: String = token.split_whitespace().collect();
-        let body = t
-            .strip_prefix(TOKEN_PREFIX)
-            .or_else(|| t.strip_prefix(&TOKEN_PREFIX.to_ascii_lowercase()))
-            .ok_or(TokenError::Prefix)?;
-        let bytes = data_encoding::BASE32_NOPAD
-            .decode(body.to_ascii_uppercase().as_bytes())
-            .map_err(|_| TokenError::Encoding)?;
-        if bytes.len() < 4 {
-            return Err(TokenError::Encoding);
+        let bytes = token_bytes(token)?;
+        match Certificate::decode(&bytes) {
+            Err(DecodeError::Unknown("certificate version", v)) if v < u64::from(CERT_VERSION) => {
+                Err(TokenError::Outdated(v as u8))
+            }
+            r => Ok(r?),
         }
-        let (cert, sum) = bytes.split_at(bytes.len() - 4);
-        if crypto::sha256(&[cert])[..4] != *sum {
-            return Err(TokenError::Checksum);
-        }
-        Ok(Certificate::decode(cert)?)
     }
+}
+
+/// A token's certificate bytes, its prefix, base32 and checksum checked.
+fn token_bytes(token: &str) -> Result<Vec<u8>, TokenError> {
+    let t: String = token.split_whitespace().collect();
+    let body = t
+        .strip_prefix(TOKEN_PREFIX)
+        .or_else(|| t.strip_prefix(&TOKEN_PREFIX.to_ascii_lowercase()))
+        .ok_or(TokenError::Prefix)?;
+    let bytes = data_encoding::BASE32_NOPAD
+        .decode(body.to_ascii_uppercase().as_bytes())
+        .map_err(|_| TokenError::Encoding)?;
+    if bytes.len() < 4 {
+        return Err(TokenError::Encoding);
+    }
+    let (cert, sum) = bytes.split_at(bytes.len() - 4);
+    if crypto::sha256(&[cert])[..4] != *sum {
+        return Err(TokenError::Checksum);
+    }
+    Ok(cert.to_vec())
 }
 
 /// What a revocation names.
@@ -445,6 +512,55 @@ mod tests {
         assert_eq!(
             altered.check(&auth.team_id(), 2_000, &none),
             Err(CertError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn a_pass_shows_nothing_of_who_and_rebuilds_the_certificate() {
+        let (auth, cert) = setup();
+        let team = auth.team_id();
+        let none = Revocations::default();
+        let pass = Pass::decode(&cert.pass().encode()).unwrap();
+        assert_eq!(pass.encode().len(), PASS_LEN);
+        for needle in [
+            cert.display_name.as_bytes(),
+            cert.team_name.as_bytes(),
+            &cert.member.0,
+            &team.0,
+            b"nurse",
+        ] {
+            assert!(!pass.encode().windows(needle.len()).any(|w| w == needle));
+        }
+        assert_eq!(pass.check(&team, 2_000, &none), Ok(()));
+        assert_eq!(
+            pass.check(&TeamId([9; 32]), 2_000, &none),
+            Err(CertError::WrongTeam)
+        );
+        let mut revoked = Revocations::default();
+        revoked.insert(RevocationTarget::Member(MemberId([2; 16])));
+        assert_eq!(pass.check(&team, 2_000, &revoked), Ok(()));
+        revoked.insert(RevocationTarget::Member(cert.member));
+        assert_eq!(
+            pass.check(&team, 2_000, &revoked),
+            Err(CertError::RevokedMember)
+        );
+        assert_eq!(pass.join(&team, cert.secret()), Ok(cert.clone()));
+        let mut other = cert.secret();
+        other.roles.push("physician".into());
+        assert_eq!(pass.join(&team, other), Err(CertError::BadSignature));
+    }
+
+    #[test]
+    fn an_older_token_says_so() {
+        let (_, cert) = setup();
+        let mut b = cert.encode();
+        b[0] = 1;
+        let sum = crypto::sha256(&[&b]);
+        b.extend_from_slice(&sum[..4]);
+        let token = format!("{TOKEN_PREFIX}{}", data_encoding::BASE32_NOPAD.encode(&b));
+        assert_eq!(
+            Certificate::from_token(&token),
+            Err(TokenError::Outdated(1))
         );
     }
 

@@ -8,13 +8,15 @@
 
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::header::ConversationHeader;
-use crate::membership::Certificate;
+use crate::membership::{Pass, Secret};
 
-/// The protocol version carried in `Hello`: 3 since group and role ids are
-/// derived from their headers (wire.md §2; a version-2 node would take a
+/// The protocol version carried in `Hello`: 4 since a hello carries only a
+/// certificate's pass and the rest follows in `Identify` to proven members
+/// (wire.md §4.2; a version-3 hello told anyone our name and roles), 3 since
+/// group and role ids are derived from their headers (wire.md §2; a version-2 node would take a
 /// header claiming any id), 2 since conversations' message lists are paged
 /// (sync.md §7.1; a version-1 node would read only page 0).
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
 /// The libp2p protocol id for frames.
 pub const PROTOCOL_ID: &str = "/huddle/sync/2";
 /// Hard upper bound on one frame, enforced by the transport and again here.
@@ -35,6 +37,7 @@ const TAG_CATALOG: u8 = 3;
 const TAG_HEADER: u8 = 4;
 const TAG_SYNC: u8 = 5;
 const TAG_HEADS: u8 = 6;
+const TAG_IDENTIFY: u8 = 7;
 
 /// Why a node refuses or drops a peer. Sent in `Refuse` and logged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -146,11 +149,12 @@ impl HeadsEntry {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
     /// First frame on a connection, both ways: protocol version and the
-    /// sender's membership certificate.
-    Hello {
-        version: u8,
-        certificate: Certificate,
-    },
+    /// pass of the sender's membership certificate (no name, member, roles
+    /// or team: sync.md §2).
+    Hello { version: u8, pass: Pass },
+    /// The rest of the sender's certificate, sent only once the receiver's
+    /// pass verified under the sender's team key.
+    Identify { secret: Secret },
     /// The sender refuses the connection; it closes right after.
     Refuse { reason: Reason },
     /// The documents the sender shares with the receiver; `last` is set on
@@ -179,11 +183,12 @@ impl Frame {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         match self {
-            Frame::Hello {
-                version,
-                certificate,
-            } => {
-                w.u8(TAG_HELLO).u8(*version).bytes(&certificate.encode());
+            Frame::Hello { version, pass } => {
+                w.u8(TAG_HELLO).u8(*version).raw(&pass.encode());
+            }
+            Frame::Identify { secret } => {
+                w.u8(TAG_IDENTIFY);
+                secret.write(&mut w);
             }
             Frame::Refuse { reason } => {
                 w.u8(TAG_REFUSE).u8(reason.code());
@@ -227,12 +232,14 @@ impl Frame {
                     // What follows may be in a format this version does not know.
                     return Err(DecodeError::Unknown("protocol version", version.into()));
                 }
-                let certificate = Certificate::decode(r.bytes(4096, "certificate")?)?;
                 Frame::Hello {
                     version,
-                    certificate,
+                    pass: Pass::read(&mut r)?,
                 }
             }
+            TAG_IDENTIFY => Frame::Identify {
+                secret: Secret::read(&mut r)?,
+            },
             TAG_REFUSE => Frame::Refuse {
                 reason: Reason::from_code(r.u8("reason")?),
             },

@@ -356,3 +356,63 @@ fn a_data_dir_others_own_or_can_write_is_refused() -> anyhow::Result<()> {
     assert_eq!(std::fs::read_dir(&theirs)?.count(), 0, "nothing written");
     Ok(())
 }
+
+/// A certificate stored by an older huddle (version 1, before passes) is
+/// explained in one sentence that says what to do, and the new token the
+/// admin issues replaces it.
+#[test]
+fn a_certificate_from_an_older_huddle_asks_for_a_new_token() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let ana = init(tmp.path(), "ana", "Ana Silva", &["nurse"])?;
+    ok(&ana.dir, &["team", "create", "St Mary Ward 7"])?;
+    let ben = init(tmp.path(), "ben", "Ben Okafor", &["physician"])?;
+    admit(&ana, &ben, "Ben Okafor", &["physician"])?;
+
+    std::fs::write(ben.dir.join("certificate"), outdated(&ben.dir)?)?;
+    let err = fails(&ben.dir, &["team", "show"])?;
+    assert!(
+        err.contains("older huddle") && err.contains("new token") && !err.contains("damaged"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
+
+    admit(&ana, &ben, "Ben Okafor", &["physician"])?;
+    let show = json(&ben.dir, &["team", "show"])?;
+    assert_eq!(show["team_name"], "St Mary Ward 7");
+
+    // The admin has no one to ask: its own device renews its certificate.
+    std::fs::write(ana.dir.join("certificate"), outdated(&ana.dir)?)?;
+    let show = json(&ana.dir, &["team", "show"])?;
+    assert_eq!(show["team_name"], "St Mary Ward 7");
+    assert_eq!(show["member"], ana.member.as_str());
+    admit(&ana, &ben, "Ben Okafor", &["physician"])?;
+    Ok(())
+}
+
+/// The certificate installed in `dir` as a version-3 huddle stored it: the
+/// same token layout, with the version-1 field order and version byte.
+fn outdated(dir: &std::path::Path) -> anyhow::Result<String> {
+    let token = std::fs::read_to_string(dir.join("certificate"))?;
+    let c = huddle::membership::Certificate::from_token(&token)?;
+    let mut w = huddle::codec::Writer::new();
+    w.u8(1)
+        .raw(&c.team.0)
+        .str(&c.team_name)
+        .raw(&c.member.0)
+        .str(&c.display_name)
+        .varint(c.roles.len() as u64);
+    for r in &c.roles {
+        w.str(r);
+    }
+    w.raw(&c.device.0)
+        .u64_be(c.issued)
+        .u64_be(c.expires)
+        .raw(&c.signature);
+    let mut b = w.finish();
+    let sum = huddle::crypto::sha256(&[&b]);
+    b.extend_from_slice(&sum[..4]);
+    Ok(format!(
+        "HUDDLE1:{}\n",
+        data_encoding::BASE32_NOPAD.encode(&b)
+    ))
+}

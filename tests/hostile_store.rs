@@ -307,7 +307,10 @@ fn a_damaged_header_sets_one_conversation_aside_and_keeps_its_records() {
     for frame in [
         Frame::Hello {
             version: PROTOCOL_VERSION,
-            certificate: bea_cert,
+            pass: bea_cert.pass(),
+        },
+        Frame::Identify {
+            secret: bea_cert.secret(),
         },
         Frame::Header { header },
     ] {

@@ -139,6 +139,8 @@ pub fn check_send(
     let (tx, rx) = (&devices[from], &devices[to]);
     let doc = match frame {
         Frame::Hello { .. } | Frame::Refuse { .. } => return Ok(()),
+        // Who we are: for members of the team only, like conversation bytes.
+        Frame::Identify { .. } => None,
         Frame::Catalog { entries, .. } => entries.iter().map(|e| e.doc).find(|d| *d != TEAM_DOC_ID),
         Frame::Heads { entries } => entries.iter().map(|e| e.doc).find(|d| *d != TEAM_DOC_ID),
         Frame::Header { header } => Some(header.id.0),
@@ -205,6 +207,7 @@ fn reread(d: &Device, h: &ConversationHeader) -> Option<huddle::conversation::Co
 pub fn frame_kind(f: &Frame) -> &'static str {
     match f {
         Frame::Hello { .. } => "Hello",
+        Frame::Identify { .. } => "Identify",
         Frame::Refuse { .. } => "Refuse",
         Frame::Catalog { .. } => "Catalog",
         Frame::Header { .. } => "Header",

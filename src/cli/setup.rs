@@ -227,14 +227,56 @@ fn authority(ctx: &Ctx) -> Result<(AuthorityKey, Certificate)> {
             "this device does not hold a team key: run this on the device where the team was created (`huddle team create`)",
         )
     })?;
-    let cert = ctx
-        .dir
-        .certificate()?
+    let cert = installed_certificate(ctx)?
         .filter(|c| c.team == key.team_id())
         .ok_or_else(|| {
             CliError::new("this device's team key does not match its membership: the data directory is inconsistent")
         })?;
     Ok((key, cert))
+}
+
+/// The installed certificate; on the administrator's own device, one from
+/// an older huddle is renewed first.
+fn installed_certificate(ctx: &Ctx) -> Result<Option<Certificate>> {
+    use crate::datadir::DataDirError::OutdatedCertificate;
+    match ctx.dir.certificate() {
+        Err(OutdatedCertificate(path)) => {
+            let renewed = match ctx.dir.authority()? {
+                Some(key) => renew_outdated(ctx, &key, &path)?,
+                None => None,
+            };
+            renewed
+                .map(Some)
+                .ok_or_else(|| OutdatedCertificate(path).into())
+        }
+        r => Ok(r?),
+    }
+}
+
+/// The administrator's own certificate from an older huddle, signed again
+/// as the current version with the same fields (no one else can give the
+/// holder of the team key a new token).
+fn renew_outdated(
+    ctx: &Ctx,
+    key: &AuthorityKey,
+    path: &std::path::Path,
+) -> Result<Option<Certificate>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?;
+    let Some((team, request)) = crate::membership::outdated_request(&text) else {
+        return Ok(None);
+    };
+    if team != key.team_id() {
+        return Ok(None);
+    }
+    let cert = request.sign(key)?;
+    ctx.dir.save_certificate(&cert)?;
+    ctx.out.note(format!(
+        "Renewed this device's certificate from an older huddle (\"{}\", until {}).",
+        cert.team_name,
+        date(cert.expires)
+    ));
+    Ok(Some(cert))
 }
 
 fn admit(ctx: &Ctx, a: AdmitArgs) -> Result<()> {
@@ -315,7 +357,12 @@ fn join(ctx: &Ctx, token: &str) -> Result<()> {
             "this token is not valid yet: check this device's clock and time zone",
         ));
     }
-    if let Some(old) = ctx.dir.certificate()? {
+    // A certificate from an older huddle is what this new token replaces.
+    let old = match ctx.dir.certificate() {
+        Err(crate::datadir::DataDirError::OutdatedCertificate(_)) => None,
+        r => r?,
+    };
+    if let Some(old) = old {
         if old.team != cert.team {
             return Err(CliError::new(format!(
                 "this device already belongs to the team \"{}\": use another --data-dir to join a second team",
@@ -405,10 +452,7 @@ fn revoke(ctx: &Ctx, target: &str) -> Result<()> {
 
 fn show(ctx: &Ctx) -> Result<()> {
     ctx.dir.identity()?;
-    let cert = ctx
-        .dir
-        .certificate()?
-        .ok_or(crate::node::CommandError::NoMembership)?;
+    let cert = installed_certificate(ctx)?.ok_or(crate::node::CommandError::NoMembership)?;
     let admin = ctx.dir.authority()?.is_some();
     let backend = Backend::open(ctx)?;
     let members = backend.directory()?;

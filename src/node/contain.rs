@@ -231,12 +231,20 @@ mod tests {
             self.handle(Input::PeerConnected { peer: cert.device });
             let hello = Frame::Hello {
                 version: PROTOCOL_VERSION,
-                certificate: cert.clone(),
+                pass: cert.pass(),
             };
-            self.handle(Input::Frame {
+            let mut outs = self.handle(Input::Frame {
                 peer: cert.device,
                 bytes: hello.encode(),
-            })
+            });
+            let identify = Frame::Identify {
+                secret: cert.secret(),
+            };
+            outs.extend(self.handle(Input::Frame {
+                peer: cert.device,
+                bytes: identify.encode(),
+            }));
+            outs
         }
 
         /// Leaves in Ana's sync state for `peer` a Bloom filter that claims

@@ -1,9 +1,11 @@
-//! Per-peer sessions: the membership gate (hello), the catalog exchange,
-//! headers, and the framing of Automerge sync messages.
+//! Per-peer sessions: the membership gate (hello, then identify), the
+//! catalog exchange, headers, and the framing of Automerge sync messages.
 //!
-//! Invariant: until a peer's hello has proved a valid certificate for the
-//! key Noise authenticated, the only frames it can cause us to send are our
-//! hello and a refusal.
+//! Invariant: until a peer's hello has proved a valid pass of our team for
+//! the key Noise authenticated, the only frames it can cause us to send are
+//! our hello (a pass: no name, member, roles or team) and a refusal; until
+//! its identify has completed a valid certificate, only those and our
+//! identify (sync.md §2).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -12,7 +14,7 @@ use automerge::{sync, ChangeHash};
 use super::contain::guarded;
 use super::{Event, Fx, Node, Timer};
 use crate::ids::{ConversationId, DeviceId, Millis};
-use crate::membership::{CertError, Certificate};
+use crate::membership::{CertError, Certificate, Pass, Secret};
 use crate::store::{keys, StoreOp};
 use crate::team::TEAM_DOC_ID;
 use crate::wire::{
@@ -105,6 +107,8 @@ impl KeptSync {
 
 pub(crate) enum PeerState {
     AwaitingHello,
+    /// Its pass verified and we sent our identify; its own is due.
+    AwaitingIdentify(Box<Pass>),
     Member(Box<Certificate>),
 }
 
@@ -152,7 +156,7 @@ impl Peer {
     pub fn member(&self) -> Option<&Certificate> {
         match &self.state {
             PeerState::Member(c) => Some(c),
-            PeerState::AwaitingHello => None,
+            PeerState::AwaitingHello | PeerState::AwaitingIdentify(_) => None,
         }
     }
 }
@@ -204,9 +208,10 @@ impl Node {
             fx.disconnect.push((peer, Reason::NotAMember));
             return;
         };
+        // Only the pass: who we are goes to proven members (on_hello).
         let hello = Frame::Hello {
             version: PROTOCOL_VERSION,
-            certificate: m.cert.clone(),
+            pass: m.cert.pass(),
         };
         let mut p = Peer::new();
         p.sync = self.kept_sync.take(&peer);
@@ -237,6 +242,7 @@ impl Node {
             }
         };
         let is_member = p.member().is_some();
+        let awaiting_hello = matches!(p.state, PeerState::AwaitingHello);
         match frame {
             Frame::Refuse { reason } => {
                 tracing::info!(peer = %peer.short(), %reason, "peer refused us");
@@ -248,11 +254,16 @@ impl Node {
                     by_us: false,
                 });
             }
-            Frame::Hello { certificate, .. } if !is_member => {
-                self.on_hello(now, peer, certificate, fx)
+            Frame::Hello { pass, .. } if awaiting_hello => self.on_hello(now, peer, pass, fx),
+            // Identify before we accepted the hello, or twice: a correct
+            // peer sends it only after ours, which follows its accepted hello.
+            Frame::Identify { secret } if !awaiting_hello && !is_member => {
+                self.on_identify(now, peer, secret, fx)
             }
             _ if !is_member => self.refuse(peer, Reason::ProtocolViolation, fx),
-            Frame::Hello { .. } => self.refuse(peer, Reason::ProtocolViolation, fx),
+            Frame::Hello { .. } | Frame::Identify { .. } => {
+                self.refuse(peer, Reason::ProtocolViolation, fx)
+            }
             Frame::Catalog { entries, last } => self.on_catalog(now, peer, entries, last, fx),
             Frame::Header { header } => self.on_header(now, peer, header, fx),
             Frame::Sync { doc, more, data } => self.on_sync(now, peer, doc, more, data, fx),
@@ -260,17 +271,47 @@ impl Node {
         }
     }
 
-    fn on_hello(&mut self, now: Millis, peer: DeviceId, cert: Certificate, fx: &mut Fx) {
+    /// A peer's pass: if it is of our team, valid now and not revoked, we
+    /// tell it who we are and wait for it to do the same.
+    fn on_hello(&mut self, now: Millis, peer: DeviceId, pass: Pass, fx: &mut Fx) {
         let Some(m) = &self.membership else { return };
-        let verdict = if cert.device != peer {
+        let verdict = if pass.device != peer {
             Err(CertError::WrongDevice)
         } else {
-            cert.check(&m.cert.team, now, &m.team.revoked)
+            pass.check(&m.cert.team, now, &m.team.revoked)
         };
         if let Err(e) = verdict {
             self.refuse(peer, reason_for(&e), fx);
             return;
         }
+        let identify = Frame::Identify {
+            secret: m.cert.secret(),
+        };
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.state = PeerState::AwaitingIdentify(Box::new(pass));
+        }
+        fx.send.push((peer, identify.encode()));
+    }
+
+    /// The rest of a peer's certificate, after its pass was accepted: the
+    /// whole certificate is checked again, and the peer becomes a member.
+    fn on_identify(&mut self, now: Millis, peer: DeviceId, secret: Secret, fx: &mut Fx) {
+        let Some(m) = &self.membership else { return };
+        let Some(PeerState::AwaitingIdentify(pass)) = self.peers.get(&peer).map(|p| &p.state)
+        else {
+            return;
+        };
+        let team = m.cert.team;
+        let verdict = pass
+            .join(&team, secret)
+            .and_then(|cert| cert.check(&team, now, &m.team.revoked).map(|()| cert));
+        let cert = match verdict {
+            Ok(cert) => cert,
+            Err(e) => {
+                self.refuse(peer, reason_for(&e), fx);
+                return;
+            }
+        };
         tracing::info!(peer = %peer.short(), name = %cert.display_name, "peer proved membership");
         fx.emit.push(Event::PeerJoined {
             peer,

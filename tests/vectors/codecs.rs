@@ -13,8 +13,54 @@ pub(crate) fn cert_json(c: &Certificate) -> Value {
         "device_peer_id": c.device.to_string(),
         "issued": c.issued,
         "expires": c.expires,
+        "salt": hex(&c.salt),
         "signature": hex(&c.signature),
     })
+}
+
+pub(crate) fn pass_json(p: &Pass) -> Value {
+    json!({
+        "device": hex(&p.device.0),
+        "issued": p.issued,
+        "expires": p.expires,
+        "member_tag": hex(&p.member_tag),
+        "secret_digest": hex(&p.secret_digest),
+        "signature": hex(&p.signature),
+    })
+}
+
+pub(crate) fn pass_from_json(v: &Value) -> Pass {
+    Pass {
+        device: DeviceId(fixed(v, "device")),
+        issued: num(v, "issued"),
+        expires: num(v, "expires"),
+        member_tag: fixed(v, "member_tag"),
+        secret_digest: fixed(v, "secret_digest"),
+        signature: fixed(v, "signature"),
+    }
+}
+
+pub(crate) fn secret_json(s: &Secret) -> Value {
+    json!({
+        "salt": hex(&s.salt),
+        "team_name": s.team_name,
+        "member": s.member.to_hex(),
+        "display_name": s.display_name,
+        "roles": s.roles,
+    })
+}
+
+pub(crate) fn secret_from_json(v: &Value) -> Secret {
+    Secret {
+        salt: fixed(v, "salt"),
+        team_name: st(v, "team_name").to_owned(),
+        member: MemberId(fixed(v, "member")),
+        display_name: st(v, "display_name").to_owned(),
+        roles: list(v, "roles")
+            .iter()
+            .map(|r| r.as_str().expect("role").to_owned())
+            .collect(),
+    }
 }
 
 pub(crate) fn cert_from_json(v: &Value) -> Certificate {
@@ -30,6 +76,7 @@ pub(crate) fn cert_from_json(v: &Value) -> Certificate {
         device: DeviceId(fixed(v, "device")),
         issued: num(v, "issued"),
         expires: num(v, "expires"),
+        salt: fixed(v, "salt"),
         signature: fixed(v, "signature"),
     };
     assert_eq!(
@@ -220,13 +267,14 @@ pub(crate) fn revocation_from_json(v: &Value) -> Revocation {
 
 pub(crate) fn frame_json(f: &Frame) -> Value {
     match f {
-        Frame::Hello {
-            version,
-            certificate,
-        } => json!({
+        Frame::Hello { version, pass } => json!({
             "type": "hello",
             "version": version,
-            "certificate": hex(&certificate.encode()),
+            "pass": pass_json(pass),
+        }),
+        Frame::Identify { secret } => json!({
+            "type": "identify",
+            "secret": secret_json(secret),
         }),
         Frame::Refuse { reason } => json!({ "type": "refuse", "reason": reason.code() }),
         Frame::Catalog { entries, last } => json!({
@@ -261,7 +309,10 @@ pub(crate) fn frame_from_json(v: &Value) -> Frame {
     match st(v, "type") {
         "hello" => Frame::Hello {
             version: u8::try_from(num(v, "version")).expect("u8"),
-            certificate: Certificate::decode(&bytes(v, "certificate")).expect("certificate"),
+            pass: pass_from_json(get(v, "pass")),
+        },
+        "identify" => Frame::Identify {
+            secret: secret_from_json(get(v, "secret")),
         },
         "refuse" => Frame::Refuse {
             reason: Reason::from_code(u8::try_from(num(v, "reason")).expect("u8")),

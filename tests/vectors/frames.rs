@@ -14,7 +14,13 @@ pub(crate) fn gen_frames(c: &Cast) -> Value {
             "hello".into(),
             Frame::Hello {
                 version: PROTOCOL_VERSION,
-                certificate: ana.clone(),
+                pass: ana.pass(),
+            },
+        ),
+        (
+            "identify".into(),
+            Frame::Identify {
+                secret: ana.secret(),
             },
         ),
         (
@@ -133,21 +139,18 @@ pub(crate) fn gen_frames(c: &Cast) -> Value {
 
     let hello = Frame::Hello {
         version: PROTOCOL_VERSION,
-        certificate: ana.clone(),
+        pass: ana.pass(),
     }
     .encode();
-    let cert_b = ana.encode();
-    let catalog = frames[1].1.encode();
-    let header = frames[4].1.encode();
-    let sync = frames[5].1.encode();
+    let identify = frames[1].1.encode();
+    let catalog = frames[2].1.encode();
+    let header = frames[5].1.encode();
+    let sync = frames[6].1.encode();
     let refuse = Frame::Refuse {
         reason: Reason::Malformed,
     }
     .encode();
     let bad = |b: Vec<u8>, why: &str, error: &str, refusal: u8| json!({ "hex": hex(&b), "why": why, "error": error, "refusal": refusal });
-    let mut w = Writer::new();
-    w.u8(1).u8(PROTOCOL_VERSION).varint(4097);
-    let hello_4097 = w.finish();
     let mut w = Writer::new();
     w.u8(3).u8(1).varint(16_385);
     let catalog_16385 = w.finish();
@@ -162,7 +165,7 @@ pub(crate) fn gen_frames(c: &Cast) -> Value {
     let mut invalid = vec![
         bad(vec![], "empty frame", "Truncated", 10),
         bad(vec![0], "tag 0", "Unknown", 10),
-        bad(vec![7], "tag 7", "Unknown", 10),
+        bad(vec![8], "tag 8", "Unknown", 10),
         bad(vec![0xff], "tag 255", "Unknown", 10),
         bad(splice(&hello, 1, 1, &[0]), "hello version 0", "Unknown", 8),
         bad(
@@ -177,43 +180,53 @@ pub(crate) fn gen_frames(c: &Cast) -> Value {
             "Unknown",
             8,
         ),
-        bad(splice(&hello, 1, 1, &[4]), "hello version 4", "Unknown", 8),
-        bad(vec![1, 4], "hello version 4, nothing after", "Unknown", 8),
+        bad(
+            splice(&hello, 1, 1, &[3]),
+            "hello version 3 (a whole certificate in the hello)",
+            "Unknown",
+            8,
+        ),
+        bad(splice(&hello, 1, 1, &[5]), "hello version 5", "Unknown", 8),
+        bad(vec![1, 5], "hello version 5, nothing after", "Unknown", 8),
         bad(vec![1], "hello without version", "Truncated", 10),
         bad(
-            hello_4097,
-            "hello with a certificate length of 4097",
-            "TooLong",
-            10,
-        ),
-        bad(
             hello[..hello.len() - 1].to_vec(),
-            "hello with its certificate cut short",
+            "hello with its pass cut short",
             "Truncated",
             10,
         ),
         bad(
             [hello.as_slice(), &[0]].concat(),
-            "hello with a trailing byte after the certificate",
+            "hello with a trailing byte after the pass",
             "Trailing",
+            10,
+        ),
+        bad(
+            identify[..identify.len() - 1].to_vec(),
+            "identify cut short",
+            "Truncated",
+            10,
+        ),
+        bad(
+            [identify.as_slice(), &[0]].concat(),
+            "identify with a trailing byte",
+            "Trailing",
+            10,
+        ),
+        bad(
+            nonminimal_varint(&identify, 1 + 16),
+            "identify with the team name length as a non-minimal varint",
+            "Varint",
             10,
         ),
         bad(
             {
-                let mut w = Writer::new();
-                w.u8(1)
-                    .u8(PROTOCOL_VERSION)
-                    .bytes(&[cert_b.as_slice(), &[0]].concat());
-                w.finish()
+                let mut s = ana.secret();
+                s.roles = vec!["r".repeat(65)];
+                Frame::Identify { secret: s }.encode()
             },
-            "hello whose certificate field holds a trailing byte",
-            "Trailing",
-            10,
-        ),
-        bad(
-            nonminimal_varint(&hello, 2),
-            "hello with the certificate length as a non-minimal varint",
-            "Varint",
+            "identify with a role of 65 bytes",
+            "TooLong",
             10,
         ),
         bad(vec![2], "refuse without a reason", "Truncated", 10),
@@ -350,7 +363,7 @@ pub(crate) fn gen_frames(c: &Cast) -> Value {
         .map(|c| json!({ "code": c, "name": format!("{:?}", Reason::from_code(c)), "text": Reason::from_code(c).to_string() }))
         .collect();
     json!({
-        "description": "Frames of /huddle/sync/2 (protocol/wire.md#frames). 'frame' gives the decoded fields; nested objects (certificate, header) are themselves vectors of certificates.json and headers.json, and sync data is an Automerge sync message (documents.json). Every must-reject frame names the decode error and the reason code of the Refuse a node sends before disconnecting.",
+        "description": "Frames of /huddle/sync/2 (protocol/wire.md#frames). 'frame' gives the decoded fields; a hello's pass and an identify's secret part are those of certificates.json, a header is a vector of headers.json, and sync data is an Automerge sync message (documents.json). Every must-reject frame names the decode error and the reason code of the Refuse a node sends before disconnecting.",
         "valid": valid,
         "valid_max_size": big,
         "invalid": invalid,

@@ -27,7 +27,8 @@ use huddle::header::{conversation_id, ConversationHeader, ConversationKind};
 use huddle::hlc::Hlc;
 use huddle::ids::{ConversationId, DeviceId, MemberId, MessageId, TeamId};
 use huddle::membership::{
-    Certificate, CertificateRequest, Revocation, RevocationTarget, Revocations, TokenError,
+    member_tag, Certificate, CertificateRequest, Pass, Revocation, RevocationTarget, Revocations,
+    Secret, TokenError,
 };
 use huddle::message::{Draft, Message, Priority, Receipt, ReceiptKind};
 use huddle::node::{Command, Input, Node, NodeConfig, Output, Reply, Timer};
@@ -190,6 +191,7 @@ fn token_error_name(e: &TokenError) -> &'static str {
         TokenError::Prefix => "Prefix",
         TokenError::Encoding => "Encoding",
         TokenError::Checksum => "Checksum",
+        TokenError::Outdated(_) => "Outdated",
         TokenError::Decode(_) => "Decode",
     }
 }

@@ -72,9 +72,17 @@ pub(crate) fn gate_run_as(
 }
 
 pub(crate) fn hello(cert: &Certificate, version: u8) -> Vec<u8> {
+    hello_with(&cert.pass(), version)
+}
+
+pub(crate) fn hello_with(pass: &Pass, version: u8) -> Vec<u8> {
     let mut w = Writer::new();
-    w.u8(1).u8(version).bytes(&cert.encode());
+    w.u8(1).u8(version).raw(&pass.encode());
     w.finish()
+}
+
+pub(crate) fn identify(secret: Secret) -> Vec<u8> {
+    Frame::Identify { secret }.encode()
 }
 
 pub(crate) struct Gate {
@@ -89,13 +97,17 @@ pub(crate) struct Gate {
 
 pub(crate) fn gates(c: &Cast) -> Vec<Gate> {
     let ben = cert(c, "ben-tablet");
-    let mut tampered = ben.clone();
-    tampered.roles.push("charge-nurse".into());
+    let chidi = cert(c, "chidi-laptop");
+    let mut tampered = ben.pass();
+    tampered.expires += 1;
+    let mut renamed = ben.secret();
+    renamed.roles.push("charge-nurse".into());
     let catalog = Frame::Catalog {
         entries: vec![],
         last: true,
     }
     .encode();
+    let v = PROTOCOL_VERSION;
     let g = |name, frames: Vec<Vec<u8>>| Gate {
         name,
         node_has_certificate: true,
@@ -107,55 +119,93 @@ pub(crate) fn gates(c: &Cast) -> Vec<Gate> {
     };
     vec![
         g(
-            "valid hello: the node answers with its catalog",
-            vec![hello(&ben, PROTOCOL_VERSION)],
+            "valid hello and identify: the node answers the hello with its identify, the identify with its catalog",
+            vec![hello(&ben, v), identify(ben.secret())],
+        ),
+        g(
+            "valid hello alone: the node sends its identify and waits",
+            vec![hello(&ben, v)],
         ),
         g("catalog before hello", vec![catalog.clone()]),
+        g("identify before hello", vec![identify(ben.secret())]),
         g(
-            "hello twice",
-            vec![hello(&ben, PROTOCOL_VERSION), hello(&ben, PROTOCOL_VERSION)],
+            "catalog after hello, before identify",
+            vec![hello(&ben, v), catalog.clone()],
         ),
+        g(
+            "identify twice",
+            vec![
+                hello(&ben, v),
+                identify(ben.secret()),
+                identify(ben.secret()),
+            ],
+        ),
+        g("hello twice", vec![hello(&ben, v), hello(&ben, v)]),
         g("hello version 1 (before pages)", vec![hello(&ben, 1)]),
         g(
             "hello version 2 (before derived conversation ids)",
             vec![hello(&ben, 2)],
         ),
         g(
-            "hello with another device's certificate",
-            vec![hello(&cert(c, "ana-phone"), PROTOCOL_VERSION)],
+            "hello version 3 (a whole certificate in the hello)",
+            vec![hello(&ben, 3)],
         ),
         g(
-            "hello with another team's certificate",
-            vec![hello(&cert(c, "ben-tablet@riverside"), PROTOCOL_VERSION)],
+            "hello with another device's pass",
+            vec![hello(&cert(c, "ana-phone"), v)],
         ),
         g(
-            "hello with a certificate altered after signing",
-            vec![hello(&tampered, PROTOCOL_VERSION)],
+            "hello with another team's pass",
+            vec![hello(&cert(c, "ben-tablet@riverside"), v)],
+        ),
+        g(
+            "hello with a pass altered after signing",
+            vec![hello_with(&tampered, v)],
+        ),
+        g(
+            "identify with a secret part altered after signing",
+            vec![hello(&ben, v), identify(renamed)],
+        ),
+        g(
+            "identify with another certificate's secret part",
+            vec![hello(&ben, v), identify(cert(c, "ana-phone").secret())],
         ),
         Gate {
             now: ben.expires,
             ..g(
                 "hello with an expired certificate",
-                vec![hello(&ben, PROTOCOL_VERSION)],
+                vec![hello(&ben, v)],
             )
         },
         Gate {
             now: ben.issued - huddle::membership::ISSUE_SKEW_MS - 1,
             ..g(
                 "hello with a certificate not valid yet",
-                vec![hello(&ben, PROTOCOL_VERSION)],
+                vec![hello(&ben, v)],
             )
         },
         Gate {
             revocations: vec![revocations(c)[0].1.clone()],
+            ..g("hello from a revoked device", vec![hello(&ben, v)])
+        },
+        Gate {
+            revocations: vec![revocations(c)[1].1.clone()],
+            peer: "chidi-laptop",
             ..g(
-                "hello from a revoked device",
-                vec![hello(&ben, PROTOCOL_VERSION)],
+                "hello from a revoked member's device (found by its member tag)",
+                vec![hello(&chidi, v)],
             )
         },
         Gate {
             hello_timer: true,
             ..g("no hello before the hello timeout", vec![])
+        },
+        Gate {
+            hello_timer: true,
+            ..g(
+                "a hello but no identify before the hello timeout",
+                vec![hello(&ben, v)],
+            )
         },
         g(
             "a refusal before hello: the node just disconnects",
@@ -205,7 +255,7 @@ pub(crate) fn gen_session(c: &Cast) -> Value {
         .collect();
     let (transcript, conv) = run_session(c);
     json!({
-        "description": "The session protocol (protocol/sync.md). 'gate': what Ana's node sends to a peer that connects and sends 'received' (Ana's node was seeded with ChaCha8 seed 1 and has published its certificate in its team document, so its catalog digests are informative), and whether it disconnects. 'transcript' (informative): every frame of a session between Ana's and Ben's nodes (seeds 1 and 2), Ana having created the group conversation and sent an urgent message before they met; after the catalog exchange, Ben learns the header, syncs, writes a delivered receipt when its receipts timer fires, and acknowledges.",
+        "description": "The session protocol (protocol/sync.md). 'gate': what Ana's node sends to a peer that connects and sends 'received' (sync.md §2: a hello carries a pass, the identify that follows an accepted one the secret part) (Ana's node was seeded with ChaCha8 seed 1 and has published its certificate in its team document, so its catalog digests are informative), and whether it disconnects. 'transcript' (informative): every frame of a session between Ana's and Ben's nodes (seeds 1 and 2), Ana having created the group conversation and sent an urgent message before they met; after the catalog exchange, Ben learns the header, syncs, writes a delivered receipt when its receipts timer fires, and acknowledges.",
         "keys": keys_json(c),
         "certificates": {
             "ana-phone": hex(&cert(c, "ana-phone").encode()),
