@@ -91,15 +91,32 @@ impl std::fmt::Debug for Conversation {
     }
 }
 
-/// What a peer may put into a conversation's receipts map (sync.md §7.5):
-/// a receipt that verifies for this conversation, under its own key, and
-/// that moves no cursor back (a device's delivered and read cursors only
-/// move forward; an acknowledgement, once there, stays).
-fn receipt_rule(id: ConversationId) -> crate::replica::Rule {
-    std::sync::Arc::new(move |root, key, value, current| {
-        if root != RECEIPTS {
-            return Err("a put outside the receipts map".into());
-        }
+/// What a peer may write into a conversation (sync.md §7.5): into `msgs`,
+/// a message that verifies for this conversation (so every byte a peer
+/// adds is a member's, signed); into `receipts`, a receipt that verifies
+/// for it, under its own key, and that moves no cursor back (a device's
+/// delivered and read cursors only move forward; an acknowledgement, once
+/// there, stays).
+fn entry_rule(id: ConversationId) -> crate::replica::Rule {
+    use crate::replica::Write;
+    std::sync::Arc::new(move |write, value| {
+        let (key, current) = match write {
+            Write::Insert { root: MSGS } => {
+                let m = Message::decode(value)
+                    .map_err(|e| format!("a message that does not decode: {e}"))?;
+                return if m.verify(&id) {
+                    Ok(())
+                } else {
+                    Err("a message whose signature does not verify for this conversation".into())
+                };
+            }
+            Write::Put {
+                root: RECEIPTS,
+                key,
+                current,
+            } => (key, current),
+            _ => return Err("a write outside the messages and the receipts".into()),
+        };
         let r =
             Receipt::decode(value).map_err(|e| format!("a receipt that does not decode: {e}"))?;
         if r.doc_key() != key {
@@ -126,7 +143,7 @@ impl Conversation {
     }
 
     fn with_replica(header: ConversationHeader, replica: Replica) -> Self {
-        let replica = replica.with_rule(receipt_rule(header.id));
+        let replica = replica.with_rule(entry_rule(header.id));
         Conversation {
             header,
             replica,

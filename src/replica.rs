@@ -43,7 +43,7 @@ pub use check::{check_sync_message, CheckError};
 use pages::Tail;
 pub use pages::{page_actor, page_chain, page_change, page_key};
 pub use persist::Persist;
-pub use rules::{Breach, EntryRule, Rule, MAX_OPS_PER_CHANGE};
+pub use rules::{Breach, EntryRule, Rule, Write, MAX_ENTRY_LEN, MAX_OPS_PER_CHANGE};
 use sync_message::receive_sync_message;
 pub use sync_message::LocalPush;
 

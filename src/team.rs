@@ -50,8 +50,13 @@ pub struct TeamDoc {
 /// with an earlier expiry than the one that key holds; a revocation that
 /// verifies for the team under its revocation key.
 fn entry_rule(team: TeamId) -> crate::replica::Rule {
-    std::sync::Arc::new(move |root, key, value, current| match root {
-        CERTS => {
+    use crate::replica::Write;
+    std::sync::Arc::new(move |write, value| match write {
+        Write::Put {
+            root: CERTS,
+            key,
+            current,
+        } => {
             let c = Certificate::decode(value)
                 .map_err(|e| format!("a certificate that does not decode: {e}"))?;
             if c.device.to_string() != key {
@@ -69,7 +74,11 @@ fn entry_rule(team: TeamId) -> crate::replica::Rule {
             }
             Ok(())
         }
-        REVOCATIONS => {
+        Write::Put {
+            root: REVOCATIONS,
+            key,
+            ..
+        } => {
             let r = Revocation::decode(value)
                 .map_err(|e| format!("a revocation that does not decode: {e}"))?;
             if data_encoding::HEXLOWER.encode(&r.key()) != key {
@@ -80,7 +89,9 @@ fn entry_rule(team: TeamId) -> crate::replica::Rule {
             }
             Ok(())
         }
-        _ => Err("a put outside the team document's maps".into()),
+        Write::Insert { .. } | Write::Put { .. } => {
+            Err("a write outside the team document's maps".into())
+        }
     })
 }
 

@@ -21,10 +21,35 @@ fn create(mesh: &mut Mesh, dev: usize, kind: ConversationKind) -> ConversationId
 }
 
 /// A member who rewrites the document by hand: altered, garbage and
-/// impersonating entries must never render as genuine.
+/// impersonating entries must never render as genuine. Ana's node here
+/// takes any change (as before documents were append-only, sync.md §7.5),
+/// so this shows how a reader treats such entries in a store from then;
+/// `tampered_changes_are_refused_at_the_door` shows a node of today.
 #[test]
 fn forged_altered_and_impersonating_messages_are_never_genuine() {
+    let (history, rejected, refused) = tampered(false);
+    assert!(!refused);
+    check_reader(&history, rejected);
+}
+
+/// The same tampering reaches a node of today: the change carrying it is
+/// refused with Mallory (not a message that verifies for the conversation,
+/// sync.md §7.5), and nothing of it is shown.
+#[test]
+fn tampered_changes_are_refused_at_the_door() {
+    let (history, rejected, refused) = tampered(true);
+    assert!(refused, "Ana refused Mallory");
+    assert_eq!(rejected, 0, "nothing of it was even taken in");
+    let bodies: Vec<&str> = history.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, vec!["Bed 4 needs review"]);
+}
+
+/// Mallory's tampering, sent to Ana's node (`append_only` as given): what
+/// Ana shows, how many entries she rejected, and whether she refused
+/// Mallory.
+fn tampered(append_only: bool) -> (Vec<huddle::node::RenderedMessage>, usize, bool) {
     let mut mesh = Mesh::new(11);
+    mesh.config.append_only = append_only;
     let a = mesh.add_member("Ana Silva", &["nurse"]);
     // Mallory is a real member, but talks to Ana by hand.
     let m_key = DeviceKey::generate(&mut mesh.rng);
@@ -81,12 +106,22 @@ fn forged_altered_and_impersonating_messages_are_never_genuine() {
     let mut state = automerge::sync::State::new();
     let actor = automerge::ActorId::from([0x4d; 16].as_slice());
     let mut rejected = 0;
+    let mut refused = false;
     let mut pending = to_m;
     for round in 0..20 {
         let mut replies = Vec::new();
         for o in pending.drain(..) {
             match &o {
                 Output::Emit(Event::Rejected { count, .. }) => rejected += count,
+                Output::Emit(Event::PeerRefused { by_us: true, .. }) => refused = true,
+                Output::Reload { doc } => {
+                    // A whole document that broke the rules: Ana reads hers
+                    // back, as a shell would.
+                    let stored =
+                        huddle::store::DocLoader::load_doc(&*store, doc).map_err(|e| e.to_string());
+                    let back = node.handle(now, Input::Reloaded { doc: *doc, stored });
+                    replies.extend(back);
+                }
                 Output::Persist(ops) => store.apply(ops).unwrap(),
                 Output::Flush => store.flush().unwrap(),
                 _ => {}
@@ -169,6 +204,10 @@ fn forged_altered_and_impersonating_messages_are_never_genuine() {
         pending = replies;
     }
     let history = node.history(&group, None).unwrap();
+    (history, rejected, refused)
+}
+
+fn check_reader(history: &[huddle::node::RenderedMessage], rejected: usize) {
     let bodies: Vec<&str> = history.iter().map(|m| m.body.as_str()).collect();
     assert!(bodies.contains(&"Bed 4 needs review"));
     assert!(
@@ -194,7 +233,7 @@ fn forged_altered_and_impersonating_messages_are_never_genuine() {
     assert!(ana_msg.author_verified);
     assert_eq!(
         ana_msg.acked_by,
-        vec![m_member],
+        vec![MemberId([0x4d; 16])],
         "an ack in someone else's name must not count"
     );
     let honest = history.iter().find(|m| m.body == "Mallory here").unwrap();

@@ -33,10 +33,28 @@ use super::{page_actor, Replica};
 /// decoding it is never unbounded.
 pub const MAX_OPS_PER_CHANGE: usize = 16;
 
-/// Decides whether a put of `value` under `key` in map root `root` is a
-/// genuine entry that goes back on none of `current` (the values the key
-/// holds now); `Err` says why not.
-pub type EntryRule = dyn Fn(usize, &str, &[u8], &[Vec<u8>]) -> Result<(), String> + Send + Sync;
+/// Most bytes in one entry (a value inserted or put): a message with a
+/// 16 KiB body, its ids and signature fit, and so does a certificate.
+pub const MAX_ENTRY_LEN: usize = 20 * 1024;
+
+/// Where a peer's change writes an entry.
+#[derive(Clone, Copy, Debug)]
+pub enum Write<'a> {
+    /// Inserted into list root number `root` (or one of its pages).
+    Insert { root: usize },
+    /// Put under `key` in map root number `root`, which holds `current`
+    /// there now (several values where concurrent puts conflict).
+    Put {
+        root: usize,
+        key: &'a str,
+        current: &'a [Vec<u8>],
+    },
+}
+
+/// Decides whether `value`, written where [`Write`] says, is a genuine
+/// entry of the document's kind that goes back on nothing; `Err` says why
+/// not.
+pub type EntryRule = dyn Fn(Write<'_>, &[u8]) -> Result<(), String> + Send + Sync;
 
 /// Where an Automerge chunk says what it is: after 4 magic bytes and a
 /// 4-byte checksum.
@@ -139,15 +157,31 @@ impl Replica {
             let OpType::Put(ScalarValue::Bytes(value)) = &op.action else {
                 return Err(breach(format!("a {} operation", action_name(&op.action))));
             };
+            if value.len() > MAX_ENTRY_LEN {
+                return Err(breach(format!(
+                    "an entry of {} bytes (at most {MAX_ENTRY_LEN})",
+                    value.len()
+                )));
+            }
+            // Without a rule (only in tests of the mechanism), a document
+            // takes inserts of any bytes and no puts.
+            let rule = self.rule.as_ref();
             match (self.schema.roots[root].1, &op.key, op.insert) {
-                (ObjType::List, Key::Seq(_), true) if op.pred.is_empty() => {}
+                (ObjType::List, Key::Seq(_), true) if op.pred.is_empty() => {
+                    if let Some(rule) = rule {
+                        rule(Write::Insert { root }, value).map_err(Breach)?;
+                    }
+                }
                 (ObjType::Map, Key::Map(key), false) => {
-                    let current = self.values_at(root, key, before);
-                    let rule = self
-                        .rule
-                        .as_ref()
+                    let rule = rule
                         .ok_or_else(|| breach("a put into a map this document takes no puts in"))?;
-                    rule(root, key, value, &current).map_err(Breach)?;
+                    let current = self.values_at(root, key, before);
+                    let write = Write::Put {
+                        root,
+                        key,
+                        current: &current,
+                    };
+                    rule(write, value).map_err(Breach)?;
                 }
                 _ => return Err(breach("an overwrite of a list element")),
             }
@@ -319,6 +353,12 @@ mod tests {
             tx.put(&k, "a", automerge::ScalarValue::Bytes(vec![1]))
         });
         refused(r, "a put the schema takes from nobody");
+        let (r, _) = push(|tx| {
+            let o = items(tx);
+            let big = vec![0u8; super::MAX_ENTRY_LEN + 1];
+            tx.insert(&o, 0, automerge::ScalarValue::Bytes(big))
+        });
+        refused(r, "an entry over the bound");
         // And an honest insert passes.
         let (r, ana) = push(|tx| {
             let o = items(tx);

@@ -64,6 +64,8 @@ pub struct Mesh {
     pub faults: Faults,
     pub frames_delivered: u64,
     pub bytes_delivered: u64,
+    /// The configuration of nodes added or restarted from now on.
+    pub config: NodeConfig,
 }
 
 pub fn request(
@@ -98,6 +100,7 @@ impl Mesh {
             faults: Faults::default(),
             frames_delivered: 0,
             bytes_delivered: 0,
+            config: NodeConfig::default(),
         }
     }
 
@@ -118,7 +121,7 @@ impl Mesh {
             key.clone(),
             cert.clone(),
             huddle::store::load(&store).unwrap(),
-            NodeConfig::default(),
+            self.config.clone(),
             &mut self.rng,
         )
         .unwrap();
@@ -366,7 +369,7 @@ impl Mesh {
             d.key.clone(),
             d.cert.clone(),
             huddle::store::load_lazy(&d.store, loader).unwrap(),
-            NodeConfig::default(),
+            self.config.clone(),
             &mut self.rng,
         )
         .unwrap();
