@@ -28,6 +28,7 @@ mod events;
 pub mod frames;
 mod links;
 mod loglimit;
+mod pace;
 mod resources;
 mod shell;
 mod streams;

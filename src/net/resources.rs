@@ -36,6 +36,10 @@ pub struct Resources {
     /// Log lines about remote addresses held back by the rate limit, since
     /// the start.
     pub suppressed_log_lines: u64,
+    /// Times a peer over its read rate had its next frame read later
+    /// (never refused for it), since the start.
+    #[serde(default)]
+    pub slowed_reads: u64,
     /// Bytes of sync messages partly received from peers (the node's
     /// reassembly buffers, all peers together).
     #[serde(default)]
@@ -56,6 +60,7 @@ impl Shell {
             frame_buffer_bytes: c.frame_bytes.load(Ordering::SeqCst),
             pending_incoming: self.swarm.behaviour().addrs.pending(),
             suppressed_log_lines: self.log_limit.suppressed,
+            slowed_reads: c.slowed.load(Ordering::SeqCst),
             reassembly_bytes: self.node.reassembly_bytes(),
             contained_panics: self.node.contained_panics(),
         }

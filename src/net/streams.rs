@@ -104,6 +104,8 @@ pub struct Counters {
     pub writers: AtomicUsize,
     /// Bytes allocated for frames being read and not yet whole.
     pub frame_bytes: AtomicUsize,
+    /// Times a peer over its read rate was slowed (pace.rs), since start.
+    pub slowed: std::sync::atomic::AtomicU64,
 }
 
 /// Counts one live task while it exists.
@@ -244,12 +246,19 @@ pub async fn read_loop<T: AsyncRead + Unpin>(
     counters: Arc<Counters>,
 ) {
     let _live = Live::new(&counters.readers);
+    let mut pace = super::pace::Pace::new(tokio::time::Instant::now());
     let why = loop {
         match read_frame(&mut stream, &counters.frame_bytes).await {
             Ok(Some(frame)) => {
+                let wait = pace.take(frame.len(), tokio::time::Instant::now());
                 let msg = StreamMsg::Frame { peer, epoch, frame };
                 if to_loop.send(msg).await.is_err() {
                     return;
+                }
+                if !wait.is_zero() {
+                    // Over its rate: its next frame is read later (pace.rs).
+                    counters.slowed.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(wait).await;
                 }
             }
             Ok(None) => break Ended::Closed,
