@@ -16,7 +16,7 @@ use std::time::Duration;
 use common::*;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use huddle::wire::{Reason, MAX_FRAME_LEN};
-use huddle::{Command, ConversationId, ConversationKind, DeviceId, Event, Priority, Reply};
+use huddle::{DeviceId, Event};
 use libp2p::request_response::{self as rr, ProtocolSupport};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::SwarmEvent;
@@ -141,51 +141,6 @@ fn framed(body: &[u8]) -> Vec<u8> {
     let mut f = (body.len() as u32).to_be_bytes().to_vec();
     f.extend_from_slice(body);
     f
-}
-
-async fn direct(a: &TestNode, members: [huddle::MemberId; 2]) -> ConversationId {
-    match a
-        .handle
-        .command(Command::CreateConversation {
-            kind: ConversationKind::Direct { members },
-        })
-        .await
-        .expect("create")
-    {
-        Reply::Conversation(id) => id,
-        other => panic!("unexpected reply {other:?}"),
-    }
-}
-
-/// Sends one message from `from` and waits until `to` announces it.
-async fn deliver(from: &TestNode, to: &TestNode, conv: ConversationId, body: String) -> Duration {
-    let mut events = to.handle.subscribe();
-    let started = tokio::time::Instant::now();
-    let Reply::Message(id) = from
-        .handle
-        .command(Command::Send {
-            conversation: conv,
-            body,
-            priority: Priority::Routine,
-            reply_to: None,
-        })
-        .await
-        .expect("send")
-    else {
-        panic!("send did not return a message id")
-    };
-    tokio::time::timeout(DEADLINE, async {
-        loop {
-            match events.recv().await {
-                Ok(Event::MessageAdded { message, .. }) if message == id => return,
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(e) => panic!("event stream ended: {e}"),
-            }
-        }
-    })
-    .await
-    .expect("the message arrived despite the abuse");
-    started.elapsed()
 }
 
 #[tokio::test]

@@ -207,3 +207,54 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// A direct conversation made by `a`.
+pub async fn direct(a: &TestNode, members: [huddle::MemberId; 2]) -> huddle::ConversationId {
+    match a
+        .handle
+        .command(huddle::Command::CreateConversation {
+            kind: huddle::ConversationKind::Direct { members },
+        })
+        .await
+        .expect("create")
+    {
+        huddle::Reply::Conversation(id) => id,
+        other => panic!("unexpected reply {other:?}"),
+    }
+}
+
+/// Sends one message from `from` and waits until `to` announces it.
+pub async fn deliver(
+    from: &TestNode,
+    to: &TestNode,
+    conv: huddle::ConversationId,
+    body: String,
+) -> Duration {
+    let mut events = to.handle.subscribe();
+    let started = tokio::time::Instant::now();
+    let huddle::Reply::Message(id) = from
+        .handle
+        .command(huddle::Command::Send {
+            conversation: conv,
+            body,
+            priority: huddle::Priority::Routine,
+            reply_to: None,
+        })
+        .await
+        .expect("send")
+    else {
+        panic!("send did not return a message id")
+    };
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            match events.recv().await {
+                Ok(huddle::Event::MessageAdded { message, .. }) if message == id => return,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("event stream ended: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the message arrived despite the abuse");
+    started.elapsed()
+}
