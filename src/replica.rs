@@ -34,11 +34,13 @@ use thiserror::Error;
 use crate::crypto;
 use crate::ids::Millis;
 
+mod audit;
 pub mod check;
 mod pages;
 mod persist;
 mod rules;
 mod sync_message;
+pub use audit::Audit;
 pub use check::{check_sync_message, CheckError};
 use pages::Tail;
 pub use pages::{page_actor, page_chain, page_change, page_key};

@@ -185,14 +185,17 @@ impl Node {
                 .ok_or("a deferred conversation has no index entry")?;
             return Ok(Slot::deferred(header, meta));
         }
-        let (conv, applied) = Conversation::load(
-            header,
+        let loaded = Conversation::load(
+            header.clone(),
             &self.actor,
             doc.snapshot.as_deref(),
             &doc.chunks,
             &doc.rejected,
         )
         .map_err(|e| e.to_string())?;
+        let (conv, applied) = self
+            .audit_conversation(loaded, &header, &doc)
+            .map_err(|e| e.to_string())?;
         for m in applied
             .messages
             .iter()

@@ -29,10 +29,12 @@ mod answer;
 mod commands;
 mod contain;
 mod docs;
+mod fx;
 mod io;
 mod peer;
 mod pull;
 mod push;
+mod upgrade;
 mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -53,6 +55,7 @@ use crate::replica::Persist;
 use crate::store::{keys, Loader, StoreOp, Stored, StoredDoc};
 use crate::team::{TeamDoc, TEAM_DOC_ID};
 use crate::wire::Reason;
+pub(crate) use fx::Fx;
 use peer::Peer;
 pub(crate) use push::Send;
 
@@ -111,60 +114,6 @@ pub enum LoadError {
     Team(String),
 }
 
-/// Accumulates one step's effects, then orders them (see the module docs).
-#[derive(Default)]
-pub(crate) struct Fx {
-    persist: Vec<StoreOp>,
-    /// How many of `persist`'s writes (counted from the first) claim
-    /// nothing: changes received from a peer, which that peer still holds.
-    /// A step whose writes are all like that asks for no flush; they become
-    /// durable with the next flush, or when the store flushes on its own.
-    lazy: usize,
-    emit: Vec<Event>,
-    send: Vec<(DeviceId, Vec<u8>)>,
-    disconnect: Vec<(DeviceId, Reason)>,
-    timers: Vec<(Timer, Millis)>,
-    /// Documents to read back from the store (`contain.rs`).
-    reload: Vec<[u8; 16]>,
-}
-
-impl Fx {
-    fn into_outputs(self) -> Vec<Output> {
-        let mut out = Vec::with_capacity(
-            2 + self.emit.len()
-                + self.send.len()
-                + self.disconnect.len()
-                + self.timers.len()
-                + self.reload.len(),
-        );
-        if !self.persist.is_empty() {
-            let claims = self.persist.len() > self.lazy;
-            out.push(Output::Persist(self.persist));
-            if claims {
-                out.push(Output::Flush);
-            }
-        }
-        out.extend(self.emit.into_iter().map(Output::Emit));
-        out.extend(
-            self.send
-                .into_iter()
-                .map(|(peer, frame)| Output::Send { peer, frame }),
-        );
-        out.extend(
-            self.disconnect
-                .into_iter()
-                .map(|(peer, reason)| Output::Disconnect { peer, reason }),
-        );
-        out.extend(
-            self.timers
-                .into_iter()
-                .map(|(timer, at)| Output::SetTimer { timer, at }),
-        );
-        out.extend(self.reload.into_iter().map(|doc| Output::Reload { doc }));
-        out
-    }
-}
-
 /// What this node is, as far as membership goes.
 pub(crate) struct Membership {
     pub cert: Certificate,
@@ -208,6 +157,9 @@ pub struct Node {
     reloading: BTreeSet<[u8; 16]>,
     /// Panics contained since start.
     contained_panics: u64,
+    /// Documents the upgrade pass changed, written at start (upgrade.rs).
+    audited: Vec<upgrade::Audited>,
+    team_audit_pending: bool,
 }
 
 impl std::fmt::Debug for Node {
@@ -285,19 +237,24 @@ impl Node {
             publish_pending: false,
             reloading: BTreeSet::new(),
             contained_panics: 0,
+            audited: Vec::new(),
+            team_audit_pending: false,
         };
         let Some(cert) = cert else {
             return Ok(node);
         };
         let mut docs = stored.docs;
         let team_stored = docs.remove(&TEAM_DOC_ID).unwrap_or_default();
-        let (mut team, _) = TeamDoc::load(
+        let (team, _) = TeamDoc::load(
             cert.team,
             &node.actor,
             team_stored.snapshot.as_deref(),
             &team_stored.chunks,
         )
         .map_err(|e| LoadError::Team(e.to_string()))?;
+        let mut team = node
+            .audit_team(cert.team, team, &team_stored)
+            .map_err(|e| LoadError::Team(e.to_string()))?;
         for bytes in &stored.revocations {
             if let Ok(r) = Revocation::decode(bytes) {
                 if r.verify(&cert.team) {
@@ -421,6 +378,7 @@ impl Node {
             Timer::Maintenance,
             now + self.config.maintenance_interval_ms,
         ));
+        self.write_audits(now, fx);
         for id in std::mem::take(&mut self.unindexed) {
             self.persist_index(&id, fx);
         }

@@ -98,6 +98,17 @@ pub(super) fn split_chunks(mut bytes: &[u8]) -> Result<Vec<&[u8]>, String> {
 /// A shared [`EntryRule`].
 pub type Rule = Arc<EntryRule>;
 
+/// Whose changes are checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// A peer's, before they are applied: everything.
+    Peer,
+    /// Changes already stored (the upgrade pass, `audit.rs`): list entries
+    /// were checked one by one when they arrived (and are read as entries,
+    /// verified or dropped, anyway), so only structure and puts are.
+    Stored,
+}
+
 /// A change that breaks the schema's rules.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[error("a change breaks the document's append-only rules: {0}")]
@@ -114,13 +125,22 @@ impl Replica {
     /// in the order they make pages.
     pub(super) fn check_changes(
         &mut self,
-        mut changes: Vec<automerge::Change>,
+        changes: Vec<automerge::Change>,
         before: Option<&[ChangeHash]>,
     ) -> Result<(), Breach> {
-        changes.sort_by_key(|c| (self.page_root_of_actor(c.actor_id()).is_none(), c.seq()));
+        self.check_changes_as(changes, before, Mode::Peer)
+    }
+
+    pub(super) fn check_changes_as(
+        &mut self,
+        mut changes: Vec<automerge::Change>,
+        before: Option<&[ChangeHash]>,
+        mode: Mode,
+    ) -> Result<(), Breach> {
+        changes.sort_by_key(|c| (self.page_root_of(c.actor_id()).is_none(), c.seq()));
         let mut ahead = vec![0u64; self.schema.roots.len()];
         for change in &changes {
-            self.check_change(change, before, &mut ahead)?;
+            self.check_change(change, before, &mut ahead, mode)?;
         }
         Ok(())
     }
@@ -130,6 +150,7 @@ impl Replica {
         change: &automerge::Change,
         before: Option<&[ChangeHash]>,
         ahead: &mut [u64],
+        mode: Mode,
     ) -> Result<(), Breach> {
         let actor = change.actor_id();
         if *actor == ActorId::from(self.doc_id.as_slice()) {
@@ -138,7 +159,7 @@ impl Replica {
                 "a change by the document's own actor that is not its genesis",
             ));
         }
-        if let Some(root) = self.page_root_of_actor(actor) {
+        if let Some(root) = self.page_root_of(actor) {
             let k = self.made[root].len() as u64 + 1 + ahead[root];
             self.check_page_change(root, k, change)?;
             ahead[root] += 1;
@@ -168,7 +189,7 @@ impl Replica {
             let rule = self.rule.as_ref();
             match (self.schema.roots[root].1, &op.key, op.insert) {
                 (ObjType::List, Key::Seq(_), true) if op.pred.is_empty() => {
-                    if let Some(rule) = rule {
+                    if let Some(rule) = rule.filter(|_| mode == Mode::Peer) {
                         rule(Write::Insert { root }, value).map_err(Breach)?;
                     }
                 }
@@ -190,7 +211,7 @@ impl Replica {
     }
 
     /// The paged list root whose page actor `actor` is.
-    fn page_root_of_actor(&self, actor: &ActorId) -> Option<usize> {
+    pub(super) fn page_root_of(&self, actor: &ActorId) -> Option<usize> {
         if self.schema.page_len == 0 {
             return None;
         }
@@ -230,7 +251,7 @@ impl Replica {
             // Genesis creates root i as op i + 1.
             return (1..=n).contains(&op.0).then(|| (op.0 - 1) as usize);
         }
-        let root = self.page_root_of_actor(&op.1)?;
+        let root = self.page_root_of(&op.1)?;
         // Page k is op (genesis ops + k) of the page actor: pages that
         // exist or are being made. An insert into a page not made yet is
         // held by Automerge until its page change arrives.

@@ -24,7 +24,7 @@ pub use sled_store::SledStore;
 
 /// The data format this binary reads and writes. Version 2 added the
 /// document index (`idx/`); a version-1 store is upgraded on open.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreOp {
@@ -78,6 +78,8 @@ pub mod keys {
     pub const DOC_PREFIX: &[u8] = b"doc/";
     pub const INDEX_PREFIX: &[u8] = b"idx/";
     pub const REVOCATION_PREFIX: &[u8] = b"rev/";
+    /// Present while the team document awaits the upgrade pass (format 3).
+    pub const AUDIT_TEAM: &[u8] = b"meta/audit-team";
 
     fn doc(id: &[u8; 16], suffix: &[u8]) -> Vec<u8> {
         [DOC_PREFIX, id.as_slice(), suffix].concat()
@@ -93,6 +95,12 @@ pub mod keys {
 
     pub fn chunk(id: &[u8; 16], seq: u64) -> Vec<u8> {
         doc(id, &[b"/c/".as_slice(), &seq.to_be_bytes()].concat())
+    }
+
+    /// A stored change the upgrade pass set aside (it breaks the rules of
+    /// sync.md §7.5, or was built on one that does), kept by its hash.
+    pub fn aside(id: &[u8; 16], change: &[u8; 32]) -> Vec<u8> {
+        doc(id, &[b"/x/".as_slice(), change].concat())
     }
 
     /// Marks an entry of a document as rejected (it failed verification).
@@ -201,7 +209,7 @@ pub fn check_format(store: &mut dyn Store) -> Result<(), StoreError> {
                 });
             }
             if found < FORMAT_VERSION {
-                upgrade_to_2(store)?;
+                read_whole_at_next_start(store)?;
             }
             Ok(())
         }
@@ -215,10 +223,12 @@ pub fn check_format(store: &mut dyn Store) -> Result<(), StoreError> {
     }
 }
 
-/// 1 → 2: every conversation gets an index entry that says "unknown"
-/// (its document is loaded at the next start, and the node then writes a
-/// real one), in the same batch as the new version.
-fn upgrade_to_2(store: &mut dyn Store) -> Result<(), StoreError> {
+/// 1 → 2 and 2 → 3: every conversation gets an index entry that says
+/// "unknown", in the same batch as the new version. Its document is then
+/// read whole at the next start, where the node writes a real entry (2) and
+/// replays its changes through the append-only rules, setting aside what
+/// breaks them (3: `replica/audit.rs`).
+fn read_whole_at_next_start(store: &mut dyn Store) -> Result<(), StoreError> {
     let mut ops = Vec::new();
     for (k, _) in store.scan_prefix(keys::DOC_PREFIX)? {
         if let (id, b"/h") = split_doc_key(&k)? {
@@ -228,6 +238,10 @@ fn upgrade_to_2(store: &mut dyn Store) -> Result<(), StoreError> {
             });
         }
     }
+    ops.push(StoreOp::Put {
+        key: keys::AUDIT_TEAM.to_vec(),
+        value: Vec::new(),
+    });
     ops.push(StoreOp::Put {
         key: keys::FORMAT.to_vec(),
         value: FORMAT_VERSION.to_be_bytes().to_vec(),
@@ -250,6 +264,10 @@ pub struct StoredDoc {
     /// Only `header` and `meta` were read: the rest is read through
     /// [`Stored::loader`] when the document is first used.
     pub deferred: bool,
+    /// How many changes the upgrade pass set aside (kept, never read).
+    pub aside: usize,
+    /// The team document awaits the upgrade pass ([`keys::AUDIT_TEAM`]).
+    pub audit: bool,
 }
 
 /// Reads documents left unread at start ([`StoredDoc::deferred`]).
@@ -321,6 +339,7 @@ fn add_doc_record(doc: &mut StoredDoc, suffix: &[u8], v: Vec<u8>) -> Result<(), 
         s if s.len() == 19 && s.starts_with(b"/r/") => {
             doc.rejected.insert(s[3..].try_into().expect("16 bytes"));
         }
+        s if s.len() == 35 && s.starts_with(b"/x/") => doc.aside += 1,
         _ => return Err(StoreError::Corrupt("unknown document key".into())),
     }
     Ok(())
@@ -362,7 +381,15 @@ pub fn load(store: &dyn Store) -> Result<Stored, StoreError> {
     for (_, v) in store.scan_prefix(keys::REVOCATION_PREFIX)? {
         out.revocations.push(v);
     }
+    mark_team_audit(store, &mut out)?;
     Ok(out)
+}
+
+fn mark_team_audit(store: &dyn Store, out: &mut Stored) -> Result<(), StoreError> {
+    if store.get(keys::AUDIT_TEAM)?.is_some() {
+        out.docs.entry(crate::team::TEAM_DOC_ID).or_default().audit = true;
+    }
+    Ok(())
 }
 
 /// Reads what a node needs to start, leaving conversations for `loader` to
@@ -388,6 +415,7 @@ pub fn load_lazy(store: &dyn Store, loader: Loader) -> Result<Stored, StoreError
     for (_, v) in store.scan_prefix(keys::REVOCATION_PREFIX)? {
         out.revocations.push(v);
     }
+    mark_team_audit(store, &mut out)?;
     out.loader = Some(loader);
     Ok(out)
 }

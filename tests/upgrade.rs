@@ -1,0 +1,169 @@
+//! The upgrade pass of store format 3 (storage.md §5, sync.md §7.5): a
+//! store written before documents were append-only may hold a member's
+//! deletion of someone's message, and honest changes built on it. At the
+//! first start after the upgrade, the node replays every stored change
+//! through the rules: the deletion is set aside (kept in the store) and
+//! reported, the message is shown again, and the honest message built on
+//! the deletion is written again so that it is not stranded.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use automerge::sync;
+use automerge::transaction::Transactable;
+use automerge::ReadDoc;
+use common::Mesh;
+use huddle::conversation::Conversation;
+use huddle::node::{Command, Event, Input};
+use huddle::store::{check_format, keys, Store, StoreOp};
+use huddle::wire::Frame;
+use huddle::{ConversationId, ConversationKind, Priority, Reply};
+
+fn bodies(m: &Mesh, i: usize, id: &ConversationId) -> BTreeSet<String> {
+    m.devices[i]
+        .node
+        .history(id, None)
+        .map(|h| h.into_iter().map(|r| r.body).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_stored_erasure_is_set_aside_and_what_was_built_on_it_written_again() {
+    let mut m = Mesh::new(23);
+    // A ward from before the rules.
+    m.config.append_only = false;
+    let ana = m.add_member("Ana", &[]);
+    let ben = m.add_member("Ben", &[]);
+    let mal = m.add_member("Mallory", &[]);
+    m.connect_all(&[ana, ben, mal]);
+    m.run_until_quiet();
+    let members: BTreeSet<_> = [ana, ben, mal]
+        .iter()
+        .map(|&i| m.devices[i].member())
+        .collect();
+    let kind = ConversationKind::Group {
+        title: "Bed 4".into(),
+        members,
+    };
+    let Ok(Reply::Conversation(id)) = m.command(ana, Command::CreateConversation { kind }) else {
+        panic!("create");
+    };
+    m.run_until_quiet();
+    let stat = "STAT: bed 4 BP 80/40";
+    m.command(
+        ana,
+        Command::Send {
+            conversation: id,
+            body: stat.into(),
+            priority: Priority::Stat,
+            reply_to: None,
+        },
+    )
+    .unwrap();
+    m.run_until_quiet();
+    m.disconnect(ana, ben);
+    m.disconnect(ana, mal);
+
+    // Mallory erases it in her copy and sends that to Ben, who takes it.
+    let stored = huddle::store::DocLoader::load_doc(&m.devices[mal].store, &id.0).unwrap();
+    let header = m.devices[mal]
+        .node
+        .conversation(&id)
+        .unwrap()
+        .header
+        .clone();
+    let (mut evil, _) = Conversation::load(
+        header,
+        &automerge::ActorId::from([0x66u8; 16].as_slice()),
+        stored.snapshot.as_deref(),
+        &stored.chunks,
+        &stored.rejected,
+    )
+    .unwrap();
+    evil.replica_mut()
+        .local(m.now, |tx| {
+            let msgs = tx.get(automerge::ROOT, "msgs")?.expect("root").1;
+            tx.delete(&msgs, 0)
+        })
+        .unwrap();
+    let data = evil
+        .replica()
+        .local_push()
+        .unwrap()
+        .message_for(&mut sync::State::new());
+    let frame = Frame::Sync {
+        doc: id.0,
+        more: false,
+        data,
+    }
+    .encode();
+    let peer = m.devices[mal].id();
+    let out = m.devices[ben]
+        .node
+        .handle(m.now, Input::Frame { peer, bytes: frame });
+    m.apply(ben, out);
+    m.run_until_quiet();
+    // Ben writes on top of it (his change depends on the erasure).
+    let after = "Ben: seen, on my way";
+    m.command(
+        ben,
+        Command::Send {
+            conversation: id,
+            body: after.into(),
+            priority: Priority::Routine,
+            reply_to: None,
+        },
+    )
+    .unwrap();
+    m.devices[ben].store.flush().unwrap();
+    m.crash_restart(ben);
+    assert!(
+        !bodies(&m, ben, &id).contains(stat),
+        "before the upgrade, the erasure held across a restart"
+    );
+
+    // The store is a format-2 store: open it as a node of today would.
+    let store = &mut m.devices[ben].store;
+    store
+        .apply(&[StoreOp::Put {
+            key: keys::FORMAT.to_vec(),
+            value: 2u32.to_be_bytes().to_vec(),
+        }])
+        .unwrap();
+    check_format(store).unwrap();
+    m.config.append_only = true;
+    m.devices[ben].events.clear();
+    m.crash_restart(ben);
+
+    let shown = bodies(&m, ben, &id);
+    assert!(
+        shown.contains(stat),
+        "the erased message is back: {shown:?}"
+    );
+    assert!(
+        shown.contains(after),
+        "Ben's own message is not stranded: {shown:?}"
+    );
+    let aside = m.devices[ben]
+        .store
+        .scan_prefix(&keys::doc_prefix(&id.0))
+        .unwrap()
+        .into_iter()
+        .filter(|(k, _)| k.windows(3).any(|w| w == b"/x/"))
+        .count();
+    assert_eq!(aside, 2, "the erasure, and Ben's change built on it, kept");
+    assert!(m.devices[ben].events.iter().any(|e| matches!(
+        e,
+        Event::Rejected { conversation: Some(c), count: 2 } if *c == id
+    )));
+    assert!(m.devices[ben]
+        .store
+        .get(keys::AUDIT_TEAM)
+        .unwrap()
+        .is_none());
+    // And it stays so: the next start reads what the pass wrote.
+    m.crash_restart(ben);
+    let again = bodies(&m, ben, &id);
+    assert_eq!(again, shown);
+}
