@@ -244,70 +244,24 @@ fn a_member_cannot_erase_or_overwrite_what_others_wrote() {
     let (mut m, ana, ben, mal) = ana_ben_and_mallory(11);
     m.connect_all(&[ana, ben, mal]);
     m.run_until_quiet();
-    let members: BTreeSet<_> = [ana, ben, mal]
-        .iter()
-        .map(|&i| m.devices[i].member())
-        .collect();
-    let kind = ConversationKind::Group {
-        title: "Bed 4".into(),
-        members,
-    };
-    let Ok(Reply::Conversation(id)) = m.command(ana, Command::CreateConversation { kind }) else {
-        panic!("create");
-    };
-    m.run_until_quiet();
+    let id = common::group_of(&mut m, ana, &[ana, ben, mal], "Bed 4");
     let stat = "STAT: bed 4 BP 80/40";
     send(&mut m, ana, id, stat, Priority::Stat);
     m.run_until_quiet();
 
-    let evil = |m: &Mesh, edit: &dyn Fn(&mut automerge::transaction::Transaction<'_>)| {
-        let stored = huddle::store::DocLoader::load_doc(&m.devices[mal].store, &id.0).unwrap();
-        let header = m.devices[mal]
-            .node
-            .conversation(&id)
-            .unwrap()
-            .header
-            .clone();
-        let (mut c, _) = Conversation::load(
-            header,
-            &automerge::ActorId::from([0x66u8; 16].as_slice()),
-            stored.snapshot.as_deref(),
-            &stored.chunks,
-            &stored.rejected,
-        )
-        .unwrap();
-        c.replica_mut()
-            .local(m.now, |tx| {
-                edit(tx);
-                Ok(())
-            })
-            .unwrap();
-        let data = c
-            .replica()
-            .local_push()
-            .unwrap()
-            .message_for(&mut sync::State::new());
-        Frame::Sync {
-            doc: id.0,
-            more: false,
-            data,
-        }
-        .encode()
-    };
     use automerge::transaction::Transactable;
     use automerge::ReadDoc;
-    let erase = evil(&m, &|tx| {
-        let msgs = tx.get(automerge::ROOT, "msgs").unwrap().unwrap().1;
-        tx.delete(&msgs, 0).unwrap();
+    let erase = common::tampered_frame(&m, mal, id, |tx| {
+        let msgs = tx.get(automerge::ROOT, "msgs")?.expect("root").1;
+        tx.delete(&msgs, 0)
     });
-    let overwrite = evil(&m, &|tx| {
-        let msgs = tx.get(automerge::ROOT, "msgs").unwrap().unwrap().1;
+    let overwrite = common::tampered_frame(&m, mal, id, |tx| {
+        let msgs = tx.get(automerge::ROOT, "msgs")?.expect("root").1;
         tx.put(
             &msgs,
             0,
             automerge::ScalarValue::Bytes(b"all fine".to_vec()),
         )
-        .unwrap();
     });
     let heads_before = m.devices[ben]
         .node

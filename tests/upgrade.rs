@@ -10,15 +10,12 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use automerge::sync;
 use automerge::transaction::Transactable;
 use automerge::ReadDoc;
 use common::Mesh;
-use huddle::conversation::Conversation;
 use huddle::node::{Command, Event, Input};
 use huddle::store::{check_format, keys, Store, StoreOp};
-use huddle::wire::Frame;
-use huddle::{ConversationId, ConversationKind, Priority, Reply};
+use huddle::{ConversationId, Priority};
 
 fn bodies(m: &Mesh, i: usize, id: &ConversationId) -> BTreeSet<String> {
     m.devices[i]
@@ -38,18 +35,7 @@ fn a_stored_erasure_is_set_aside_and_what_was_built_on_it_written_again() {
     let mal = m.add_member("Mallory", &[]);
     m.connect_all(&[ana, ben, mal]);
     m.run_until_quiet();
-    let members: BTreeSet<_> = [ana, ben, mal]
-        .iter()
-        .map(|&i| m.devices[i].member())
-        .collect();
-    let kind = ConversationKind::Group {
-        title: "Bed 4".into(),
-        members,
-    };
-    let Ok(Reply::Conversation(id)) = m.command(ana, Command::CreateConversation { kind }) else {
-        panic!("create");
-    };
-    m.run_until_quiet();
+    let id = common::group_of(&mut m, ana, &[ana, ben, mal], "Bed 4");
     let stat = "STAT: bed 4 BP 80/40";
     m.command(
         ana,
@@ -66,38 +52,10 @@ fn a_stored_erasure_is_set_aside_and_what_was_built_on_it_written_again() {
     m.disconnect(ana, mal);
 
     // Mallory erases it in her copy and sends that to Ben, who takes it.
-    let stored = huddle::store::DocLoader::load_doc(&m.devices[mal].store, &id.0).unwrap();
-    let header = m.devices[mal]
-        .node
-        .conversation(&id)
-        .unwrap()
-        .header
-        .clone();
-    let (mut evil, _) = Conversation::load(
-        header,
-        &automerge::ActorId::from([0x66u8; 16].as_slice()),
-        stored.snapshot.as_deref(),
-        &stored.chunks,
-        &stored.rejected,
-    )
-    .unwrap();
-    evil.replica_mut()
-        .local(m.now, |tx| {
-            let msgs = tx.get(automerge::ROOT, "msgs")?.expect("root").1;
-            tx.delete(&msgs, 0)
-        })
-        .unwrap();
-    let data = evil
-        .replica()
-        .local_push()
-        .unwrap()
-        .message_for(&mut sync::State::new());
-    let frame = Frame::Sync {
-        doc: id.0,
-        more: false,
-        data,
-    }
-    .encode();
+    let frame = common::tampered_frame(&m, mal, id, |tx| {
+        let msgs = tx.get(automerge::ROOT, "msgs")?.expect("root").1;
+        tx.delete(&msgs, 0)
+    });
     let peer = m.devices[mal].id();
     let out = m.devices[ben]
         .node

@@ -34,6 +34,7 @@ mod io;
 mod peer;
 mod pull;
 mod push;
+mod receive;
 mod upgrade;
 mod view;
 

@@ -11,11 +11,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use automerge::{sync, ChangeHash};
 
-use super::contain::guarded;
 use super::{Event, Fx, Node, Timer};
 use crate::ids::{ConversationId, DeviceId, Millis};
 use crate::membership::{CertError, Certificate, Pass, Secret};
-use crate::store::{keys, StoreOp};
 use crate::team::TEAM_DOC_ID;
 use crate::wire::{
     CatalogEntry, Frame, Reason, MAX_CATALOG_ENTRIES, PROTOCOL_VERSION, SYNC_CHUNK_LEN,
@@ -105,6 +103,10 @@ impl KeptSync {
     }
 }
 
+/// A peer's partly received sync messages would pass their bound.
+#[derive(Debug)]
+pub(crate) struct Overflow;
+
 pub(crate) enum PeerState {
     AwaitingHello,
     /// Its pass verified and we sent our identify; its own is due.
@@ -151,6 +153,29 @@ impl Peer {
 
     pub fn parts_bytes(&self) -> usize {
         self.parts_bytes
+    }
+
+    /// Adds one `Sync` frame's data for `doc`: the whole message once the
+    /// last frame is in (`more` false), `None` while more is to come, or
+    /// `Overflow` past `limit` bytes waiting, all documents together.
+    pub fn reassemble(
+        &mut self,
+        doc: [u8; 16],
+        more: bool,
+        data: &[u8],
+        limit: usize,
+    ) -> Result<Option<Vec<u8>>, Overflow> {
+        self.parts_bytes += data.len();
+        if self.parts_bytes > limit {
+            return Err(Overflow);
+        }
+        self.parts.entry(doc).or_default().extend_from_slice(data);
+        if more {
+            return Ok(None);
+        }
+        let msg = self.parts.remove(&doc).unwrap_or_default();
+        self.parts_bytes -= msg.len();
+        Ok(Some(msg))
     }
 
     pub fn member(&self) -> Option<&Certificate> {
@@ -488,131 +513,5 @@ impl Node {
         // Pass it on: a conversation with no messages yet never changes our
         // heads, so the relay in on_sync would never carry it further.
         self.schedule_announce(now, id.0, fx);
-    }
-
-    fn on_sync(
-        &mut self,
-        now: Millis,
-        peer: DeviceId,
-        doc: [u8; 16],
-        more: bool,
-        data: Vec<u8>,
-        fx: &mut Fx,
-    ) {
-        if !self.may_share(&doc, &peer) || self.reloading(&doc) {
-            tracing::debug!(peer = %peer.short(), "ignoring sync for a document we do not share with this peer");
-            return;
-        }
-        let limit = self.config.max_reassembly_bytes;
-        let Some(p) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        p.parts_bytes += data.len();
-        if p.parts_bytes > limit {
-            self.refuse(peer, Reason::LimitExceeded, fx);
-            return;
-        }
-        let buf = p.parts.entry(doc).or_default();
-        buf.extend_from_slice(&data);
-        if more {
-            return;
-        }
-        let msg = p.parts.remove(&doc).unwrap_or_default();
-        p.parts_bytes -= msg.len();
-        let mut state = p.sync.remove(&doc).unwrap_or_default();
-
-        let before;
-        let result = if doc == TEAM_DOC_ID {
-            let Some(m) = &mut self.membership else {
-                return;
-            };
-            before = m.team.replica().heads_digest();
-            m.team.replica_mut().check_rules(self.config.append_only);
-            guarded(|| {
-                m.team
-                    .replica_mut()
-                    .receive_sync(&mut state, &msg)
-                    .map(|entries| {
-                        let applied = m.team.index(entries);
-                        (None, Some(applied))
-                    })
-            })
-        } else {
-            let id = ConversationId(doc);
-            let append_only = self.config.append_only;
-            let Some(c) = self.conversation_mut(&id) else {
-                return;
-            };
-            before = c.replica().heads_digest();
-            c.replica_mut().check_rules(append_only);
-            guarded(|| c.receive_sync(&mut state, &msg).map(|a| (Some(a), None)))
-        };
-        let result = match result {
-            Ok(r) => r,
-            Err(why) => {
-                self.contain_panic(doc, peer, &why, fx);
-                return;
-            }
-        };
-        if let Some(p) = self.peers.get_mut(&peer) {
-            p.sync.insert(doc, state);
-        }
-        let (applied, team_applied) = match result {
-            Ok(r) => r,
-            Err(crate::replica::ReplicaError::Tainted(breach)) => {
-                // Found once applied: this copy goes, the store's comes back.
-                tracing::warn!(peer = %peer.short(), "refusing a change: {breach}");
-                self.contain(doc, peer, Reason::ProtocolViolation, fx);
-                return;
-            }
-            Err(crate::replica::ReplicaError::Breach(breach)) => {
-                tracing::warn!(peer = %peer.short(), "refusing a change: {breach}");
-                self.refuse(peer, Reason::ProtocolViolation, fx);
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(peer = %peer.short(), error = %e, "sync message rejected");
-                let reason = match &e {
-                    crate::replica::ReplicaError::Refused(c) if c.is_limit() => {
-                        Reason::LimitExceeded
-                    }
-                    _ => Reason::Malformed,
-                };
-                self.refuse(peer, reason, fx);
-                return;
-            }
-        };
-        self.after_sync_message(now, doc, peer, fx);
-        if let Some(a) = applied {
-            // A peer's changes (and what we derive from them: the index
-            // entry, the rejected set) claim nothing the peer cannot give
-            // us again, so they need no flush of their own (`Fx::lazy`).
-            let id = ConversationId(doc);
-            let lazy = fx.persist.len() == fx.lazy;
-            self.persist_conv(&id, fx);
-            self.emit_applied(now, id, &a, fx);
-            if lazy {
-                fx.lazy = fx.persist.len();
-            }
-        }
-        if let Some(t) = team_applied {
-            self.persist_team(fx);
-            for r in &t.revocations {
-                fx.persist.push(StoreOp::Put {
-                    key: keys::revocation(&r.key()),
-                    value: r.encode(),
-                });
-                fx.emit.push(Event::Revoked { target: r.target });
-            }
-            if !t.revocations.is_empty() {
-                self.enforce_membership(now, fx);
-            }
-        }
-        self.answer(now, &doc, peer, fx);
-        // Anything new travels on by announcement (see schedule_announce).
-        let after = self.replica_of(&doc).map(|r| r.heads_digest());
-        if after != Some(before) {
-            self.schedule_announce(now, doc, fx);
-        }
     }
 }

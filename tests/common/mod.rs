@@ -377,3 +377,53 @@ impl Mesh {
         self.apply(i, out);
     }
 }
+
+/// A group of `members` (device indexes) created by `by`, once every
+/// member holds it.
+pub fn group_of(m: &mut Mesh, by: usize, members: &[usize], title: &str) -> huddle::ConversationId {
+    let members: BTreeSet<MemberId> = members.iter().map(|&i| m.devices[i].member()).collect();
+    let kind = huddle::ConversationKind::Group {
+        title: title.into(),
+        members,
+    };
+    let Ok(Reply::Conversation(id)) = m.command(by, Command::CreateConversation { kind }) else {
+        panic!("create");
+    };
+    m.run_until_quiet();
+    id
+}
+
+/// Device `i`'s stored copy of conversation `id`, changed by `edit` as a
+/// modified client would change it, as the `Sync` frame that carries the
+/// change.
+pub fn tampered_frame(
+    m: &Mesh,
+    i: usize,
+    id: huddle::ConversationId,
+    edit: impl FnOnce(
+        &mut automerge::transaction::Transaction<'_>,
+    ) -> Result<(), automerge::AutomergeError>,
+) -> Vec<u8> {
+    let stored = huddle::store::DocLoader::load_doc(&m.devices[i].store, &id.0).unwrap();
+    let header = m.devices[i].node.conversation(&id).unwrap().header.clone();
+    let (mut c, _) = huddle::conversation::Conversation::load(
+        header,
+        &automerge::ActorId::from([0x66u8; 16].as_slice()),
+        stored.snapshot.as_deref(),
+        &stored.chunks,
+        &stored.rejected,
+    )
+    .unwrap();
+    c.replica_mut().local(m.now, edit).unwrap();
+    let data = c
+        .replica()
+        .local_push()
+        .unwrap()
+        .message_for(&mut automerge::sync::State::new());
+    huddle::wire::Frame::Sync {
+        doc: id.0,
+        more: false,
+        data,
+    }
+    .encode()
+}
