@@ -64,6 +64,10 @@ pub enum Trust<'a> {
     /// ones that failed are listed here, so signatures are not checked again
     /// (a 100k-message conversation loads in milliseconds, not seconds).
     Stored(&'a BTreeSet<[u8; 16]>),
+    /// From the network, where the document's rules already verified the
+    /// entries whose digests ([`crate::replica::entry_digest`]) are listed
+    /// (sync.md §7.5): only the others are checked.
+    Checked(&'a std::collections::HashSet<[u8; 16]>),
 }
 
 /// A short hash identifying an entry's bytes.
@@ -211,10 +215,13 @@ impl Conversation {
         // Hashes are only needed to record or look up rejections; loading
         // a store with none skips them (SHA-256 is a third of indexing).
         let need_hash = match trust {
-            Trust::Verify => true,
+            Trust::Verify | Trust::Checked(_) => true,
             Trust::Stored(rejected) => !rejected.is_empty(),
         };
+        // Per candidate: already verified by the document's rules.
+        let mut pre_verified: Vec<bool> = Vec::new();
         for e in entries {
+            let pre = matches!(trust, Trust::Checked(v) if v.contains(&entry_digest(&e)));
             let hash = match &e {
                 Entry::Item { value, .. } | Entry::Keyed { value, .. } if need_hash => {
                     entry_hash(value)
@@ -251,7 +258,10 @@ impl Conversation {
                 _ => None,
             };
             match candidate {
-                Some(c) => candidates.push((c, hash)),
+                Some(c) => {
+                    candidates.push((c, hash));
+                    pre_verified.push(pre);
+                }
                 None => applied.rejected.push(hash),
             }
         }
@@ -262,30 +272,27 @@ impl Conversation {
                 Candidate::Receipt(r) => r.signed_item(conv),
             }
         }
-        let verdicts: Vec<bool> = match trust {
-            Trust::Verify => {
-                let items: Vec<_> = candidates.iter().map(|(c, _)| signed(c, &conv)).collect();
-                crate::crypto::verify_many(&items)
-            }
-            Trust::Stored(rejected) => {
-                // A mark is a hash of the bytes alone, and the same bytes may
-                // be rejected in one place (a copy under a wrong key) and be
-                // genuine in another: a marked candidate is verified again,
-                // so a member's misplaced copy cannot erase the original.
-                let marked: Vec<usize> = (0..candidates.len())
-                    .filter(|&i| rejected.contains(&candidates[i].1))
-                    .collect();
-                let items: Vec<_> = marked
-                    .iter()
-                    .map(|&i| signed(&candidates[i].0, &conv))
-                    .collect();
-                let mut verdicts = vec![true; candidates.len()];
-                for (i, ok) in marked.into_iter().zip(crate::crypto::verify_many(&items)) {
-                    verdicts[i] = ok;
-                }
-                verdicts
-            }
-        };
+        // Which candidates to verify: all from the network, but those the
+        // rules verified; from our store, only those marked. A mark is a
+        // hash of the bytes alone, and the same bytes may be rejected in
+        // one place (a copy under a wrong key) and be genuine in another: a
+        // marked candidate is verified again, so a member's misplaced copy
+        // cannot erase the original.
+        let check: Vec<usize> = (0..candidates.len())
+            .filter(|&i| match trust {
+                Trust::Verify => true,
+                Trust::Checked(_) => !pre_verified[i],
+                Trust::Stored(rejected) => rejected.contains(&candidates[i].1),
+            })
+            .collect();
+        let items: Vec<_> = check
+            .iter()
+            .map(|&i| signed(&candidates[i].0, &conv))
+            .collect();
+        let mut verdicts = vec![true; candidates.len()];
+        for (i, ok) in check.into_iter().zip(crate::crypto::verify_many(&items)) {
+            verdicts[i] = ok;
+        }
         // Pass 3: index in order.
         for ((c, hash), genuine) in candidates.into_iter().zip(verdicts) {
             if !genuine {
@@ -393,7 +400,8 @@ impl Conversation {
         bytes: &[u8],
     ) -> Result<Applied, ReplicaError> {
         let entries = self.replica.receive_sync(state, bytes)?;
-        Ok(self.index(entries, Trust::Verify))
+        let verified = self.replica.take_verified();
+        Ok(self.index(entries, Trust::Checked(&verified)))
     }
 
     pub fn take_persist(&mut self) -> Option<Persist> {

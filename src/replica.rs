@@ -45,7 +45,9 @@ pub use check::{check_sync_message, CheckError};
 use pages::Tail;
 pub use pages::{page_actor, page_chain, page_change, page_key};
 pub use persist::Persist;
-pub use rules::{Breach, EntryRule, Rule, Write, MAX_ENTRY_LEN, MAX_OPS_PER_CHANGE};
+pub use rules::{
+    Breach, EntryRule, Rule, Write, MAX_CHANGE_LEN, MAX_ENTRY_LEN, MAX_OPS_PER_CHANGE,
+};
 use sync_message::receive_sync_message;
 pub use sync_message::LocalPush;
 
@@ -61,9 +63,17 @@ pub struct Schema {
 
 /// A digest of an entry: its key, if any, and its value.
 pub fn entry_digest(e: &Entry) -> [u8; 16] {
-    let d = match e {
-        Entry::Item { value, .. } => crypto::sha256(&[b"i", value]),
-        Entry::Keyed { key, value, .. } => {
+    match e {
+        Entry::Item { value, .. } => digest_of(None, value),
+        Entry::Keyed { key, value, .. } => digest_of(Some(key), value),
+    }
+}
+
+/// [`entry_digest`] of a list item (`key` `None`) or a keyed value.
+fn digest_of(key: Option<&str>, value: &[u8]) -> [u8; 16] {
+    let d = match key {
+        None => crypto::sha256(&[b"i", value]),
+        Some(key) => {
             let len = (key.len() as u64).to_be_bytes();
             crypto::sha256(&[b"k", &len, key.as_bytes(), value])
         }
@@ -149,6 +159,10 @@ pub struct Replica {
     /// The rules are checked (always, but where a test or the simulator
     /// models a peer or store from before them: [`Replica::without_rules`]).
     checked: bool,
+    /// Digests ([`entry_digest`]) of the entries the rule accepted in the
+    /// last message received, which it verified: the index need not check
+    /// their signatures again ([`Replica::take_verified`]).
+    verified: HashSet<[u8; 16]>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -217,7 +231,14 @@ impl Replica {
             received_changes: 0,
             rule: None,
             checked: true,
+            verified: HashSet::new(),
         }
+    }
+
+    /// Digests of the entries the rule accepted (and so verified) in the
+    /// last message received.
+    pub fn take_verified(&mut self) -> HashSet<[u8; 16]> {
+        std::mem::take(&mut self.verified)
     }
 
     /// This replica, taking any change from peers, as huddle did before
@@ -436,6 +457,7 @@ impl Replica {
         // missing) is checked once applied, against the document as it
         // was; a breach then leaves this copy to be read back.
         let before = self.doc.get_heads();
+        self.verified.clear();
         let mut whole = false;
         let mut fresh = Vec::new();
         for entry in msg.changes.iter().filter(|_| self.checked) {
@@ -443,6 +465,14 @@ impl Replica {
                 if chunk[rules::CHUNK_TYPE_AT] == rules::DOCUMENT_CHUNK {
                     whole = true;
                     continue;
+                }
+                if chunk.len() > MAX_CHANGE_LEN {
+                    // Refused by its length, before it is parsed into more
+                    // copies of itself.
+                    return Err(ReplicaError::Breach(Breach(format!(
+                        "a change of {} bytes (at most {MAX_CHANGE_LEN})",
+                        chunk.len()
+                    ))));
                 }
                 let change = automerge::Change::try_from(chunk)
                     .map_err(|e| ReplicaError::SyncDecode(e.to_string()))?;

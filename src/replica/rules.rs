@@ -37,6 +37,11 @@ pub const MAX_OPS_PER_CHANGE: usize = 16;
 /// 16 KiB body, its ids and signature fit, and so does a certificate.
 pub const MAX_ENTRY_LEN: usize = 20 * 1024;
 
+/// Most bytes in one change chunk from a peer: a change huddle makes holds
+/// one entry, its dependencies (32 bytes each, one per concurrent head) and
+/// a few columns; a longer one is refused by its length, before parsing.
+pub const MAX_CHANGE_LEN: usize = 64 * 1024;
+
 /// Where a peer's change writes an entry.
 #[derive(Clone, Copy, Debug)]
 pub enum Write<'a> {
@@ -191,6 +196,7 @@ impl Replica {
                 (ObjType::List, Key::Seq(_), true) if op.pred.is_empty() => {
                     if let Some(rule) = rule.filter(|_| mode == Mode::Peer) {
                         rule(Write::Insert { root }, value).map_err(Breach)?;
+                        self.verified.insert(super::digest_of(None, value));
                     }
                 }
                 (ObjType::Map, Key::Map(key), false) => {
@@ -203,6 +209,7 @@ impl Replica {
                         current: &current,
                     };
                     rule(write, value).map_err(Breach)?;
+                    self.verified.insert(super::digest_of(Some(key), value));
                 }
                 _ => return Err(breach("an overwrite of a list element")),
             }
