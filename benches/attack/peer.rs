@@ -110,8 +110,8 @@ pub(crate) async fn connect(to: Multiaddr, key: Keypair, within: Duration) -> Re
                     break;
                 }
                 SwarmEvent::ConnectionClosed {
-                    num_established, ..
-                } if num_established == 0 => {
+                    num_established: 0, ..
+                } => {
                     if let Some(t) = out_tx.take() {
                         let _ = t.send(Err("closed before the stream opened".into()));
                     }
