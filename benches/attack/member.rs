@@ -62,13 +62,18 @@ impl Member {
     }
 }
 
-/// The member's side of the session's start (sync.md §2): our Hello, the
-/// node's Hello and Catalog (it accepted us), our Catalog. Kept in one
-/// place, for the members-only Hello to come.
+/// The member's side of the session's start (sync.md §2): our Hello (the
+/// pass) and Identify (the secret part, which the node takes once it has
+/// accepted the pass), the node's Hello, Identify and Catalog (it accepted
+/// us), our Catalog.
 async fn handshake(c: &mut Conn, cert: &Certificate) -> Result<(), String> {
     c.send(&Frame::Hello {
         version: PROTOCOL_VERSION,
-        certificate: cert.clone(),
+        pass: cert.pass(),
+    })
+    .await?;
+    c.send(&Frame::Identify {
+        secret: cert.secret(),
     })
     .await?;
     loop {

@@ -224,6 +224,7 @@ impl Sample {
                 frame_buffer_bytes: a.frame_buffer_bytes.max(b.frame_buffer_bytes),
                 pending_incoming: a.pending_incoming.max(b.pending_incoming),
                 suppressed_log_lines: a.suppressed_log_lines.max(b.suppressed_log_lines),
+                slowed_reads: a.slowed_reads.max(b.slowed_reads),
                 reassembly_bytes: a.reassembly_bytes.max(b.reassembly_bytes),
                 contained_panics: a.contained_panics.max(b.contained_panics),
             },
