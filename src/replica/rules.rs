@@ -4,16 +4,19 @@
 //! with the peer that sent it.
 //!
 //! A valid change is one of:
-//! - the genesis change, byte for byte (the document id's actor writes
-//!   nothing else);
 //! - the page change of a paged list root, byte for byte (the page actor
 //!   writes nothing else), made in order: page `k` after page `k - 1`;
-//! - any other change whose every operation either inserts a byte string
-//!   into a list root or one of its pages (never overwriting or deleting an
-//!   element), or puts a byte string into a map root that the document
-//!   kind's [`EntryRule`] accepts: a genuine entry under its own key, never
-//!   going back on what the key already holds (a receipt cursor only moves
-//!   forward, a certificate's expiry only later).
+//! - any other change, at most [`MAX_CHANGE_LEN`] bytes and
+//!   [`MAX_OPS_PER_CHANGE`] operations, whose every operation writes a byte
+//!   string of at most [`MAX_ENTRY_LEN`] that the document kind's
+//!   [`EntryRule`] accepts: an insert into a list root or one of its pages
+//!   (never overwriting or deleting an element) of a genuine entry (a
+//!   message that verifies), or a put into a map root of a genuine entry
+//!   under its own key that goes back on nothing the key holds (a receipt
+//!   cursor only moves forward, a certificate's expiry only later).
+//!
+//! The genesis change is never one a peer sends (every replica holds it
+//! from the start), so any change by the document id's actor is refused.
 //!
 //! Invariant: no operation from a peer deletes, overwrites or hides an
 //! entry another device wrote, or creates an object of its own; an entry
