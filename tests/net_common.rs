@@ -191,19 +191,27 @@ impl TestNode {
 }
 
 /// Polls `check` until it holds, failing the test after [`DEADLINE`].
-pub async fn wait_until<F, Fut>(what: &str, mut check: F)
+pub async fn wait_until<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if check().await {
-            return;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {DEADLINE:?} waiting for {what}");
-        }
+    wait_within(what, DEADLINE, check).await
+}
+
+/// Polls `check` until it holds, failing the test after `within` (a bound
+/// a test may assert, tighter than [`DEADLINE`]).
+pub async fn wait_within<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {within:?}: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }

@@ -42,23 +42,6 @@ async fn resources(n: &TestNode) -> huddle::net::Resources {
     n.handle.stats().await.expect("stats").resources
 }
 
-/// Waits until `check` holds, failing after `within` (a bound the test
-/// asserts, tighter than [`DEADLINE`]).
-async fn holds_within<F, Fut>(what: &str, within: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {within:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 /// A stranger (valid Noise, no certificate) that opens a frame stream,
 /// sends a prefix claiming the largest frame and `sent` bytes of it, and
 /// then stalls, holding its connection and streams until `stop`. Says
@@ -153,7 +136,7 @@ async fn stalling_strangers_hold_what_they_sent_and_nothing_after_their_session(
         up_rx.await.expect("the stranger connected");
     }
 
-    holds_within("the strangers' bytes to arrive", hello, || async {
+    wait_within("the strangers' bytes to arrive", hello, || async {
         let r = resources(&a).await;
         r.reader_tasks == STRANGERS && r.frame_buffer_bytes >= STRANGERS * SENT
     })
@@ -175,7 +158,7 @@ async fn stalling_strangers_hold_what_they_sent_and_nothing_after_their_session(
 
     // Refused at their hello time, well before any frame deadline (30 s)
     // could end their readers instead.
-    holds_within(
+    wait_within(
         "no task or buffer left for the strangers",
         hello + Duration::from_secs(8),
         || async {
@@ -276,7 +259,7 @@ async fn silent_sockets_from_one_address_do_not_keep_a_member_out() {
     let started = tokio::time::Instant::now();
     let b = start_node(&ben, db.path(), vec![a.addr.clone()]).await;
     let within = Duration::from_secs(5);
-    holds_within("ben to connect and prove membership", within, || async {
+    wait_within("ben to connect and prove membership", within, || async {
         a.verified_peers().await == 1 && b.verified_peers().await == 1
     })
     .await;
