@@ -77,6 +77,7 @@ pub fn entry_hash(value: &[u8]) -> [u8; 16] {
         .expect("16 bytes")
 }
 
+#[derive(Clone)]
 pub struct Conversation {
     pub header: ConversationHeader,
     replica: Replica,

@@ -114,6 +114,7 @@ pub enum ReplicaError {
     Tainted(Breach),
 }
 
+#[derive(Clone)]
 pub struct Replica {
     doc_id: [u8; 16],
     schema: Schema,

@@ -35,6 +35,7 @@ pub struct TeamApplied {
     pub rejected: usize,
 }
 
+#[derive(Clone)]
 pub struct TeamDoc {
     team: TeamId,
     replica: Replica,

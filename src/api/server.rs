@@ -23,7 +23,6 @@ use super::types::{
 use super::views;
 use crate::datadir::ApiInfo;
 use crate::ids::{ConversationId, MessageId};
-use crate::membership::Revocation;
 use crate::net::{FoundBy, NodeHandle, ShellError};
 use crate::node::{Command, CommandError, Reply};
 
@@ -352,10 +351,8 @@ async fn revoke(
     State(s): State<Shared>,
     Json(req): Json<RevokeRequest>,
 ) -> Answer<serde_json::Value> {
-    let rev = data_encoding::HEXLOWER_PERMISSIVE
-        .decode(req.revocation.trim().as_bytes())
-        .ok()
-        .and_then(|b| Revocation::decode(&b).ok())
+    let rev = req
+        .decode()
         .ok_or_else(|| bad_request("the revocation is not a hex-encoded huddle revocation"))?;
     s.handle.command(Command::Revoke(rev)).await?;
     Ok(Json(serde_json::json!({})))

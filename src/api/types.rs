@@ -147,6 +147,16 @@ pub struct RevokeRequest {
     pub revocation: String,
 }
 
+impl RevokeRequest {
+    /// The revocation it carries, if the text is one hex-encoded.
+    pub fn decode(&self) -> Option<crate::membership::Revocation> {
+        let bytes = data_encoding::HEXLOWER_PERMISSIVE
+            .decode(self.revocation.trim().as_bytes())
+            .ok()?;
+        crate::membership::Revocation::decode(&bytes).ok()
+    }
+}
+
 /// The answer to a create or a send.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Created<T> {

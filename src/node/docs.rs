@@ -28,6 +28,7 @@ use crate::replica::heads_digest;
 use crate::store::{keys, DocMeta, StoreOp, StoredDoc};
 
 /// One conversation: its header, and its document once loaded.
+#[derive(Clone)]
 pub(super) struct Slot {
     pub header: ConversationHeader,
     /// The index entry read at start; stale once the document is loaded.

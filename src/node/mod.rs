@@ -116,11 +116,17 @@ pub enum LoadError {
 }
 
 /// What this node is, as far as membership goes.
+#[derive(Clone)]
 pub(crate) struct Membership {
     pub cert: Certificate,
     pub team: TeamDoc,
 }
 
+/// `Clone` makes a second node with the same key and Automerge actor, for
+/// tests and fuzzing that start many runs from one prepared state: the
+/// original must not write again once a copy has (both would number their
+/// changes from the same actor sequence).
+#[derive(Clone)]
 pub struct Node {
     key: DeviceKey,
     device: DeviceId,

@@ -43,7 +43,7 @@ type SharedHeads = BTreeMap<[u8; 16], Vec<ChangeHash>>;
 /// have been lost with the connection, and a kept head the peer lacks
 /// costs a sync reset, which sends the whole document.
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(crate) struct KeptSync {
     /// Per device: when it was kept, and the shared heads per document.
     by_peer: BTreeMap<DeviceId, (u64, SharedHeads)>,
@@ -107,6 +107,7 @@ impl KeptSync {
 #[derive(Debug)]
 pub(crate) struct Overflow;
 
+#[derive(Clone)]
 pub(crate) enum PeerState {
     AwaitingHello,
     /// Its pass verified and we sent our identify; its own is due.
@@ -114,6 +115,7 @@ pub(crate) enum PeerState {
     Member(Box<Certificate>),
 }
 
+#[derive(Clone)]
 pub(crate) struct Peer {
     pub state: PeerState,
     pub sync: HashMap<[u8; 16], sync::State>,

@@ -20,12 +20,13 @@ use crate::ids::{DeviceId, Millis};
 use crate::team::TEAM_DOC_ID;
 
 /// The exchange a node opened for one document.
+#[derive(Clone)]
 pub(crate) struct Pull {
     pub peer: DeviceId,
     pub since: Millis,
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(crate) struct Pulls {
     pub open: BTreeMap<[u8; 16], Pull>,
     /// Peers whose heads differed while a pull was open, with the digest

@@ -19,6 +19,7 @@ use crate::store::{keys, StoreOp, StoredDoc};
 use crate::team::{TeamDoc, TEAM_DOC_ID};
 
 /// A document the pass changed, to write at start.
+#[derive(Clone)]
 pub(super) struct Audited {
     doc: [u8; 16],
     audit: Audit,

@@ -18,7 +18,7 @@ use super::rules::Mode;
 use super::{genesis, Replica, ReplicaError};
 
 /// What an audit found, when it found anything.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Audit {
     /// The document the honest changes make, saved whole.
     pub rebuilt: Vec<u8>,
