@@ -19,6 +19,7 @@ use rand_chacha::ChaCha8Rng;
 pub const T0: u64 = 1_700_000_000_000;
 pub const DAY: u64 = 24 * 3600 * 1000;
 
+#[derive(Clone)]
 pub struct Device {
     pub key: DeviceKey,
     pub cert: Option<Certificate>,
@@ -53,13 +54,14 @@ pub struct Faults {
     pub reorder_window: usize,
 }
 
+#[derive(Clone)]
 pub struct Mesh {
     pub now: u64,
     pub rng: ChaCha8Rng,
     pub authority: AuthorityKey,
     pub devices: Vec<Device>,
     pub links: BTreeSet<(usize, usize)>,
-    queue: VecDeque<(usize, usize, Vec<u8>)>,
+    pub queue: VecDeque<(usize, usize, Vec<u8>)>,
     timers: BTreeMap<(usize, Timer), u64>,
     pub faults: Faults,
     pub frames_delivered: u64,
@@ -404,6 +406,18 @@ pub fn tampered_frame(
         &mut automerge::transaction::Transaction<'_>,
     ) -> Result<(), automerge::AutomergeError>,
 ) -> Vec<u8> {
+    try_tampered_frame(m, i, id, edit).expect("the edit applies and changes the document")
+}
+
+/// [`tampered_frame`], or `None` if the edit changed nothing.
+pub fn try_tampered_frame(
+    m: &Mesh,
+    i: usize,
+    id: huddle::ConversationId,
+    edit: impl FnOnce(
+        &mut automerge::transaction::Transaction<'_>,
+    ) -> Result<(), automerge::AutomergeError>,
+) -> Option<Vec<u8>> {
     let stored = huddle::store::DocLoader::load_doc(&m.devices[i].store, &id.0).unwrap();
     let header = m.devices[i].node.conversation(&id).unwrap().header.clone();
     let (mut c, _) = huddle::conversation::Conversation::load(
@@ -414,16 +428,15 @@ pub fn tampered_frame(
         &stored.rejected,
     )
     .unwrap();
-    c.replica_mut().local(m.now, edit).unwrap();
+    c.replica_mut().local(m.now, edit).ok()?;
     let data = c
         .replica()
-        .local_push()
-        .unwrap()
+        .local_push()?
         .message_for(&mut automerge::sync::State::new());
-    huddle::wire::Frame::Sync {
+    let frame = huddle::wire::Frame::Sync {
         doc: id.0,
         more: false,
         data,
-    }
-    .encode()
+    };
+    Some(frame.encode())
 }
