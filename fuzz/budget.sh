@@ -21,7 +21,7 @@ while [ "$spent" -lt "$budget" ]; do
   /usr/bin/time -f "%U %S" -o logs/time.$$ nice -n 19 cargo +nightly fuzz run -s none "$target" "$corpus" -- \
     -max_total_time="$chunk" -rss_limit_mb=512 -max_len=8192 -timeout=30 \
     -print_final_stats=1 >"$log" 2>&1 || true
-  cpu=$(awk '{printf "%d", $1 + $2}' logs/time.$$)
+  cpu=$(tail -1 logs/time.$$ | awk '{printf "%d", $1 + $2}')
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
   added=$(( $(ls "$corpus" | wc -l) - before ))
   crashes=$(( $(ls artifacts/"$target" | wc -l) - crashes_before ))

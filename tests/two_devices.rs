@@ -1,7 +1,8 @@
 //! Two devices, Ana and Ben, in the situations one sync protocol step at a
 //! time must get right: a crash before a received message is flushed, a
 //! reconnection that starts from what was last shared, kept sync state
-//! against a peer that lost changes, and pages made while apart.
+//! against a peer that lost changes, a change the receiver dropped, and
+//! pages made while apart.
 
 mod common;
 
@@ -58,6 +59,30 @@ fn a_received_message_waits_for_the_next_flush_and_survives_its_loss() {
     mesh.run_until_quiet();
     mesh.crash_restart(b);
     assert!(held(&mesh, b, first) && held(&mesh, b, second));
+}
+
+/// A change its sender believes delivered but the receiver never took in
+/// (as a node drops sync messages for a document it is reloading after a
+/// contained panic, contain.rs). Ben learns Ana's heads from her next
+/// message and asks for what he lacks; Automerge never sends a change twice
+/// in a session, so Ana answered with nothing, and the two asked and
+/// answered each other for ever (found by the `member_peer` fuzz target).
+/// Now the stalled answer makes Ben ask again with a sync reset, and the
+/// change comes.
+#[test]
+fn a_change_the_receiver_dropped_is_sent_again() {
+    let (mut mesh, a, b, conv) = ana_and_ben(8);
+    let first = mesh.send_text(a, conv, "bed 4 needs obs");
+    let push = (mesh.queue.iter())
+        .position(|(from, to, _)| (*from, *to) == (a, b))
+        .expect("Ana's push to Ben");
+    mesh.queue.remove(push);
+    let second = mesh.send_text(a, conv, "and bed 5");
+    assert!(
+        mesh.run_until_quiet_within(1_000),
+        "Ana and Ben are still asking and answering"
+    );
+    assert!(holds(&mesh, b, conv, first) && holds(&mesh, b, conv, second));
 }
 
 /// Two devices that shared a long history and drifted a little apart while

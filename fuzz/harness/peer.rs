@@ -27,6 +27,9 @@ use super::{pick, structured, Damage};
 const ANA: usize = 0;
 const MAL: usize = 1;
 const BEN: usize = 2;
+/// Frames and timers within which the ward must fall quiet after the
+/// steps: an exchange that never ends is a finding, found fast.
+const QUIET_WITHIN: u64 = 50_000;
 
 #[derive(Arbitrary, Debug)]
 enum Step {
@@ -461,6 +464,11 @@ fn edit(tx: &mut Transaction<'_>, e: &Edit) {
     };
 }
 
+/// The steps `member_peer` reads from `data`, for reading a finding.
+pub fn member_peer_steps(data: &[u8]) -> String {
+    format!("{:#?}", structured::<Vec<Step>>(data))
+}
+
 /// A member's frames, any sequence (see the module doc).
 pub fn member_peer(data: &[u8]) {
     let Some(steps) = structured::<Vec<Step>>(data) else {
@@ -497,7 +505,10 @@ pub fn member_peer(data: &[u8]) {
             }
         }
     }
-    w.m.run_until_quiet();
+    assert!(
+        w.m.run_until_quiet_within(QUIET_WITHIN),
+        "the ward never became quiet"
+    );
     w.check();
 }
 
@@ -519,6 +530,9 @@ pub fn catalog(data: &[u8]) {
             CatalogStep::Reconnect => w.reconnect(),
         }
     }
-    w.m.run_until_quiet();
+    assert!(
+        w.m.run_until_quiet_within(QUIET_WITHIN),
+        "the ward never became quiet"
+    );
     w.check();
 }

@@ -82,7 +82,24 @@ impl Node {
     ///   Answering those on a busy document kept every pair of devices in
     ///   an exchange for as long as anyone wrote, each answer carrying the
     ///   changes that were already on their way from their authors.
-    pub(super) fn answer(&mut self, now: Millis, doc: &[u8; 16], peer: DeviceId, fx: &mut Fx) {
+    ///
+    /// `repeated`: the message told the same heads as the peer's previous
+    /// one. If it also brought no changes while we lack those heads, the
+    /// exchange is stalled: the peer believes it sent what we lack (a
+    /// change we dropped is in its `sent_hashes`, and Automerge never
+    /// sends a change twice in a session), or it claims heads it will not
+    /// give. The first stall asks again with Automerge's sync reset (the
+    /// peer forgets what it sent); a second in a row waits for the answer
+    /// timer, so a peer can never hold us in an exchange faster than one
+    /// message per `answer_delay_ms` (sync.md §5.2 (3)).
+    pub(super) fn answer(
+        &mut self,
+        now: Millis,
+        doc: &[u8; 16],
+        peer: DeviceId,
+        repeated: bool,
+        fx: &mut Fx,
+    ) {
         let Some(r) = self.replica_of(doc) else {
             return;
         };
@@ -95,6 +112,20 @@ impl Node {
         let asked = r.received_changes() == 0;
         let our_pull = self.pulls.open.get(doc).is_some_and(|p| p.peer == peer);
         let lacking = !r.has_all(theirs);
+        let stalls = match self.peers.get_mut(&peer) {
+            Some(p) => p.note_stall(doc, repeated && asked && lacking),
+            None => return,
+        };
+        if stalls > 0 {
+            if let Some(state) = self.peers.get_mut(&peer).and_then(|p| p.sync.get_mut(doc)) {
+                state.needs_reset = true;
+            }
+            if stalls > 1 {
+                self.lacking.insert((*doc, peer), super::Lacking::Pushed);
+                self.set_answer_timer(now, fx);
+                return;
+            }
+        }
         let ask_now = lacking && (asked || our_pull);
         if needs || ask_now {
             // Giving what it asked for, we ask for nothing unless we must

@@ -130,6 +130,9 @@ pub(crate) struct Peer {
     /// conversations reach peers that have never seen them. Never more
     /// than the conversations we hold, whatever the peer sends.
     pub known: HashSet<[u8; 16]>,
+    /// Stalled exchanges in a row, per document (answer.rs): only
+    /// documents we hold with this peer, so bounded like `sync`.
+    stalls: HashMap<[u8; 16], u8>,
 }
 
 impl Peer {
@@ -141,13 +144,27 @@ impl Peer {
             parts_bytes: 0,
             catalog: BTreeMap::new(),
             known: HashSet::new(),
+            stalls: HashMap::new(),
         }
+    }
+
+    /// Counts a stalled exchange on `doc` (or clears the count when the
+    /// exchange moved); returns the stalls in a row.
+    pub fn note_stall(&mut self, doc: &[u8; 16], stalled: bool) -> u8 {
+        if !stalled {
+            self.stalls.remove(doc);
+            return 0;
+        }
+        let n = self.stalls.entry(*doc).or_default();
+        *n = n.saturating_add(1);
+        *n
     }
 
     /// Forgets everything of `doc` this session holds: its sync state and
     /// any part of a sync message.
     pub fn forget(&mut self, doc: &[u8; 16]) {
         self.sync.remove(doc);
+        self.stalls.remove(doc);
         if let Some(part) = self.parts.remove(doc) {
             self.parts_bytes -= part.len();
         }

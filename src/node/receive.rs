@@ -41,6 +41,8 @@ impl Node {
             Ok(Some(msg)) => msg,
         };
         let mut state = p.sync.remove(&doc).unwrap_or_default();
+        // What it told us last time, to tell a stalled exchange (answer.rs).
+        let told_before = state.their_heads.clone();
 
         let before;
         let result = if doc == TEAM_DOC_ID {
@@ -129,7 +131,13 @@ impl Node {
                 self.enforce_membership(now, fx);
             }
         }
-        self.answer(now, &doc, peer, fx);
+        let repeated = told_before.is_some()
+            && self
+                .peers
+                .get(&peer)
+                .and_then(|p| p.sync.get(&doc))
+                .is_some_and(|st| st.their_heads == told_before);
+        self.answer(now, &doc, peer, repeated, fx);
         // Anything new travels on by announcement (see schedule_announce).
         let after = self.replica_of(&doc).map(|r| r.heads_digest());
         if after != Some(before) {
