@@ -39,8 +39,20 @@ pub fn check(
     ledger: &Ledger,
     read: &BTreeSet<ConversationId>,
 ) -> Result<Found, String> {
-    let chats = api.chats().map_err(|e| format!("conversations: {e}"))?;
     let mut f = Found::default();
+    // A conversation set aside at start is one the store did not give back
+    // whole: a failure even if no confirmed message of ours was in it.
+    let status = api.status().map_err(|e| format!("status: {e}"))?;
+    for d in &status.damaged {
+        f.problems.push(format!(
+            "conversation {} was set aside as damaged at start: {}",
+            d.conversation, d.why
+        ));
+    }
+    if !f.problems.is_empty() {
+        return Ok(f);
+    }
+    let chats = api.chats().map_err(|e| format!("conversations: {e}"))?;
     for (conv, ids) in ledger {
         let held = chats.iter().find(|c| c.id == *conv).map(|c| c.messages);
         match held {

@@ -46,6 +46,7 @@ mod body;
 mod check;
 #[path = "../shared/child.rs"]
 mod child;
+mod postmortem;
 mod team;
 mod writers;
 
@@ -158,10 +159,15 @@ fn kill(v: &mut Run) -> Result<(), String> {
     }
 }
 
-fn log_tail(root: &std::path::Path) -> String {
+/// V's log lines that say something went wrong (all its lives append to
+/// one file), the last 20.
+fn log_errors(root: &std::path::Path) -> String {
     let log = std::fs::read_to_string(root.join("v.log")).unwrap_or_default();
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(10)..].join("\n")
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains("WARN") || l.contains("panic"))
+        .collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 fn soak(o: &Opts, root: &std::path::Path, t: &mut Tally) -> Result<(), String> {
@@ -218,11 +224,7 @@ fn soak(o: &Opts, root: &std::path::Path, t: &mut Tally) -> Result<(), String> {
                 }
                 v_api = api_info_of(&team.v_dir, v.pid, START_WITHIN).map_err(|e| {
                     t.failed_to_open += 1;
-                    format!(
-                        "after kill {}: {e}; V's log ends:\n{}",
-                        t.kills,
-                        log_tail(root)
-                    )
+                    format!("after kill {}: {e}", t.kills)
                 })?;
                 t.slowest_start = t.slowest_start.max(began.elapsed());
                 break;
@@ -290,6 +292,23 @@ fn soak(o: &Opts, root: &std::path::Path, t: &mut Tally) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--inspect") {
+        let (Some(dir), Some(conv)) = (args.get(i + 1), args.get(i + 2)) else {
+            eprintln!("soak: --inspect takes the kept data directory of V and a conversation id");
+            return ExitCode::FAILURE;
+        };
+        return match postmortem::inspect(std::path::Path::new(dir), conv) {
+            Ok(s) => {
+                println!("{s}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("soak: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let o = match Opts::parse() {
         Ok(o) => o,
         Err(e) => {
@@ -312,6 +331,16 @@ fn main() -> ExitCode {
     let mut t = Tally::default();
     let result = soak(&o, root.path(), &mut t);
     let wall = started.elapsed();
+    if result.is_err() {
+        // Keep the data directories for a post-mortem.
+        let kept = root.keep();
+        eprintln!("V's log, its warnings and errors:\n{}", log_errors(&kept));
+        eprintln!(
+            "the data directories are kept in {}; look inside V's store with `--inspect {}/v CONVERSATION`",
+            kept.display(),
+            kept.display()
+        );
+    }
     let per_min = t.kills as f64 / wall.as_secs_f64().max(1e-9) * 60.0;
     println!();
     println!("| figure | value |");
