@@ -170,14 +170,46 @@ fn log_errors(root: &std::path::Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
+/// Starts V until a start is not killed by the plan (from `plans[*k]` on,
+/// each start the plan kills counts as a kill); V and its API once up.
+fn start(
+    dir: &std::path::Path,
+    peers: &[String],
+    log: &std::path::Path,
+    plans: &[Kill],
+    k: &mut usize,
+    t: &mut Tally,
+) -> Result<(Run, huddle::datadir::ApiInfo), String> {
+    loop {
+        let mut v = Run::spawn(dir, peers, log)?;
+        let began = Instant::now();
+        if let Some(&Kill::Starting(after)) = plans.get(*k) {
+            // Fault injection, not synchronisation: the delay only moves
+            // the kill to a random point of the start; nothing waits on it.
+            std::thread::sleep(after);
+            kill(&mut v).inspect_err(|_| t.failed_to_open += 1)?;
+            t.kills += 1;
+            t.kills_starting += 1;
+            *k += 1;
+            continue;
+        }
+        let api = api_info_of(dir, v.pid, START_WITHIN).map_err(|e| {
+            t.failed_to_open += 1;
+            format!("after kill {}: {e}", t.kills)
+        })?;
+        t.slowest_start = t.slowest_start.max(began.elapsed());
+        return Ok((v, api));
+    }
+}
+
 fn soak(o: &Opts, root: &std::path::Path, t: &mut Tally) -> Result<(), String> {
     let team = Team::create(root)?;
     let v_log = root.join("v.log");
     let peers = team.peer_addrs();
     let plans = plan(&mut ChaCha8Rng::seed_from_u64(o.seed), o);
 
-    let mut v = Run::spawn(&team.v_dir, &peers, &v_log)?;
-    let mut v_api = api_info_of(&team.v_dir, v.pid, START_WITHIN)?;
+    let mut k = 0;
+    let (mut v, mut v_api) = start(&team.v_dir, &peers, &v_log, &plans, &mut k, t)?;
     let mut conv = team.new_group(&ApiClient::new(v_api.clone()), "soak 1")?;
     t.groups = 1;
 
@@ -195,7 +227,6 @@ fn soak(o: &Opts, root: &std::path::Path, t: &mut Tally) -> Result<(), String> {
         }));
     }
 
-    let mut k = 0;
     let outcome = (|| -> Result<(), String> {
         while k < plans.len() {
             let Kill::Running(life) = plans[k] else {
@@ -210,25 +241,7 @@ fn soak(o: &Opts, root: &std::path::Path, t: &mut Tally) -> Result<(), String> {
             if !shared.unpublish(START_WITHIN) {
                 return Err("a send to the killed V did not end within a minute".into());
             }
-            // Start again; the plan may kill some of the starts.
-            loop {
-                v = Run::spawn(&team.v_dir, &peers, &v_log)?;
-                let began = Instant::now();
-                if let Some(&Kill::Starting(after)) = plans.get(k) {
-                    std::thread::sleep(after); // fault injection, as above
-                    kill(&mut v).inspect_err(|_| t.failed_to_open += 1)?;
-                    t.kills += 1;
-                    t.kills_starting += 1;
-                    k += 1;
-                    continue;
-                }
-                v_api = api_info_of(&team.v_dir, v.pid, START_WITHIN).map_err(|e| {
-                    t.failed_to_open += 1;
-                    format!("after kill {}: {e}", t.kills)
-                })?;
-                t.slowest_start = t.slowest_start.max(began.elapsed());
-                break;
-            }
+            (v, v_api) = start(&team.v_dir, &peers, &v_log, &plans, &mut k, t)?;
             let api = ApiClient::new(v_api.clone());
             let (ledger, mut read) = {
                 let mut s = shared.lock();
