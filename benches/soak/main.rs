@@ -114,7 +114,7 @@ enum Kill {
 fn plan(rng: &mut ChaCha8Rng, o: &Opts) -> Vec<Kill> {
     (0..o.kills)
         .map(|_| {
-            if rng.next_u64() % 10 == 0 {
+            if rng.next_u64().is_multiple_of(10) {
                 Kill::Starting(Duration::from_millis(
                     rng.next_u64() % (MAX_START_KILL_MS + 1),
                 ))
@@ -248,7 +248,7 @@ fn soak(o: &Opts, root: &std::path::Path, t: &mut Tally) -> Result<(), String> {
                 (s.v_confirmed.clone(), std::mem::take(&mut s.v_dirty))
             };
             read.insert(conv);
-            if t.kills % FULL_CHECK_EVERY == 0 {
+            if t.kills.is_multiple_of(FULL_CHECK_EVERY) {
                 read.extend(ledger.keys().copied());
             }
             let found = check::check(&api, &ledger, &read)?;
@@ -262,7 +262,7 @@ fn soak(o: &Opts, root: &std::path::Path, t: &mut Tally) -> Result<(), String> {
                     found.problems.join("; ")
                 ));
             }
-            if t.kills % FULL_CHECK_EVERY == 0 || k == plans.len() {
+            if t.kills.is_multiple_of(FULL_CHECK_EVERY) || k == plans.len() {
                 let s = shared.lock();
                 println!(
                     "  {} kills ({} during a start), {} confirmed by V, {} by its peers, start at most {:.2}s",
