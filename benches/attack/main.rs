@@ -25,6 +25,8 @@ use std::time::Duration;
 use libp2p::Multiaddr;
 use serde_json::json;
 
+#[path = "../shared/child.rs"]
+mod child;
 mod member;
 mod node;
 mod peer;

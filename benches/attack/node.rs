@@ -6,9 +6,7 @@
 //! [`Node`] guard's drop, also on a panic's unwind), and every wait on it
 //! has a deadline.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,40 +18,7 @@ use huddle::datadir::DataDir;
 use huddle::net::Resources;
 use huddle::ConversationId;
 
-/// The release `huddle` binary cargo built for this bench, or `HUDDLE_BIN`.
-fn huddle_bin() -> PathBuf {
-    std::env::var_os("HUDDLE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_huddle")))
-}
-
-/// Runs one CLI command on `dir` to completion.
-fn cli(dir: &Path, args: &[&str]) -> Result<String, String> {
-    let out = std::process::Command::new(huddle_bin())
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("huddle {args:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "huddle {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// A child process, killed (SIGKILL) when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::child::{api_info_of, cli, Guard, Run};
 
 /// A running `huddle run`, killed when dropped.
 pub(crate) struct Node {
@@ -79,36 +44,9 @@ impl Node {
             .authority()
             .map_err(|e| format!("authority: {e}"))?
             .ok_or("team create left no authority key")?;
-        let log = std::fs::File::create(dir.with_extension("log")).map_err(|e| e.to_string())?;
-        let mut child = Guard(
-            std::process::Command::new(huddle_bin())
-                .arg("--data-dir")
-                .arg(dir)
-                .arg("--json")
-                .args(["run", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
-                .args(["--api", "127.0.0.1:0"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::from(log))
-                .spawn()
-                .map_err(|e| format!("spawn huddle run: {e}"))?,
-        );
-        let pid = child.0.id();
-        let stdout = child.0.stdout.take().ok_or("no stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(t) = tx.take() {
-                    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-                    let _ = t.send(v["listen"][0].as_str().unwrap_or_default().to_owned());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .map_err(|_| "huddle run did not start")?;
+        let run = Run::spawn(dir, &[], &dir.with_extension("log"))?;
+        let addr = run.listen_addr(Duration::from_secs(60))?;
+        let (child, pid) = (run.child, run.pid);
         let api = api_of(dir, pid, Duration::from_secs(60))?;
         let status = api.status().map_err(|e| e.to_string())?;
         let me = status.member.ok_or("the node has no member id")?;
@@ -162,23 +100,9 @@ impl Node {
     }
 }
 
-/// Waits for the API of the process `pid` serving `dir` (the token is in
-/// the data directory), and connects.
+/// Waits for the API of the process `pid` serving `dir`, and connects.
 fn api_of(dir: &Path, pid: u32, within: Duration) -> Result<ApiClient, String> {
-    let d = DataDir::new(dir);
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if let Ok(Some(info)) = d.api_info() {
-            if info.pid == pid {
-                let c = ApiClient::new(info);
-                if c.status().is_ok() {
-                    return Ok(c);
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Err(format!("the API of {pid} did not answer within {within:?}"))
+    api_info_of(dir, pid, within).map(ApiClient::new)
 }
 
 /// One reading: the node's counters and its memory.

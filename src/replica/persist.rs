@@ -3,7 +3,7 @@
 //! fails, a salvage for the team document, and the chunk or snapshot each
 //! change needs.
 
-use automerge::{ActorId, Automerge, LoadOptions, OnPartialLoad, ReadDoc};
+use automerge::{ActorId, Automerge, LoadOptions, OnPartialLoad, ReadDoc, SaveOptions};
 
 use super::{genesis, Entry, Replica, ReplicaError, Schema};
 
@@ -154,7 +154,17 @@ impl Replica {
         self.saved_heads = heads;
         self.chunk_bytes += bytes.len();
         if self.chunk_bytes > MIN_COMPACT_BYTES.max(self.snapshot_bytes) {
-            let snapshot = self.doc.save();
+            // Without the changes still waiting for their dependencies
+            // (Automerge's default save appends them): those came from a
+            // peer, and what they wait for will be written lazily, unflushed
+            // (`Fx::lazy`), so a crash may lose it while this flushed
+            // snapshot stays, and a snapshot that needs a change the store
+            // lacks does not load: the conversation would be set aside.
+            // They are saved with what they wait for, once it arrives.
+            let snapshot = self.doc.save_with_options(SaveOptions {
+                deflate: true,
+                retain_orphans: false,
+            });
             self.snapshot_bytes = snapshot.len();
             self.chunk_bytes = 0;
             return Some(Persist::Snapshot {
@@ -257,6 +267,42 @@ mod tests {
         assert_eq!(salvaged.all_entries().len(), 4);
         let (whole, _) = Replica::load(&id, SCHEMA, &actor, None, &chunks).unwrap();
         assert_eq!(whole.heads(), a.heads());
+    }
+
+    /// A snapshot taken while a peer's change waits for one it depends on
+    /// loads on its own: the crash soak (issue 19) found a conversation set
+    /// aside after a SIGKILL, its snapshot holding such a change and the
+    /// change it waited for, written later without a flush, lost.
+    #[test]
+    fn a_snapshot_leaves_out_changes_waiting_for_their_dependencies() {
+        let id = [1u8; 16];
+        let actor = ActorId::from([2u8; 16].as_slice());
+        let mut a = Replica::new(&id, SCHEMA, &actor);
+        let mut b = Replica::new(&id, SCHEMA, &ActorId::from([3u8; 16].as_slice()));
+        b.insert(1000, 0, b"first".to_vec()).unwrap();
+        sync_pair(&mut a, &mut b);
+        b.insert(1000, 0, b"depended on".to_vec()).unwrap();
+        b.insert(1000, 0, b"waits".to_vec()).unwrap();
+        let waits = b.doc.get_last_local_change().unwrap().clone();
+        a.doc.apply_changes([waits]).unwrap();
+        assert_eq!(a.doc.get_missing_deps(&[]).len(), 1, "the change waits");
+        a.insert(1000, 0, b"ours".to_vec()).unwrap();
+        a.chunk_bytes = MIN_COMPACT_BYTES;
+        let Some(Persist::Snapshot { bytes, .. }) = a.take_persist() else {
+            panic!("a snapshot was due");
+        };
+        let (reloaded, _) = Replica::load(&id, SCHEMA, &actor, Some(&bytes), &[])
+            .expect("the snapshot loads whole");
+        assert_eq!(reloaded.heads(), a.heads());
+        // The change left out comes with what it waited for.
+        sync_pair(&mut a, &mut b);
+        let Some(Persist::Chunk { bytes: chunk, seq }) = a.take_persist() else {
+            panic!("a chunk was due");
+        };
+        let (whole, _) = Replica::load(&id, SCHEMA, &actor, Some(&bytes), &[(seq, chunk)])
+            .expect("snapshot and chunk load whole");
+        assert_eq!(whole.heads(), a.heads());
+        assert_eq!(whole.all_entries(), a.all_entries());
     }
 
     #[test]
