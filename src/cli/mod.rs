@@ -111,7 +111,8 @@ fn usage_error(e: clap::Error) -> ExitCode {
         .any(|a| a == "--json");
     if informational || !json {
         let _ = e.print();
-        return ExitCode::from(if informational { exit::OK } else { exit::USAGE });
+        // 0 for help asked for, 2 (exit::USAGE) for anything else.
+        return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(exit::USAGE));
     }
     let text = e.render().to_string();
     let sentence = text
