@@ -3,7 +3,7 @@
 //! from the store. Both give the same answers (the API's JSON types).
 
 use super::offline::Offline;
-use super::{CliError, Ctx, Result};
+use super::{lock, CliError, Ctx, Result};
 use crate::api::client::ApiClient;
 use crate::api::types::{
     Chat, HistoryMessage, Member, MessageRef, NewConversation, Peer, SendRequest,
@@ -23,17 +23,25 @@ pub const STORED_LOCALLY: &str =
     "stored locally; it will go out when `huddle run` is running on this data directory";
 
 impl Backend {
-    /// The running node if it answers, else the store.
+    /// The running node if it answers, else the store (waiting a moment
+    /// for another command that holds it: `lock.rs`).
     pub fn open(ctx: &Ctx) -> Result<Backend> {
         // Checked first so that a missing identity gets the `init` hint.
         ctx.dir.identity()?;
-        if let Some(info) = ctx.dir.api_info()? {
-            if let Some((client, _)) = ApiClient::probe(info) {
+        match lock::node_or_store(ctx, || Offline::open(&ctx.dir))? {
+            Ok(client) => {
                 tracing::debug!(url = client.url(), "using the running node");
-                return Ok(Backend::Api(client));
+                Ok(Backend::Api(client))
             }
+            Err(offline) => Ok(Backend::Offline(Box::new(offline))),
         }
-        Ok(Backend::Offline(Box::new(Offline::open(&ctx.dir)?)))
+    }
+
+    /// The running node, for what only a node can do (`what`): the store
+    /// is not opened, so a node starting meanwhile is never kept from it.
+    pub fn node(ctx: &Ctx, what: &str) -> Result<Backend> {
+        ctx.dir.identity()?;
+        Ok(Backend::Api(lock::node_only(ctx, what)?))
     }
 
     pub fn is_offline(&self) -> bool {
@@ -44,7 +52,7 @@ impl Backend {
     pub fn client(&self, ctx: &Ctx, what: &str) -> Result<&ApiClient> {
         match self {
             Backend::Api(c) => Ok(c),
-            Backend::Offline(_) => Err(CliError::new(format!(
+            Backend::Offline(_) => Err(CliError::no_node(format!(
                 "no node is running on {}: start it with `huddle run` to {what}",
                 ctx.dir.path().display()
             ))),
@@ -79,7 +87,7 @@ impl Backend {
     }
 
     pub fn peers(&self, ctx: &Ctx) -> Result<Vec<Peer>> {
-        Ok(self.client(ctx, "connect to peers")?.peers()?)
+        Ok(self.client(ctx, "see who is connected")?.peers()?)
     }
 
     pub fn find_messages(&self, prefix: &str) -> Result<Vec<MessageRef>> {

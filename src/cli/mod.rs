@@ -6,9 +6,13 @@
 //! says what went wrong and what to do (never a debug dump), with a non-zero
 //! exit; results go to stdout (as JSON with `--json`), notes to stderr.
 
+#[macro_use]
+mod output;
 mod args;
 mod backend;
 mod demo;
+mod error;
+mod lock;
 mod offline;
 mod render;
 mod resolve;
@@ -17,6 +21,7 @@ mod setup;
 mod talk;
 
 use std::fmt;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::OnceLock;
@@ -25,58 +30,9 @@ use clap::{CommandFactory, Parser};
 
 pub use args::Cli;
 use args::Cmd;
+pub use error::{exit, CliError};
 
 use crate::datadir::DataDir;
-
-/// A failure, as one sentence for the user.
-#[derive(Debug)]
-pub struct CliError(String);
-
-impl CliError {
-    pub fn new(msg: impl Into<String>) -> CliError {
-        CliError(msg.into())
-    }
-}
-
-impl fmt::Display for CliError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for CliError {}
-
-macro_rules! sentence_from {
-    ($($t:ty),*) => {$(
-        impl From<$t> for CliError {
-            fn from(e: $t) -> CliError {
-                CliError(e.to_string())
-            }
-        }
-    )*};
-}
-
-sentence_from!(
-    crate::datadir::DataDirError,
-    crate::node::CommandError,
-    crate::node::LoadError,
-    crate::membership::TokenError,
-    crate::membership::CertFieldError,
-    crate::api::client::ClientError,
-    crate::api::ApiError,
-    crate::net::ShellError
-);
-
-impl From<crate::store::StoreError> for CliError {
-    fn from(e: crate::store::StoreError) -> CliError {
-        match e {
-            crate::store::StoreError::Locked { .. } => {
-                CliError(format!("{e}: stop it first, or use another --data-dir"))
-            }
-            e => CliError(e.to_string()),
-        }
-    }
-}
 
 pub type Result<T, E = CliError> = std::result::Result<T, E>;
 
@@ -91,12 +47,12 @@ impl Out {
     /// A hint or a status line for a person (stderr, silenced by -q).
     pub fn note(&self, msg: impl fmt::Display) {
         if !self.quiet {
-            eprintln!("{msg}");
+            output::note(format_args!("{msg}"));
         }
     }
 
     pub fn print_json<T: serde::Serialize>(&self, v: &T) {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(v).expect("output serializes")
         );
@@ -124,15 +80,48 @@ pub fn main() -> ExitCode {
     crate::private_dir::owner_only_umask();
     let _ =
         LOCAL_OFFSET.set(time::UtcOffset::current_local_offset().unwrap_or(time::UtcOffset::UTC));
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     init_logging(cli.verbose, cli.quiet);
+    let json = cli.json;
     match run(cli) {
+        // A reader that left took nothing wrong with it: quiet, and 0.
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => e.report(json),
     }
+}
+
+/// clap's own answer to arguments it cannot parse, or to `--help`; under
+/// `--json` a usage error is one `{"error": …}` like every other.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let informational = matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    // Only an explicit `--json` before a `--` counts: the arguments did
+    // not parse, so that is all we know.
+    let json = std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json");
+    if informational || !json {
+        let _ = e.print();
+        // 0 for help asked for, 2 (exit::USAGE) for anything else.
+        return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(exit::USAGE));
+    }
+    let text = e.render().to_string();
+    let sentence = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_owned();
+    CliError::usage(sentence).report(true)
 }
 
 fn init_logging(verbose: u8, quiet: u8) {
@@ -146,8 +135,11 @@ fn init_logging(verbose: u8, quiet: u8) {
         _ => "trace",
     };
     // Our own crate at the chosen level; libraries one notch quieter.
+    // yamux warns whenever a connection ends untidily ("Failure while
+    // closing connection"): peers come and go, so below -vv that is noise.
     let default = match level {
-        "info" => "warn,huddle=info".to_owned(),
+        "warn" => "warn,yamux=error".to_owned(),
+        "info" => "warn,huddle=info,yamux=error".to_owned(),
         "debug" => "info,huddle=debug".to_owned(),
         other => other.to_owned(),
     };
@@ -155,6 +147,9 @@ fn init_logging(verbose: u8, quiet: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into a file
+        // or a pipe.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }
@@ -178,7 +173,10 @@ fn run(cli: Cli) -> Result<()> {
     };
     if let Cmd::Completions { shell } = &cli.command {
         let mut cmd = Cli::command();
-        clap_complete::generate(*shell, &mut cmd, "huddle", &mut std::io::stdout());
+        // Into memory first: clap_complete panics if its writer fails.
+        let mut script = Vec::new();
+        clap_complete::generate(*shell, &mut cmd, "huddle", &mut script);
+        output::bytes(&script);
         return Ok(());
     }
     if let Cmd::Demo(a) = &cli.command {
@@ -218,7 +216,7 @@ pub(crate) fn now_ms() -> u64 {
 /// Parses a duration such as `90d`, `12h`, `52w`, `1y` or `30m` into ms.
 pub(crate) fn parse_duration(s: &str) -> Result<u64> {
     let bad = || {
-        CliError::new(format!(
+        CliError::usage(format!(
             "\"{s}\" is not a duration: write a number and a unit, e.g. 12h, 90d, 52w or 1y"
         ))
     };
@@ -252,7 +250,7 @@ pub(crate) fn normalize_role(r: &str) -> Result<String> {
     if crate::membership::valid_role(&slug) {
         Ok(slug)
     } else {
-        Err(CliError::new(format!(
+        Err(CliError::usage(format!(
             "\"{r}\" is not a role: use 1 to 64 letters, digits or '-', e.g. charge-nurse"
         )))
     }
@@ -261,7 +259,7 @@ pub(crate) fn normalize_role(r: &str) -> Result<String> {
 pub(crate) fn check_name(n: &str) -> Result<String> {
     let n = n.trim();
     if n.is_empty() || n.len() > crate::membership::MAX_NAME_LEN {
-        return Err(CliError::new(format!(
+        return Err(CliError::usage(format!(
             "a name must be 1 to {} bytes long",
             crate::membership::MAX_NAME_LEN
         )));

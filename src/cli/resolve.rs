@@ -26,7 +26,9 @@ fn one<'a, T>(
 ) -> Result<&'a T> {
     match matches.as_slice() {
         [one] => Ok(one),
-        [] => Err(CliError::new(format!("no {what} \"{query}\": {list_hint}"))),
+        [] => Err(CliError::not_found(format!(
+            "no {what} \"{query}\": {list_hint}"
+        ))),
         many => {
             let names: Vec<String> = many.iter().map(|m| label(m)).collect();
             Err(CliError::new(format!(
@@ -125,7 +127,7 @@ pub fn message_prefix(query: &str) -> Result<String> {
     if is_hex(&q) {
         Ok(q)
     } else {
-        Err(CliError::new(format!(
+        Err(CliError::usage(format!(
             "\"{query}\" is not a message id: use the hex id (or its start) shown by `huddle history`"
         )))
     }

@@ -17,13 +17,12 @@ use crate::membership::{CertError, RevocationTarget, Revocations};
 use crate::message::Priority;
 use crate::net::{self, NodeHandle, ShellConfig};
 use crate::node::{CommandError, Event, NodeConfig};
-use crate::store::SledStore;
 
 pub(super) fn parse_addrs(raw: &[String], what: &str) -> Result<Vec<libp2p::Multiaddr>> {
     raw.iter()
         .map(|s| {
             s.trim().parse().map_err(|_| {
-                CliError::new(format!(
+                CliError::usage(format!(
                     "\"{s}\" is not a {what} address: write a multiaddr such as /ip4/192.168.1.20/tcp/4001"
                 ))
             })
@@ -70,7 +69,7 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
     if !a.api.ip().is_loopback() {
         return Err(crate::api::ApiError::NotLoopback(a.api).into());
     }
-    let store = SledStore::open(ctx.dir.path())?;
+    let store = super::lock::store_for_node(ctx)?;
     let rt = super::runtime()?;
     let team_name = cert.team_name.clone();
     let name = cert.display_name.clone();
@@ -93,7 +92,7 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
             .query(|n| crate::api::views::status(n).damaged)
             .await?;
         if ctx.out.json {
-            println!(
+            outln!(
                 "{}",
                 json!({
                     "event": "started",
@@ -104,17 +103,17 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
                 })
             );
         } else if !ctx.out.quiet {
-            println!("huddle is running as {name} in \"{team_name}\"");
-            println!("  device     {}", device);
+            outln!("huddle is running as {name} in \"{team_name}\"");
+            outln!("  device     {}", device);
             for addr in &addrs {
-                println!("  listening  {addr}");
+                outln!("  listening  {addr}");
             }
-            println!(
+            outln!(
                 "  local API  {} (token in {})",
                 api.url(),
                 ctx.dir.path().join("api.json").display()
             );
-            println!(
+            outln!(
                 "  discovery  {}",
                 if a.no_mdns {
                     "off (--no-mdns): only --peer addresses and devices that dial in"
@@ -123,12 +122,12 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
                 }
             );
             for d in &damaged {
-                println!(
+                outln!(
                     "  damaged    conversation {} could not be read from this device's store and is set aside (its records are kept): {}",
                     d.conversation, d.why
                 );
             }
-            println!("Press Ctrl-C to stop.");
+            outln!("Press Ctrl-C to stop.");
         }
         let printer = tokio::spawn(print_events(handle.clone(), ctx.out));
         let why = tokio::select! {
@@ -181,16 +180,18 @@ pub(super) async fn shutdown_signal() {
 }
 
 /// Tells the person at the terminal what happens, one line per event.
+/// Once stdout's reader has gone the node runs on, printing nothing (a
+/// script may read the `started` line and leave it running).
 async fn print_events(handle: NodeHandle, out: super::Out) {
     let mut rx = handle.subscribe();
-    loop {
+    while !super::output::closed() {
         let e = match rx.recv().await {
             Ok(e) => e,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         };
         if out.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string(&EventJson::from(&e)).expect("serializes")
             );
@@ -202,14 +203,14 @@ async fn print_events(handle: NodeHandle, out: super::Out) {
         let t = render::time(now_ms());
         match e {
             Event::PeerJoined { peer, name, .. } => {
-                println!("{t} {name} connected (device …{})", peer.short())
+                outln!("{t} {name} connected (device …{})", peer.short())
             }
-            Event::PeerLeft { peer } => println!("{t} device …{} disconnected", peer.short()),
+            Event::PeerLeft { peer } => outln!("{t} device …{} disconnected", peer.short()),
             Event::PeerRefused {
                 peer,
                 reason,
                 by_us,
-            } => println!(
+            } => outln!(
                 "{t} {} device …{}: {reason}",
                 if by_us { "refused" } else { "was refused by" },
                 peer.short()
@@ -243,18 +244,18 @@ async fn print_events(handle: NodeHandle, out: super::Out) {
                     Priority::Urgent => " [URGENT]",
                     Priority::Stat => " [STAT]",
                 };
-                println!(
+                outln!(
                     "{t} new message{flag} in \"{title}\" from {who}: huddle history \"{title}\""
                 );
             }
             Event::Revoked { target } => match target {
-                RevocationTarget::Device(d) => println!("{t} device …{} was revoked", d.short()),
+                RevocationTarget::Device(d) => outln!("{t} device …{} was revoked", d.short()),
                 RevocationTarget::Member(m) => {
-                    println!("{t} member {} was revoked", &m.to_hex()[..8])
+                    outln!("{t} member {} was revoked", &m.to_hex()[..8])
                 }
             },
             Event::Rejected { count, .. } => {
-                println!("{t} dropped {count} entries whose signatures do not verify")
+                outln!("{t} dropped {count} entries whose signatures do not verify")
             }
             _ => {}
         }

@@ -13,7 +13,6 @@ use super::backend::{Backend, STORED_LOCALLY};
 use super::{
     check_name, normalize_role, now_ms, parse_duration, render, resolve, CliError, Ctx, Result,
 };
-use crate::api::client::ApiClient;
 use crate::crypto::{AuthorityKey, DeviceKey};
 use crate::datadir::{Identity, Profile};
 use crate::ids::{DeviceId, MemberId, Millis};
@@ -30,7 +29,7 @@ fn roles(raw: &[String]) -> Result<Vec<String>> {
         }
     }
     if out.len() > MAX_ROLES {
-        return Err(CliError::new(format!(
+        return Err(CliError::usage(format!(
             "a member has at most {MAX_ROLES} roles"
         )));
     }
@@ -59,14 +58,8 @@ fn admit_hint(id: &Identity) -> String {
     s
 }
 
-/// Is a node running on this data directory (answering on its API)?
-fn running_node(ctx: &Ctx) -> Option<ApiClient> {
-    let info = ctx.dir.api_info().ok()??;
-    ApiClient::probe(info).map(|(c, _)| c)
-}
-
 fn restart_note(ctx: &Ctx) {
-    if running_node(ctx).is_some() {
+    if super::lock::running_node(ctx).is_some() {
         ctx.out
             .note("A node is running on this data directory: restart `huddle run` so that it uses the new membership.");
     }
@@ -92,13 +85,13 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> Result<()> {
             "data_dir": ctx.dir.path(),
         }));
     } else {
-        println!(
+        outln!(
             "Created the identity of {} in {}",
             id.profile.name,
             ctx.dir.path().display()
         );
-        println!("device id: {}", id.device_id());
-        println!("member id: {}", id.profile.member);
+        outln!("device id: {}", id.device_id());
+        outln!("member id: {}", id.profile.member);
     }
     ctx.out.note(format!(
         "Next: start a team with `huddle team create \"Ward name\"`, or ask your team's administrator to run:\n  {}",
@@ -111,7 +104,7 @@ pub fn whoami(ctx: &Ctx) -> Result<()> {
     let id = ctx.dir.identity()?;
     let cert = ctx.dir.certificate()?;
     let admin = ctx.dir.authority()?.is_some();
-    let node = running_node(ctx);
+    let node = super::lock::running_node(ctx);
     if ctx.out.json {
         ctx.out.print_json(&json!({
             "device": id.device_id(),
@@ -133,12 +126,12 @@ pub fn whoami(ctx: &Ctx) -> Result<()> {
     } else {
         id.profile.roles.join(", ")
     };
-    println!("{} ({roles})", id.profile.name);
-    println!("device id: {}", id.device_id());
-    println!("member id: {}", id.profile.member);
-    println!("data dir:  {}", ctx.dir.path().display());
+    outln!("{} ({roles})", id.profile.name);
+    outln!("device id: {}", id.device_id());
+    outln!("member id: {}", id.profile.member);
+    outln!("data dir:  {}", ctx.dir.path().display());
     match &cert {
-        Some(c) => println!(
+        Some(c) => outln!(
             "team:      {} (id {}), member until {}{}",
             c.team_name,
             c.team.fingerprint(),
@@ -150,7 +143,7 @@ pub fn whoami(ctx: &Ctx) -> Result<()> {
             }
         ),
         None => {
-            println!("team:      none yet");
+            outln!("team:      none yet");
             ctx.out.note(format!(
                 "To join a team, ask its administrator to run:\n  {}\nthen run `huddle team join <token>` here.",
                 admit_hint(&id)
@@ -158,8 +151,8 @@ pub fn whoami(ctx: &Ctx) -> Result<()> {
         }
     }
     match node {
-        Some(c) => println!("node:      running (API {})", c.url()),
-        None => println!("node:      not running (start it with `huddle run`)"),
+        Some(c) => outln!("node:      running (API {})", c.url()),
+        None => outln!("node:      not running (start it with `huddle run`)"),
     }
     Ok(())
 }
@@ -206,7 +199,7 @@ fn create(ctx: &Ctx, name: &str, expires: &str) -> Result<()> {
             "expires": cert.expires,
         }));
     } else {
-        println!(
+        outln!(
             "Created the team \"{}\" (id {}); this device holds its key and is a member until {}.",
             cert.team_name,
             cert.team.fingerprint(),
@@ -283,14 +276,14 @@ fn admit(ctx: &Ctx, a: AdmitArgs) -> Result<()> {
     ctx.dir.identity()?;
     let (key, own) = authority(ctx)?;
     let device: DeviceId = a.device.parse().map_err(|_| {
-        CliError::new(format!(
+        CliError::usage(format!(
             "\"{}\" is not a device id: it looks like 12D3KooW… (the device shows it with `huddle whoami`)",
             a.device
         ))
     })?;
     let member = match &a.member {
         Some(m) => m.parse::<MemberId>().map_err(|_| {
-            CliError::new(format!(
+            CliError::usage(format!(
                 "\"{m}\" is not a member id (32 hex digits, shown by `huddle whoami`)"
             ))
         })?,
@@ -318,7 +311,7 @@ fn admit(ctx: &Ctx, a: AdmitArgs) -> Result<()> {
             "expires": cert.expires,
         }));
     } else {
-        println!("{token}");
+        outln!("{token}");
     }
     ctx.out.note(format!(
         "This admits {} (device …{}) to \"{}\" until {}. On that device run:\n  huddle team join <the token above>",
@@ -386,7 +379,7 @@ fn join(ctx: &Ctx, token: &str) -> Result<()> {
             "expires": cert.expires,
         }));
     } else {
-        println!(
+        outln!(
             "Joined \"{}\" as {} ({}) until {}.",
             cert.team_name,
             cert.display_name,
@@ -440,7 +433,7 @@ fn revoke(ctx: &Ctx, target: &str) -> Result<()> {
         ctx.out
             .print_json(&json!({ "revoked": who, "offline": backend.is_offline() }));
     } else {
-        println!("Revoked {who}.");
+        outln!("Revoked {who}.");
     }
     if backend.is_offline() {
         ctx.out.note(format!("The revocation is {STORED_LOCALLY}."));
@@ -468,8 +461,8 @@ fn show(ctx: &Ctx) -> Result<()> {
         }));
         return Ok(());
     }
-    println!("{} (team id {})", cert.team_name, cert.team.fingerprint());
-    println!(
+    outln!("{} (team id {})", cert.team_name, cert.team.fingerprint());
+    outln!(
         "You are {}, member until {}{}.",
         cert.display_name,
         date(cert.expires),
@@ -479,7 +472,7 @@ fn show(ctx: &Ctx) -> Result<()> {
             ""
         }
     );
-    println!("Members this device knows ({}):", members.len());
-    print!("{}", render::directory(&members));
+    outln!("Members this device knows ({}):", members.len());
+    out!("{}", render::directory(&members));
     Ok(())
 }

@@ -33,7 +33,7 @@ pub fn chat_new(ctx: &Ctx, a: ChatNewArgs) -> Result<()> {
         }
     } else {
         if a.with.is_empty() {
-            return Err(CliError::new(
+            return Err(CliError::usage(
                 "say who the conversation is with: --with \"Name\" (repeat it for a group, with --group \"Title\"), or --role ROLE for a role channel",
             ));
         }
@@ -45,7 +45,7 @@ pub fn chat_new(ctx: &Ctx, a: ChatNewArgs) -> Result<()> {
         match (&a.group, members.as_slice()) {
             (None, [one]) => NewConversation::Direct { with: *one },
             (None, _) => {
-                return Err(CliError::new(
+                return Err(CliError::usage(
                     "a conversation with several people is a group: add --group \"Title\"",
                 ))
             }
@@ -66,7 +66,7 @@ pub fn chat_new(ctx: &Ctx, a: ChatNewArgs) -> Result<()> {
         ctx.out
             .print_json(&json!({ "id": id, "title": title, "offline": b.is_offline() }));
     } else {
-        println!("{id}");
+        outln!("{id}");
         ctx.out.note(format!(
             "Conversation \"{title}\" is ready: huddle send \"{title}\" \"your message\""
         ));
@@ -81,7 +81,7 @@ pub fn chats(ctx: &Ctx) -> Result<()> {
     if ctx.out.json {
         ctx.out.print_json(&list);
     } else {
-        print!("{}", render::chats(&list));
+        out!("{}", render::chats(&list));
     }
     Ok(())
 }
@@ -123,7 +123,7 @@ pub fn send(ctx: &Ctx, a: SendArgs) -> Result<()> {
             "offline": b.is_offline(),
         }));
     } else {
-        println!("{id}");
+        outln!("{id}");
     }
     if b.is_offline() {
         offline_note(ctx, &b);
@@ -137,26 +137,24 @@ pub fn send(ctx: &Ctx, a: SendArgs) -> Result<()> {
 }
 
 pub fn history(ctx: &Ctx, a: HistoryArgs) -> Result<()> {
-    let b = Backend::open(ctx)?;
-    if a.follow && b.is_offline() {
-        return Err(CliError::new(format!(
-            "--follow needs a running node: start `huddle run` on {} first",
-            ctx.dir.path().display()
-        )));
-    }
+    let b = if a.follow {
+        Backend::node(ctx, "follow new messages")?
+    } else {
+        Backend::open(ctx)?
+    };
     let chat = find_chat(&b, &a.conversation)?;
     let msgs = b.history(&chat.id, a.limit)?;
     let names = render::names(&b.directory()?);
     if ctx.out.json {
         if a.follow {
             for m in &msgs {
-                println!("{}", serde_json::to_string(m).expect("serializes"));
+                outln!("{}", serde_json::to_string(m).expect("serializes"));
             }
         } else {
             ctx.out.print_json(&msgs);
         }
     } else {
-        print!("{}", render::history(&chat, &msgs, &names));
+        out!("{}", render::history(&chat, &msgs, &names));
     }
     if a.follow {
         follow(ctx, &b, &chat, msgs)?;
@@ -189,9 +187,9 @@ fn follow(ctx: &Ctx, b: &Backend, chat: &Chat, seen: Vec<HistoryMessage>) -> Res
             match seen.get(&m.id) {
                 None => {
                     if ctx.out.json {
-                        println!("{}", serde_json::to_string(&m).expect("serializes"));
+                        outln!("{}", serde_json::to_string(&m).expect("serializes"));
                     } else {
-                        print!("{}", render::message(&m, chat, &names));
+                        out!("{}", render::message(&m, chat, &names));
                     }
                 }
                 Some(old) if old.acked_by != m.acked_by && !ctx.out.json => {
@@ -202,7 +200,7 @@ fn follow(ctx: &Ctx, b: &Backend, chat: &Chat, seen: Vec<HistoryMessage>) -> Res
                         .map(|x| render::name_of(&names, x))
                         .collect();
                     if !new.is_empty() {
-                        println!(
+                        outln!(
                             "       [{}] acknowledged by {}",
                             render::short(&m.id.to_hex()),
                             new.join(", ")
@@ -212,6 +210,10 @@ fn follow(ctx: &Ctx, b: &Backend, chat: &Chat, seen: Vec<HistoryMessage>) -> Res
                 Some(_) => {}
             }
             seen.insert(m.id, m);
+        }
+        // The reader left (`| head`): nobody to follow for.
+        if super::output::closed() {
+            return Ok(());
         }
     }
     ctx.out.note("The node stopped.");
@@ -226,7 +228,7 @@ pub fn read(ctx: &Ctx, a: ConversationArg) -> Result<()> {
         ctx.out
             .print_json(&json!({ "conversation": chat.id, "offline": b.is_offline() }));
     } else {
-        println!("Marked \"{}\" as read.", chat.title);
+        outln!("Marked \"{}\" as read.", chat.title);
     }
     offline_note(ctx, &b);
     Ok(())
@@ -251,7 +253,7 @@ pub fn ack(ctx: &Ctx, a: AckArgs) -> Result<()> {
             "offline": b.is_offline(),
         }));
     } else {
-        println!(
+        outln!(
             "Acknowledged [{}] in \"{title}\".",
             render::short(&r.message.to_hex())
         );
@@ -261,12 +263,12 @@ pub fn ack(ctx: &Ctx, a: AckArgs) -> Result<()> {
 }
 
 pub fn peers(ctx: &Ctx) -> Result<()> {
-    let b = Backend::open(ctx)?;
+    let b = Backend::node(ctx, "see who is connected")?;
     let list = b.peers(ctx)?;
     if ctx.out.json {
         ctx.out.print_json(&list);
     } else {
-        print!("{}", render::peers(&list));
+        out!("{}", render::peers(&list));
     }
     Ok(())
 }

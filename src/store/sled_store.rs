@@ -10,7 +10,8 @@
 //!   created its files;
 //! - one process per data directory: the lock is taken before sled is opened
 //!   and held for as long as the [`SledStore`] lives, and a second opener is
-//!   told the pid of the holder.
+//!   told the pid of the holder (the file holds it only while the lock is
+//!   held; a refused opener gives the holder a moment to write it).
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions, TryLockError};
@@ -33,7 +34,19 @@ pub struct SledStore {
     // Field order matters: sled is dropped before the lock is released.
     db: sled::Db,
     /// Holds the exclusive lock on `huddle.lock` for the life of the store.
-    _lock: File,
+    _lock: Lock,
+}
+
+/// The locked `huddle.lock`, holding our pid while we hold the lock.
+struct Lock(File);
+
+impl Drop for Lock {
+    /// Our pid goes before the lock does, so that the file names a holder
+    /// only while it holds the lock (a crash leaves it, and the next holder
+    /// writes over it).
+    fn drop(&mut self) {
+        let _ = self.0.set_len(0);
+    }
 }
 
 impl SledStore {
@@ -73,6 +86,25 @@ impl SledStore {
     /// database, so it reads what this store has written.
     pub fn loader(&self) -> super::Loader {
         super::Loader(std::sync::Arc::new(SledReader(self.db.clone())))
+    }
+
+    /// Whether another process holds the store of `dir` open now, and its
+    /// pid if it has written it: `None` if the store is free (or was never
+    /// made). Creates nothing; takes the lock for a moment only to look, so
+    /// an opener that tries in that moment is told it is locked.
+    pub fn holder(dir: &Path) -> Result<Option<Option<u32>>, StoreError> {
+        let path = dir.join(LOCK_FILE);
+        let mut file = match OpenOptions::new().read(true).open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error("cannot open the lock file", &path, e)),
+        };
+        match file.try_lock() {
+            // Dropping `file` lets go at once.
+            Ok(()) => Ok(None),
+            Err(TryLockError::WouldBlock) => Ok(Some(holder_pid(&mut file))),
+            Err(TryLockError::Error(e)) => Err(io_error("cannot lock", &path, e)),
+        }
     }
 
     /// Bytes the database occupies on disk (for benchmarks); 0 if sled
@@ -196,7 +228,7 @@ fn protect(dir: &Path) -> Result<(), StoreError> {
 }
 
 /// Takes the exclusive lock on `path` and records our pid in it.
-fn take_lock(path: &Path) -> Result<File, StoreError> {
+fn take_lock(path: &Path) -> Result<Lock, StoreError> {
     // No truncate: the file may hold the pid of a live holder, which a
     // refused opener reads back.
     let mut options = OpenOptions::new();
@@ -210,7 +242,7 @@ fn take_lock(path: &Path) -> Result<File, StoreError> {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
             return Err(StoreError::Locked {
-                pid: read_pid(&mut file),
+                pid: holder_pid(&mut file),
             })
         }
         Err(TryLockError::Error(e)) => return Err(io_error("cannot lock", path, e)),
@@ -222,13 +254,35 @@ fn take_lock(path: &Path) -> Result<File, StoreError> {
         file.flush()
     };
     write_pid(&mut file).map_err(|e| io_error("cannot write our pid to", path, e))?;
-    Ok(file)
+    Ok(Lock(file))
 }
 
-/// The pid a holder wrote into the lock file, if it is there and readable
-/// (the holder may not have written it yet).
+/// How long a refused opener waits for the holder to write its pid.
+const PID_WRITE_DEADLINE: Duration = Duration::from_millis(200);
+
+/// The pid the holder of the lock on `file` wrote into it.
+///
+/// The holder can write it only once it has the lock, so an opener that
+/// was refused at the same moment (two commands started together, the
+/// common case) finds the file empty: it reads again until the pid is
+/// there, for a moment at most, rather than name no one.
+fn holder_pid(file: &mut File) -> Option<u32> {
+    let deadline = Instant::now() + PID_WRITE_DEADLINE;
+    loop {
+        if let Some(pid) = read_pid(file) {
+            return Some(pid);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The pid a holder wrote into the lock file, if it is there and readable.
 fn read_pid(file: &mut File) -> Option<u32> {
     let mut text = String::new();
+    file.seek(SeekFrom::Start(0)).ok()?;
     file.read_to_string(&mut text).ok()?;
     text.trim().parse().ok()
 }

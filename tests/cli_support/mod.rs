@@ -32,8 +32,10 @@ pub fn huddle(dir: &Path) -> Command {
 pub fn json(dir: &Path, args: &[&str]) -> anyhow::Result<Value> {
     let out = huddle(dir).arg("--json").args(args).output()?;
     if !out.status.success() {
+        // The error is `{"error": …}` on stdout; notes stay on stderr.
         bail!(
-            "huddle {args:?} failed: {}",
+            "huddle {args:?} failed: {} {}",
+            String::from_utf8_lossy(&out.stdout).trim(),
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
@@ -116,6 +118,7 @@ pub struct Running {
     /// Its `started` event (JSON).
     pub started: Value,
     pub listen: Vec<String>,
+    stdout: PathBuf,
     stderr: PathBuf,
 }
 
@@ -130,7 +133,14 @@ impl Running {
     /// Starts `huddle --json run` on loopback without mDNS, dialing `peers`,
     /// and waits until it reports its listen addresses.
     pub fn start(dev: &Device, peers: &[String]) -> anyhow::Result<Running> {
-        let out_path = dev.dir.with_extension("stdout");
+        let mut running = Running::spawn(dev, peers)?;
+        running.wait_started()?;
+        Ok(running)
+    }
+
+    /// Starts `huddle --json run` as [`Running::start`] does, without
+    /// waiting for it.
+    pub fn spawn(dev: &Device, peers: &[String]) -> anyhow::Result<Running> {
         let err_path = dev.dir.with_extension("stderr");
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("huddle"));
         cmd.arg("--data-dir")
@@ -147,32 +157,39 @@ impl Running {
             .env_remove("HUDDLE_DATA_DIR")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
-            .stdout(File::create(&out_path)?)
+            .stdout(File::create(dev.dir.with_extension("stdout"))?)
             .stderr(File::create(&err_path)?);
         for p in peers {
             cmd.args(["--peer", p]);
         }
-        let mut running = Running {
+        Ok(Running {
             child: cmd.spawn()?,
             started: Value::Null,
             listen: Vec::new(),
+            stdout: dev.dir.with_extension("stdout"),
             stderr: err_path,
-        };
-        running.started = eventually("the node to start", || {
-            if let Ok(Some(status)) = running.child.try_wait() {
+        })
+    }
+
+    /// Waits until the node reports its listen addresses; fails at once if
+    /// it exits instead.
+    pub fn wait_started(&mut self) -> anyhow::Result<()> {
+        self.started = eventually("the node to start", || {
+            if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(anyhow!(
-                    "huddle run exited ({status}): {}",
-                    std::fs::read_to_string(&running.stderr).unwrap_or_default()
+                    "huddle run exited ({status}): {} {}",
+                    std::fs::read_to_string(&self.stdout).unwrap_or_default(),
+                    std::fs::read_to_string(&self.stderr).unwrap_or_default()
                 ));
             }
-            let text = std::fs::read_to_string(&out_path)?;
+            let text = std::fs::read_to_string(&self.stdout)?;
             let started = text
                 .lines()
                 .filter_map(|l| serde_json::from_str::<Value>(l).ok())
                 .find(|v| v["event"] == "started");
             Ok(started)
         })?;
-        running.listen = running.started["listen"]
+        self.listen = self.started["listen"]
             .as_array()
             .map(|a| {
                 a.iter()
@@ -180,7 +197,16 @@ impl Running {
                     .collect()
             })
             .unwrap_or_default();
-        Ok(running)
+        Ok(())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 }
 

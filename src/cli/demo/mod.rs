@@ -45,10 +45,10 @@ impl Teller {
     fn say(&self, s: impl std::fmt::Display) {
         if self.out.json {
             if !self.out.quiet {
-                eprintln!("{s}");
+                super::output::note(format_args!("{s}"));
             }
         } else {
-            println!("{s}");
+            outln!("{s}");
         }
     }
 }
