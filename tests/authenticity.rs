@@ -66,7 +66,14 @@ fn tampered(append_only: bool) -> (Vec<huddle::node::RenderedMessage>, usize, bo
             members: [ana, m_member].into(),
         },
     );
-    mesh.send_text(a, group, "Bed 4 needs review");
+    // Urgent, so that an acknowledgement of it can count (sync.md §7.2).
+    let urgent = Command::Send {
+        conversation: group,
+        body: "Bed 4 needs review".into(),
+        priority: Priority::Urgent,
+        reply_to: None,
+    };
+    assert!(matches!(mesh.command(a, urgent), Ok(Reply::Message(_))));
     let now = mesh.now;
     let m_id = m_key.device_id();
     let dev = &mut mesh.devices[a];

@@ -6,7 +6,7 @@
 
 mod cli_support;
 
-use cli_support::{admit, eventually, init, json, ok, Device, Running};
+use cli_support::{admit, eventually, fails, init, json, ok, Device, Running};
 use serde_json::Value;
 
 /// `history --json <id>` on each device, once they are all equal.
@@ -126,6 +126,19 @@ fn a_ward_of_three_talks_and_converges() -> anyhow::Result<()> {
     assert_eq!(history[0]["priority"], "urgent");
     assert_eq!(history[0]["author_name"], "Ben Okafor");
     assert_eq!(history[0]["author_verified"], true);
+    // Ana's ack read the message for her, though she never opened the
+    // chat; its author cannot acknowledge it (through the API).
+    assert!(history[0]["read_by"]
+        .as_array()
+        .is_some_and(|r| r.iter().any(|m| m == ana.member.as_str())));
+    let ana_chats = json(&ana.dir, &["chats"])?;
+    let sepsis = ana_chats
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["id"] == group.as_str()))
+        .expect("Ana lists the group");
+    assert_eq!(sepsis["unread"], 0, "{sepsis}");
+    let err = fails(&ben.dir, &["ack", &urgent[..10]])?;
+    assert!(err.contains("you wrote this message"), "{err}");
 
     // Role channel: nurses only.
     let role = json(&chloe.dir, &["chat", "new", "--role", "nurse"])?["id"]

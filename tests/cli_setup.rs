@@ -64,10 +64,17 @@ fn setup_from_scratch_and_offline_writes() -> anyhow::Result<()> {
     assert_eq!(history[0]["priority"], "urgent");
     assert_eq!(history[0]["author_name"], "Ana Silva");
 
-    // Ack by prefix finds the conversation holding the message.
-    ok(&ana.dir, &["ack", &id[..6]])?;
+    // Ack by prefix finds the message, which its author cannot acknowledge
+    // (sync.md §7.2): an error, not "Acknowledged".
+    let out = cli_support::huddle(&ana.dir)
+        .args(["ack", &id[..6]])
+        .output()?;
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr)?;
+    assert!(err.contains("you wrote this message"), "{err}");
+    assert!(!String::from_utf8(out.stdout)?.contains("Acknowledged"));
     let history = json(&ana.dir, &["history", "nurse"])?;
-    assert_eq!(history[0]["acked_by"][0], ana.member.as_str());
+    assert_eq!(history[0]["acked_by"], serde_json::json!([]));
     let chats = json(&ana.dir, &["chats"])?;
     assert_eq!(chats[0]["messages"], 1);
     Ok(())

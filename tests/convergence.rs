@@ -158,7 +158,11 @@ fn run(seed: u64, n: usize, ops: &[Op]) -> Result<(usize, u64), TestCaseError> {
                 let latest = mesh.devices[dev].node.conversation(&conv).and_then(|c| {
                     c.messages()
                         .rev()
-                        .find(|m| m.priority.wants_ack())
+                        .find(|m| {
+                            m.priority.wants_ack()
+                                && Some(m.author_member)
+                                    != mesh.devices[dev].cert.as_ref().map(|c| c.member)
+                        })
                         .map(|m| m.id())
                 });
                 if let Some(message) = latest {

@@ -1,11 +1,17 @@
 //! The axum router and its handlers (see the module docs of [`crate::api`]).
+//!
+//! Invariant: every error this server answers is `{"error": "one sentence"}`
+//! JSON with its status. Handlers answer with [`Fail`]; what axum answers by
+//! itself (rejected bodies, queries and paths, unknown paths, wrong
+//! methods, bodies over [`BODY_LIMIT`]) is rewritten by one outer layer,
+//! [`json_errors`], so no route can forget it.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{self, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -112,7 +118,82 @@ fn router(state: Shared) -> Router {
         .route("/v1/revocations", post(revoke))
         .route("/v1/events", get(events))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(json_errors))
         .with_state(state)
+}
+
+/// The largest request body read: a 16 KiB message is at most ~100 KiB of
+/// JSON even written entirely in `\u` escapes.
+pub const BODY_LIMIT: usize = 256 * 1024;
+
+/// Rewrites every error response that is not JSON yet — axum's own
+/// rejections and its empty 404 and 405 — as [`Fail`] does, keeping the
+/// status (and `Allow`). Success responses (JSON, SSE) pass untouched.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    // Echoed in the sentence, so bounded: the URI's own bound is hyper's.
+    let path: String = req.uri().path().chars().take(200).collect();
+    let res = next.run(req).await;
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return res;
+    }
+    let allow = res.headers().get(header::ALLOW).cloned();
+    // axum's rejection texts are short; a longer one is cut, not read whole.
+    let said = axum::body::to_bytes(res.into_body(), 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let mut out = Fail(
+        status,
+        sentence(status, &method, &path, &said, allow.as_ref()),
+    )
+    .into_response();
+    if let Some(allow) = allow {
+        out.headers_mut().insert(header::ALLOW, allow);
+    }
+    out
+}
+
+/// One sentence for an error axum answered: ours where axum's says too
+/// little, axum's (which names the field or position) otherwise.
+fn sentence(
+    status: StatusCode,
+    method: &Method,
+    path: &str,
+    said: &str,
+    allow: Option<&header::HeaderValue>,
+) -> String {
+    match status {
+        StatusCode::NOT_FOUND => {
+            format!("no such API path: {method} {path} (the README lists the API's paths)")
+        }
+        StatusCode::METHOD_NOT_ALLOWED => match allow.and_then(|a| a.to_str().ok()) {
+            Some(allowed) => format!("{method} is not allowed on {path}; use {allowed}"),
+            None => {
+                format!("{method} is not allowed on {path} (the README lists each path's method)")
+            }
+        },
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            "send the request body as JSON, with the header Content-Type: application/json".into()
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            format!(
+                "the request body is too large (the limit is {} KiB)",
+                BODY_LIMIT / 1024
+            )
+        }
+        _ if said.is_empty() => status
+            .canonical_reason()
+            .unwrap_or("the request failed")
+            .to_owned(),
+        _ => said.to_owned(),
+    }
 }
 
 /// An error response: a status and one sentence.

@@ -11,13 +11,16 @@
 //!   mdns-sd daemon (and so no multicast socket) is ever created;
 //! - a node without a certificate browses but never announces itself;
 //! - a resolved service is only dialled if its TXT says it is of our team,
-//!   protocol version 1, and not us.
+//!   protocol version 1, and not us;
+//! - mDNS runs only on the address families the node listens on
+//!   ([`families_left_out`]), so it never announces an address (an IPv6
+//!   link-local one beside an IPv4 listener) that no one can reach us at.
 
 use std::net::IpAddr;
 
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
-use mdns_sd::{Receiver, ServiceDaemon, ServiceEvent, ServiceInfo};
+use mdns_sd::{IfKind, Receiver, ServiceDaemon, ServiceEvent, ServiceInfo};
 
 pub const SERVICE_TYPE: &str = "_huddle._udp.local.";
 pub const TXT_VERSION: &str = "v";
@@ -47,11 +50,67 @@ fn err(e: mdns_sd::Error) -> String {
     e.to_string()
 }
 
+/// An IP address family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+/// The address families mDNS leaves out: those none of `listen` (the
+/// addresses the node listens on) is of. mdns-sd announces the addresses of
+/// every interface of the families it runs on, and a peer dials each, so
+/// a family we do not listen on would only send peers to a closed port.
+/// Listening on nothing known leaves nothing out.
+pub fn families_left_out(listen: &[Multiaddr]) -> Vec<Family> {
+    let has = |family: Family| {
+        listen.iter().any(|a| {
+            a.iter().any(|p| match p {
+                Protocol::Ip4(_) => family == Family::V4,
+                Protocol::Ip6(_) => family == Family::V6,
+                _ => false,
+            })
+        })
+    };
+    let (v4, v6) = (has(Family::V4), has(Family::V6));
+    match (v4, v6) {
+        (true, false) => vec![Family::V6],
+        (false, true) => vec![Family::V4],
+        _ => Vec::new(),
+    }
+}
+
+/// The TCP port we announce: the first one we listen on.
+fn announced_port(listen: &[Multiaddr]) -> Option<u16> {
+    listen.iter().find_map(|a| {
+        a.iter().find_map(|p| match p {
+            Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+    })
+}
+
 impl Discovery {
-    /// Starts the daemon, starts browsing and, if `team` is known (the node
-    /// has a certificate), announces this node listening on `port`.
-    pub fn start(local: PeerId, team: Option<String>, port: Option<u16>) -> Result<Self, String> {
+    /// Starts the daemon on the address families of `listen`, starts
+    /// browsing and, if `team` is known (the node has a certificate),
+    /// announces this node listening on its port.
+    pub fn start(
+        local: PeerId,
+        team: Option<String>,
+        listen: &[Multiaddr],
+    ) -> Result<Self, String> {
         let daemon = ServiceDaemon::new().map_err(err)?;
+        for family in families_left_out(listen) {
+            // Commands reach the daemon in order: this holds before it
+            // browses or announces anything.
+            daemon
+                .disable_interface(match family {
+                    Family::V4 => IfKind::IPv4,
+                    Family::V6 => IfKind::IPv6,
+                })
+                .map_err(err)?;
+        }
+        let port = announced_port(listen);
         let events = daemon.browse(SERVICE_TYPE).map_err(err)?;
         let mut d = Discovery {
             daemon,
@@ -146,5 +205,26 @@ impl Discovery {
         if let Ok(rx) = self.daemon.shutdown() {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), rx.recv_async()).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs(list: &[&str]) -> Vec<Multiaddr> {
+        list.iter().map(|a| a.parse().expect("multiaddr")).collect()
+    }
+
+    #[test]
+    fn mdns_leaves_out_the_families_the_node_does_not_listen_on() {
+        let v4 = addrs(&["/ip4/127.0.0.1/tcp/4001", "/ip4/192.168.1.20/tcp/4001"]);
+        assert_eq!(families_left_out(&v4), vec![Family::V6]);
+        let v6 = addrs(&["/ip6/::1/tcp/4001", "/ip6/fe80::1/tcp/4001"]);
+        assert_eq!(families_left_out(&v6), vec![Family::V4]);
+        let both = addrs(&["/ip4/10.0.0.2/tcp/4001", "/ip6/fd00::2/tcp/4002"]);
+        assert_eq!(families_left_out(&both), Vec::<Family>::new());
+        assert_eq!(families_left_out(&[]), Vec::<Family>::new());
+        assert_eq!(announced_port(&both), Some(4001));
     }
 }

@@ -178,14 +178,9 @@ impl Shell {
         shell.input(Input::Start)?;
         if config.mdns {
             let team = shell.node.team_id().map(|t| t.fingerprint());
-            let port = shell.listen_addrs.iter().find_map(|a| {
-                a.iter().find_map(|p| match p {
-                    Protocol::Tcp(port) => Some(port),
-                    _ => None,
-                })
-            });
             let local = *shell.swarm.local_peer_id();
-            let d = Discovery::start(local, team, port).map_err(ShellError::Discovery)?;
+            let d = Discovery::start(local, team, &shell.listen_addrs)
+                .map_err(ShellError::Discovery)?;
             shell.discovery = Some(d);
         }
         let now = Instant::now();

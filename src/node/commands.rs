@@ -114,6 +114,12 @@ impl Node {
                 let m = conv
                     .get(&message)
                     .ok_or(CommandError::UnknownMessage(message))?;
+                if !m.priority.wants_ack() {
+                    return Err(CommandError::NotAckable(message));
+                }
+                if Some(m.author_member) == self.member_id() {
+                    return Err(CommandError::OwnMessage(message));
+                }
                 let pos = m.order_key();
                 if !conv.has_ack_from(&message, &self.device) {
                     self.write_receipt(now, conversation, ReceiptKind::Ack, pos, fx)?;

@@ -112,6 +112,8 @@ pub enum Command {
     MarkRead {
         conversation: ConversationId,
     },
+    /// Acknowledges an urgent or STAT message written by another member
+    /// (sync.md §7.2); it also counts as that message read.
     Ack {
         conversation: ConversationId,
         message: MessageId,
@@ -148,6 +150,10 @@ pub enum CommandError {
     InvalidConversation(String),
     #[error("the revocation is not signed by this team's authority")]
     BadRevocation,
+    #[error("only urgent messages can be acknowledged (urgent or STAT); this one is routine")]
+    NotAckable(MessageId),
+    #[error("you wrote this message: only the other members acknowledge it")]
+    OwnMessage(MessageId),
     #[error("the local document could not be changed: {0}")]
     Document(String),
 }

@@ -3,7 +3,11 @@
 //!
 //! Invariant: the rendered history of a conversation depends only on the
 //! document and the team directory, so two converged devices render the
-//! same history byte for byte.
+//! same history byte for byte. The acknowledgement rules (sync.md §7.2:
+//! only urgent and STAT messages, only by members other than the author)
+//! are applied here, when rendering, because older versions stored acks
+//! that break them and peers still send them; an ack that counts also
+//! counts as that message read.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,7 +18,7 @@ use crate::conversation::Conversation;
 use crate::header::ConversationKind;
 use crate::hlc::Hlc;
 use crate::ids::{ConversationId, DeviceId, MemberId, MessageId};
-use crate::message::Priority;
+use crate::message::{Message, Priority};
 
 /// Unread messages are counted among this many newest messages, so that the
 /// count costs the same at any length (it is recomputed for the store's
@@ -94,6 +98,22 @@ impl Node {
         members.into_iter().collect()
     }
 
+    /// The members whose acknowledgement of `m` counts: signed by a device
+    /// bound to the member, of a message that asks for one, by someone
+    /// other than its author. Acks breaking the rules stay in the document
+    /// (older versions wrote them) and are ignored here.
+    fn ackers(&self, c: &Conversation, m: &Message, id: &MessageId) -> BTreeSet<MemberId> {
+        if !m.priority.wants_ack() {
+            return BTreeSet::new();
+        }
+        c.receipts.acks.get(id).map_or_else(BTreeSet::new, |s| {
+            s.iter()
+                .filter(|(d, who)| *who != m.author_member && self.bound(d, who))
+                .map(|(_, who)| *who)
+                .collect()
+        })
+    }
+
     fn member_name(&self, member: &MemberId) -> Option<String> {
         self.directory()
             .filter(|c| c.member == *member)
@@ -121,6 +141,7 @@ impl Node {
             .take(UNREAD_SCAN)
             .take_while(|m| read.is_none_or(|r| m.order_key() > r))
             .filter(|m| Some(m.author_member) != me)
+            .filter(|m| me.is_none_or(|me| !self.ackers(c, m, &m.id()).contains(&me)))
             .count();
         let last = c.last_position().map(|(h, _)| h.millis());
         (c.len(), unread, last)
@@ -191,6 +212,14 @@ impl Node {
                 .skip(skip)
                 .map(|m| {
                     let pos = m.order_key();
+                    let acked = self.ackers(c, m, &pos.1);
+                    // An ack is a read of that one message, not of those
+                    // before it: it joins the read cursors without moving one.
+                    let mut read: BTreeSet<MemberId> = self
+                        .reached(&c.receipts.read, pos, &m.author_member)
+                        .into_iter()
+                        .collect();
+                    read.extend(acked.iter().copied());
                     RenderedMessage {
                         id: pos.1,
                         hlc: m.hlc.0,
@@ -203,20 +232,8 @@ impl Node {
                         reply_to: m.reply_to,
                         body: m.body.clone(),
                         delivered_to: self.reached(&c.receipts.delivered, pos, &m.author_member),
-                        read_by: self.reached(&c.receipts.read, pos, &m.author_member),
-                        acked_by: c
-                            .receipts
-                            .acks
-                            .get(&pos.1)
-                            .map(|s| {
-                                let members: BTreeSet<MemberId> = s
-                                    .iter()
-                                    .filter(|(d, m)| self.bound(d, m))
-                                    .map(|(_, m)| *m)
-                                    .collect();
-                                members.into_iter().collect()
-                            })
-                            .unwrap_or_default(),
+                        read_by: read.into_iter().collect(),
+                        acked_by: acked.into_iter().collect(),
                     }
                 })
                 .collect(),
