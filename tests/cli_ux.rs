@@ -26,12 +26,19 @@ fn a_role_channel_is_named_as_it_is_shown() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[test]
-fn counts_limits_names_and_bodies_read_right() -> anyhow::Result<()> {
+/// Ana, administrator of "Ward 7", with a nurse channel.
+fn ward() -> anyhow::Result<(tempfile::TempDir, cli_support::Device)> {
     let tmp = tempfile::tempdir()?;
     let ana = init(tmp.path(), "ana", "Ana Silva", &["nurse"])?;
+    ok(&ana.dir, &["team", "create", "Ward 7", "--expires", "2y"])?;
+    ok(&ana.dir, &["chat", "new", "--role", "nurse"])?;
+    Ok((tmp, ana))
+}
 
-    // A membership has a maximum, named in one sentence.
+#[test]
+fn a_membership_has_a_maximum_named_in_one_sentence() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let ana = init(tmp.path(), "ana", "Ana Silva", &["nurse"])?;
     let err = fails(
         &ana.dir,
         &["team", "create", "Ward 7", "--expires", "1000y"],
@@ -53,8 +60,12 @@ fn counts_limits_names_and_bodies_read_right() -> anyhow::Result<()> {
         ],
     )?;
     assert!(err.contains("at most 730 days"), "{err}");
+    Ok(())
+}
 
-    // The text names the team's short id as the JSON does.
+#[test]
+fn the_text_names_the_team_as_the_json_does() -> anyhow::Result<()> {
+    let (_tmp, ana) = ward()?;
     let show = json(&ana.dir, &["team", "show"])?;
     let fingerprint = show["fingerprint"].as_str().unwrap_or_default().to_owned();
     let text = ok(&ana.dir, &["team", "show"])?;
@@ -72,14 +83,28 @@ fn counts_limits_names_and_bodies_read_right() -> anyhow::Result<()> {
         text.contains(&format!("fingerprint {fingerprint}")),
         "{text}"
     );
+    Ok(())
+}
 
-    // One message is "1 message".
-    ok(&ana.dir, &["chat", "new", "--role", "nurse"])?;
+#[test]
+fn history_counts_and_limits_read_right() -> anyhow::Result<()> {
+    let (_tmp, ana) = ward()?;
     ok(&ana.dir, &["send", "nurse", "first"])?;
     let h = ok(&ana.dir, &["history", "nurse"])?;
     assert!(h.contains("(1 message)"), "{h}");
+    ok(&ana.dir, &["send", "nurse", "second"])?;
+    ok(&ana.dir, &["send", "nurse", "third"])?;
+    // A limit says what it hides; 0 is refused rather than shown as empty.
+    let h = ok(&ana.dir, &["history", "nurse", "--limit", "1"])?;
+    assert!(h.contains("(newest 1 of 3 messages)"), "{h}");
+    let err = fails(&ana.dir, &["history", "nurse", "--limit", "0"])?;
+    assert!(err.contains("--limit 0"), "{err}");
+    Ok(())
+}
 
-    // A body from standard input, with `-`.
+#[test]
+fn send_reads_the_body_from_stdin_with_a_dash() -> anyhow::Result<()> {
+    let (_tmp, ana) = ward()?;
     let out = cli_support::huddle(&ana.dir)
         .args(["send", "nurse", "-"])
         .write_stdin("Bed 4 handover:\nobs stable\n")
@@ -90,19 +115,8 @@ fn counts_limits_names_and_bodies_read_right() -> anyhow::Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     let h = json(&ana.dir, &["history", "nurse"])?;
-    assert_eq!(h[1]["body"], "Bed 4 handover:\nobs stable");
-    ok(&ana.dir, &["send", "nurse", "third"])?;
-
-    // A limit says what it hides; 0 is refused rather than shown as empty.
-    let h = ok(&ana.dir, &["history", "nurse", "--limit", "1"])?;
-    assert!(h.contains("(newest 1 of 3 messages)"), "{h}");
-    assert!(!h.contains("no messages yet"), "{h}");
-    let err = fails(&ana.dir, &["history", "nurse", "--limit", "0"])?;
-    assert!(err.contains("--limit 0"), "{err}");
-
-    // The limit is stated, and a longer piped body is refused.
-    let help = ok(&ana.dir, &["send", "--help"])?;
-    assert!(help.contains("16 KiB"), "{help}");
+    assert_eq!(h[0]["body"], "Bed 4 handover:\nobs stable");
+    // A longer piped body is refused, naming the limit.
     let out = cli_support::huddle(&ana.dir)
         .args(["send", "nurse", "-"])
         .write_stdin(vec![b'x'; 64 * 1024])
@@ -110,6 +124,14 @@ fn counts_limits_names_and_bodies_read_right() -> anyhow::Result<()> {
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr)?;
     assert!(err.contains("16 KiB"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn the_message_limit_is_stated() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let help = ok(tmp.path(), &["send", "--help"])?;
+    assert!(help.contains("16 KiB"), "{help}");
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))?;
     assert!(
         readme.contains("16 KiB"),
