@@ -11,9 +11,11 @@
 
 mod outdated;
 mod pass;
+mod policy;
 
 pub use outdated::outdated_request;
 pub use pass::{member_tag, Pass, Secret, MEMBER_TAG_LEN, PASS_LEN, SALT_LEN};
+pub use policy::TeamPolicy;
 
 use std::collections::BTreeSet;
 

@@ -30,6 +30,10 @@ pub struct Status {
     /// aside (their records kept, not synced): show them to the user.
     #[serde(default)]
     pub damaged: Vec<Damaged>,
+    /// This device's membership was revoked (the device or its member), as
+    /// far as this node has learnt: the team accepts nothing more from it.
+    #[serde(default)]
+    pub revoked: bool,
     /// What remote devices make the running node hold now (all zero when
     /// read from the store offline).
     #[serde(default)]

@@ -32,6 +32,7 @@ pub fn status(node: &Node) -> Status {
                 why: why.clone(),
             })
             .collect(),
+        revoked: cert.is_some_and(|c| node.is_revoked(&c.device, &c.member)),
         resources: Default::default(),
     }
 }

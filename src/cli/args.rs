@@ -74,7 +74,7 @@ pub enum Cmd {
 
     /// Send a message; returns once it is safely stored on this device
     #[command(
-        after_help = "Examples:\n  huddle send \"Ben Okafor\" \"Bed 4 obs are back, all stable\"\n  huddle send \"Sepsis review\" \"Lactate 4.1 in bed 12\" --urgent\n  huddle send 3fa2 \"Agreed\" --reply-to 9c1b"
+        after_help = "Examples:\n  huddle send \"Ben Okafor\" \"Bed 4 obs are back, all stable\"\n  huddle send \"Sepsis review\" \"Lactate 4.1 in bed 12\" --urgent\n  huddle send 3fa2 \"Agreed\" --reply-to 9c1b\n  cat handover.txt | huddle send \"#charge-nurse\" -\n\nA message is at most 16 KiB (16384 bytes of UTF-8)."
     )]
     Send(SendArgs),
 
@@ -129,13 +129,13 @@ pub enum TeamCmd {
     Create {
         /// The team's name
         name: String,
-        /// How long this device's own membership lasts (e.g. 90d, 52w, 1y)
+        /// How long this device's own membership lasts (e.g. 90d, 52w, 1y; at most 2y)
         #[arg(long, default_value = "365d")]
         expires: String,
     },
     /// Admit a device (run on the device holding the team key); prints a token
     #[command(
-        after_help = "Example:\n  huddle team admit 12D3KooW... --name \"Ben Okafor\" --role physician --expires 90d\n\nThe device's owner finds its id with `huddle whoami`, then runs\n  huddle team join <token>"
+        after_help = "Examples:\n  huddle team admit 12D3KooW... --name \"Ben Okafor\" --role physician --member 5f0c... --expires 90d\n  huddle team admit 12D3KooW...(his second device) --name \"Ben Okafor\" --member 5f0c...   # same person\n\nThe device's owner finds its id with `huddle whoami` (and `huddle init` prints this whole line),\nthen runs\n  huddle team join <token>\nA second device of a member is admitted with that member's id (--member), or it becomes a\nsecond person. A membership lasts at most 2 years."
     )]
     Admit(AdmitArgs),
     /// Install the membership token an administrator gave you
@@ -171,7 +171,7 @@ pub struct AdmitArgs {
     /// [default: the id the device's owner chose, if you pass it, else a new one]
     #[arg(long)]
     pub member: Option<String>,
-    /// How long the membership lasts (e.g. 12h, 90d, 52w, 1y)
+    /// How long the membership lasts (e.g. 12h, 90d, 52w, 1y; at most 2y)
     #[arg(long, default_value = "365d")]
     pub expires: String,
 }
@@ -216,15 +216,18 @@ pub struct ChatNewArgs {
 
 #[derive(Debug, Args)]
 pub struct ConversationArg {
-    /// The conversation: its title, its id, or a unique id prefix
+    /// The conversation: its title (a role channel's with or without '#'),
+    /// its id, or a unique id prefix
     pub conversation: String,
 }
 
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// The conversation: its title, its id, or a unique id prefix
+    /// The conversation: its title (a role channel's with or without '#'),
+    /// its id, or a unique id prefix
     pub conversation: String,
-    /// The message text
+    /// The message text, at most 16 KiB (16384 bytes of UTF-8); `-` reads it
+    /// from standard input
     pub text: String,
     /// Mark the message urgent: everyone is asked to acknowledge it
     #[arg(long, conflicts_with = "stat")]
@@ -239,9 +242,10 @@ pub struct SendArgs {
 
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
-    /// The conversation: its title, its id, or a unique id prefix
+    /// The conversation: its title (a role channel's with or without '#'),
+    /// its id, or a unique id prefix
     pub conversation: String,
-    /// Show only the newest N messages
+    /// Show only the newest N messages (1 or more)
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
     /// Keep printing new messages as they arrive (needs `huddle run`)

@@ -6,7 +6,7 @@ use super::offline::Offline;
 use super::{lock, CliError, Ctx, Result};
 use crate::api::client::ApiClient;
 use crate::api::types::{
-    Chat, HistoryMessage, Member, MessageRef, NewConversation, Peer, SendRequest,
+    Chat, HistoryMessage, Member, MessageRef, NewConversation, Peer, SendRequest, Status,
 };
 use crate::api::views;
 use crate::ids::{ConversationId, MessageId};
@@ -56,6 +56,13 @@ impl Backend {
                 "no node is running on {}: start it with `huddle run` to {what}",
                 ctx.dir.path().display()
             ))),
+        }
+    }
+
+    pub fn status(&self) -> Result<Status> {
+        match self {
+            Backend::Api(c) => Ok(c.status()?),
+            Backend::Offline(o) => Ok(views::status(o.node())),
         }
     }
 

@@ -238,6 +238,21 @@ pub(crate) fn parse_duration(s: &str) -> Result<u64> {
     }
 }
 
+/// How long a membership asked for with `--expires` lasts, in ms, within
+/// the team's policy.
+pub(crate) fn membership_length(expires: &str) -> Result<u64> {
+    let ms = parse_duration(expires)?;
+    let max = crate::membership::TeamPolicy::default().max_membership_ms;
+    if ms > max {
+        return Err(CliError::usage(format!(
+            "--expires {} is longer than the team allows: a membership lasts at most {} days; admit the device again when it runs out",
+            expires.trim(),
+            max / 86_400_000
+        )));
+    }
+    Ok(ms)
+}
+
 /// Turns what a person typed as a role ("Charge Nurse") into a role slug
 /// ("charge-nurse"), or explains what a role may be.
 pub(crate) fn normalize_role(r: &str) -> Result<String> {

@@ -163,14 +163,32 @@ pub fn message(m: &HistoryMessage, chat: &Chat, names: &Names) -> String {
 }
 
 pub fn history(chat: &Chat, msgs: &[HistoryMessage], names: &Names) -> String {
-    let mut s = format!("── {} ({} messages) ──\n", chat.title, chat.messages);
-    if msgs.is_empty() {
+    let total = chat.messages.max(msgs.len());
+    let count = plural(total, "message");
+    // The header says when a limit hides older messages, so an empty or
+    // short page is never mistaken for an empty conversation.
+    let shown = if msgs.len() < total {
+        format!("newest {} of {count}", msgs.len())
+    } else {
+        count
+    };
+    let mut s = format!("── {} ({shown}) ──\n", chat.title);
+    if total == 0 {
         s.push_str("no messages yet\n");
     }
     for m in msgs {
         s.push_str(&message(m, chat, names));
     }
     s
+}
+
+/// "1 message", "3 messages".
+pub fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 pub fn peers(list: &[Peer]) -> String {

@@ -3,7 +3,9 @@
 //! by id or unique prefix.
 //!
 //! Invariant: a name that could mean more than one thing is never guessed:
-//! the error lists the candidates.
+//! the error lists the candidates. A role channel answers to the name it is
+//! shown by ("#charge-nurse"), to its role ("charge-nurse"), and to a unique
+//! start of either ("#charge", "charge").
 
 use super::{CliError, Result};
 use crate::api::types::{Chat, Member, MessageRef};
@@ -49,8 +51,14 @@ pub fn conversation<'a>(chats: &'a [Chat], query: &str) -> Result<&'a Chat> {
     if let Some(c) = chats.iter().find(|c| c.id.to_hex() == ql) {
         return Ok(c);
     }
-    // A role channel also answers to its role ("charge-nurse").
-    let titled = |c: &Chat| c.title.to_lowercase() == ql || c.role.as_deref() == Some(ql.as_str());
+    // A role channel is shown as "#role" and also answers to its bare role,
+    // so the '#' a person copies from the screen is optional.
+    let bare = ql.strip_prefix('#').unwrap_or(&ql);
+    let titled = |c: &Chat| {
+        c.title.to_lowercase() == ql
+            || c.role.as_deref() == Some(ql.as_str())
+            || c.role.as_deref() == Some(bare)
+    };
     let by_title: Vec<&Chat> = chats.iter().filter(|c| titled(c)).collect();
     if !by_title.is_empty() {
         return one(by_title, "conversation", q, label, hint);
@@ -70,7 +78,7 @@ pub fn conversation<'a>(chats: &'a [Chat], query: &str) -> Result<&'a Chat> {
             c.title
                 .to_lowercase()
                 .trim_start_matches('#')
-                .starts_with(&ql)
+                .starts_with(bare)
         })
         .collect();
     one(by_start, "conversation", q, label, hint)
@@ -144,7 +152,7 @@ mod tests {
             title: title.into(),
             kind: "group".into(),
             members: vec![],
-            role: None,
+            role: title.strip_prefix('#').map(str::to_owned),
             messages: 0,
             unread: 0,
             last_activity: None,
@@ -170,5 +178,19 @@ mod tests {
         assert!(e.contains("matches 2"), "{e}");
         let e = conversation(&chats, "nope").unwrap_err().to_string();
         assert!(e.starts_with("no conversation \"nope\""), "{e}");
+    }
+
+    #[test]
+    fn role_channels_answer_to_the_name_they_are_shown_by() {
+        let chats = vec![chat(0xab, "#charge-nurse"), chat(0xac, "Ward 7")];
+        for q in [
+            "#charge-nurse",
+            "charge-nurse",
+            "#charge",
+            "charge",
+            "#CHARGE",
+        ] {
+            assert_eq!(conversation(&chats, q).unwrap().id, chats[0].id, "{q}");
+        }
     }
 }

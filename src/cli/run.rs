@@ -17,6 +17,7 @@ use crate::membership::{CertError, RevocationTarget, Revocations};
 use crate::message::Priority;
 use crate::net::{self, NodeHandle, ShellConfig};
 use crate::node::{CommandError, Event, NodeConfig};
+use crate::wire::Reason;
 
 pub(super) fn parse_addrs(raw: &[String], what: &str) -> Result<Vec<libp2p::Multiaddr>> {
     raw.iter()
@@ -184,6 +185,9 @@ pub(super) async fn shutdown_signal() {
 /// script may read the `started` line and leave it running).
 async fn print_events(handle: NodeHandle, out: super::Out) {
     let mut rx = handle.subscribe();
+    // Once a peer has said this device is revoked, every connection ends
+    // the same way: say it once, then let the redials pass quietly.
+    let mut told_revoked = false;
     while !super::output::closed() {
         let e = match rx.recv().await {
             Ok(e) => e,
@@ -202,6 +206,23 @@ async fn print_events(handle: NodeHandle, out: super::Out) {
         }
         let t = render::time(now_ms());
         match e {
+            Event::PeerJoined { .. } | Event::PeerLeft { .. } if told_revoked => {}
+            Event::PeerRefused {
+                reason: Reason::Revoked,
+                by_us: false,
+                ..
+            } if told_revoked => {}
+            Event::PeerRefused {
+                peer,
+                reason: Reason::Revoked,
+                by_us: false,
+            } => {
+                told_revoked = true;
+                outln!(
+                    "{t} device …{} refused this device: its membership was revoked, so the team accepts nothing more from it (an administrator can admit it again); the node keeps trying quietly",
+                    peer.short()
+                );
+            }
             Event::PeerJoined { peer, name, .. } => {
                 outln!("{t} {name} connected (device …{})", peer.short())
             }

@@ -10,9 +10,7 @@ use serde_json::json;
 
 use super::args::{AdmitArgs, InitArgs, TeamCmd};
 use super::backend::{Backend, STORED_LOCALLY};
-use super::{
-    check_name, normalize_role, now_ms, parse_duration, render, resolve, CliError, Ctx, Result,
-};
+use super::{check_name, normalize_role, now_ms, render, resolve, CliError, Ctx, Result};
 use crate::crypto::{AuthorityKey, DeviceKey};
 use crate::datadir::{Identity, Profile};
 use crate::ids::{DeviceId, MemberId, Millis};
@@ -113,6 +111,7 @@ pub fn whoami(ctx: &Ctx) -> Result<()> {
             "roles": id.profile.roles,
             "team": cert.as_ref().map(|c| c.team),
             "team_name": cert.as_ref().map(|c| c.team_name.clone()),
+            "fingerprint": cert.as_ref().map(|c| c.team.fingerprint()),
             "expires": cert.as_ref().map(|c| c.expires),
             "administrator": admin,
             "node_running": node.is_some(),
@@ -132,7 +131,7 @@ pub fn whoami(ctx: &Ctx) -> Result<()> {
     outln!("data dir:  {}", ctx.dir.path().display());
     match &cert {
         Some(c) => outln!(
-            "team:      {} (id {}), member until {}{}",
+            "team:      {} (fingerprint {}), member until {}{}",
             c.team_name,
             c.team.fingerprint(),
             date(c.expires),
@@ -170,7 +169,7 @@ pub fn team(ctx: &Ctx, cmd: TeamCmd) -> Result<()> {
 fn create(ctx: &Ctx, name: &str, expires: &str) -> Result<()> {
     let id = ctx.dir.identity()?;
     let name = check_name(name)?;
-    let valid_for = parse_duration(expires)?;
+    let valid_for = super::membership_length(expires)?;
     if let Some(c) = ctx.dir.certificate()? {
         return Err(CliError::new(format!(
             "this device already belongs to the team \"{}\": use another --data-dir to create a second team",
@@ -297,7 +296,7 @@ fn admit(ctx: &Ctx, a: AdmitArgs) -> Result<()> {
         roles: roles(&a.roles)?,
         device,
         issued: now,
-        expires: now.saturating_add(parse_duration(&a.expires)?),
+        expires: now.saturating_add(super::membership_length(&a.expires)?),
     }
     .sign(&key)?;
     let token = cert.to_token();
@@ -449,8 +448,10 @@ fn show(ctx: &Ctx) -> Result<()> {
     let admin = ctx.dir.authority()?.is_some();
     let backend = Backend::open(ctx)?;
     let members = backend.directory()?;
+    let revoked = backend.status()?.revoked;
     if ctx.out.json {
         ctx.out.print_json(&json!({
+            "revoked": revoked,
             "team": cert.team,
             "team_name": cert.team_name,
             "fingerprint": cert.team.fingerprint(),
@@ -461,7 +462,11 @@ fn show(ctx: &Ctx) -> Result<()> {
         }));
         return Ok(());
     }
-    outln!("{} (team id {})", cert.team_name, cert.team.fingerprint());
+    outln!(
+        "{} (team fingerprint {})",
+        cert.team_name,
+        cert.team.fingerprint()
+    );
     outln!(
         "You are {}, member until {}{}.",
         cert.display_name,
@@ -472,6 +477,9 @@ fn show(ctx: &Ctx) -> Result<()> {
             ""
         }
     );
+    if revoked {
+        outln!("This device's membership was REVOKED: the team accepts nothing more from it (an administrator can admit it again).");
+    }
     outln!("Members this device knows ({}):", members.len());
     out!("{}", render::directory(&members));
     Ok(())

@@ -9,9 +9,9 @@ use serde_json::json;
 use super::args::{AckArgs, ChatNewArgs, ConversationArg, HistoryArgs, SendArgs};
 use super::backend::{Backend, STORED_LOCALLY};
 use super::{render, resolve, CliError, Ctx, Result};
-use crate::api::types::{Chat, EventJson, HistoryMessage, NewConversation, SendRequest};
+use crate::api::types::{Chat, EventJson, HistoryMessage, Member, NewConversation, SendRequest};
 use crate::ids::MessageId;
-use crate::message::Priority;
+use crate::message::{Priority, MAX_BODY_LEN};
 
 fn offline_note(ctx: &Ctx, b: &Backend) {
     if b.is_offline() {
@@ -108,22 +108,36 @@ pub fn send(ctx: &Ctx, a: SendArgs) -> Result<()> {
     } else {
         Priority::Routine
     };
+    let body = if a.text == "-" {
+        body_from_stdin()?
+    } else {
+        a.text
+    };
     let id = b.send(
         chat.id,
         SendRequest {
-            body: a.text,
+            body,
             priority,
             reply_to,
         },
     )?;
+    let (self_revoked, unreachable) = revoked_around(&b, &chat)?;
     if ctx.out.json {
         ctx.out.print_json(&json!({
             "id": id,
             "conversation": chat.id,
             "offline": b.is_offline(),
+            "device_revoked": self_revoked,
+            "revoked_members": unreachable.iter().map(|m| m.member).collect::<Vec<_>>(),
         }));
     } else {
         outln!("{id}");
+    }
+    if self_revoked {
+        ctx.out.note(
+            "This device's membership was revoked: the message is stored on this device only, and the team will not accept it (an administrator can admit this device again).",
+        );
+        return Ok(());
     }
     if b.is_offline() {
         offline_note(ctx, &b);
@@ -133,10 +147,72 @@ pub fn send(ctx: &Ctx, a: SendArgs) -> Result<()> {
             chat.title
         ));
     }
+    if !unreachable.is_empty() {
+        let names: Vec<&str> = unreachable.iter().map(|m| m.name.as_str()).collect();
+        let others = chat.members.len().saturating_sub(1);
+        ctx.out.note(format!(
+            "Warning: {} {} revoked from the team: this message will never reach them (it is stored, and {}).",
+            names.join(", "),
+            if names.len() == 1 { "was" } else { "were" },
+            if unreachable.len() >= others {
+                "nobody else in this conversation can receive it"
+            } else {
+                "goes to the conversation's other members"
+            }
+        ));
+    }
     Ok(())
 }
 
+/// Whether this device was revoked, and which of the conversation's other
+/// members were: what a sender must be told, since the message is stored
+/// either way. A role channel's members change, so only its listed ones count.
+fn revoked_around(b: &Backend, chat: &Chat) -> Result<(bool, Vec<Member>)> {
+    let status = b.status()?;
+    if status.revoked {
+        return Ok((true, Vec::new()));
+    }
+    let unreachable = b
+        .directory()?
+        .into_iter()
+        .filter(|m| {
+            m.revoked && Some(m.member) != status.member && chat.members.contains(&m.member)
+        })
+        .collect();
+    Ok((false, unreachable))
+}
+
+/// The message body piped in for `send -`, bounded before it is read
+/// whole: a few KiB past the limit leave room for surrounding whitespace,
+/// which the node trims before it checks the length.
+fn body_from_stdin() -> Result<String> {
+    use std::io::Read;
+    let cap = MAX_BODY_LEN + 4096;
+    let mut buf = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(cap as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| {
+            CliError::new(format!(
+                "could not read the message from standard input: {e}"
+            ))
+        })?;
+    if buf.len() > cap {
+        return Err(CliError::usage(format!(
+            "the message on standard input is longer than the limit of {MAX_BODY_LEN} bytes (16 KiB): split it into several messages"
+        )));
+    }
+    String::from_utf8(buf)
+        .map_err(|_| CliError::usage("the message on standard input is not UTF-8 text"))
+}
+
 pub fn history(ctx: &Ctx, a: HistoryArgs) -> Result<()> {
+    if a.limit == Some(0) {
+        return Err(CliError::usage(
+            "--limit 0 would show nothing: give 1 or more, or leave --limit out for the whole conversation",
+        ));
+    }
     let b = if a.follow {
         Backend::node(ctx, "follow new messages")?
     } else {

@@ -144,7 +144,7 @@ pub enum CommandError {
     UnknownMessage(MessageId),
     #[error("the message is empty")]
     EmptyBody,
-    #[error("the message is too long ({len} bytes; the limit is {max})")]
+    #[error("the message is too long ({len} bytes; the limit is {max} bytes): split it into several messages")]
     BodyTooLong { len: usize, max: usize },
     #[error("{0}")]
     InvalidConversation(String),
