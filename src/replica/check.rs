@@ -108,7 +108,20 @@ pub(crate) fn check_with_cap(bytes: &[u8], cap: u64) -> Result<u64, CheckError> 
         _ => return Err(CheckError::Invalid("not an Automerge sync message")),
     }
     hashes(&mut c, "heads")?;
-    hashes(&mut c, "needs")?;
+    // Automerge answers every hash in `needs` with a change it rebuilds
+    // from its op set; a hash listed twice makes it build one twice and
+    // panic (collector.rs:788, fuzz finding `sync_check/crash-needs-twice`).
+    // Automerge writes its needs sorted, each once.
+    let needs = hashes(&mut c, "needs")?;
+    if !needs
+        .chunks_exact(32)
+        .zip(needs.chunks_exact(32).skip(1))
+        .all(|(a, b)| a < b)
+    {
+        return Err(CheckError::Invalid(
+            "needs not sorted and unique, as Automerge writes them",
+        ));
+    }
     for _ in 0..c.count("haves", MAX_HAVES)? {
         hashes(&mut c, "a have's last_sync")?;
         bloom(c.bytes("a Bloom filter")?)?;
@@ -269,7 +282,7 @@ fn document(data: &[u8], budget: &mut Budget) -> Result<(), CheckError> {
     for _ in 0..c.count("a document's actors", MAX_ACTORS)? {
         actor(&mut c)?;
     }
-    let heads = hashes(&mut c, "a document's heads")?;
+    let heads = hashes(&mut c, "a document's heads")?.len() / 32;
     let change_cols = columns(&mut c)?;
     let ops_cols = columns(&mut c)?;
     for cols in [change_cols, ops_cols] {
@@ -331,11 +344,10 @@ fn actor(c: &mut Cursor<'_>) -> Result<(), CheckError> {
     Ok(())
 }
 
-/// A count, then that many 32-byte hashes; returns the count.
-fn hashes(c: &mut Cursor<'_>, what: &'static str) -> Result<usize, CheckError> {
+/// A count, then that many 32-byte hashes; returns their bytes.
+fn hashes<'a>(c: &mut Cursor<'a>, what: &'static str) -> Result<&'a [u8], CheckError> {
     let n = c.count(what, MAX_HASHES)?;
-    c.take(n as u64 * 32, what)?;
-    Ok(n)
+    c.take(n as u64 * 32, what)
 }
 
 /// The unread rest of some bytes. Reads follow Automerge's own parsers
@@ -404,12 +416,16 @@ impl<'a> Cursor<'a> {
         u32::try_from(self.uleb(what)?).map_err(|_| CheckError::Varint(what))
     }
 
-    /// Automerge's `leb128_i64`, for its bounds only.
-    fn ileb(&mut self, what: &'static str) -> Result<(), CheckError> {
+    /// Automerge's `leb128_i64`.
+    fn ileb(&mut self, what: &'static str) -> Result<i64, CheckError> {
+        let mut value = 0i64;
         let mut shift = 0u32;
         let mut prev = 0u8;
         loop {
             let byte = self.u8(what)?;
+            if shift < 64 {
+                value |= i64::from(byte & 0x7f) << shift;
+            }
             shift += 7;
             if byte & 0x80 == 0 {
                 let overlong =
@@ -417,7 +433,10 @@ impl<'a> Cursor<'a> {
                 if (shift > 64 && byte != 0 && byte != 0x7f) || (shift > 7 && overlong) {
                     return Err(CheckError::Varint(what));
                 }
-                return Ok(());
+                if shift < 64 && byte & 0x40 != 0 {
+                    value |= -1i64 << shift;
+                }
+                return Ok(value);
             }
             if shift > 64 {
                 return Err(CheckError::Varint(what));
@@ -426,6 +445,9 @@ impl<'a> Cursor<'a> {
         }
     }
 }
+
+mod actors;
+pub use actors::check_actor_indices;
 
 #[cfg(test)]
 mod tests;

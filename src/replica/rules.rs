@@ -179,6 +179,8 @@ impl Replica {
                 change.len()
             )));
         }
+        // `decode` unwraps every actor index an op names.
+        super::check::check_actor_indices(change.raw_bytes()).map_err(|e| breach(e.to_string()))?;
         for op in change.decode().operations {
             let root = self.root_of_legacy(&op.obj).ok_or_else(|| {
                 breach("an operation on an object that is not a root or a page of the schema")
