@@ -125,3 +125,43 @@ fn a_stored_erasure_is_set_aside_and_what_was_built_on_it_written_again() {
     let again = bodies(&m, ben, &id);
     assert_eq!(again, shown);
 }
+
+/// Format 3 → 4 (remembered peers, storage.md §5) writes only the version:
+/// the conversations' index entries stay as they are, so nothing is read
+/// whole or audited again at the next start.
+#[test]
+fn a_format_3_store_opens_as_4_and_keeps_its_conversations() {
+    let mut m = Mesh::new(31);
+    let ana = m.add_member("Ana", &[]);
+    let ben = m.add_member("Ben", &[]);
+    m.connect_all(&[ana, ben]);
+    m.run_until_quiet();
+    let id = common::group_of(&mut m, ana, &[ana, ben], "Bed 9");
+    m.send_text(ana, id, "obs at 4");
+    m.run_until_quiet();
+    let store = &mut m.devices[ana].store;
+    store
+        .apply(&[StoreOp::Put {
+            key: keys::FORMAT.to_vec(),
+            value: 3u32.to_be_bytes().to_vec(),
+        }])
+        .unwrap();
+    let before = store.scan_prefix(b"").unwrap();
+    check_format(store).unwrap();
+    let after = store.scan_prefix(b"").unwrap();
+    let changed: Vec<_> = after.iter().filter(|kv| !before.contains(kv)).collect();
+    assert_eq!(
+        changed,
+        [&(keys::FORMAT.to_vec(), 4u32.to_be_bytes().to_vec())],
+        "only the version"
+    );
+    assert_eq!(before.len(), after.len());
+    assert!(after
+        .iter()
+        .any(|(k, v)| k == &keys::index(&id.0) && !v.is_empty()));
+    m.crash_restart(ana);
+    assert_eq!(
+        bodies(&m, ana, &id),
+        BTreeSet::from(["obs at 4".to_string()])
+    );
+}

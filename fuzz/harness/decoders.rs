@@ -19,6 +19,7 @@ use huddle::membership::{
     Revocations, Secret,
 };
 use huddle::message::{Draft, Message, Receipt, ReceiptKind};
+use huddle::store::peers::PeerRecord;
 use huddle::store::DocMeta;
 use huddle::wire::Frame;
 use huddle::{ConversationKind, MemberId, Priority, TeamId};
@@ -309,8 +310,13 @@ fn receipt(b: &[u8]) {
     let _ = r.doc_key();
 }
 
+/// The store's own records: an index entry, and (the same bytes) a
+/// remembered peer.
 fn index(b: &[u8]) {
     if let Ok(Some(m)) = DocMeta::decode(b) {
         assert_eq!(DocMeta::decode(&m.encode()).ok(), Some(Some(m)));
+    }
+    if let Ok(p) = PeerRecord::decode(b) {
+        assert_eq!(p.encode(), b, "a peer record decodes only as it is written");
     }
 }

@@ -76,10 +76,18 @@ fn base() -> &'static Base {
         let target = RevocationTarget::Device(m.devices[ben].id());
         let revocation = Revocation::sign(&m.authority, target, m.now);
         let d = &m.devices[ana];
+        // Where the shell would have reached Ben (storage.md §2.2).
+        let mut records = d.store.scan_prefix(b"").expect("a memory store reads");
+        let addr = [&[4u8, 127, 0, 0, 1, 6][..], &4001u16.to_be_bytes()].concat();
+        records.push((
+            store::keys::peer(&m.devices[ben].id()),
+            store::peers::PeerRecord::new(m.now, [addr]).encode(),
+        ));
+        records.sort();
         Base {
             key: d.key.clone(),
             cert: d.cert.clone().expect("a member"),
-            records: d.store.scan_prefix(b"").expect("a memory store reads"),
+            records,
             now: m.now,
             revocation,
         }
@@ -209,6 +217,8 @@ fn open(b: &Base, mut s: MemoryStore) -> Option<Opened> {
     store::check_format(&mut s).ok()?;
     let loader = Loader(Arc::new(s.clone()));
     let stored = store::load_lazy(&s, loader).ok()?;
+    // The shell reads the remembered peers at start; damage there is left out.
+    let _ = store::peers::load(&s).ok()?;
     let mut rng = ChaCha8Rng::seed_from_u64(29);
     let config = NodeConfig::default();
     let mut node = Node::new(

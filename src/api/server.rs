@@ -277,6 +277,9 @@ async fn status(State(s): State<Shared>) -> Answer<Status> {
         .map(|a| a.to_string())
         .collect();
     st.resources = s.handle.stats().await?.resources;
+    let reach = s.handle.reach().await?;
+    st.mdns = reach.mdns;
+    st.dialling = reach.dialling.iter().map(|a| a.to_string()).collect();
     Ok(Json(st))
 }
 

@@ -34,6 +34,13 @@ pub struct Status {
     /// far as this node has learnt: the team accepts nothing more from it.
     #[serde(default)]
     pub revoked: bool,
+    /// mDNS discovery is on (false when read from the store offline).
+    #[serde(default)]
+    pub mdns: bool,
+    /// The addresses the running node dials while not connected to them:
+    /// `--peer` addresses and remembered peers'.
+    #[serde(default)]
+    pub dialling: Vec<String>,
     /// What remote devices make the running node hold now (all zero when
     /// read from the store offline).
     #[serde(default)]

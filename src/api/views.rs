@@ -23,6 +23,8 @@ pub fn status(node: &Node) -> Status {
         team_name: cert.map(|c| c.team_name.clone()),
         expires: cert.map(|c| c.expires),
         listen: Vec::new(),
+        mdns: false,
+        dialling: Vec::new(),
         pid: std::process::id(),
         damaged: node
             .damaged_conversations()

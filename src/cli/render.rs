@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::api::types::{Chat, HistoryMessage, Member, Peer};
+use crate::api::types::{Chat, HistoryMessage, Member, Peer, Status};
 use crate::ids::MemberId;
 use crate::message::Priority;
 
@@ -191,9 +191,11 @@ pub fn plural(n: usize, noun: &str) -> String {
     }
 }
 
-pub fn peers(list: &[Peer]) -> String {
+/// The connected peers; with none, how the node looks for them (`reach`:
+/// its status, with `mdns` and `dialling`).
+pub fn peers(list: &[Peer], reach: Option<&Status>) -> String {
     if list.is_empty() {
-        return "not connected to any device yet (if multicast is blocked on this network, start with `huddle run --peer <address>`)\n".into();
+        return not_connected(reach);
     }
     let mut s = String::new();
     let _ = writeln!(
@@ -236,6 +238,28 @@ pub fn directory(list: &[Member]) -> String {
             m.devices.len(),
             if m.revoked { " — REVOKED" } else { "" }
         );
+    }
+    s
+}
+
+fn not_connected(reach: Option<&Status>) -> String {
+    let mut s = String::from("not connected to any device yet\n");
+    let (mdns, dialling) = reach.map_or((true, &[][..]), |r| (r.mdns, &r.dialling[..]));
+    if mdns {
+        s.push_str("  looking on this network with mDNS (if multicast is blocked here, start with `huddle run --peer <address>`)\n");
+    } else {
+        s.push_str("  mDNS is off: this node finds only the addresses it is given (`--peer`) or remembers, and devices that dial it\n");
+    }
+    if dialling.is_empty() {
+        if !mdns {
+            s.push_str("  it has no address to try: start it with `huddle run --peer <address>` (another device's `huddle status` shows its addresses)\n");
+        }
+    } else {
+        let n = dialling.len();
+        let _ = writeln!(s, "  trying {n} address{}:", if n == 1 { "" } else { "es" });
+        for a in dialling {
+            let _ = writeln!(s, "    {a}");
+        }
     }
     s
 }

@@ -344,7 +344,12 @@ pub fn peers(ctx: &Ctx) -> Result<()> {
     if ctx.out.json {
         ctx.out.print_json(&list);
     } else {
-        out!("{}", render::peers(&list));
+        // With nobody connected, say how this node looks for peers.
+        let reach = match list.is_empty() {
+            true => Some(b.status()?),
+            false => None,
+        };
+        out!("{}", render::peers(&list, reach.as_ref()));
     }
     Ok(())
 }

@@ -44,10 +44,17 @@ pub fn dial_opts(addr: &Multiaddr) -> DialOpts {
     }
 }
 
+/// A peer dialled at start and again with backoff while not connected: a
+/// `--peer` address, or a device remembered from an earlier run
+/// (`remember.rs`).
 pub struct StaticPeer {
-    pub addr: Multiaddr,
+    /// One `--peer` address, or the addresses a device was reached at.
+    pub addrs: Vec<Multiaddr>,
     /// From the address, or learnt on the first connection.
     pub peer: Option<PeerId>,
+    /// Remembered rather than given: its addresses follow what the device
+    /// announces.
+    pub remembered: bool,
     pub pending: Option<ConnectionId>,
     backoff: Duration,
 }
@@ -56,9 +63,33 @@ impl StaticPeer {
     pub fn new(addr: Multiaddr) -> StaticPeer {
         StaticPeer {
             peer: peer_of(&addr),
-            addr,
+            addrs: vec![addr],
+            remembered: false,
             pending: None,
             backoff: MIN_BACKOFF,
+        }
+    }
+
+    pub fn remembered(peer: PeerId, addrs: Vec<Multiaddr>) -> StaticPeer {
+        StaticPeer {
+            peer: Some(peer),
+            addrs,
+            remembered: true,
+            pending: None,
+            backoff: MIN_BACKOFF,
+        }
+    }
+
+    /// How to dial it: bound to its peer id once known.
+    fn dial_opts(&self) -> DialOpts {
+        match (self.peer, self.addrs.first()) {
+            (Some(peer), _) => DialOpts::peer_id(peer)
+                .addresses(self.addrs.clone())
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build(),
+            (None, Some(addr)) => dial_opts(addr),
+            // Never made: a `--peer` has its one address.
+            (None, None) => dial_opts(&Multiaddr::empty()),
         }
     }
 
@@ -96,9 +127,9 @@ impl Shell {
         if s.pending.is_some() || s.peer.is_some_and(|p| self.links.contains_key(&p)) {
             return;
         }
-        let opts = dial_opts(&s.addr);
+        let opts = s.dial_opts();
         let id = opts.connection_id();
-        let addr = s.addr.clone();
+        let addr = s.addrs.first().cloned().unwrap_or_else(Multiaddr::empty);
         match self.dial(opts, FoundBy::Static) {
             Ok(()) if self.dials.contains_key(&id) => {
                 tracing::debug!(%addr, "dialling static peer");
@@ -127,7 +158,7 @@ impl Shell {
     pub(super) fn schedule_redial(&mut self, i: usize) {
         if let Some(s) = self.statics.get_mut(i) {
             let delay = s.next_delay();
-            tracing::debug!(addr = %s.addr, ?delay, "next attempt at static peer");
+            tracing::debug!(addrs = ?s.addrs, ?delay, "next attempt at static peer");
             self.deadlines
                 .set(Deadline::Redial(i), Instant::now() + delay);
         }

@@ -27,7 +27,7 @@ use super::behaviour::BehaviourEvent;
 use super::commit::Batch;
 use super::deadlines::Deadline;
 use super::frames;
-use super::links::{ConnMeta, Link, Writer};
+use super::links::{self, ConnMeta, Link, Writer};
 use super::shell::{now_ms, Shell};
 use super::streams::{self, Ended, StreamMsg};
 use super::{FoundBy, ShellError};
@@ -59,6 +59,11 @@ impl Shell {
                 libp2p::identify::Event::Received { peer_id, info, .. },
             )) => {
                 tracing::debug!(peer = %peer_id, agent = %info.agent_version, "identified");
+                if let Some(link) = self.links.get_mut(&peer_id) {
+                    link.heard = info.listen_addrs;
+                    link.heard.truncate(links::HEARD_ADDRS);
+                    self.remember(peer_id);
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Limits(e)) => match e {},
             SwarmEvent::Behaviour(BehaviourEvent::Addrs(e)) => match e {},
@@ -149,6 +154,7 @@ impl Shell {
             self.swarm.close_connection(conn);
             return Ok(());
         };
+        let dialled = endpoint.is_dialer();
         let addr = match endpoint {
             ConnectedPoint::Dialer { address, .. } => address,
             ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr,
@@ -167,6 +173,7 @@ impl Shell {
             conn,
             ConnMeta {
                 addr,
+                dialled,
                 found_by,
                 since_ms: now_ms(),
                 opened: Instant::now(),

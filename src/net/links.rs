@@ -35,6 +35,8 @@ pub const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 
 pub struct ConnMeta {
     pub addr: Multiaddr,
+    /// We dialled it (so `addr` is where the peer listens).
+    pub dialled: bool,
     pub found_by: FoundBy,
     pub since_ms: u64,
     pub opened: Instant,
@@ -78,7 +80,15 @@ pub struct Link {
     /// The session's reader and writer tasks; they end when the link is
     /// dropped, i.e. when the session ends.
     pub tasks: Tasks,
+    /// The device proved membership in this session.
+    pub member: bool,
+    /// The addresses it announced over identify, at most
+    /// [`HEARD_ADDRS`] of them (`remember.rs` picks what to keep).
+    pub heard: Vec<Multiaddr>,
 }
+
+/// Announced addresses a link holds.
+pub const HEARD_ADDRS: usize = 32;
 
 impl Link {
     pub fn new(device: DeviceId, epoch: u64, first: ConnectionId) -> Link {
@@ -92,6 +102,8 @@ impl Link {
             queue: Arc::new(Queue::default()),
             closing: false,
             tasks: Tasks::default(),
+            member: false,
+            heard: Vec::new(),
         }
     }
 

@@ -29,6 +29,7 @@ pub mod frames;
 mod links;
 mod loglimit;
 mod pace;
+mod remember;
 mod resources;
 mod shell;
 mod streams;
@@ -81,6 +82,18 @@ pub struct ShellStats {
     pub flushes: u64,
     /// What peers make the shell hold right now.
     pub resources: Resources,
+}
+
+/// How a running node finds peers (for `peers` to say, when it has none).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reach {
+    /// mDNS discovery is on.
+    pub mdns: bool,
+    /// The addresses it dials while not connected to them: `--peer`
+    /// addresses and the remembered peers' (storage.md §2.2).
+    pub dialling: Vec<Multiaddr>,
+    /// Devices whose addresses it remembers (storage.md §2.2).
+    pub remembered: usize,
 }
 
 /// How a connection came about.
@@ -138,6 +151,7 @@ enum Request {
     Query(Query),
     Stats(oneshot::Sender<ShellStats>),
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    Reach(oneshot::Sender<Reach>),
     Connections(oneshot::Sender<Vec<ConnectionInfo>>),
     Dial(Multiaddr, oneshot::Sender<Result<(), ShellError>>),
     Shutdown(oneshot::Sender<Result<(), ShellError>>),
@@ -198,6 +212,11 @@ impl NodeHandle {
     /// The addresses actually bound, each ending in `/p2p/<peer id>`.
     pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, ShellError> {
         self.ask(Request::ListenAddrs).await
+    }
+
+    /// How this node finds peers: mDNS, and what it dials.
+    pub async fn reach(&self) -> Result<Reach, ShellError> {
+        self.ask(Request::Reach).await
     }
 
     pub async fn connections(&self) -> Result<Vec<ConnectionInfo>, ShellError> {

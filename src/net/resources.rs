@@ -80,13 +80,19 @@ impl Shell {
 
     /// A device proved membership: the addresses it connects from are a
     /// member's (exempt from the per-address handshake bound).
+    /// It is also remembered (`remember.rs`).
     pub(super) fn member_joined(&mut self, device: &DeviceId) {
-        let Some(link) = peer_id_of(device).and_then(|p| self.links.get(&p)) else {
+        let Some(peer) = peer_id_of(device) else {
             return;
         };
+        let Some(link) = self.links.get_mut(&peer) else {
+            return;
+        };
+        link.member = true;
         let addrs: Vec<IpAddr> = link.conns.values().filter_map(|c| ip_of(&c.addr)).collect();
         for a in addrs {
             self.swarm.behaviour_mut().addrs.member_at(a);
         }
+        self.remember(peer);
     }
 }

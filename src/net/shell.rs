@@ -47,6 +47,7 @@ use super::loglimit::LogLimit;
 use super::streams::{Counters, StreamMsg};
 use super::{ConnectionInfo, FoundBy, Request, ShellConfig, ShellError, ShellStats, REQUEST_QUEUE};
 use crate::ids::{DeviceId, Millis};
+use crate::store::peers::PeerRecord;
 use crate::store::{SledStore, Store, StoreError, StoreOp};
 use crate::{Event, Input, Node, Output};
 
@@ -108,6 +109,9 @@ pub struct Shell {
     /// Dials we started and not yet resolved, and why we started them.
     pub(super) dials: HashMap<ConnectionId, FoundBy>,
     pub(super) statics: Vec<StaticPeer>,
+    /// Where each device that proved membership was reached, as stored
+    /// (`remember.rs`).
+    pub(super) remembered: HashMap<DeviceId, PeerRecord>,
     pub(super) discovery: Option<Discovery>,
     pub(super) listen_addrs: Vec<Multiaddr>,
     /// Swarm events that arrived while [`Shell::new`] waited for listeners.
@@ -166,6 +170,7 @@ impl Shell {
             from_streams,
             dials: HashMap::new(),
             statics: config.peers.into_iter().map(StaticPeer::new).collect(),
+            remembered: HashMap::new(),
             discovery: None,
             listen_addrs: Vec::new(),
             early: Vec::new(),
@@ -183,6 +188,7 @@ impl Shell {
                 .map_err(ShellError::Discovery)?;
             shell.discovery = Some(d);
         }
+        shell.dial_remembered()?;
         let now = Instant::now();
         for i in 0..shell.statics.len() {
             shell.deadlines.set(Deadline::Redial(i), now);
@@ -393,6 +399,13 @@ impl Shell {
                     .map(|a| a.clone().with(Protocol::P2p(me)))
                     .collect();
                 let _ = reply.send(addrs);
+            }
+            Request::Reach(reply) => {
+                let _ = reply.send(super::Reach {
+                    mdns: self.discovery.is_some(),
+                    dialling: self.statics.iter().flat_map(|s| s.addrs.clone()).collect(),
+                    remembered: self.remembered.len(),
+                });
             }
             Request::Connections(reply) => {
                 let _ = reply.send(self.connections());

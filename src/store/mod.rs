@@ -15,6 +15,7 @@ use std::sync::Arc;
 use thiserror::Error;
 
 mod memory;
+pub mod peers;
 #[cfg(feature = "store-sled")]
 mod sled_store;
 
@@ -23,8 +24,9 @@ pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
 /// The data format this binary reads and writes. Version 2 added the
-/// document index (`idx/`); a version-1 store is upgraded on open.
-pub const FORMAT_VERSION: u32 = 3;
+/// document index (`idx/`), 3 the upgrade pass of append-only documents,
+/// 4 remembered peers (`peer/`); an older store is upgraded on open.
+pub const FORMAT_VERSION: u32 = 4;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreOp {
@@ -78,6 +80,7 @@ pub mod keys {
     pub const DOC_PREFIX: &[u8] = b"doc/";
     pub const INDEX_PREFIX: &[u8] = b"idx/";
     pub const REVOCATION_PREFIX: &[u8] = b"rev/";
+    pub const PEER_PREFIX: &[u8] = b"peer/";
     /// Present while the team document awaits the upgrade pass (format 3).
     pub const AUDIT_TEAM: &[u8] = b"meta/audit-team";
 
@@ -106,6 +109,11 @@ pub mod keys {
     /// Marks an entry of a document as rejected (it failed verification).
     pub fn rejected(id: &[u8; 16], entry: &[u8; 16]) -> Vec<u8> {
         doc(id, &[b"/r/".as_slice(), entry].concat())
+    }
+
+    /// Where a device that proved membership was reached (`peers.rs`).
+    pub fn peer(device: &crate::ids::DeviceId) -> Vec<u8> {
+        [PEER_PREFIX, device.as_bytes().as_slice()].concat()
     }
 
     pub fn revocation(key: &[u8; 16]) -> Vec<u8> {
@@ -208,8 +216,15 @@ pub fn check_format(store: &mut dyn Store) -> Result<(), StoreError> {
                     supported: FORMAT_VERSION,
                 });
             }
-            if found < FORMAT_VERSION {
+            if found < 3 {
                 read_whole_at_next_start(store)?;
+            } else if found < FORMAT_VERSION {
+                // 3 → 4 added a key form (`peer/`) and nothing to rewrite.
+                store.apply(&[StoreOp::Put {
+                    key: keys::FORMAT.to_vec(),
+                    value: FORMAT_VERSION.to_be_bytes().to_vec(),
+                }])?;
+                store.flush()?;
             }
             Ok(())
         }
@@ -223,7 +238,7 @@ pub fn check_format(store: &mut dyn Store) -> Result<(), StoreError> {
     }
 }
 
-/// 1 → 2 and 2 → 3: every conversation gets an index entry that says
+/// 1 → 2 and 2 → 3 (and on to 4): every conversation gets an index entry that says
 /// "unknown", in the same batch as the new version. Its document is then
 /// read whole at the next start, where the node writes a real entry (2) and
 /// replays its changes through the append-only rules, setting aside what

@@ -54,12 +54,41 @@ pub(crate) fn gen_storage(c: &Cast) -> Value {
             "unknown_value": "",
         },
         "revocations": revs,
+        "peer": {
+            "device": hex(c.devices["ana-phone"].device_id().as_bytes()),
+            "key": hex(&keys::peer(&c.devices["ana-phone"].device_id())),
+            "seen": "1733000000000",
+            "addrs": [hex(&peer_addr(4001)), hex(&peer_addr(4002))],
+            "value": hex(&store::peers::PeerRecord::new(1_733_000_000_000, [peer_addr(4001), peer_addr(4002)]).encode()),
+        },
         "invalid_keys": [
             { "key": hex(&[keys::DOC_PREFIX, &group_id().0, b"/x"].concat()), "why": "unknown document suffix" },
             { "key": hex(&[keys::DOC_PREFIX, &group_id().0[..8]].concat()), "why": "document key too short" },
             { "key": hex(&[keys::DOC_PREFIX, &group_id().0, b"/c/", &[0, 0, 0, 1]].concat()), "why": "chunk number not 8 bytes" },
         ],
     })
+}
+
+/// `/ip4/192.168.1.20/tcp/<port>` as a binary multiaddr (protocol 4, the
+/// address, protocol 6, the port as a varint-free u16).
+fn peer_addr(port: u16) -> Vec<u8> {
+    [&[4u8, 192, 168, 1, 20, 6][..], &port.to_be_bytes()].concat()
+}
+
+#[test]
+fn peer_record_vector() {
+    let v = load("storage.json");
+    let p = get(&v, "peer");
+    let device = DeviceId(fixed(p, "device"));
+    assert_eq!(bytes(p, "key"), keys::peer(&device));
+    let record = store::peers::PeerRecord::decode(&bytes(p, "value")).expect("decodes");
+    assert_eq!(record.seen.to_string(), st(p, "seen"));
+    let addrs: Vec<Vec<u8>> = list(p, "addrs")
+        .iter()
+        .map(|a| unhex(a.as_str().expect("hex")))
+        .collect();
+    assert_eq!(record.addrs, addrs);
+    assert_eq!(record.encode(), bytes(p, "value"));
 }
 
 #[test]
