@@ -12,12 +12,12 @@
 mod outdated;
 mod pass;
 mod policy;
+mod revocation;
 
 pub use outdated::outdated_request;
 pub use pass::{member_tag, Pass, Secret, MEMBER_TAG_LEN, PASS_LEN, SALT_LEN};
 pub use policy::TeamPolicy;
-
-use std::collections::BTreeSet;
+pub use revocation::{Revocation, RevocationTarget, Revocations};
 
 use thiserror::Error;
 
@@ -350,115 +350,6 @@ fn token_bytes(token: &str) -> Result<Vec<u8>, TokenError> {
         return Err(TokenError::Checksum);
     }
     Ok(cert.to_vec())
-}
-
-/// What a revocation names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum RevocationTarget {
-    Device(DeviceId),
-    Member(MemberId),
-}
-
-/// An authority-signed revocation of a device or of a member (all devices).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Revocation {
-    pub team: TeamId,
-    pub target: RevocationTarget,
-    pub issued: Millis,
-    pub signature: [u8; SIGNATURE_LEN],
-}
-
-impl Revocation {
-    pub fn sign(authority: &AuthorityKey, target: RevocationTarget, issued: Millis) -> Revocation {
-        let mut r = Revocation {
-            team: authority.team_id(),
-            target,
-            issued,
-            signature: [0; SIGNATURE_LEN],
-        };
-        r.signature = authority.sign(domain::REVOCATION, &r.signed_bytes());
-        r
-    }
-
-    fn signed_bytes(&self) -> Vec<u8> {
-        let mut w = Writer::with_capacity(64);
-        w.u8(REVOCATION_VERSION).raw(&self.team.0);
-        match self.target {
-            RevocationTarget::Device(d) => w.u8(1).raw(&d.0),
-            RevocationTarget::Member(m) => w.u8(2).raw(&m.0),
-        };
-        w.u64_be(self.issued);
-        w.finish()
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        let mut b = self.signed_bytes();
-        b.extend_from_slice(&self.signature);
-        b
-    }
-
-    pub fn decode(bytes: &[u8]) -> Result<Revocation, DecodeError> {
-        let mut r = Reader::new(bytes);
-        let version = r.u8("revocation version")?;
-        if version != REVOCATION_VERSION {
-            return Err(DecodeError::Unknown("revocation version", version.into()));
-        }
-        let team = TeamId(r.array("team id")?);
-        let target = match r.u8("revocation target")? {
-            1 => RevocationTarget::Device(DeviceId(r.array("device id")?)),
-            2 => RevocationTarget::Member(MemberId(r.array("member id")?)),
-            t => return Err(DecodeError::Unknown("revocation target", t.into())),
-        };
-        let issued = r.u64_be("issued")?;
-        let signature = r.array("revocation signature")?;
-        r.finish()?;
-        Ok(Revocation {
-            team,
-            target,
-            issued,
-            signature,
-        })
-    }
-
-    /// Signed by the authority of `team`?
-    pub fn verify(&self, team: &TeamId) -> bool {
-        self.team == *team
-            && crypto::verify(
-                &team.0,
-                domain::REVOCATION,
-                &self.signed_bytes(),
-                &self.signature,
-            )
-    }
-
-    /// A stable key for storing this revocation.
-    pub fn key(&self) -> [u8; 16] {
-        let h = crypto::sha256(&[&self.encode()]);
-        h[..16].try_into().expect("16 bytes")
-    }
-}
-
-/// The set of revoked devices and members. It only grows: once a node has
-/// seen a valid revocation it never forgets it, whatever a peer's copy of the
-/// team document says later.
-#[derive(Clone, Debug, Default)]
-pub struct Revocations {
-    pub devices: BTreeSet<DeviceId>,
-    pub members: BTreeSet<MemberId>,
-}
-
-impl Revocations {
-    /// Adds a verified revocation; returns true if it was new.
-    pub fn insert(&mut self, target: RevocationTarget) -> bool {
-        match target {
-            RevocationTarget::Device(d) => self.devices.insert(d),
-            RevocationTarget::Member(m) => self.members.insert(m),
-        }
-    }
-
-    pub fn is_revoked(&self, device: &DeviceId, member: &MemberId) -> bool {
-        self.devices.contains(device) || self.members.contains(member)
-    }
 }
 
 #[cfg(test)]

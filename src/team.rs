@@ -169,7 +169,7 @@ impl TeamDoc {
                     ..
                 } => match Revocation::decode(&value) {
                     Ok(r) if r.verify(&self.team) => {
-                        if self.revoked.insert(r.target) {
+                        if self.revoked.insert_signed(&r) {
                             applied.revocations.push(r);
                         }
                     }
@@ -218,10 +218,10 @@ impl TeamDoc {
         }
         let key = data_encoding::HEXLOWER.encode(&r.key());
         if self.replica.contains_key(REVOCATIONS, &key) {
-            return Ok(self.revoked.insert(r.target));
+            return Ok(self.revoked.insert_signed(r));
         }
         self.replica.put(now, REVOCATIONS, &key, r.encode())?;
-        Ok(self.revoked.insert(r.target))
+        Ok(self.revoked.insert_signed(r))
     }
 
     pub fn take_persist(&mut self) -> Option<Persist> {

@@ -8,15 +8,17 @@
 
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::header::ConversationHeader;
-use crate::membership::{Pass, Secret};
+use crate::membership::{Pass, Revocation, Secret};
 
-/// The protocol version carried in `Hello`: 4 since a hello carries only a
+/// The protocol version carried in `Hello`: 5 since a node refused because
+/// it is revoked is shown the signed revocation first (`Revoked`, sync.md
+/// §2.1; a version-4 device never learnt it), 4 since a hello carries only a
 /// certificate's pass and the rest follows in `Identify` to proven members
 /// (wire.md §4.2; a version-3 hello told anyone our name and roles), 3 since
 /// group and role ids are derived from their headers (wire.md §2; a version-2 node would take a
 /// header claiming any id), 2 since conversations' message lists are paged
 /// (sync.md §7.1; a version-1 node would read only page 0).
-pub const PROTOCOL_VERSION: u8 = 4;
+pub const PROTOCOL_VERSION: u8 = 5;
 /// The libp2p protocol id for frames.
 pub const PROTOCOL_ID: &str = "/huddle/sync/2";
 /// Hard upper bound on one frame, enforced by the transport and again here.
@@ -38,6 +40,9 @@ const TAG_HEADER: u8 = 4;
 const TAG_SYNC: u8 = 5;
 const TAG_HEADS: u8 = 6;
 const TAG_IDENTIFY: u8 = 7;
+const TAG_REVOKED: u8 = 8;
+/// Bytes of a revocation in a `Revoked` frame (one is 122 or 138).
+const MAX_REVOCATION_LEN: usize = 256;
 
 /// Why a node refuses or drops a peer. Sent in `Refuse` and logged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -157,6 +162,10 @@ pub enum Frame {
     Identify { secret: Secret },
     /// The sender refuses the connection; it closes right after.
     Refuse { reason: Reason },
+    /// Sent just before `Refuse(Revoked)`: the authority's signed
+    /// revocation of the receiver's device or member, so that the revoked
+    /// device learns it (and can tell its user) though it syncs nothing.
+    Revoked { revocation: Revocation },
     /// The documents the sender shares with the receiver; `last` is set on
     /// the final frame of the catalog.
     Catalog {
@@ -192,6 +201,9 @@ impl Frame {
             }
             Frame::Refuse { reason } => {
                 w.u8(TAG_REFUSE).u8(reason.code());
+            }
+            Frame::Revoked { revocation } => {
+                w.u8(TAG_REVOKED).bytes(&revocation.encode());
             }
             Frame::Catalog { entries, last } => {
                 w.u8(TAG_CATALOG)
@@ -242,6 +254,9 @@ impl Frame {
             },
             TAG_REFUSE => Frame::Refuse {
                 reason: Reason::from_code(r.u8("reason")?),
+            },
+            TAG_REVOKED => Frame::Revoked {
+                revocation: Revocation::decode(r.bytes(MAX_REVOCATION_LEN, "revocation")?)?,
             },
             TAG_CATALOG => {
                 let last = flag(&mut r, "last flag")?;

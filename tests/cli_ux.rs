@@ -183,6 +183,19 @@ fn revocation_is_shown_where_the_user_acts() -> anyhow::Result<()> {
     let sent = json(&ana.dir, &["send", "Ben Okafor", "again"])?;
     assert_eq!(sent["revoked_members"][0], ben.member.as_str());
 
+    // Ben's device, refused when it dials again, is shown the signed
+    // revocation first: its own `team show` and `send` say so.
+    eventually("ben's device to learn it was revoked", || {
+        let show = json(&ben.dir, &["team", "show"])?;
+        Ok((show["revoked"] == true).then_some(()))
+    })?;
+    let shown = ok(&ben.dir, &["team", "show"])?;
+    assert!(shown.contains("REVOKED"), "{shown}");
+    let (_, note) = both(&ben.dir, &["send", "Ana Silva", "still here?"])?;
+    assert!(
+        note.contains("This device's membership was revoked"),
+        "{note}"
+    );
     Ok(())
 }
 

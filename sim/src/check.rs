@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use huddle::membership::RevocationTarget;
 use huddle::team::TEAM_DOC_ID;
 use huddle::wire::Frame;
 use huddle::{ConversationHeader, ConversationId, MessageId};
@@ -139,6 +140,14 @@ pub fn check_send(
     let (tx, rx) = (&devices[from], &devices[to]);
     let doc = match frame {
         Frame::Hello { .. } | Frame::Refuse { .. } => return Ok(()),
+        // A revocation goes only to the device it revokes (or its member's).
+        Frame::Revoked { revocation } => {
+            return match revocation.target {
+                RevocationTarget::Device(d) if d == rx.id => Ok(()),
+                RevocationTarget::Member(m) if Some(m) == rx.member => Ok(()),
+                _ => leak(format!("a revocation of {:?}", revocation.target)),
+            };
+        }
         // Who we are: for members of the team only, like conversation bytes.
         Frame::Identify { .. } => None,
         Frame::Catalog { entries, .. } => entries.iter().map(|e| e.doc).find(|d| *d != TEAM_DOC_ID),
@@ -209,6 +218,7 @@ pub fn frame_kind(f: &Frame) -> &'static str {
         Frame::Hello { .. } => "Hello",
         Frame::Identify { .. } => "Identify",
         Frame::Refuse { .. } => "Refuse",
+        Frame::Revoked { .. } => "Revoked",
         Frame::Catalog { .. } => "Catalog",
         Frame::Header { .. } => "Header",
         Frame::Sync { .. } => "Sync",

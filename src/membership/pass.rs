@@ -11,8 +11,8 @@
 //! exactly the certificate the authority signed, or nothing.
 
 use super::{
-    signed_message, valid_standing, CertError, Certificate, Revocations, MAX_NAME_LEN, MAX_ROLES,
-    MAX_ROLE_LEN,
+    signed_message, valid_standing, CertError, Certificate, Revocation, RevocationTarget,
+    Revocations, MAX_NAME_LEN, MAX_ROLES, MAX_ROLE_LEN,
 };
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{self, domain, SIGNATURE_LEN};
@@ -171,6 +171,20 @@ impl Pass {
             return Err(CertError::RevokedMember);
         }
         Ok(())
+    }
+
+    /// The signed revocation of this pass's device or member, if `revoked`
+    /// holds one (sent to the device with its refusal, sync.md §2.1).
+    pub fn revocation<'a>(&self, revoked: &'a Revocations) -> Option<&'a Revocation> {
+        let device = revoked.signed.get(&RevocationTarget::Device(self.device));
+        device.or_else(|| {
+            revoked.signed.iter().find_map(|(t, r)| match t {
+                RevocationTarget::Member(m) if member_tag(m, &self.device) == self.member_tag => {
+                    Some(r)
+                }
+                _ => None,
+            })
+        })
     }
 
     /// The certificate this pass and `secret` make for `team`, if `secret`

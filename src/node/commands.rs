@@ -8,7 +8,7 @@ use super::{Command, CommandError, Event, Fx, Node, Output, Reply};
 use crate::header::conversation_id;
 use crate::header::{ConversationHeader, ConversationKind, MAX_GROUP_MEMBERS};
 use crate::ids::{ConversationId, Millis};
-use crate::membership::{valid_role, MAX_NAME_LEN};
+use crate::membership::{valid_role, Revocation, MAX_NAME_LEN};
 use crate::message::{Draft, Message, ReceiptKind, MAX_BODY_LEN};
 use crate::store::{keys, StoreOp};
 use crate::team::TEAM_DOC_ID;
@@ -132,24 +132,7 @@ impl Node {
                         "the team document is being read back from the store; try again".into(),
                     ));
                 }
-                let m = self.membership.as_mut().ok_or(CommandError::NoMembership)?;
-                if !rev.verify(&m.cert.team) {
-                    return Err(CommandError::BadRevocation);
-                }
-                let new = m
-                    .team
-                    .add_revocation(now, &rev)
-                    .map_err(|e| CommandError::Document(e.to_string()))?;
-                self.persist_team(fx);
-                fx.persist.push(StoreOp::Put {
-                    key: keys::revocation(&rev.key()),
-                    value: rev.encode(),
-                });
-                if new {
-                    fx.emit.push(Event::Revoked { target: rev.target });
-                }
-                self.enforce_membership(now, fx);
-                self.push_doc_to_all(&TEAM_DOC_ID, fx);
+                self.learn_revocation(now, &rev, fx)?;
                 Ok(Reply::Done)
             }
         }
@@ -262,5 +245,55 @@ impl Node {
                 tracing::warn!(conversation = %id, "could not write a delivered receipt: {e}");
             }
         }
+    }
+}
+
+impl Node {
+    /// Takes in a revocation (from the user, or shown by a peer refusing
+    /// this device): kept in the team document and the store, reported if
+    /// new, enforced on every session, and pushed to the team.
+    pub(super) fn learn_revocation(
+        &mut self,
+        now: Millis,
+        rev: &Revocation,
+        fx: &mut Fx,
+    ) -> Result<(), CommandError> {
+        let m = self.membership.as_mut().ok_or(CommandError::NoMembership)?;
+        if !rev.verify(&m.cert.team) {
+            return Err(CommandError::BadRevocation);
+        }
+        let new = m
+            .team
+            .add_revocation(now, rev)
+            .map_err(|e| CommandError::Document(e.to_string()))?;
+        self.persist_team(fx);
+        fx.persist.push(StoreOp::Put {
+            key: keys::revocation(&rev.key()),
+            value: rev.encode(),
+        });
+        if new {
+            fx.emit.push(Event::Revoked { target: rev.target });
+        }
+        self.enforce_membership(now, fx);
+        self.push_doc_to_all(&TEAM_DOC_ID, fx);
+        Ok(())
+    }
+
+    /// Takes in this device's own revocation, shown by a peer refusing it
+    /// (already verified): kept in the store (read back at start) and the
+    /// revocation set, reported and enforced; the team document is left
+    /// alone.
+    pub(super) fn learn_own_revocation(&mut self, now: Millis, rev: &Revocation, fx: &mut Fx) {
+        let Some(m) = self.membership.as_mut() else {
+            return;
+        };
+        if m.team.revoked.insert_signed(rev) {
+            fx.persist.push(StoreOp::Put {
+                key: keys::revocation(&rev.key()),
+                value: rev.encode(),
+            });
+            fx.emit.push(Event::Revoked { target: rev.target });
+        }
+        self.enforce_membership(now, fx);
     }
 }

@@ -111,8 +111,7 @@ impl Node {
                     // certificate in the directory was verified.
                     let old =
                         std::mem::replace(&mut m.team, TeamDoc::new(m.cert.team, &self.actor));
-                    team.revoked.devices.extend(old.revoked.devices);
-                    team.revoked.members.extend(old.revoked.members);
+                    team.revoked.extend(old.revoked);
                     for (d, c) in old.directory {
                         team.directory.entry(d).or_insert(c);
                     }

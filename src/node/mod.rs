@@ -265,7 +265,7 @@ impl Node {
         for bytes in &stored.revocations {
             if let Ok(r) = Revocation::decode(bytes) {
                 if r.verify(&cert.team) {
-                    team.revoked.insert(r.target);
+                    team.revoked.insert_signed(&r);
                 }
             }
         }
@@ -457,7 +457,22 @@ impl Node {
 
     /// Refuses `peer`: tells it why, forgets it, and asks the shell to disconnect.
     fn refuse(&mut self, peer: DeviceId, reason: Reason, fx: &mut Fx) {
+        self.refuse_with(peer, reason, None, fx);
+    }
+
+    /// [`Self::refuse`], first showing a revoked peer its `revocation`.
+    fn refuse_with(
+        &mut self,
+        peer: DeviceId,
+        reason: Reason,
+        revocation: Option<crate::membership::Revocation>,
+        fx: &mut Fx,
+    ) {
         tracing::info!(peer = %peer.short(), %reason, "refusing peer");
+        if let Some(revocation) = revocation {
+            fx.send
+                .push((peer, crate::wire::Frame::Revoked { revocation }.encode()));
+        }
         fx.send
             .push((peer, crate::wire::Frame::Refuse { reason }.encode()));
         fx.disconnect.push((peer, reason));

@@ -13,7 +13,7 @@ use automerge::{sync, ChangeHash};
 
 use super::{Event, Fx, Node, Timer};
 use crate::ids::{ConversationId, DeviceId, Millis};
-use crate::membership::{CertError, Certificate, Pass, Secret};
+use crate::membership::{CertError, Certificate, Pass, Revocation, RevocationTarget, Secret};
 use crate::team::TEAM_DOC_ID;
 use crate::wire::{
     CatalogEntry, Frame, Reason, MAX_CATALOG_ENTRIES, PROTOCOL_VERSION, SYNC_CHUNK_LEN,
@@ -216,6 +216,20 @@ pub(crate) fn reason_for(e: &CertError) -> Reason {
     }
 }
 
+/// The revocation to show a peer refused for `e`: only when its pass
+/// verified under our team key (so its device is the Noise-authenticated
+/// peer) and what refused it is that revocation; never to a stranger.
+fn shown_revocation(
+    e: &CertError,
+    pass: &Pass,
+    revoked: &crate::membership::Revocations,
+) -> Option<Revocation> {
+    match e {
+        CertError::RevokedDevice | CertError::RevokedMember => pass.revocation(revoked).cloned(),
+        _ => None,
+    }
+}
+
 /// Splits an encoded sync message into `Sync` frames.
 pub(crate) fn push_sync_frames(
     peer: DeviceId,
@@ -298,6 +312,7 @@ impl Node {
                     by_us: false,
                 });
             }
+            Frame::Revoked { revocation } => self.on_revoked(now, peer, revocation, fx),
             Frame::Hello { pass, .. } if awaiting_hello => self.on_hello(now, peer, pass, fx),
             // Identify before we accepted the hello, or twice: a correct
             // peer sends it only after ours, which follows its accepted hello.
@@ -325,7 +340,8 @@ impl Node {
             pass.check(&m.cert.team, now, &m.team.revoked)
         };
         if let Err(e) = verdict {
-            self.refuse(peer, reason_for(&e), fx);
+            let shown = shown_revocation(&e, &pass, &m.team.revoked);
+            self.refuse_with(peer, reason_for(&e), shown, fx);
             return;
         }
         let identify = Frame::Identify {
@@ -335,6 +351,27 @@ impl Node {
             p.state = PeerState::AwaitingIdentify(Box::new(pass));
         }
         fx.send.push((peer, identify.encode()));
+    }
+
+    /// A peer about to refuse us shows the revocation of this device or its
+    /// member. One that verifies and names us is learnt (kept in the store,
+    /// reported, enforced), but never written into the team document: a
+    /// revoked device authors nothing the team would then hold apart from
+    /// it. Anything else is a protocol violation.
+    fn on_revoked(&mut self, now: Millis, peer: DeviceId, rev: Revocation, fx: &mut Fx) {
+        let ours = self.membership.as_ref().is_some_and(|m| {
+            rev.verify(&m.cert.team)
+                && match rev.target {
+                    RevocationTarget::Device(d) => d == self.device,
+                    RevocationTarget::Member(member) => member == m.cert.member,
+                }
+        });
+        if !ours {
+            self.refuse(peer, Reason::ProtocolViolation, fx);
+            return;
+        }
+        tracing::warn!(peer = %peer.short(), "a peer showed this device's revocation");
+        self.learn_own_revocation(now, &rev, fx);
     }
 
     /// The rest of a peer's certificate, after its pass was accepted: the
@@ -352,7 +389,8 @@ impl Node {
         let cert = match verdict {
             Ok(cert) => cert,
             Err(e) => {
-                self.refuse(peer, reason_for(&e), fx);
+                let shown = shown_revocation(&e, pass, &m.team.revoked);
+                self.refuse_with(peer, reason_for(&e), shown, fx);
                 return;
             }
         };

@@ -277,6 +277,9 @@ pub(crate) fn frame_json(f: &Frame) -> Value {
             "secret": secret_json(secret),
         }),
         Frame::Refuse { reason } => json!({ "type": "refuse", "reason": reason.code() }),
+        Frame::Revoked { revocation } => {
+            json!({ "type": "revoked", "revocation": hex(&revocation.encode()) })
+        }
         Frame::Catalog { entries, last } => json!({
             "type": "catalog",
             "last": last,
@@ -316,6 +319,9 @@ pub(crate) fn frame_from_json(v: &Value) -> Frame {
         },
         "refuse" => Frame::Refuse {
             reason: Reason::from_code(u8::try_from(num(v, "reason")).expect("u8")),
+        },
+        "revoked" => Frame::Revoked {
+            revocation: Revocation::decode(&bytes(v, "revocation")).expect("a revocation"),
         },
         "catalog" => Frame::Catalog {
             last: flag(v, "last"),

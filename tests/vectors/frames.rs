@@ -128,6 +128,9 @@ pub(crate) fn gen_frames(c: &Cast) -> Value {
             },
         ),
     ];
+    for (name, revocation) in revocations(c) {
+        frames.push((format!("revoked: {name}"), Frame::Revoked { revocation }));
+    }
     for code in (1..=12).chain([0, 13, 255]) {
         let reason = Reason::from_code(code);
         frames.push((format!("refuse: {reason:?}"), Frame::Refuse { reason }));
@@ -165,7 +168,14 @@ pub(crate) fn gen_frames(c: &Cast) -> Value {
     let mut invalid = vec![
         bad(vec![], "empty frame", "Truncated", 10),
         bad(vec![0], "tag 0", "Unknown", 10),
-        bad(vec![8], "tag 8", "Unknown", 10),
+        bad(vec![9], "tag 9", "Unknown", 10),
+        bad(vec![8], "revoked without a revocation", "Truncated", 10),
+        bad(
+            vec![8, 1, 1],
+            "revoked with a revocation cut short",
+            "Truncated",
+            10,
+        ),
         bad(vec![0xff], "tag 255", "Unknown", 10),
         bad(splice(&hello, 1, 1, &[0]), "hello version 0", "Unknown", 8),
         bad(
@@ -186,8 +196,14 @@ pub(crate) fn gen_frames(c: &Cast) -> Value {
             "Unknown",
             8,
         ),
-        bad(splice(&hello, 1, 1, &[5]), "hello version 5", "Unknown", 8),
-        bad(vec![1, 5], "hello version 5, nothing after", "Unknown", 8),
+        bad(
+            splice(&hello, 1, 1, &[4]),
+            "hello version 4 (a revoked device is not shown why)",
+            "Unknown",
+            8,
+        ),
+        bad(splice(&hello, 1, 1, &[6]), "hello version 6", "Unknown", 8),
+        bad(vec![1, 6], "hello version 6, nothing after", "Unknown", 8),
         bad(vec![1], "hello without version", "Truncated", 10),
         bad(
             hello[..hello.len() - 1].to_vec(),
