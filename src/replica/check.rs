@@ -107,23 +107,26 @@ pub(crate) fn check_with_cap(bytes: &[u8], cap: u64) -> Result<u64, CheckError> 
         0x42 | 0x43 => {}
         _ => return Err(CheckError::Invalid("not an Automerge sync message")),
     }
-    hashes(&mut c, "heads")?;
-    // Automerge answers every hash in `needs` with a change it rebuilds
-    // from its op set; a hash listed twice makes it build one twice and
-    // panic (collector.rs:788, fuzz finding `sync_check/crash-needs-twice`).
-    // Automerge writes its needs sorted, each once.
-    let needs = hashes(&mut c, "needs")?;
-    if !needs
-        .chunks_exact(32)
-        .zip(needs.chunks_exact(32).skip(1))
-        .all(|(a, b)| a < b)
-    {
-        return Err(CheckError::Invalid(
-            "needs not sorted and unique, as Automerge writes them",
-        ));
-    }
+    // Automerge writes every list of hashes here sorted, each hash once,
+    // and trusts that of a peer: asked for a change twice, it rebuilds it
+    // twice from its op set and panics (collector.rs:788, fuzz finding
+    // `sync_check/crash-needs-twice`); heads out of order end up in the
+    // `last_sync` it writes back, which it asserts is sorted (sync.rs:820,
+    // `sync_check/crash-heads-unsorted`).
+    sorted(
+        hashes(&mut c, "heads")?,
+        "heads not sorted and unique, as Automerge writes them",
+    )?;
+    sorted(
+        hashes(&mut c, "needs")?,
+        "needs not sorted and unique, as Automerge writes them",
+    )?;
     for _ in 0..c.count("haves", MAX_HAVES)? {
-        hashes(&mut c, "a have's last_sync")?;
+        let last_sync = hashes(&mut c, "a have's last_sync")?;
+        sorted(
+            last_sync,
+            "a have's last_sync not sorted and unique, as Automerge writes it",
+        )?;
         bloom(c.bytes("a Bloom filter")?)?;
     }
     let mut budget = Budget {
@@ -342,6 +345,15 @@ fn actor(c: &mut Cursor<'_>) -> Result<(), CheckError> {
     let len = c.uleb("an actor id")?;
     c.take(len, "an actor id")?;
     Ok(())
+}
+
+/// `hashes` (32 bytes each) in strictly increasing order, or `why`.
+fn sorted(hashes: &[u8], why: &'static str) -> Result<(), CheckError> {
+    let mut pairs = hashes.chunks_exact(32).zip(hashes.chunks_exact(32).skip(1));
+    match pairs.all(|(a, b)| a < b) {
+        true => Ok(()),
+        false => Err(CheckError::Invalid(why)),
+    }
 }
 
 /// A count, then that many 32-byte hashes; returns their bytes.

@@ -8,7 +8,7 @@ use automerge::transaction::Transactable;
 use automerge::{ActorId, Automerge, ObjType, ReadDoc, ScalarValue, ROOT};
 
 use super::super::tests::SCHEMA;
-use super::super::{Replica, ReplicaError};
+use super::super::{Replica, ReplicaError, Schema};
 use super::*;
 
 fn leb(out: &mut Vec<u8>, mut v: u64) {
@@ -566,4 +566,41 @@ fn a_need_listed_twice_panics_automerge_and_is_refused() {
     assert_eq!(check_sync_message(&asking_for(&[h], &hashes)), Ok(()));
     hashes.swap(0, 2);
     assert!(check_sync_message(&asking_for(&[h], &hashes)).is_err());
+}
+
+/// The hole (fuzz finding `sync_check/crash-heads-unsorted`): heads out of
+/// order become the `last_sync` Automerge writes back, and its encoder
+/// asserts they are sorted (a panic in any build with debug assertions).
+#[test]
+fn heads_out_of_order_panic_automerge_and_are_refused() {
+    // The fuzzer's input: two heads, out of order, one of them a change
+    // of the replica it fed (six inserts by actor 2).
+    let unsorted = include_bytes!("../../../fuzz/corpus/sync_check/crash-heads-unsorted");
+    let schema = Schema {
+        roots: &[("items", ObjType::List), ("keys", ObjType::Map)],
+        page_len: 4,
+    };
+    let mut r = Replica::new(&[1; 16], schema, &ActorId::from([2u8; 16].as_slice()));
+    for i in 0..6u8 {
+        r.insert(1_000, 0, vec![i; 20]).unwrap();
+    }
+    let msg = sync::Message::decode(unsorted).expect("Automerge decodes it");
+    let mut state = sync::State::new();
+    r.doc.receive_sync_message(&mut state, msg).unwrap();
+    let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        r.doc.generate_sync_message(&mut state).map(|m| m.encode())
+    }));
+    assert!(answer.is_err(), "Automerge panics answering");
+    assert_eq!(
+        check_sync_message(unsorted),
+        Err(CheckError::Invalid(
+            "heads not sorted and unique, as Automerge writes them"
+        ))
+    );
+    let (low, high) = (
+        automerge::ChangeHash([1; 32]),
+        automerge::ChangeHash([2; 32]),
+    );
+    assert_eq!(check_sync_message(&asking_for(&[low, high], &[])), Ok(()));
+    assert!(check_sync_message(&asking_for(&[low, low], &[])).is_err());
 }
