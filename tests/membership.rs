@@ -35,27 +35,13 @@ fn frames(mesh: &Mesh, dev: usize) -> Vec<Frame> {
         .collect()
 }
 
-/// Whether `f` is a hello, a refusal, or the revocation of `dev`'s own
-/// device or member shown before a refusal.
-fn handshake(mesh: &Mesh, dev: usize, f: &Frame) -> bool {
-    let d = &mesh.devices[dev];
-    match f {
-        Frame::Hello { .. } | Frame::Refuse { .. } => true,
-        Frame::Revoked { revocation } => {
-            revocation.target == RevocationTarget::Device(d.id())
-                || revocation.target == RevocationTarget::Member(d.member())
-        }
-        _ => false,
-    }
-}
-
 /// Asserts a device received nothing but hellos, refusals and its own
 /// revocation.
 fn assert_only_handshake(mesh: &Mesh, dev: usize) {
     // (It may have hung up before even our hello arrived.)
     for f in frames(mesh, dev) {
         assert!(
-            handshake(mesh, dev, &f),
+            mesh.is_handshake(dev, &f),
             "device {dev} received more than a handshake: {f:?}"
         );
     }
@@ -459,7 +445,7 @@ fn a_revoked_device_is_cut_off_and_the_revocation_spreads() {
     mesh.run_until_quiet();
     assert!(refused_with(&mesh, c, Reason::Revoked));
     let after: Vec<Frame> = frames(&mesh, r);
-    assert!(after.iter().all(|f| handshake(&mesh, r, f)), "{after:?}");
+    assert!(after.iter().all(|f| mesh.is_handshake(r, f)), "{after:?}");
     // And new messages never reach it.
     send(&mut mesh, 0, group, "after revocation");
     mesh.connect(0, r);

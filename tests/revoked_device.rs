@@ -15,20 +15,6 @@ use huddle::node::{Command, Event, Input, Output};
 use huddle::store::{keys, Store};
 use huddle::wire::{Frame, Reason};
 
-/// Whether `f` is a hello, a refusal, or the revocation of `dev`'s own
-/// device or member shown before a refusal.
-fn handshake(mesh: &Mesh, dev: usize, f: &Frame) -> bool {
-    let d = &mesh.devices[dev];
-    match f {
-        Frame::Hello { .. } | Frame::Refuse { .. } => true,
-        Frame::Revoked { revocation } => {
-            revocation.target == RevocationTarget::Device(d.id())
-                || revocation.target == RevocationTarget::Member(d.member())
-        }
-        _ => false,
-    }
-}
-
 /// Ana (0) and Ben (1) with a group conversation.
 fn ward() -> (Mesh, huddle::ConversationId) {
     let mut mesh = Mesh::new(41);
@@ -65,7 +51,7 @@ fn a_revoked_device_learns_its_revocation_from_the_refusal() {
     assert!(!mesh.devices[r].node.is_revoked(&id, &member));
     let received = meet_draining(&mut mesh, 0, r);
     assert!(
-        received.iter().all(|f| handshake(&mesh, r, f)),
+        received.iter().all(|f| mesh.is_handshake(r, f)),
         "{received:?}"
     );
     let d = &mesh.devices[r];

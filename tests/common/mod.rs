@@ -451,3 +451,22 @@ pub fn try_tampered_frame(
     };
     Some(frame.encode())
 }
+
+impl Mesh {
+    /// Whether `f` is a hello, a refusal, or the revocation of device
+    /// `dev`'s own device or member shown before a refusal: all a device
+    /// outside the team may receive.
+    pub fn is_handshake(&self, dev: usize, f: &huddle::wire::Frame) -> bool {
+        use huddle::membership::RevocationTarget;
+        use huddle::wire::Frame;
+        let d = &self.devices[dev];
+        match f {
+            Frame::Hello { .. } | Frame::Refuse { .. } => true,
+            Frame::Revoked { revocation } => {
+                revocation.target == RevocationTarget::Device(d.id())
+                    || revocation.target == RevocationTarget::Member(d.member())
+            }
+            _ => false,
+        }
+    }
+}
