@@ -35,7 +35,7 @@ async fn pair(
 async fn a_node_restarted_on_a_new_port_finds_the_peer_it_remembers() {
     let team = Team::new(4);
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (ana, a, _ben, b) = pair(&team, da.path(), db.path()).await;
+    let (ana, a, ben, b) = pair(&team, da.path(), db.path()).await;
     let old = a.addr.clone();
     a.stop().await;
     // Ana comes back on another port with no `--peer`: Ben's `--peer`
@@ -57,6 +57,17 @@ async fn a_node_restarted_on_a_new_port_finds_the_peer_it_remembers() {
     for (n, what) in [(&a, "ana to find ben again"), (&b, "ben to see ana again")] {
         wait_until(what, || async { n.verified_peers().await == 1 }).await;
     }
+    // Ben is revoked while Ana runs: she stops dialling him from memory.
+    let revocation = Revocation::sign(
+        &team.authority,
+        RevocationTarget::Device(ben.key.device_id()),
+        now_ms(),
+    );
+    a.handle.command(Command::Revoke(revocation)).await.unwrap();
+    wait_until("ana to stop dialling the revoked ben", || async {
+        a.handle.reach().await.unwrap().dialling.is_empty()
+    })
+    .await;
     a.stop().await;
     b.stop().await;
 }

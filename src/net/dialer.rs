@@ -124,7 +124,10 @@ impl Shell {
 
     pub(super) fn redial(&mut self, i: usize) {
         let Some(s) = self.statics.get(i) else { return };
-        if s.pending.is_some() || s.peer.is_some_and(|p| self.links.contains_key(&p)) {
+        if s.pending.is_some()
+            || s.peer.is_some_and(|p| self.links.contains_key(&p))
+            || !self.still_wanted(s)
+        {
             return;
         }
         let opts = s.dial_opts();

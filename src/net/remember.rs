@@ -75,6 +75,15 @@ impl Shell {
         Ok(())
     }
 
+    /// Whether a static peer is one to dial now: a remembered device only
+    /// while the team still admits it (it may be revoked while we run).
+    pub(super) fn still_wanted(&self, s: &StaticPeer) -> bool {
+        let device = s
+            .peer
+            .and_then(|p| DeviceId::from_peer_id_bytes(&p.to_bytes()));
+        !s.remembered || device.is_some_and(|d| self.admits(&d))
+    }
+
     /// Whether the team admits `device` now: a certificate for it in the
     /// team directory, unexpired and not revoked.
     fn admits(&self, device: &DeviceId) -> bool {

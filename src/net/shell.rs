@@ -403,7 +403,12 @@ impl Shell {
             Request::Reach(reply) => {
                 let _ = reply.send(super::Reach {
                     mdns: self.discovery.is_some(),
-                    dialling: self.statics.iter().flat_map(|s| s.addrs.clone()).collect(),
+                    dialling: self
+                        .statics
+                        .iter()
+                        .filter(|s| self.still_wanted(s))
+                        .flat_map(|s| s.addrs.clone())
+                        .collect(),
                     remembered: self.remembered.len(),
                 });
             }
