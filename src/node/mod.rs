@@ -194,6 +194,11 @@ fn persist_ops(doc: &[u8; 16], p: Persist, out: &mut Vec<StoreOp>) {
                 from: keys::chunk(doc, 0),
                 to: keys::chunk(doc, upto),
             });
+            if upto == u64::MAX {
+                out.push(StoreOp::Delete {
+                    key: keys::chunk(doc, u64::MAX),
+                });
+            }
         }
     }
 }

@@ -12,7 +12,8 @@ use super::{genesis, Entry, Replica, ReplicaError, Schema};
 pub enum Persist {
     /// Append these change bytes as chunk number `seq`.
     Chunk { seq: u64, bytes: Vec<u8> },
-    /// Replace the snapshot and delete every chunk with a number below `upto`.
+    /// Replace the snapshot and delete every chunk with a number below
+    /// `upto`; `upto == u64::MAX` deletes every chunk, that one too.
     Snapshot { bytes: Vec<u8>, upto: u64 },
 }
 
@@ -113,7 +114,10 @@ impl Replica {
     ) -> (Replica, Vec<Entry>) {
         let mut replica = Replica::with_doc(doc_id, schema, doc.with_actor(actor.clone()), roots);
         replica.saved_heads = replica.doc.get_heads();
-        replica.next_chunk = chunks.last().map_or(0, |(s, _)| s + 1);
+        // A damaged store may hold a chunk numbered u64::MAX: then there is
+        // no next number, and the next write is a snapshot that replaces
+        // every chunk (fuzz finding `stored/crash-last-chunk`).
+        replica.next_chunk = chunks.last().map_or(0, |(s, _)| s.saturating_add(1));
         replica.chunk_bytes = chunks.iter().map(|(_, b)| b.len()).sum();
         replica.snapshot_bytes = snapshot.map_or(0, <[u8]>::len);
         replica.find_objects();
@@ -153,7 +157,9 @@ impl Replica {
         }
         self.saved_heads = heads;
         self.chunk_bytes += bytes.len();
-        if self.chunk_bytes > MIN_COMPACT_BYTES.max(self.snapshot_bytes) {
+        if self.chunk_bytes > MIN_COMPACT_BYTES.max(self.snapshot_bytes)
+            || self.next_chunk == u64::MAX
+        {
             // Without the changes still waiting for their dependencies
             // (Automerge's default save appends them): those came from a
             // peer, and what they wait for will be written lazily, unflushed
@@ -167,9 +173,15 @@ impl Replica {
             });
             self.snapshot_bytes = snapshot.len();
             self.chunk_bytes = 0;
+            let upto = self.next_chunk;
+            if upto == u64::MAX {
+                // Every chunk goes (chunk u64::MAX too, `Persist::Snapshot`):
+                // numbering starts again.
+                self.next_chunk = 0;
+            }
             return Some(Persist::Snapshot {
                 bytes: snapshot,
-                upto: self.next_chunk,
+                upto,
             });
         }
         let seq = self.next_chunk;
@@ -232,6 +244,29 @@ mod tests {
         let (reloaded, _) = Replica::load(&id, SCHEMA, &actor, None, &chunks).unwrap();
         assert_eq!(reloaded.heads(), a.heads());
         assert_eq!(reloaded.all_entries(), a.all_entries());
+    }
+
+    /// A damaged store's chunk numbered u64::MAX leaves no next number:
+    /// the next write is a snapshot that replaces every chunk, and the
+    /// numbering starts again (fuzz finding `stored/crash-last-chunk`).
+    #[test]
+    fn a_chunk_numbered_u64_max_is_compacted_not_overflowed() {
+        let id = [1u8; 16];
+        let actor = ActorId::from([2u8; 16].as_slice());
+        let mut a = Replica::new(&id, SCHEMA, &actor);
+        let chunks = chunk_each(&mut a, 1, |a, i| a.insert(1000, 0, vec![i]).unwrap());
+        let last = vec![(u64::MAX, chunks[0].1.clone())];
+        let (mut r, _) = Replica::load(&id, SCHEMA, &actor, None, &last).unwrap();
+        r.insert(1000, 0, b"after".to_vec()).unwrap();
+        assert!(matches!(
+            r.take_persist(),
+            Some(Persist::Snapshot { upto: u64::MAX, .. })
+        ));
+        r.insert(1000, 0, b"again".to_vec()).unwrap();
+        assert!(matches!(
+            r.take_persist(),
+            Some(Persist::Chunk { seq: 0, .. })
+        ));
     }
 
     /// A stored document that does not load whole (a chunk that does not
