@@ -381,6 +381,26 @@ impl Conversation {
         self.messages.len()
     }
 
+    /// Up to `limit` messages in display order, ending just before `before`
+    /// (or with the newest when `before` is `None`): a page read from the
+    /// newest backwards, costing the page's length at any history length.
+    /// `None` when `before` names no message here.
+    pub fn page(&self, before: Option<&MessageId>, limit: usize) -> Option<Vec<&Message>> {
+        let end = match before {
+            Some(id) => std::ops::Bound::Excluded((*self.ids.get(id)?, *id)),
+            None => std::ops::Bound::Unbounded,
+        };
+        let mut page: Vec<&Message> = self
+            .messages
+            .range((std::ops::Bound::Unbounded, end))
+            .rev()
+            .take(limit)
+            .map(|(_, m)| m)
+            .collect();
+        page.reverse();
+        Some(page)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.messages.is_empty()
     }

@@ -27,7 +27,7 @@ pub enum Priority {
 }
 
 impl Priority {
-    fn to_byte(self) -> u8 {
+    pub fn to_byte(self) -> u8 {
         match self {
             Priority::Routine => 0,
             Priority::Urgent => 1,
@@ -35,7 +35,7 @@ impl Priority {
         }
     }
 
-    fn from_byte(b: u8) -> Result<Priority, DecodeError> {
+    pub fn from_byte(b: u8) -> Result<Priority, DecodeError> {
         Ok(match b {
             0 => Priority::Routine,
             1 => Priority::Urgent,

@@ -240,3 +240,40 @@ fn a_damaged_conversation_is_refused_alone() {
         mesh.devices[b].node.history(&convs[0], None)
     );
 }
+
+/// The list's badges and preview (storage.md §2.1) come from the index
+/// after a restart exactly as from the documents: an urgent and a STAT
+/// message awaiting acknowledgement, and the newest message.
+#[test]
+fn badges_and_preview_survive_a_restart_unloaded() {
+    let (mut mesh, convs) = ward();
+    let (a, b) = (0, 1);
+    for (priority, body) in [
+        (huddle::Priority::Urgent, "bed 3 needs review"),
+        (huddle::Priority::Stat, "bed 4 arrest"),
+    ] {
+        let r = mesh.command(
+            b,
+            Command::Send {
+                conversation: convs[2],
+                body: body.into(),
+                priority,
+                reply_to: None,
+            },
+        );
+        assert!(r.is_ok(), "{r:?}");
+        mesh.now += 10;
+    }
+    mesh.run_until_quiet();
+    let list = mesh.devices[a].node.conversations();
+    let bay2 = list.iter().find(|c| c.id == convs[2]).expect("listed");
+    assert_eq!((bay2.to_ack, bay2.stat_to_ack), (2, 1));
+    assert_eq!(
+        bay2.last.as_ref().map(|l| l.preview.as_str()),
+        Some("bed 4 arrest")
+    );
+
+    mesh.crash_restart(a);
+    assert_eq!(mesh.devices[a].node.conversations(), list);
+    assert_eq!(loaded(&mesh, a), 0, "listed from the index alone");
+}

@@ -126,40 +126,52 @@ fn a_stored_erasure_is_set_aside_and_what_was_built_on_it_written_again() {
     assert_eq!(again, shown);
 }
 
-/// Format 3 → 4 (remembered peers, storage.md §5) writes only the version:
-/// the conversations' index entries stay as they are, so nothing is read
-/// whole or audited again at the next start.
+/// Format 4 → 5 (the index entry grew the list's badges and preview,
+/// storage.md §5): the version and an unknown index entry for every
+/// conversation, so the next start reads each document once and lists it
+/// exactly as before, now with its preview and badges.
 #[test]
-fn a_format_3_store_opens_as_4_and_keeps_its_conversations() {
+fn a_format_4_store_opens_as_5_and_lists_as_before() {
     let mut m = Mesh::new(31);
     let ana = m.add_member("Ana", &[]);
     let ben = m.add_member("Ben", &[]);
     m.connect_all(&[ana, ben]);
     m.run_until_quiet();
     let id = common::group_of(&mut m, ana, &[ana, ben], "Bed 9");
-    m.send_text(ana, id, "obs at 4");
+    m.send_text(ben, id, "obs at 4");
     m.run_until_quiet();
+    let listed = m.devices[ana].node.conversations();
+    assert!(listed[0].last.is_some(), "the loaded list has a preview");
+    // Ana's store as format 4 wrote it: the entry without the new tail.
     let store = &mut m.devices[ana].store;
+    let entry = store.get(&keys::index(&id.0)).unwrap().unwrap();
+    let heads = usize::from(u16::from_be_bytes([entry[24], entry[25]]));
     store
-        .apply(&[StoreOp::Put {
-            key: keys::FORMAT.to_vec(),
-            value: 3u32.to_be_bytes().to_vec(),
-        }])
+        .apply(&[
+            StoreOp::Put {
+                key: keys::FORMAT.to_vec(),
+                value: 4u32.to_be_bytes().to_vec(),
+            },
+            StoreOp::Put {
+                key: keys::index(&id.0),
+                value: entry[..26 + 32 * heads].to_vec(),
+            },
+        ])
         .unwrap();
     let before = store.scan_prefix(b"").unwrap();
     check_format(store).unwrap();
     let after = store.scan_prefix(b"").unwrap();
-    let changed: Vec<_> = after.iter().filter(|kv| !before.contains(kv)).collect();
+    let changed: BTreeSet<_> = after.iter().filter(|kv| !before.contains(kv)).collect();
     assert_eq!(
         changed,
-        [&(keys::FORMAT.to_vec(), 4u32.to_be_bytes().to_vec())],
-        "only the version"
+        BTreeSet::from([
+            &(keys::FORMAT.to_vec(), 5u32.to_be_bytes().to_vec()),
+            &(keys::index(&id.0), Vec::new()),
+        ]),
+        "the version, and the entry now unknown"
     );
-    assert_eq!(before.len(), after.len());
-    assert!(after
-        .iter()
-        .any(|(k, v)| k == &keys::index(&id.0) && !v.is_empty()));
     m.crash_restart(ana);
+    assert_eq!(m.devices[ana].node.conversations(), listed);
     assert_eq!(
         bodies(&m, ana, &id),
         BTreeSet::from(["obs at 4".to_string()])

@@ -67,6 +67,17 @@ pub struct Chat {
     pub messages: usize,
     pub unread: usize,
     pub last_activity: Option<u64>,
+    /// The newest message, for a list's preview (none in an empty
+    /// conversation).
+    #[serde(default)]
+    pub last: Option<crate::node::LastMessage>,
+    /// Urgent and STAT messages from others this member has not
+    /// acknowledged, among the newest 1,000.
+    #[serde(default)]
+    pub to_ack: usize,
+    /// How many of `to_ack` are STAT.
+    #[serde(default)]
+    pub stat_to_ack: usize,
 }
 
 /// One message with its receipts, in display order.

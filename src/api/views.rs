@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use super::types::{Chat, Damaged, HistoryMessage, Member, MessageRef, NewConversation, Status};
 use crate::header::ConversationKind;
-use crate::ids::{ConversationId, MemberId};
+use crate::ids::{ConversationId, MemberId, MessageId};
 use crate::node::{Command, CommandError, Node};
 
 /// Who this node is (`listen` and `resources` are filled in by the caller
@@ -51,6 +51,9 @@ pub fn chats(node: &Node) -> Vec<Chat> {
             messages: c.messages,
             unread: c.unread,
             last_activity: c.last_activity,
+            last: c.last,
+            to_ack: c.to_ack,
+            stat_to_ack: c.stat_to_ack,
         })
         .collect()
 }
@@ -60,27 +63,41 @@ pub fn history(
     id: &ConversationId,
     limit: Option<usize>,
 ) -> Option<Vec<HistoryMessage>> {
-    let rendered = node.history(id, limit)?;
+    Some(node.history(id, limit)?.into_iter().map(message).collect())
+}
+
+/// A page of history: up to `limit` messages ending just before `before`
+/// (the newest when `None`). `Some(Err)` when `before` is not one of the
+/// conversation's messages.
+pub fn history_page(
+    node: &Node,
+    id: &ConversationId,
+    before: Option<&MessageId>,
+    limit: usize,
+) -> Option<Result<Vec<HistoryMessage>, CommandError>> {
     Some(
-        rendered
-            .into_iter()
-            .map(|m| HistoryMessage {
-                id: m.id,
-                hlc: m.hlc,
-                time_ms: m.time_ms,
-                author: m.author,
-                author_name: m.author_name,
-                device: m.device,
-                author_verified: m.author_verified,
-                priority: m.priority,
-                reply_to: m.reply_to,
-                body: m.body,
-                delivered_to: m.delivered_to,
-                read_by: m.read_by,
-                acked_by: m.acked_by,
-            })
-            .collect(),
+        node.history_page(id, before, limit)?
+            .map(|page| page.into_iter().map(message).collect())
+            .map_err(|()| CommandError::UnknownMessage(*before.expect("only a cursor is unknown"))),
     )
+}
+
+fn message(m: crate::node::RenderedMessage) -> HistoryMessage {
+    HistoryMessage {
+        id: m.id,
+        hlc: m.hlc,
+        time_ms: m.time_ms,
+        author: m.author,
+        author_name: m.author_name,
+        device: m.device,
+        author_verified: m.author_verified,
+        priority: m.priority,
+        reply_to: m.reply_to,
+        body: m.body,
+        delivered_to: m.delivered_to,
+        read_by: m.read_by,
+        acked_by: m.acked_by,
+    }
 }
 
 /// The team directory, one entry per member (a member may have several

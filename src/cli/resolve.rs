@@ -156,6 +156,9 @@ mod tests {
             messages: 0,
             unread: 0,
             last_activity: None,
+            last: None,
+            to_ack: 0,
+            stat_to_ack: 0,
         }
     }
 

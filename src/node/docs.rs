@@ -257,13 +257,17 @@ impl Node {
         let Some(c) = self.convs.get(id).and_then(Slot::if_loaded) else {
             return;
         };
-        let (messages, unread, last) = self.list_counts(c);
+        let counts = self.list_counts(c);
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         let meta = DocMeta {
             heads: c.replica().heads().iter().map(|h| h.0).collect(),
             clock: self.clock.last().0,
-            messages: u32::try_from(messages).unwrap_or(u32::MAX),
-            unread: u32::try_from(unread).unwrap_or(u32::MAX),
-            last_activity: last.unwrap_or(0),
+            messages: count(counts.messages),
+            unread: count(counts.unread),
+            last_activity: counts.last_activity.unwrap_or(0),
+            to_ack: count(counts.to_ack),
+            stat_to_ack: count(counts.stat_to_ack),
+            last: counts.last,
         };
         fx.persist.push(StoreOp::Put {
             key: keys::index(&id.0),

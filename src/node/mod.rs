@@ -44,7 +44,9 @@ use automerge::ActorId;
 use thiserror::Error;
 
 pub use io::{Command, CommandError, Event, Input, Output, Reply, Timer};
-pub use view::{ConversationSummary, PeerInfo, RenderedMessage, UNREAD_SCAN};
+pub use view::{
+    ConversationSummary, LastMessage, PeerInfo, RenderedMessage, PREVIEW_CHARS, UNREAD_SCAN,
+};
 
 use crate::conversation::{Applied, Conversation};
 use crate::crypto::DeviceKey;

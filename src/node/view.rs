@@ -19,6 +19,7 @@ use crate::header::ConversationKind;
 use crate::hlc::Hlc;
 use crate::ids::{ConversationId, DeviceId, MemberId, MessageId};
 use crate::message::{Message, Priority};
+use crate::store::{DocMeta, LastEntry};
 
 /// Unread messages are counted among this many newest messages, so that the
 /// count costs the same at any length (it is recomputed for the store's
@@ -38,7 +39,52 @@ pub struct ConversationSummary {
     /// newest [`UNREAD_SCAN`].
     pub unread: usize,
     pub last_activity: Option<u64>,
+    /// The newest message, for the list's preview.
+    pub last: Option<LastMessage>,
+    /// Urgent and STAT messages from others that our member has not
+    /// acknowledged, among the newest [`UNREAD_SCAN`].
+    pub to_ack: usize,
+    /// How many of `to_ack` are STAT.
+    pub stat_to_ack: usize,
 }
+
+/// A conversation list's preview of its newest message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct LastMessage {
+    pub author_name: Option<String>,
+    /// The body's first [`PREVIEW_CHARS`] characters.
+    pub preview: String,
+    pub priority: Priority,
+    pub time_ms: u64,
+}
+
+/// A conversation list entry's numbers, from the loaded document or the
+/// store's index ([`Node::list_counts`]).
+#[derive(Debug, Default)]
+pub(super) struct ListCounts {
+    pub messages: usize,
+    pub unread: usize,
+    pub last_activity: Option<u64>,
+    pub last: Option<LastEntry>,
+    pub to_ack: usize,
+    pub stat_to_ack: usize,
+}
+
+impl From<&DocMeta> for ListCounts {
+    fn from(m: &DocMeta) -> ListCounts {
+        ListCounts {
+            messages: m.messages as usize,
+            unread: m.unread as usize,
+            last_activity: (m.last_activity > 0).then_some(m.last_activity),
+            last: m.last.clone(),
+            to_ack: m.to_ack as usize,
+            stat_to_ack: m.stat_to_ack as usize,
+        }
+    }
+}
+
+/// How much of the newest message a conversation list shows.
+pub const PREVIEW_CHARS: usize = 140;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RenderedMessage {
@@ -122,10 +168,12 @@ impl Node {
     }
 
     /// For the conversation list: messages, messages unread by our member
-    /// (among the newest [`UNREAD_SCAN`]), and the newest message's time.
-    /// Also kept in the store's index — rewritten with every message — so
-    /// a conversation not yet loaded is listed without loading it.
-    pub(super) fn list_counts(&self, c: &Conversation) -> (usize, usize, Option<u64>) {
+    /// (among the newest [`UNREAD_SCAN`]), the newest message, and the
+    /// urgent and STAT messages (of those newest) awaiting our member's
+    /// acknowledgement. Also kept in the store's index — rewritten with
+    /// every message — so a conversation not yet loaded is listed exactly
+    /// as it will be once loaded, without loading it.
+    pub(super) fn list_counts(&self, c: &Conversation) -> ListCounts {
         let me = self.member_id();
         let read = me.and_then(|me| {
             c.receipts
@@ -135,16 +183,32 @@ impl Node {
                 .map(|(_, (_, at))| *at)
                 .max()
         });
-        let unread = c
-            .messages()
-            .rev()
-            .take(UNREAD_SCAN)
-            .take_while(|m| read.is_none_or(|r| m.order_key() > r))
-            .filter(|m| Some(m.author_member) != me)
-            .filter(|m| me.is_none_or(|me| !self.ackers(c, m, &m.id()).contains(&me)))
-            .count();
-        let last = c.last_position().map(|(h, _)| h.millis());
-        (c.len(), unread, last)
+        let acked_by_me =
+            |m: &Message| me.is_some_and(|me| self.ackers(c, m, &m.id()).contains(&me));
+        let mut counts = ListCounts {
+            messages: c.len(),
+            ..ListCounts::default()
+        };
+        let mut reading = true;
+        for m in c.messages().rev().take(UNREAD_SCAN) {
+            let others = Some(m.author_member) != me;
+            reading &= read.is_none_or(|r| m.order_key() > r);
+            if reading && others && !acked_by_me(m) {
+                counts.unread += 1;
+            }
+            if me.is_some() && others && m.priority.wants_ack() && !acked_by_me(m) {
+                counts.to_ack += 1;
+                counts.stat_to_ack += usize::from(m.priority == Priority::Stat);
+            }
+        }
+        counts.last = c.messages().next_back().map(|m| LastEntry {
+            author: m.author_member.0,
+            priority: m.priority.to_byte(),
+            time_ms: m.hlc.millis(),
+            preview: m.body.chars().take(PREVIEW_CHARS).collect(),
+        });
+        counts.last_activity = c.last_position().map(|(h, _)| h.millis());
+        counts
     }
 
     /// The conversations this device holds, newest activity first.
@@ -154,15 +218,11 @@ impl Node {
             .convs
             .iter()
             .map(|(id, slot)| {
-                let (messages, unread, last_activity) = match slot.stored_meta() {
-                    Some(m) => (
-                        m.messages as usize,
-                        m.unread as usize,
-                        (m.last_activity > 0).then_some(m.last_activity),
-                    ),
+                let counts = match slot.stored_meta() {
+                    Some(m) => ListCounts::from(m),
                     None => self
                         .conversation(id)
-                        .map_or((0, 0, None), |c| self.list_counts(c)),
+                        .map_or_else(ListCounts::default, |c| self.list_counts(c)),
                 };
                 let header = &slot.header;
                 let (kind, members, role) = match &header.kind {
@@ -189,9 +249,17 @@ impl Node {
                     kind,
                     members,
                     role,
-                    messages,
-                    unread,
-                    last_activity,
+                    messages: counts.messages,
+                    unread: counts.unread,
+                    last_activity: counts.last_activity,
+                    last: counts.last.map(|l| LastMessage {
+                        author_name: self.member_name(&MemberId(l.author)),
+                        priority: Priority::from_byte(l.priority).unwrap_or(Priority::Routine),
+                        time_ms: l.time_ms,
+                        preview: l.preview,
+                    }),
+                    to_ack: counts.to_ack,
+                    stat_to_ack: counts.stat_to_ack,
                 }
             })
             .collect();
@@ -206,38 +274,52 @@ impl Node {
         limit: Option<usize>,
     ) -> Option<Vec<RenderedMessage>> {
         let c = self.conversation(id)?;
-        let skip = limit.map_or(0, |l| c.len().saturating_sub(l));
-        Some(
-            c.messages()
-                .skip(skip)
-                .map(|m| {
-                    let pos = m.order_key();
-                    let acked = self.ackers(c, m, &pos.1);
-                    // An ack is a read of that one message, not of those
-                    // before it: it joins the read cursors without moving one.
-                    let mut read: BTreeSet<MemberId> = self
-                        .reached(&c.receipts.read, pos, &m.author_member)
-                        .into_iter()
-                        .collect();
-                    read.extend(acked.iter().copied());
-                    RenderedMessage {
-                        id: pos.1,
-                        hlc: m.hlc.0,
-                        time_ms: m.hlc.millis(),
-                        author: m.author_member,
-                        author_name: self.member_name(&m.author_member),
-                        device: m.author_device,
-                        author_verified: self.bound(&m.author_device, &m.author_member),
-                        priority: m.priority,
-                        reply_to: m.reply_to,
-                        body: m.body.clone(),
-                        delivered_to: self.reached(&c.receipts.delivered, pos, &m.author_member),
-                        read_by: read.into_iter().collect(),
-                        acked_by: acked.into_iter().collect(),
-                    }
-                })
-                .collect(),
-        )
+        self.history_page(id, None, limit.unwrap_or(c.len()))
+            .and_then(Result::ok)
+    }
+
+    /// Up to `limit` messages ending just before `before` (the newest when
+    /// `None`), in display order: what a screen pages through from the
+    /// newest backwards. `Some(Err(()))` when `before` is not a message of
+    /// this conversation.
+    pub fn history_page(
+        &self,
+        id: &ConversationId,
+        before: Option<&MessageId>,
+        limit: usize,
+    ) -> Option<Result<Vec<RenderedMessage>, ()>> {
+        let c = self.conversation(id)?;
+        let Some(page) = c.page(before, limit) else {
+            return Some(Err(()));
+        };
+        Some(Ok(page.into_iter().map(|m| self.render(c, m)).collect()))
+    }
+
+    fn render(&self, c: &Conversation, m: &Message) -> RenderedMessage {
+        let pos = m.order_key();
+        let acked = self.ackers(c, m, &pos.1);
+        // An ack is a read of that one message, not of those
+        // before it: it joins the read cursors without moving one.
+        let mut read: BTreeSet<MemberId> = self
+            .reached(&c.receipts.read, pos, &m.author_member)
+            .into_iter()
+            .collect();
+        read.extend(acked.iter().copied());
+        RenderedMessage {
+            id: pos.1,
+            hlc: m.hlc.0,
+            time_ms: m.hlc.millis(),
+            author: m.author_member,
+            author_name: self.member_name(&m.author_member),
+            device: m.author_device,
+            author_verified: self.bound(&m.author_device, &m.author_member),
+            priority: m.priority,
+            reply_to: m.reply_to,
+            body: m.body.clone(),
+            delivered_to: self.reached(&c.receipts.delivered, pos, &m.author_member),
+            read_by: read.into_iter().collect(),
+            acked_by: acked.into_iter().collect(),
+        }
     }
 
     /// How many conversation ids the node keeps about `peer` (for tests:

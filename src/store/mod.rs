@@ -26,7 +26,7 @@ pub use sled_store::SledStore;
 /// The data format this binary reads and writes. Version 2 added the
 /// document index (`idx/`), 3 the upgrade pass of append-only documents,
 /// 4 remembered peers (`peer/`); an older store is upgraded on open.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreOp {
@@ -147,6 +147,28 @@ pub struct DocMeta {
     pub messages: u32,
     pub unread: u32,
     pub last_activity: u64,
+    /// Urgent and STAT messages from others awaiting this member's
+    /// acknowledgement, and how many of those are STAT.
+    pub to_ack: u32,
+    pub stat_to_ack: u32,
+    /// The newest message, for the list's preview.
+    pub last: Option<LastEntry>,
+}
+
+/// The newest message as the index keeps it ([`DocMeta::last`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastEntry {
+    pub author: [u8; 16],
+    /// [`crate::message::Priority`] as its wire byte.
+    pub priority: u8,
+    pub time_ms: u64,
+    /// At most [`LastEntry::MAX_PREVIEW`] bytes of UTF-8.
+    pub preview: String,
+}
+
+impl LastEntry {
+    /// 140 characters of up to 4 bytes each.
+    pub const MAX_PREVIEW: usize = 560;
 }
 
 impl DocMeta {
@@ -168,6 +190,20 @@ impl DocMeta {
         for h in &self.heads {
             out.extend_from_slice(h);
         }
+        out.extend_from_slice(&self.to_ack.to_be_bytes());
+        out.extend_from_slice(&self.stat_to_ack.to_be_bytes());
+        match &self.last {
+            None => out.push(0),
+            Some(l) => {
+                let preview = truncate_utf8(&l.preview, LastEntry::MAX_PREVIEW);
+                out.push(1);
+                out.extend_from_slice(&l.author);
+                out.push(l.priority);
+                out.extend_from_slice(&l.time_ms.to_be_bytes());
+                out.extend_from_slice(&(preview.len() as u16).to_be_bytes());
+                out.extend_from_slice(preview.as_bytes());
+            }
+        }
         out
     }
 
@@ -184,11 +220,33 @@ impl DocMeta {
         let u32_at = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().expect("4"));
         let u64_at = |i: usize| u64::from_be_bytes(bytes[i..i + 8].try_into().expect("8"));
         let n = usize::from(u16::from_be_bytes(bytes[24..26].try_into().expect("2")));
-        if bytes.len() != Self::FIXED + 32 * n {
+        let heads_end = Self::FIXED + 32 * n;
+        let tail = bytes.get(heads_end..).ok_or_else(bad)?;
+        if tail.len() < 9 {
             return Err(bad());
         }
+        let last = match tail[8] {
+            0 if tail.len() == 9 => None,
+            1 if tail.len() >= 9 + 27 => {
+                let t = &tail[9..];
+                let len = usize::from(u16::from_be_bytes([t[25], t[26]]));
+                if len > LastEntry::MAX_PREVIEW
+                    || t.len() != 27 + len
+                    || crate::message::Priority::from_byte(t[16]).is_err()
+                {
+                    return Err(bad());
+                }
+                Some(LastEntry {
+                    author: t[..16].try_into().expect("16"),
+                    priority: t[16],
+                    time_ms: u64::from_be_bytes(t[17..25].try_into().expect("8")),
+                    preview: String::from_utf8(t[27..].to_vec()).map_err(|_| bad())?,
+                })
+            }
+            _ => return Err(bad()),
+        };
         Ok(Some(DocMeta {
-            heads: bytes[Self::FIXED..]
+            heads: bytes[Self::FIXED..heads_end]
                 .chunks_exact(32)
                 .map(|h| h.try_into().expect("32 bytes"))
                 .collect(),
@@ -196,8 +254,21 @@ impl DocMeta {
             messages: u32_at(8),
             unread: u32_at(12),
             last_activity: u64_at(16),
+            to_ack: u32::from_be_bytes(tail[..4].try_into().expect("4")),
+            stat_to_ack: u32::from_be_bytes(tail[4..8].try_into().expect("4")),
+            last,
         }))
     }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a
+/// character boundary.
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// Checks (and on a new store, writes) the format version, upgrading an
@@ -219,11 +290,18 @@ pub fn check_format(store: &mut dyn Store) -> Result<(), StoreError> {
             if found < 3 {
                 read_whole_at_next_start(store)?;
             } else if found < FORMAT_VERSION {
-                // 3 → 4 added a key form (`peer/`) and nothing to rewrite.
-                store.apply(&[StoreOp::Put {
+                // 3 → 4 added a key form (`peer/`); 4 → 5 grew the index
+                // entry, so every entry becomes "unknown" and is written
+                // anew when its document is read at the next start.
+                let mut ops = Vec::new();
+                if found < 5 {
+                    ops.extend(unknown_index_entries(store)?);
+                }
+                ops.push(StoreOp::Put {
                     key: keys::FORMAT.to_vec(),
                     value: FORMAT_VERSION.to_be_bytes().to_vec(),
-                }])?;
+                });
+                store.apply(&ops)?;
                 store.flush()?;
             }
             Ok(())
@@ -244,15 +322,7 @@ pub fn check_format(store: &mut dyn Store) -> Result<(), StoreError> {
 /// replays its changes through the append-only rules, setting aside what
 /// breaks them (3: `replica/audit.rs`).
 fn read_whole_at_next_start(store: &mut dyn Store) -> Result<(), StoreError> {
-    let mut ops = Vec::new();
-    for (k, _) in store.scan_prefix(keys::DOC_PREFIX)? {
-        if let (id, b"/h") = split_doc_key(&k)? {
-            ops.push(StoreOp::Put {
-                key: keys::index(&id),
-                value: Vec::new(),
-            });
-        }
-    }
+    let mut ops = unknown_index_entries(store)?;
     ops.push(StoreOp::Put {
         key: keys::AUDIT_TEAM.to_vec(),
         value: Vec::new(),
@@ -263,6 +333,20 @@ fn read_whole_at_next_start(store: &mut dyn Store) -> Result<(), StoreError> {
     });
     store.apply(&ops)?;
     store.flush()
+}
+
+/// An empty ("unknown") index entry for every conversation.
+fn unknown_index_entries(store: &mut dyn Store) -> Result<Vec<StoreOp>, StoreError> {
+    let mut ops = Vec::new();
+    for (k, _) in store.scan_prefix(keys::DOC_PREFIX)? {
+        if let (id, b"/h") = split_doc_key(&k)? {
+            ops.push(StoreOp::Put {
+                key: keys::index(&id),
+                value: Vec::new(),
+            });
+        }
+    }
+    Ok(ops)
 }
 
 /// Everything stored for one document.
@@ -441,29 +525,73 @@ pub mod contract;
 
 #[cfg(test)]
 mod tests {
-    use super::DocMeta;
+    use super::{DocMeta, LastEntry};
 
     #[test]
     fn index_entries_round_trip_and_too_many_heads_read_as_unknown() {
-        let meta = DocMeta {
+        let mut meta = DocMeta {
             heads: vec![[1; 32], [2; 32]],
             clock: 7,
             messages: 3,
             unread: 1,
             last_activity: 9,
+            to_ack: 2,
+            stat_to_ack: 1,
+            last: None,
         };
         assert_eq!(
             DocMeta::decode(&meta.encode()).expect("decodes"),
-            Some(meta)
+            Some(meta.clone())
         );
+        meta.last = Some(LastEntry {
+            author: [5; 16],
+            priority: 2,
+            time_ms: 11,
+            preview: "Bed 12 lactate 4.1 ✓".into(),
+        });
+        let bytes = meta.encode();
+        assert_eq!(DocMeta::decode(&bytes).expect("decodes"), Some(meta));
+        for cut in 1..bytes.len() - 26 {
+            assert!(
+                DocMeta::decode(&bytes[..bytes.len() - cut]).is_err(),
+                "{cut} bytes short"
+            );
+        }
         let crowded = DocMeta {
             heads: vec![[0; 32]; usize::from(u16::MAX) + 1],
             clock: 0,
             messages: 0,
             unread: 0,
             last_activity: 0,
+            to_ack: 0,
+            stat_to_ack: 0,
+            last: None,
         };
         assert!(crowded.encode().is_empty());
         assert_eq!(DocMeta::decode(&crowded.encode()).expect("decodes"), None);
+    }
+
+    #[test]
+    fn a_long_preview_is_cut_on_a_character_boundary() {
+        let meta = DocMeta {
+            heads: vec![],
+            clock: 0,
+            messages: 1,
+            unread: 0,
+            last_activity: 1,
+            to_ack: 0,
+            stat_to_ack: 0,
+            last: Some(LastEntry {
+                author: [0; 16],
+                priority: 0,
+                time_ms: 1,
+                preview: "é".repeat(LastEntry::MAX_PREVIEW),
+            }),
+        };
+        let back = DocMeta::decode(&meta.encode()).unwrap().unwrap();
+        assert_eq!(
+            back.last.unwrap().preview,
+            "é".repeat(LastEntry::MAX_PREVIEW / 2)
+        );
     }
 }

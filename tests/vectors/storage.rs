@@ -43,6 +43,14 @@ pub(crate) fn gen_storage(c: &Cast) -> Value {
                 "messages": 1200,
                 "unread": 3,
                 "last_activity": "1733000000000",
+                "to_ack": 2,
+                "stat_to_ack": 1,
+                "last": {
+                    "author": hex(&[0x5f; 16]),
+                    "priority": 2,
+                    "time_ms": "1733000000000",
+                    "preview": "Bed 12: lactate 4.1, please review ✓",
+                },
             },
             "value": hex(&store::DocMeta {
                 heads: vec![[0xab; 32], [0xcd; 32]],
@@ -50,6 +58,14 @@ pub(crate) fn gen_storage(c: &Cast) -> Value {
                 messages: 1200,
                 unread: 3,
                 last_activity: 1_733_000_000_000,
+                to_ack: 2,
+                stat_to_ack: 1,
+                last: Some(store::LastEntry {
+                    author: [0x5f; 16],
+                    priority: 2,
+                    time_ms: 1_733_000_000_000,
+                    preview: "Bed 12: lactate 4.1, please review ✓".into(),
+                }),
             }.encode()),
             "unknown_value": "",
         },
@@ -134,6 +150,17 @@ fn storage_vectors() {
         messages: num(e, "messages") as u32,
         unread: num(e, "unread") as u32,
         last_activity: st(e, "last_activity").parse().expect("decimal"),
+        to_ack: num(e, "to_ack") as u32,
+        stat_to_ack: num(e, "stat_to_ack") as u32,
+        last: {
+            let l = get(e, "last");
+            Some(store::LastEntry {
+                author: bytes(l, "author").try_into().expect("16 bytes"),
+                priority: num(l, "priority") as u8,
+                time_ms: st(l, "time_ms").parse().expect("decimal"),
+                preview: st(l, "preview").to_owned(),
+            })
+        },
     };
     assert_eq!(meta.encode(), bytes(ix, "value"));
     assert_eq!(
