@@ -34,6 +34,8 @@ pub mod private_dir;
 pub mod replica;
 pub mod store;
 pub mod team;
+#[cfg(feature = "cli")]
+pub mod web;
 pub mod wire;
 
 pub use header::{ConversationHeader, ConversationKind};

@@ -76,14 +76,22 @@ fn peers_never_keeps_a_node_from_starting() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `huddle run` on loopback, without mDNS, on a free API port.
+const RUN: [&str; 6] = [
+    "run",
+    "--no-mdns",
+    "--listen",
+    "/ip4/127.0.0.1/tcp/0",
+    "--api",
+    "127.0.0.1:0",
+];
+
 #[test]
 fn a_second_node_is_told_who_holds_the_data_directory() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
     let ana = ana(root.path())?;
     let first = Running::start(&ana, &[])?;
-    let second = huddle(&ana.dir)
-        .args(["run", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"])
-        .output()?;
+    let second = huddle(&ana.dir).args(RUN).output()?;
     assert_eq!(second.status.code(), Some(4));
     let stderr = String::from_utf8_lossy(&second.stderr);
     let pid = first.pid();
@@ -109,7 +117,7 @@ fn the_lock_error_names_a_holder_that_had_not_written_its_pid_yet() -> anyhow::R
     let mut run = std::process::Command::new(assert_cmd::cargo::cargo_bin("huddle"))
         .arg("--data-dir")
         .arg(&ana.dir)
-        .args(["run", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args(RUN)
         .env_remove("RUST_LOG")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())

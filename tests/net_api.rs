@@ -13,7 +13,6 @@ use common::*;
 use huddle::node::{Command, Reply};
 use huddle::{ConversationId, ConversationKind, Priority};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One request on its own connection: the status, the `Content-Type` and
 /// the body of the answer.
@@ -24,52 +23,9 @@ async fn call(
     headers: &[(&str, &str)],
     body: Vec<u8>,
 ) -> (u16, String, Vec<u8>) {
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    let mut bytes = req.into_bytes();
-    bytes.extend_from_slice(&body);
-    let answer = tokio::time::timeout(DEADLINE, async move {
-        let stream = tokio::net::TcpStream::connect(api).await.expect("connect");
-        let (mut r, mut w) = stream.into_split();
-        // Written alongside the read: the server may answer (413) before it
-        // has read all of it. The write half stays open until the answer is
-        // in, since a half-closed request may be dropped unanswered.
-        let writer = tokio::spawn(async move {
-            let _ = w.write_all(&bytes).await;
-            w
-        });
-        let mut out = Vec::new();
-        let _ = r.read_to_end(&mut out).await;
-        drop(writer.await);
-        out
-    })
-    .await
-    .expect("the API answered in time");
-    let split = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete head");
-    let head = String::from_utf8_lossy(&answer[..split]).into_owned();
-    let status: u16 = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status line");
-    let content_type = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-type")
-                .then(|| v.trim().to_owned())
-        })
-        .unwrap_or_default();
-    (status, content_type, answer[split + 4..].to_vec())
+    let a = http(api, method, path, headers, body).await;
+    let content_type = a.header("content-type").unwrap_or_default();
+    (a.status, content_type, a.body)
 }
 
 /// Asserts that the answer is `status` with `{"error": sentence}` and

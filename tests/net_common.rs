@@ -266,3 +266,84 @@ pub async fn deliver(
     .expect("the message arrived despite the abuse");
     started.elapsed()
 }
+
+/// An HTTP answer, read whole.
+pub struct Answer {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// The first header named `name` (any case).
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// One HTTP/1.1 request on its own connection, written by hand so that it
+/// can be as wrong as a careless or hostile client makes it (`Host` is the
+/// API's own unless `headers` names one).
+pub async fn http(
+    api: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Answer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut req = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {api}\r\n"));
+    }
+    req.push_str(&format!(
+        "Connection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    ));
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(&body);
+    let answer = tokio::time::timeout(DEADLINE, async move {
+        let stream = tokio::net::TcpStream::connect(api).await.expect("connect");
+        let (mut r, mut w) = stream.into_split();
+        // Written alongside the read: the server may answer (413) before it
+        // has read all of it. The write half stays open until the answer is
+        // in, since a half-closed request may be dropped unanswered.
+        let writer = tokio::spawn(async move {
+            let _ = w.write_all(&bytes).await;
+            w
+        });
+        let mut out = Vec::new();
+        let _ = r.read_to_end(&mut out).await;
+        drop(writer.await);
+        out
+    })
+    .await
+    .expect("the API answered in time");
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete head");
+    let head = String::from_utf8_lossy(&answer[..split]).into_owned();
+    let status: u16 = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    Answer {
+        status,
+        head,
+        body: answer[split + 4..].to_vec(),
+    }
+}

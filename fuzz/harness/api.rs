@@ -28,10 +28,14 @@ enum Call {
     Ack(Id, Id),
     /// `POST /v1/conversations/{id}/read`
     Read(Id),
-    /// `GET /v1/conversations/{id}/messages?limit=`
-    History(Id, Option<usize>),
+    /// `GET /v1/conversations/{id}/messages?limit=&before=`
+    History(Id, Option<Id>, Option<usize>),
     /// `GET /v1/messages?prefix=`
     Find(String),
+    /// `POST /web/admin/admit` and `/web/admin/revoke`: the bodies parse
+    /// or are refused (minting needs the team key, which the screen reads
+    /// from the data directory, not here).
+    Admin(Body),
 }
 
 /// A path segment: a conversation or message the node holds, or any text.
@@ -60,6 +64,12 @@ enum Field {
     Priority,
     ReplyTo,
     Revocation,
+    Device,
+    Name,
+    Roles,
+    Member,
+    Expires,
+    Confirm,
     Other(String),
 }
 
@@ -175,10 +185,31 @@ fn carry_out(o: &mut Opened, known: &Known, call: &Call) {
                 let _ = o.command(Command::MarkRead { conversation });
             }
         }
-        Call::History(id, limit) => {
+        Call::History(id, before, limit) => {
             if let Ok(id) = id.text(&known.conversations).parse::<ConversationId>() {
-                let _ = views::history(&o.node, &id, *limit);
+                let before = before
+                    .as_ref()
+                    .map(|b| b.text(&known.messages).parse::<MessageId>());
+                match before {
+                    Some(Err(_)) => {}
+                    Some(Ok(b)) => {
+                        let _ = views::history_page(
+                            &o.node,
+                            &id,
+                            Some(&b),
+                            limit.unwrap_or(usize::MAX),
+                        );
+                    }
+                    None => {
+                        let _ = views::history(&o.node, &id, *limit);
+                    }
+                }
             }
+        }
+        Call::Admin(body) => {
+            let bytes = body.bytes(known);
+            let _ = serde_json::from_slice::<huddle::web::AdmitForm>(&bytes);
+            let _ = serde_json::from_slice::<huddle::web::RevokeForm>(&bytes);
         }
         Call::Find(prefix) => {
             if !prefix.is_empty() && prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -224,6 +255,12 @@ impl Field {
             Field::Priority => "priority",
             Field::ReplyTo => "reply_to",
             Field::Revocation => "revocation",
+            Field::Device => "device",
+            Field::Name => "name",
+            Field::Roles => "roles",
+            Field::Member => "member",
+            Field::Expires => "expires",
+            Field::Confirm => "confirm",
             Field::Other(s) => return s.clone(),
         };
         name.into()

@@ -122,6 +122,12 @@ impl ApiClient {
         self.finish(r)
     }
 
+    /// A one-time URL signing a browser in to the node's screen.
+    pub fn login_url(&self) -> Result<String, ClientError> {
+        let r: crate::web::LoginUrl = self.post("/web/login", &serde_json::json!({}))?;
+        Ok(r.url)
+    }
+
     pub fn status(&self) -> Result<Status, ClientError> {
         self.get("/v1/status")
     }

@@ -14,7 +14,7 @@ pub mod views;
 
 mod server;
 
-pub use server::{start, ApiError, ApiServer, BODY_LIMIT};
+pub use server::{start, start_with, ApiError, ApiServer, BODY_LIMIT};
 
 /// Generates a fresh bearer token: 32 bytes from the OS generator, hex.
 pub fn new_token() -> String {

@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{self, KeepAlive, Sse};
@@ -31,6 +31,7 @@ use crate::datadir::ApiInfo;
 use crate::ids::{ConversationId, MessageId};
 use crate::net::{FoundBy, NodeHandle, ShellError};
 use crate::node::{Command, CommandError, Reply};
+use crate::web::{Caller, Web, WebOptions};
 
 #[derive(Debug, Error)]
 pub enum ApiError {
@@ -41,16 +42,24 @@ pub enum ApiError {
         addr: SocketAddr,
         error: std::io::Error,
     },
+    #[error("the node stopped before its local API started: {0}")]
+    NodeGone(String),
 }
 
 /// A running API server; it stops when dropped.
 pub struct ApiServer {
     pub addr: SocketAddr,
     pub token: String,
+    web: Arc<Web>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl ApiServer {
+    /// A one-time URL that signs a browser in to this node's screen.
+    pub fn login_url(&self) -> String {
+        self.web.login_url()
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -75,13 +84,23 @@ impl Drop for ApiServer {
 
 struct AppState {
     handle: NodeHandle,
-    token: String,
+    web: Arc<Web>,
 }
 
 type Shared = Arc<AppState>;
 
-/// Binds `addr` (loopback only) and serves the API for `handle`.
+/// Binds `addr` (loopback only) and serves the API for `handle`, and the
+/// screen with the default idle lock.
 pub async fn start(handle: NodeHandle, addr: SocketAddr) -> Result<ApiServer, ApiError> {
+    start_with(handle, addr, WebOptions::default()).await
+}
+
+/// [`start`], with the screen's options.
+pub async fn start_with(
+    handle: NodeHandle,
+    addr: SocketAddr,
+    options: WebOptions,
+) -> Result<ApiServer, ApiError> {
     if !addr.ip().is_loopback() {
         return Err(ApiError::NotLoopback(addr));
     }
@@ -92,21 +111,38 @@ pub async fn start(handle: NodeHandle, addr: SocketAddr) -> Result<ApiServer, Ap
         .local_addr()
         .map_err(|error| ApiError::Bind { addr, error })?;
     let token = super::new_token();
+    let device = handle
+        .query(|n| n.device_id())
+        .await
+        .map_err(|e| ApiError::NodeGone(e.to_string()))?;
+    let web = Web::new(&device, addr, token.clone(), options, Some(handle.clone()));
     let state = Arc::new(AppState {
         handle,
-        token: token.clone(),
+        web: web.clone(),
     });
     let app = router(state);
+    // Small writes (an event, a short answer) go out at once, never held
+    // back waiting for the reader's delayed ACK (Nagle's algorithm).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY on a local API connection: {e}");
+        }
+    });
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!("the local API stopped: {e}");
         }
     });
-    Ok(ApiServer { addr, token, task })
+    Ok(ApiServer {
+        addr,
+        token,
+        web,
+        task,
+    })
 }
 
 fn router(state: Shared) -> Router {
-    Router::new()
+    let api = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/conversations", get(chats).post(create))
         .route("/v1/conversations/{id}/messages", get(history).post(send))
@@ -117,10 +153,25 @@ fn router(state: Shared) -> Router {
         .route("/v1/peers", get(peers))
         .route("/v1/revocations", post(revoke))
         .route("/v1/events", get(events))
+        // Unknown paths too answer only with the token (then 404).
+        .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .with_state(state.clone());
+    api.merge(crate::web::routes(state.web.clone()))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(json_errors))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(state, guard))
+}
+
+/// Outermost: refuses requests not addressed to this node (DNS
+/// rebinding, cross-site pages) and hardens every response.
+async fn guard(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    let mut res = match s.web.check_host(req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(why) => Fail(StatusCode::FORBIDDEN, why).into_response(),
+    };
+    crate::web::harden(res.headers_mut());
+    res
 }
 
 /// The largest request body read: a 16 KiB message is at most ~100 KiB of
@@ -235,26 +286,16 @@ fn bad_request(msg: impl Into<String>) -> Fail {
     Fail(StatusCode::BAD_REQUEST, msg.into())
 }
 
-async fn authorize(State(s): State<Shared>, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !constant_time_eq(given.as_bytes(), s.token.as_bytes()) {
-        return Fail(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token: use the token from api.json in the data directory"
-                .into(),
-        )
-        .into_response();
+/// The bearer token (the CLI) or a signed-in screen, whose writes carry
+/// its CSRF token ([`Web::caller`]).
+async fn authorize(State(s): State<Shared>, mut req: Request, next: Next) -> Response {
+    match s.web.caller(req.method(), req.headers()) {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(why) => Fail(StatusCode::UNAUTHORIZED, why).into_response(),
     }
-    next.run(req).await
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn conversation_id(s: &str) -> Result<ConversationId, Fail> {
@@ -309,18 +350,25 @@ fn unexpected(r: Reply) -> Fail {
 }
 
 #[derive(Deserialize)]
-struct Limit {
+struct Page {
     limit: Option<usize>,
+    /// A message id: the page ends just before it (a cursor to read
+    /// further back).
+    before: Option<String>,
 }
 
 async fn history(
     State(s): State<Shared>,
     Path(id): Path<String>,
-    Query(q): Query<Limit>,
+    Query(q): Query<Page>,
 ) -> Answer<Vec<HistoryMessage>> {
     let id = conversation_id(&id)?;
+    let before = q.before.as_deref().map(message_id).transpose()?;
     s.handle
-        .query(move |n| views::history(n, &id, q.limit).ok_or_else(|| n.missing(id)))
+        .query(move |n| {
+            views::history_page(n, &id, before.as_ref(), q.limit.unwrap_or(usize::MAX))
+                .ok_or_else(|| n.missing(id))?
+        })
         .await?
         .map(Json)
         .map_err(Fail::from)
@@ -442,18 +490,37 @@ async fn revoke(
     Ok(Json(serde_json::json!({})))
 }
 
+/// The live events; a screen's stream ends when its session locks.
 async fn events(
     State(s): State<Shared>,
+    Extension(caller): Extension<Caller>,
 ) -> Sse<impl Stream<Item = Result<sse::Event, Infallible>>> {
     let rx = s.handle.subscribe();
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        let json = match rx.recv().await {
+    let session = match caller {
+        Caller::Session(id) => Some((s.web.clone(), id)),
+        Caller::Token => None,
+    };
+    let stream = futures::stream::unfold((rx, session), |(mut rx, session)| async move {
+        let next = loop {
+            let Some((web, id)) = &session else {
+                break rx.recv().await;
+            };
+            let locks_at = web.locks_at(id)?;
+            tokio::select! {
+                e = rx.recv() => break e,
+                () = tokio::time::sleep_until(locks_at.into()) => {}
+            }
+        };
+        let json = match next {
             Ok(e) => EventJson::from(&e),
             Err(RecvError::Lagged(missed)) => EventJson::Lagged { missed },
             Err(RecvError::Closed) => return None,
         };
         let data = serde_json::to_string(&json).expect("events serialize");
-        Some((Ok(sse::Event::default().event(json.name()).data(data)), rx))
+        Some((
+            Ok(sse::Event::default().event(json.name()).data(data)),
+            (rx, session),
+        ))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }

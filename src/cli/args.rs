@@ -96,6 +96,12 @@ pub enum Cmd {
     #[command(after_help = "Example:\n  huddle peers")]
     Peers,
 
+    /// Open this device's screen in the browser (the node must be running)
+    #[command(
+        after_help = "Examples:\n  huddle open\n  huddle open --print     # print a one-time sign-in URL instead"
+    )]
+    Open(OpenArgs),
+
     /// Run a whole ward (4 nodes) in this process and tell its story
     #[command(
         after_help = "Examples:\n  huddle demo\n  huddle demo --exit        # tell the story, then stop (for CI)"
@@ -187,9 +193,21 @@ pub struct RunArgs {
     /// Do not discover peers on the local network with mDNS
     #[arg(long)]
     pub no_mdns: bool,
-    /// Where the local API listens (loopback only)
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
-    pub api: SocketAddr,
+    /// Where the local API and the screen listen (loopback only)
+    /// [default: 127.0.0.1:4835, or a free port when that one is taken]
+    #[arg(long, value_name = "ADDR")]
+    pub api: Option<SocketAddr>,
+    /// Lock the screen after this long without anyone using it (e.g. 30s,
+    /// 5m, 1h)
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    pub lock_after: String,
+}
+
+#[derive(Debug, Args)]
+pub struct OpenArgs {
+    /// Print a one-time sign-in URL instead of starting a browser
+    #[arg(long)]
+    pub print: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,6 +8,7 @@
 
 #[macro_use]
 mod output;
+pub(crate) mod admin;
 mod args;
 mod backend;
 mod demo;
@@ -201,6 +202,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Read(a) => talk::read(&ctx, a),
         Cmd::Ack(a) => talk::ack(&ctx, a),
         Cmd::Peers => talk::peers(&ctx),
+        Cmd::Open(a) => run::open(&ctx, a),
         Cmd::Demo(_) | Cmd::Completions { .. } => unreachable!("handled above"),
     }
 }
@@ -213,7 +215,7 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Parses a duration such as `90d`, `12h`, `52w`, `1y` or `30m` into ms.
+/// Parses a duration such as `90d`, `12h`, `52w`, `1y`, `30m` or `45s` into ms.
 pub(crate) fn parse_duration(s: &str) -> Result<u64> {
     let bad = || {
         CliError::usage(format!(
@@ -225,6 +227,7 @@ pub(crate) fn parse_duration(s: &str) -> Result<u64> {
     let (n, unit) = s.split_at(split);
     let n: u64 = n.parse().map_err(|_| bad())?;
     let unit_ms: u64 = match unit.trim() {
+        "s" => 1_000,
         "m" | "min" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,

@@ -67,9 +67,10 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
     }
     let listen = parse_addrs(&a.listen, "listen")?;
     let peers = parse_addrs(&a.peers, "peer")?;
-    if !a.api.ip().is_loopback() {
-        return Err(crate::api::ApiError::NotLoopback(a.api).into());
+    if let Some(api) = a.api.filter(|api| !api.ip().is_loopback()) {
+        return Err(crate::api::ApiError::NotLoopback(api).into());
     }
+    let lock_after = Duration::from_millis(super::parse_duration(&a.lock_after)?);
     let store = super::lock::store_for_node(ctx)?;
     let rt = super::runtime()?;
     let team_name = cert.team_name.clone();
@@ -85,7 +86,11 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
     };
     rt.block_on(async move {
         let (handle, mut task) = net::start(config, store).await?;
-        let api = crate::api::start(handle.clone(), a.api).await?;
+        let web = crate::web::WebOptions {
+            lock_after,
+            data_dir: Some(ctx.dir.clone()),
+        };
+        let (api, moved) = start_api(handle.clone(), a.api, web).await?;
         ctx.dir.write_api_info(&api.info())?;
         let _api_file = ApiFile(&ctx.dir);
         let addrs = listen_addrs(&handle).await?;
@@ -108,6 +113,16 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
             outln!("  device     {}", device);
             for addr in &addrs {
                 outln!("  listening  {addr}");
+            }
+            outln!(
+                "  screen     {} (sign in with `huddle open`; locks after {} idle)",
+                api.url(),
+                a.lock_after.trim()
+            );
+            if let Some(usual) = moved {
+                outln!(
+                    "             {usual}, the usual address, is taken (another huddle node?), so this node serves on a free port"
+                );
             }
             outln!(
                 "  local API  {} (token in {})",
@@ -155,6 +170,73 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
             }
         }
     })
+}
+
+/// Where the screen is bookmarked: the API's address unless `--api` says
+/// otherwise.
+pub const DEFAULT_API: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 4835);
+
+/// Starts the API on `--api`, or on [`DEFAULT_API`] falling back to a free
+/// port (the second value then names the address that was taken).
+async fn start_api(
+    handle: NodeHandle,
+    api: Option<std::net::SocketAddr>,
+    web: crate::web::WebOptions,
+) -> Result<(crate::api::ApiServer, Option<std::net::SocketAddr>)> {
+    if let Some(addr) = api {
+        return Ok((crate::api::start_with(handle, addr, web).await?, None));
+    }
+    match crate::api::start_with(handle.clone(), DEFAULT_API, web.clone()).await {
+        Ok(server) => Ok((server, None)),
+        Err(crate::api::ApiError::Bind { error, .. })
+            if error.kind() == std::io::ErrorKind::AddrInUse =>
+        {
+            let free = std::net::SocketAddr::new(DEFAULT_API.ip(), 0);
+            Ok((
+                crate::api::start_with(handle, free, web).await?,
+                Some(DEFAULT_API),
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `huddle open`: a one-time sign-in URL from the running node, opened in
+/// the default browser or printed.
+pub fn open(ctx: &Ctx, a: super::args::OpenArgs) -> Result<()> {
+    ctx.dir.identity()?;
+    let client = super::lock::node_only(ctx, "open its screen")?;
+    let url = client.login_url()?;
+    if a.print || ctx.out.json {
+        if ctx.out.json {
+            outln!("{}", json!({ "url": url }));
+        } else {
+            outln!("{url}");
+        }
+        return Ok(());
+    }
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else if cfg!(windows) {
+        "explorer"
+    } else {
+        "xdg-open"
+    };
+    let started = std::process::Command::new(opener)
+        .arg(&url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if started {
+        ctx.out.note("Opened this device's screen in your browser.");
+    } else {
+        outln!("Could not start a browser here; open this one-time link in one:");
+        outln!("{url}");
+    }
+    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -10,29 +10,11 @@ use serde_json::json;
 
 use super::args::{AdmitArgs, InitArgs, TeamCmd};
 use super::backend::{Backend, STORED_LOCALLY};
-use super::{check_name, normalize_role, now_ms, render, resolve, CliError, Ctx, Result};
+use super::{check_name, now_ms, render, resolve, CliError, Ctx, Result};
 use crate::crypto::{AuthorityKey, DeviceKey};
 use crate::datadir::{Identity, Profile};
 use crate::ids::{DeviceId, MemberId, Millis};
-use crate::membership::{
-    Certificate, CertificateRequest, Revocation, RevocationTarget, ISSUE_SKEW_MS, MAX_ROLES,
-};
-
-fn roles(raw: &[String]) -> Result<Vec<String>> {
-    let mut out: Vec<String> = Vec::new();
-    for r in raw {
-        let r = normalize_role(r)?;
-        if !out.contains(&r) {
-            out.push(r);
-        }
-    }
-    if out.len() > MAX_ROLES {
-        return Err(CliError::usage(format!(
-            "a member has at most {MAX_ROLES} roles"
-        )));
-    }
-    Ok(out)
-}
+use crate::membership::{Certificate, CertificateRequest, RevocationTarget, ISSUE_SKEW_MS};
 
 pub(super) fn date(ms: Millis) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
@@ -65,7 +47,7 @@ fn restart_note(ctx: &Ctx) {
 
 pub fn init(ctx: &Ctx, a: InitArgs) -> Result<()> {
     let name = check_name(&a.name)?;
-    let roles = roles(&a.roles)?;
+    let roles = super::admin::roles(&a.roles)?;
     let key = DeviceKey::generate(&mut OsRng);
     let profile = Profile {
         member: MemberId::random(&mut OsRng),
@@ -214,17 +196,7 @@ fn create(ctx: &Ctx, name: &str, expires: &str) -> Result<()> {
 
 /// The authority key, with the team's own certificate (for its name).
 fn authority(ctx: &Ctx) -> Result<(AuthorityKey, Certificate)> {
-    let key = ctx.dir.authority()?.ok_or_else(|| {
-        CliError::new(
-            "this device does not hold a team key: run this on the device where the team was created (`huddle team create`)",
-        )
-    })?;
-    let cert = installed_certificate(ctx)?
-        .filter(|c| c.team == key.team_id())
-        .ok_or_else(|| {
-            CliError::new("this device's team key does not match its membership: the data directory is inconsistent")
-        })?;
-    Ok((key, cert))
+    super::admin::authority(&ctx.dir, installed_certificate(ctx)?)
 }
 
 /// The installed certificate; on the administrator's own device, one from
@@ -274,31 +246,17 @@ fn renew_outdated(
 fn admit(ctx: &Ctx, a: AdmitArgs) -> Result<()> {
     ctx.dir.identity()?;
     let (key, own) = authority(ctx)?;
-    let device: DeviceId = a.device.parse().map_err(|_| {
-        CliError::usage(format!(
-            "\"{}\" is not a device id: it looks like 12D3KooW… (the device shows it with `huddle whoami`)",
-            a.device
-        ))
-    })?;
-    let member = match &a.member {
-        Some(m) => m.parse::<MemberId>().map_err(|_| {
-            CliError::usage(format!(
-                "\"{m}\" is not a member id (32 hex digits, shown by `huddle whoami`)"
-            ))
-        })?,
-        None => MemberId::random(&mut OsRng),
-    };
-    let now = now_ms();
-    let cert = CertificateRequest {
-        team_name: own.team_name.clone(),
-        member,
-        display_name: check_name(&a.name)?,
-        roles: roles(&a.roles)?,
-        device,
-        issued: now,
-        expires: now.saturating_add(super::membership_length(&a.expires)?),
-    }
-    .sign(&key)?;
+    let cert = super::admin::admit(
+        &key,
+        &own,
+        &super::admin::Admission {
+            device: &a.device,
+            member: a.member.as_deref(),
+            name: &a.name,
+            roles: &a.roles,
+            expires: &a.expires,
+        },
+    )?;
     let token = cert.to_token();
     if ctx.out.json {
         ctx.out.print_json(&json!({
@@ -398,7 +356,7 @@ fn join(ctx: &Ctx, token: &str) -> Result<()> {
 }
 
 fn revoke(ctx: &Ctx, target: &str) -> Result<()> {
-    let id = ctx.dir.identity()?;
+    ctx.dir.identity()?;
     let (key, own) = authority(ctx)?;
     let mut backend = Backend::open(ctx)?;
     let (target, who) = if let Ok(d) = target.trim().parse::<DeviceId>() {
@@ -419,14 +377,7 @@ fn revoke(ctx: &Ctx, target: &str) -> Result<()> {
             format!("{} (every device)", m.name),
         )
     };
-    if target == RevocationTarget::Device(id.device_id())
-        || target == RevocationTarget::Member(own.member)
-    {
-        return Err(CliError::new(
-            "refusing to revoke this device's own membership: run the revocation from another administrator's device",
-        ));
-    }
-    let rev = Revocation::sign(&key, target, now_ms());
+    let rev = super::admin::revoke(&key, &own, target)?;
     backend.revoke(rev)?;
     if ctx.out.json {
         ctx.out

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail, ensure, Context};
 use assert_cmd::Command;
 use serde_json::Value;
 
@@ -141,6 +141,11 @@ impl Running {
     /// Starts `huddle --json run` as [`Running::start`] does, without
     /// waiting for it.
     pub fn spawn(dev: &Device, peers: &[String]) -> anyhow::Result<Running> {
+        Running::spawn_with(dev, peers, &[])
+    }
+
+    /// [`Running::spawn`] with more `huddle run` arguments.
+    pub fn spawn_with(dev: &Device, peers: &[String], extra: &[&str]) -> anyhow::Result<Running> {
         let err_path = dev.dir.with_extension("stderr");
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("huddle"));
         cmd.arg("--data-dir")
@@ -162,6 +167,7 @@ impl Running {
         for p in peers {
             cmd.args(["--peer", p]);
         }
+        cmd.args(extra);
         Ok(Running {
             child: cmd.spawn()?,
             started: Value::Null,
@@ -225,4 +231,94 @@ pub fn eventually<T>(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// An HTTP answer: status, head and body.
+pub struct Http {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl Http {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    }
+}
+
+/// One HTTP/1.1 request to `url` (`http://host:port/path`) on its own
+/// connection, read to the end.
+pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> anyhow::Result<Http> {
+    use std::io::{Read, Write};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("not an http URL: {url}"))?;
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let mut s = std::net::TcpStream::connect(host)?;
+    s.set_read_timeout(Some(DEADLINE))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes())?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("no complete answer from {url}"))?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("no status line from {url}"))?;
+    Ok(Http {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    })
+}
+
+/// Signs in to a running node's screen with a fresh `huddle open --print`
+/// link: the screen's origin, its `Cookie` header value and CSRF token.
+pub fn screen_session(dev: &Device) -> anyhow::Result<(String, String, String)> {
+    let url = ok(&dev.dir, &["open", "--print"])?;
+    let origin = url[..url
+        .find("/login")
+        .ok_or_else(|| anyhow!("no login path: {url}"))?]
+        .to_owned();
+    let login = http("GET", &url, &[], "")?;
+    ensure!(
+        login.status == 303,
+        "the login link answered {}",
+        login.status
+    );
+    let cookie = login
+        .header("set-cookie")
+        .ok_or_else(|| anyhow!("no session cookie"))?
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let session = http(
+        "GET",
+        &format!("{origin}/web/session"),
+        &[("Cookie", &cookie)],
+        "",
+    )?;
+    let v: Value = serde_json::from_str(&session.body)?;
+    let csrf = v["csrf"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no CSRF token: {v}"))?
+        .to_owned();
+    Ok((origin, cookie, csrf))
 }

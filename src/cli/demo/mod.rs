@@ -405,8 +405,23 @@ async fn story(root: &std::path::Path, a: &DemoArgs, out: Out, stay: bool) -> Re
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| "huddle".into());
         let dir = |i: usize| ward.devices[i].dir.path().display().to_string();
+        let screen = |i: usize| {
+            ward.devices[i]
+                .node
+                .as_ref()
+                .and_then(|r| r.api.as_ref())
+                .map(|api| api.login_url())
+                .unwrap_or_default()
+        };
         t.say(format!(
-            "\nThe ward is still running. From another terminal, talk to it as {ben} or {ana}:\n  {exe} --data-dir {b} chats\n  {exe} --data-dir {b} send \"Ward 7 handover\" \"Hello from the terminal\" --urgent\n  {exe} --data-dir {a} history \"Ward 7 handover\" --follow\n  {exe} --data-dir {a} peers\nPress Ctrl-C to stop the ward (its data is then deleted).",
+            "\nThe ward is still running. Open {ana}'s and {ben}'s screens side by side (each link signs in once; `{exe} --data-dir DIR open --print` gives a new one):\n  {ana}  {sa}\n  {ben}  {sb}",
+            ben = names[BEN],
+            ana = names[ANA],
+            sa = screen(ANA),
+            sb = screen(BEN),
+        ));
+        t.say(format!(
+            "\nOr from another terminal, talk to it as {ben} or {ana}:\n  {exe} --data-dir {b} chats\n  {exe} --data-dir {b} send \"Ward 7 handover\" \"Hello from the terminal\" --urgent\n  {exe} --data-dir {a} history \"Ward 7 handover\" --follow\n  {exe} --data-dir {a} peers\nPress Ctrl-C to stop the ward (its data is then deleted).",
             ben = names[BEN],
             ana = names[ANA],
             b = dir(BEN),

@@ -39,14 +39,14 @@ pub struct Device {
     pub name: &'static str,
     pub dir: DataDir,
     pub member: MemberId,
-    node: Option<Running>,
+    pub node: Option<Running>,
 }
 
-struct Running {
+pub struct Running {
     handle: NodeHandle,
     task: JoinHandle<Result<(), ShellError>>,
     listen: Vec<Multiaddr>,
-    _api: Option<ApiServer>,
+    pub api: Option<ApiServer>,
 }
 
 pub struct Ward {
@@ -124,8 +124,16 @@ impl Ward {
         let (handle, task) = net::start(config, store).await?;
         let listen = crate::cli::run::listen_addrs(&handle).await?;
         let api = if with_api {
-            let api = crate::api::start(handle.clone(), "127.0.0.1:0".parse().expect("an address"))
-                .await?;
+            let web = crate::web::WebOptions {
+                data_dir: Some(d.dir.clone()),
+                ..Default::default()
+            };
+            let api = crate::api::start_with(
+                handle.clone(),
+                "127.0.0.1:0".parse().expect("an address"),
+                web,
+            )
+            .await?;
             d.dir.write_api_info(&api.info())?;
             Some(api)
         } else {
@@ -135,7 +143,7 @@ impl Ward {
             handle,
             task,
             listen,
-            _api: api,
+            api,
         });
         Ok(())
     }

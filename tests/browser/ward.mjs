@@ -1,0 +1,222 @@
+// The ward's screen in real headless Chromium, against real huddle nodes
+// that tests/web_screen.rs started. Exits non-zero with a sentence on the
+// first check that fails. Env: ANA_URL, BEN_URL, CARA_URL (one-time
+// sign-in links), HUDDLE (the binary), ANA_DIR (for fresh links), DAN_DIR
+// and DAN_DEVICE (a device to admit), SHOTS (where screenshots go).
+import { chromium } from 'playwright-core';
+import { readFileSync, mkdirSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import http from 'node:http';
+
+const env = (k) => { if (!process.env[k]) throw new Error(`${k} is not set`); return process.env[k]; };
+const SHOTS = env('SHOTS');
+mkdirSync(SHOTS, { recursive: true });
+const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+var T = 20000; // eslint-disable-line no-var -- read before the module body ends
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
+});
+let failed = false;
+try {
+  await run();
+} catch (e) {
+  failed = true;
+  console.error(`FAILED: ${e.stack || e}`);
+} finally {
+  await browser.close();
+}
+process.exit(failed ? 1 : 0);
+
+async function page(url, width = 1280) {
+  const ctx = await browser.newContext({ viewport: { width, height: 900 } });
+  const p = await ctx.newPage();
+  p.on('pageerror', (e) => console.error(`page error: ${e}`));
+  await p.goto(url);
+  await p.waitForSelector('body[data-ready=true]', { timeout: T });
+  return p;
+}
+
+function step(what) { console.log(`- ${what}`); }
+
+async function axe(p, screen) {
+  await p.evaluate(axeSource);
+  const r = await p.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
+  const bad = r.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  if (bad.length) {
+    throw new Error(`axe on ${screen}: ${bad.map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(' ')).slice(0, 3).join('; ')}`).join(' | ')}`);
+  }
+  step(`axe: no serious or critical violations on ${screen} (${r.violations.length} minor)`);
+}
+
+async function shots(p, name) {
+  for (const width of [360, 1280]) {
+    await p.setViewportSize({ width, height: width === 360 ? 780 : 900 });
+    await p.screenshot({ path: `${SHOTS}/${name}-${width}.png`, fullPage: true });
+  }
+  await p.setViewportSize({ width: 1280, height: 900 });
+}
+
+function conv(p, title) {
+  return p.getByRole('navigation', { name: 'Conversations' }).getByRole('button', { name: new RegExp(`^${title}`) });
+}
+function messages(p) { return p.getByRole('list', { name: 'Messages' }); }
+
+async function create(p, kind, fill) {
+  await p.getByRole('button', { name: 'New conversation' }).click();
+  await p.getByRole('radio', { name: kind }).check();
+  await fill(p.getByRole('dialog'));
+  await p.getByRole('button', { name: 'Create' }).click();
+  await p.getByRole('dialog').waitFor({ state: 'hidden', timeout: T });
+}
+
+async function say(p, text, priority = 'Routine') {
+  await p.getByRole('textbox', { name: 'Message' }).fill(text);
+  await p.getByRole('combobox', { name: 'Priority' }).selectOption({ label: priority });
+  await p.getByRole('textbox', { name: 'Message' }).press('Enter');
+  await messages(p).getByRole('listitem').filter({ hasText: text }).filter({ hasNotText: 'Sending' }).waitFor({ timeout: T });
+}
+
+async function run() {
+  const ana = await page(env('ANA_URL'));
+  const ben = await page(env('BEN_URL'));
+
+  step('a used sign-in link signs nobody in');
+  const again = await (await browser.newContext()).newPage();
+  await again.goto(env('ANA_URL'));
+  await again.getByRole('heading', { name: 'This screen is locked' }).waitFor({ timeout: T });
+  await again.getByText('already used').waitFor({ timeout: T });
+
+  step('a 1:1, created on Ana\'s page, appears on Ben\'s without reloading');
+  await create(ana, '1:1', async (d) => d.getByRole('combobox', { name: 'With' }).selectOption({ label: 'Ben Okafor' }));
+  await say(ana, 'Bed 4 obs stable, can you review at 10?');
+  await conv(ben, 'Ana Silva').click({ timeout: T });
+  await messages(ben).getByRole('listitem').filter({ hasText: 'Bed 4 obs stable' }).waitFor({ timeout: T });
+
+  step('Ben answers (Shift+Enter breaks the line); Ana sees it live');
+  await ben.getByRole('textbox', { name: 'Message' }).fill('On my way');
+  await ben.getByRole('textbox', { name: 'Message' }).press('Shift+Enter');
+  await ben.getByRole('textbox', { name: 'Message' }).type('10 minutes');
+  await ben.getByRole('textbox', { name: 'Message' }).press('Enter');
+  await messages(ana).getByRole('listitem').filter({ hasText: 'On my way\n10 minutes' }).waitFor({ timeout: T });
+
+  step('a group with Ben and Cara; an urgent message acknowledged on Ben\'s page shows acknowledged on Ana\'s');
+  await create(ana, 'Group', async (d) => {
+    await d.getByRole('textbox', { name: 'Title' }).fill('Sepsis review');
+    await d.getByRole('checkbox', { name: 'Ben Okafor' }).check();
+    await d.getByRole('checkbox', { name: 'Cara Jones' }).check();
+  });
+  await say(ana, 'Bed 12 lactate 4.1, please come now', 'Urgent');
+  await say(ana, 'Routine: handover at 19:00');
+  const urgentOnBen = messages(ben).getByRole('listitem').filter({ hasText: 'lactate 4.1' });
+  await conv(ben, 'Sepsis review').click({ timeout: T });
+  await urgentOnBen.waitFor({ timeout: T });
+  if (!(await urgentOnBen.getByText('URGENT').isVisible())) throw new Error('the urgent message is not labelled URGENT');
+  await axe(ben, 'a conversation with an urgent message awaiting acknowledgement');
+  await shots(ben, 'conversation-urgent');
+  await urgentOnBen.getByRole('button', { name: 'Acknowledge' }).click();
+  await messages(ana).getByRole('listitem').filter({ hasText: 'lactate 4.1' }).getByText(/acknowledged by Ben Okafor/).waitFor({ timeout: T });
+  await ana.getByText(/delivered 2\/2|delivered 1\/2/).first().waitFor({ timeout: T });
+
+  step('the conversation list, with unread and urgent badges');
+  await say(ana, 'Second urgent: bed 9 BP 80/40', 'STAT');
+  await conv(ben, 'Ana Silva').click();
+  await conv(ben, 'Sepsis review').getByText(/STAT 1/).waitFor({ timeout: T });
+  await axe(ben, 'the conversation list');
+  await shots(ben, 'conversations');
+
+  // Resetting another process's TCP connections (ss -K) takes root, which
+  // CI has; elsewhere this one check is skipped, and says so.
+  if (process.getuid && process.getuid() === 0) {
+    step('a lost event stream recovers: messages sent while it was down appear');
+    // Reset every TCP connection to Ben's node (the event stream among
+    // them), as a flaky link or a sleeping laptop would.
+    execFileSync('ss', ['-K', 'dst', '127.0.0.1', 'dport', '=', new URL(env('BEN_URL')).port], { stdio: 'pipe' });
+    await ben.getByText('Live updates lost').waitFor({ timeout: T });
+    await conv(ana, 'Ben Okafor').click();
+    await say(ana, 'Sent while your screen was offline');
+    await conv(ben, 'Ana Silva').click({ timeout: T });
+    await messages(ben).getByRole('listitem').filter({ hasText: 'Sent while your screen was offline' }).waitFor({ timeout: T });
+    await ben.getByText(/connected to \d+ of \d+ team devices/).waitFor({ timeout: T });
+  } else if (process.env.CI === 'true') {
+    throw new Error('the lost-stream check needs root (ss -K), which CI has');
+  } else {
+    step('SKIPPED the lost-stream check: resetting connections (ss -K) needs root');
+  }
+
+  step('the peers and team screens');
+  await ana.getByRole('button', { name: 'Peers' }).click();
+  await ana.getByRole('cell', { name: /Ben Okafor/ }).waitFor({ timeout: T });
+  await axe(ana, 'peers');
+  await shots(ana, 'peers');
+  await ana.getByRole('button', { name: 'Team' }).click();
+  await ana.getByRole('img', { name: /QR code/ }).waitFor({ timeout: T });
+  await axe(ana, 'team');
+  await shots(ana, 'team');
+
+  step('the page locks after its idle time (Cara\'s node: --lock-after 3s), ending the session');
+  const cara = await page(env('CARA_URL'));
+  await cara.getByRole('heading', { name: 'This screen is locked' }).waitFor({ timeout: T });
+  await cara.reload();
+  await cara.getByRole('heading', { name: 'This screen is locked' }).waitFor({ timeout: T });
+  await axe(cara, 'the locked screen');
+  await shots(cara, 'locked');
+
+  step('Ana admits Dan\'s device from her Team page, confirmed with a fresh link; Dan joins with the token');
+  const fresh = () => execFileSync(env('HUDDLE'), ['--data-dir', env('ANA_DIR'), 'open', '--print'], { encoding: 'utf8' }).trim();
+  await ana.getByRole('textbox', { name: /^Device id \(the device/ }).fill(env('DAN_DEVICE'));
+  await ana.getByRole('textbox', { name: 'Name' }).fill('Dan Reyes');
+  await ana.getByRole('textbox', { name: /^Roles/ }).fill('physician, on-call');
+  await ana.getByRole('textbox', { name: 'Confirm with a fresh sign-in link' }).fill('http://127.0.0.1:1/login?t=not-a-token');
+  await ana.getByRole('button', { name: 'Admit' }).click();
+  await ana.getByText(/confirm with a fresh sign-in link/).waitFor({ timeout: T });
+  await ana.getByRole('textbox', { name: 'Confirm with a fresh sign-in link' }).fill(fresh());
+  await ana.getByRole('button', { name: 'Admit' }).click();
+  const token = ana.getByRole('textbox', { name: /^Admission token/ });
+  await ana.getByText(/Admitted Dan Reyes/).waitFor({ timeout: T });
+  await ana.getByRole('img', { name: 'QR code of the admission token' }).waitFor({ timeout: T });
+  execFileSync(env('HUDDLE'), ['--data-dir', env('DAN_DIR'), 'team', 'join', await token.inputValue()], { stdio: 'pipe' });
+  await axe(ana, 'team, as its administrator, with an admission token');
+  await shots(ana, 'team-admin');
+
+  step('Ana revokes Cara from her Team page (confirmed again); it shows on her page and reaches Ben\'s');
+  await ana.getByRole('button', { name: 'Revoke Cara Jones…' }).click();
+  await ana.getByRole('dialog').getByRole('textbox').fill(fresh());
+  await ana.getByRole('dialog').getByRole('button', { name: 'Revoke' }).click();
+  await ana.getByRole('listitem').filter({ hasText: 'Cara Jones' }).getByText('REVOKED').waitFor({ timeout: T });
+  await ben.getByRole('button', { name: 'Team' }).click();
+  await ben.getByRole('listitem').filter({ hasText: 'Cara Jones' }).getByText('REVOKED').waitFor({ timeout: T });
+  if (await ben.getByRole('button', { name: 'Admit' }).isVisible()) throw new Error('Ben holds no team key, yet his page offers to admit');
+
+  step('a request naming a foreign Host is refused');
+  const u = new URL(env('ANA_URL'));
+  const status = await new Promise((resolve, reject) => {
+    http.get({ host: u.hostname, port: u.port, path: '/', headers: { Host: `evil.example:${u.port}` } }, (res) => { res.resume(); resolve(res.statusCode); }).on('error', reject);
+  });
+  if (status !== 403) throw new Error(`a foreign Host got ${status}, not 403`);
+
+  step('keyboard only: Tab reaches "New conversation", Enter opens it, Escape closes it, focus is visible');
+  await ana.getByRole('button', { name: 'Conversations' }).click();
+  await ana.getByRole('searchbox', { name: 'Filter' }).focus();
+  await ana.keyboard.press('Tab');
+  const focused = await ana.evaluate(() => {
+    const el = document.activeElement;
+    return { name: el.textContent, outline: getComputedStyle(el).outlineStyle };
+  });
+  if (focused.name !== 'New conversation') throw new Error(`Tab from the filter reached "${focused.name}"`);
+  if (focused.outline === 'none') throw new Error('the focused button shows no outline');
+  await ana.keyboard.press('Enter');
+  await ana.getByRole('dialog', { name: 'New conversation' }).waitFor({ timeout: T });
+  await ana.keyboard.press('Escape');
+  await ana.getByRole('dialog').waitFor({ state: 'hidden', timeout: T });
+
+  step('the new-conversation dialog');
+  await ana.getByRole('button', { name: 'Conversations' }).click();
+  await ana.getByRole('button', { name: 'New conversation' }).click();
+  await axe(ana, 'the new-conversation dialog');
+  await shots(ana, 'new-conversation');
+  console.log('all browser checks passed');
+}
