@@ -7,10 +7,12 @@
 //! `cargo bench --bench e2e` runs the full sizes (about 15 minutes on two
 //! cores); `cargo bench --bench e2e -- --tiny` (or `HUDDLE_E2E_TINY=1`) runs
 //! every part once at a tiny size (CI). `--only latency,throughput,catchup,
-//! scale,cold` picks parts; `--runs N` sets repetitions; `--nodes 2,10`,
+//! scale,screen,cold` picks parts; `--runs N` sets repetitions; `--nodes 2,10`,
 //! `--rates 10,100,1000`, `--catchup 10000,100000`, `--cold 100000`,
 //! `--scale-nodes 20`, `--scale-secs 60` and `--scale-wait 90` (seconds to
-//! wait after the traffic for every node to hold every message) set sizes.
+//! wait after the traffic for every node to hold every message),
+//! `--screen 1000,100000` and `--screen-sends 200` (the screen in headless
+//! Chromium: messages in the open conversation, sends timed) set sizes.
 //!
 //! In-process nodes are full shells (libp2p TCP + Noise + Yamux on
 //! 127.0.0.1, each with its own sled store in a temporary directory), each on
@@ -61,6 +63,7 @@ mod inproc;
 mod latency;
 mod procs;
 mod scale;
+mod screen;
 mod throughput;
 use catchup::*;
 use cold::*;
@@ -69,6 +72,7 @@ use inproc::*;
 use latency::*;
 use procs::*;
 use scale::*;
+use screen::*;
 use throughput::*;
 
 const DAY: u64 = 24 * 3600 * 1000;
@@ -95,6 +99,11 @@ struct Opts {
     /// Latency: node counts and rates (messages per second).
     nodes: Vec<usize>,
     rates: Vec<usize>,
+    /// The screen: messages in the open conversation; sends and page
+    /// opens timed.
+    screen: Vec<usize>,
+    screen_sends: usize,
+    screen_opens: usize,
 }
 
 impl Opts {
@@ -123,6 +132,9 @@ impl Opts {
                 scale_wait_secs: 90,
                 nodes: vec![2],
                 rates: vec![10, 100],
+                screen: vec![200],
+                screen_sends: 20,
+                screen_opens: 3,
             }
         } else {
             Opts {
@@ -136,6 +148,9 @@ impl Opts {
                 scale_wait_secs: 90,
                 nodes: vec![2, 10],
                 rates: vec![10, 100, 1000],
+                screen: vec![1_000, 100_000],
+                screen_sends: 200,
+                screen_opens: 20,
             }
         };
         if let Some(r) = value("--runs").and_then(|v| v.parse().ok()) {
@@ -154,6 +169,12 @@ impl Opts {
         }
         if let Some(v) = list("--rates") {
             o.rates = v;
+        }
+        if let Some(v) = list("--screen") {
+            o.screen = v;
+        }
+        if let Some(v) = value("--screen-sends").and_then(|v| v.parse().ok()) {
+            o.screen_sends = v;
         }
         if let Some(n) = value("--scale-nodes").and_then(|v| v.parse().ok()) {
             o.scale_nodes = n;
@@ -329,6 +350,9 @@ fn main() {
     }
     if o.wants("scale") {
         bench_scale(&o);
+    }
+    if o.wants("screen") {
+        bench_screen(&o);
     }
     if o.wants("cold") {
         bench_cold(&o);
