@@ -14,6 +14,7 @@ const SHOTS = env('SHOTS');
 mkdirSync(SHOTS, { recursive: true });
 const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 var T = 20000; // eslint-disable-line no-var -- read before the module body ends
+var problems = []; // eslint-disable-line no-var
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -34,7 +35,12 @@ process.exit(failed ? 1 : 0);
 async function page(url, width = 1280) {
   const ctx = await browser.newContext({ viewport: { width, height: 900 } });
   const p = await ctx.newPage();
-  p.on('pageerror', (e) => console.error(`page error: ${e}`));
+  p.on('pageerror', (e) => problems.push(`page error: ${e}`));
+  // Console errors fail the run (a CSP violation says "Refused to …"),
+  // except the failed loads a locked page and a reset stream cause.
+  p.on('console', (m) => {
+    if (m.type() === 'error' && !/Failed to load resource|net::ERR_/.test(m.text())) problems.push(`console: ${m.text()}`);
+  });
   await p.goto(url);
   await p.waitForSelector('body[data-ready=true]', { timeout: T });
   return p;
@@ -218,5 +224,6 @@ async function run() {
   await ana.getByRole('button', { name: 'New conversation' }).click();
   await axe(ana, 'the new-conversation dialog');
   await shots(ana, 'new-conversation');
+  if (problems.length) throw new Error(`the pages reported errors: ${problems.join(' | ')}`);
   console.log('all browser checks passed');
 }
