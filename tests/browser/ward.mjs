@@ -185,6 +185,10 @@ async function run() {
   await ana.getByText(/Admitted Dan Reyes/).waitFor({ timeout: T });
   await ana.getByRole('img', { name: 'QR code of the admission token' }).waitFor({ timeout: T });
   execFileSync(env('HUDDLE'), ['--data-dir', env('DAN_DIR'), 'team', 'join', await token.inputValue()], { stdio: 'pipe' });
+  // A lost device is revoked alone, so its owner can be admitted again on
+  // a new one under the same member.
+  await ana.getByRole('list', { name: "Ben Okafor's devices" })
+    .getByRole('button', { name: /^Revoke device …\w{8} of Ben Okafor/ }).waitFor({ timeout: T });
   await axe(ana, 'team, as its administrator, with an admission token');
   await shots(ana, 'team-admin');
 

@@ -176,8 +176,9 @@ function renderTeam() {
   if ($('my-qr').getAttribute('src') !== qr) $('my-qr').src = qr;
   $('admin').hidden = !S.admin;
   $('not-admin').hidden = S.admin;
-  const onRevoke = S.admin ? (m) => askRevoke({ member: m.member }, `${m.name}, every device`) : null;
-  $('members').replaceChildren(...[...S.dir.values()].map((m) => memberItem(m, S.status.member, onRevoke)));
+  const onRevoke = S.admin ? askRevoke : null;
+  const me = { member: S.status.member, device: S.status.device };
+  $('members').replaceChildren(...[...S.dir.values()].map((m) => memberItem(m, me, onRevoke)));
 }
 
 // ---- administering (a device that holds the team key) ----

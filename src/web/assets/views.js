@@ -142,14 +142,30 @@ export function peerRow(p, dir) {
     h('td', {}, p.since_ms ? time(p.since_ms) : ''));
 }
 
-export function memberItem(m, meMember, onRevoke) {
+// A member, their devices, and (on the device holding the team key) the
+// buttons that revoke the member or one of their devices.
+export function memberItem(m, me, onRevoke) {
+  const mine = m.member === me.member;
+  const canRevoke = onRevoke && !m.revoked;
+  const devices = m.devices.map((d) => h('li', {},
+    h('code', {}, `…${d.slice(-8)}`), d === me.device ? ' (this device)' : '',
+    canRevoke && d !== me.device
+      ? h('button', {
+        type: 'button', 'aria-label': `Revoke device …${d.slice(-8)} of ${m.name}…`,
+        onclick: () => onRevoke({ device: d }, `${m.name}'s device …${d.slice(-8)}`),
+      }, 'Revoke device…')
+      : null));
   return h('li', {},
-    h('span', {},
-      h('strong', {}, m.name), m.member === meMember ? ' (you)' : '',
-      m.roles.length ? ` · ${m.roles.join(', ')}` : '',
-      ` · ${m.devices.length} device${m.devices.length === 1 ? '' : 's'}`,
-      m.revoked ? h('span', { class: 'revoked' }, ' · REVOKED') : ''),
-    onRevoke && !m.revoked && m.member !== meMember
-      ? h('button', { type: 'button', 'aria-label': `Revoke ${m.name}…`, onclick: () => onRevoke(m) }, 'Revoke…')
-      : null);
+    h('div', { class: 'member' },
+      h('span', {},
+        h('strong', {}, m.name), mine ? ' (you)' : '',
+        m.roles.length ? ` · ${m.roles.join(', ')}` : '',
+        m.revoked ? h('span', { class: 'revoked' }, ' · REVOKED') : ''),
+      canRevoke && !mine
+        ? h('button', {
+          type: 'button', 'aria-label': `Revoke ${m.name}…`,
+          onclick: () => onRevoke({ member: m.member }, `${m.name}, every device`),
+        }, 'Revoke…')
+        : null),
+    h('ul', { class: 'devices', 'aria-label': `${m.name}'s devices` }, devices));
 }
