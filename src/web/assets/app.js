@@ -280,6 +280,7 @@ function reply(m) { S.replyTo = m; renderThread(); $('body').focus(); }
 // ---- the new-conversation dialog ----
 
 function openNewDialog() {
+  $('new-form').reset();
   const others = [...S.dir.values()].filter((m) => !m.revoked && m.member !== S.status.member);
   $('new-with').replaceChildren(...others.map((m) => h('option', { value: m.member }, m.name)));
   $('new-members').replaceChildren(...others.map((m) => h('label', {}, h('input', { type: 'checkbox', value: m.member }), ` ${m.name}`)));

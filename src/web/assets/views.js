@@ -137,7 +137,7 @@ export function peerRow(p, dir) {
   return h('tr', {},
     h('td', {}, p.name || (p.member ? nameOf(dir, p.member) : 'unknown device'), p.verified ? '' : ' (not verified)'),
     h('td', {}, h('code', {}, `…${p.device.slice(-8)}`)),
-    h('td', {}, p.address ? `yes, ${p.address}` : 'no'),
+    h('td', { class: 'addr' }, p.address ? `yes, ${p.address}` : 'no'),
     h('td', {}, p.found_by || ''),
     h('td', {}, p.since_ms ? time(p.since_ms) : ''));
 }
