@@ -8,7 +8,7 @@ const S = {
   csrf: null, lockAfter: 300000, lastInput: Date.now(), aliveSent: 0,
   status: null, dir: new Map(), chats: [], peers: [],
   open: null, messages: [], more: false, pending: [], replyTo: null,
-  screen: 'chats', leftAt: new Map(), live: false, locked: false, admin: false,
+  leftAt: new Map(), live: false, locked: false, admin: false,
   shown: new Map(), dirVersion: 0,
 };
 
@@ -385,7 +385,6 @@ function watchIdle() {
 // ---- start ----
 
 function show(screen) {
-  S.screen = screen;
   for (const b of document.querySelectorAll('[data-screen]')) b.setAttribute('aria-current', b.dataset.screen === screen ? 'page' : 'false');
   $('screen-chats').hidden = screen !== 'chats';
   $('screen-peers').hidden = screen !== 'peers';
