@@ -40,10 +40,13 @@ fn the_running_demo_prints_a_screen_link_per_device() -> anyhow::Result<()> {
     let mut demo = std::process::Command::new("script")
         .args([
             "-qfec",
-            &format!("{} demo --nodes 3", bin.display()),
+            &format!("exec {} demo --nodes 3", bin.display()),
             "/dev/null",
         ])
         .env_remove("RUST_LOG")
+        // `script` runs the command with $SHELL; dash (CI's /bin/sh) dies of
+        // the Ctrl-C itself unless `exec` hands the terminal to the demo.
+        .env("SHELL", "/bin/sh")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
