@@ -77,6 +77,7 @@ async fn send(d: &Device, conv: ConversationId, body: &str) -> anyhow::Result<()
             body: body.into(),
             priority: Priority::Routine,
             reply_to: None,
+            fields: Default::default(),
         })
         .await?;
     println!("   {} writes: {body}", d.name);
@@ -103,6 +104,7 @@ fn write_offline(d: &Device, conv: ConversationId, body: &str) -> anyhow::Result
             body: body.into(),
             priority: Priority::Routine,
             reply_to: None,
+            fields: Default::default(),
         },
     );
     reply?;

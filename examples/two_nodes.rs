@@ -129,6 +129,7 @@ async fn main() -> anyhow::Result<()> {
             body: "Bed 4: BP 80/40, please come now.".into(),
             priority: Priority::Urgent,
             reply_to: None,
+            fields: Default::default(),
         })
         .await?
     else {

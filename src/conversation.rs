@@ -43,7 +43,16 @@ pub struct ReceiptIndex {
     pub read: BTreeMap<DeviceId, (MemberId, (Hlc, MessageId))>,
     /// Who acknowledged each message: (signing device, member named).
     pub acks: HashMap<MessageId, BTreeSet<(DeviceId, MemberId)>>,
+    /// Who marked each (reminder, occurrence) done.
+    pub done: HashMap<(MessageId, u16), BTreeSet<(DeviceId, MemberId)>>,
+    /// Each device's newest snooze of a (reminder, occurrence): (receipt
+    /// time, until, member named).
+    pub snoozed: HashMap<(MessageId, u16), Snoozes>,
 }
+
+/// One (reminder, occurrence)'s snoozes: per device, (receipt time, until,
+/// member named).
+pub type Snoozes = BTreeMap<DeviceId, (Hlc, Millis, MemberId)>;
 
 /// What applying new entries changed.
 #[derive(Clone, Debug, Default)]
@@ -83,6 +92,8 @@ pub struct Conversation {
     replica: Replica,
     messages: BTreeMap<(Hlc, MessageId), Message>,
     ids: HashMap<MessageId, Hlc>,
+    /// Escalation entries by (escalated message, level): their copies.
+    escalations: HashMap<(MessageId, u8), BTreeSet<(Hlc, MessageId)>>,
     pub receipts: ReceiptIndex,
     pub rejected: u64,
 }
@@ -130,10 +141,14 @@ fn entry_rule(id: ConversationId) -> crate::replica::Rule {
         if !r.verify(&id) {
             return Err("a receipt whose signature does not verify".into());
         }
+        // Under its own key every old value is this device's, of this kind.
         let back = current
             .iter()
             .filter_map(|v| Receipt::decode(v).ok())
-            .any(|old| old.kind == r.kind && old.device == r.device && r.upto < old.upto);
+            .any(|old| match r.kind {
+                ReceiptKind::Snooze { .. } => r.at < old.at,
+                _ => r.upto < old.upto,
+            });
         if back {
             return Err("a receipt that moves a cursor back".into());
         }
@@ -154,6 +169,7 @@ impl Conversation {
             replica,
             messages: BTreeMap::new(),
             ids: HashMap::new(),
+            escalations: HashMap::new(),
             receipts: ReceiptIndex::default(),
             rejected: 0,
         }
@@ -307,6 +323,7 @@ impl Conversation {
                         continue; // the same message twice in one batch
                     }
                     self.ids.insert(id, m.hlc);
+                    self.note_escalation(&m, id);
                     self.messages.insert((m.hlc, id), m.clone());
                     applied.messages.push(m);
                 }
@@ -329,6 +346,26 @@ impl Conversation {
                 .entry(r.upto.1)
                 .or_default()
                 .insert((r.device, r.member)),
+            ReceiptKind::Done { occurrence } => self
+                .receipts
+                .done
+                .entry((r.upto.1, occurrence))
+                .or_default()
+                .insert((r.device, r.member)),
+            ReceiptKind::Snooze { occurrence, until } => {
+                let per = self
+                    .receipts
+                    .snoozed
+                    .entry((r.upto.1, occurrence))
+                    .or_default();
+                match per.get(&r.device) {
+                    Some((at, ..)) if *at >= r.at => false,
+                    _ => {
+                        per.insert(r.device, (r.at, until, r.member));
+                        true
+                    }
+                }
+            }
             kind => {
                 let map = if kind == ReceiptKind::Read {
                     &mut self.receipts.read
@@ -354,8 +391,40 @@ impl Conversation {
         self.replica.insert(now, MSGS, m.encode())?;
         let id = m.id();
         self.ids.insert(id, m.hlc);
+        self.note_escalation(m, id);
         self.messages.insert((m.hlc, id), m.clone());
         Ok(true)
+    }
+
+    fn note_escalation(&mut self, m: &Message, id: MessageId) {
+        if let Some(e) = &m.fields.escalation {
+            self.escalations
+                .entry((e.message, e.level))
+                .or_default()
+                .insert((m.hlc, id));
+        }
+    }
+
+    /// Every copy of escalation level `level` of `message` (entries signed
+    /// by different devices are never byte-identical), in display order.
+    pub fn escalation_copies(&self, message: &MessageId, level: u8) -> Vec<(Hlc, MessageId)> {
+        self.escalations
+            .get(&(*message, level))
+            .map_or_else(Vec::new, |c| c.iter().copied().collect())
+    }
+
+    /// Is `m` shown? Every message is, but an escalation entry only as the
+    /// first copy of its (message, level) in display order (sync.md §7.6),
+    /// so each level of each message is shown once on every device.
+    pub fn shown(&self, m: &Message) -> bool {
+        match &m.fields.escalation {
+            None => true,
+            Some(e) => self
+                .escalations
+                .get(&(e.message, e.level))
+                .and_then(|c| c.first())
+                .is_none_or(|first| *first == m.order_key()),
+        }
     }
 
     /// Records a receipt this device signed.
@@ -479,6 +548,7 @@ mod tests {
             priority: Priority::Routine,
             reply_to: None,
             body: body.into(),
+            fields: Default::default(),
         };
         let genuine = Message::sign(&key, &header.id, draft("BP 80/40", 1 << 16));
         c.append(10, &genuine).unwrap();

@@ -21,6 +21,8 @@ pub mod domain {
     pub const MESSAGE: &[u8] = b"huddle/message/v1";
     pub const RECEIPT: &[u8] = b"huddle/receipt/v1";
     pub const HEADER: &[u8] = b"huddle/conversation-header/v1";
+    pub const POLICY: &[u8] = b"huddle/clinical-policy/v1";
+    pub const ONCALL: &[u8] = b"huddle/oncall/v1";
 }
 
 fn tagged(domain: &[u8], payload: &[u8]) -> Vec<u8> {

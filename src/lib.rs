@@ -16,6 +16,7 @@
 pub mod api;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod clinical;
 pub mod codec;
 pub mod conversation;
 pub mod crypto;

@@ -9,11 +9,18 @@
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{self, domain, DeviceKey, SIGNATURE_LEN};
 use crate::hlc::Hlc;
-use crate::ids::{ConversationId, DeviceId, MemberId, MessageId};
+use crate::ids::{ConversationId, DeviceId, MemberId, MessageId, Millis};
+
+mod fields;
+pub use fields::{AckBy, Escalation, Fields, Reminder, MAX_LEVELS, MAX_NAMED, MIN_REPEAT_MS};
 
 /// Largest message body, in bytes of UTF-8.
 pub const MAX_BODY_LEN: usize = 16 * 1024;
+/// Version 1: no fields; version 2: the same, then [`Fields`] (at least
+/// one). A message is written as version 1 when it has no fields, so each
+/// message has one encoding.
 const MESSAGE_VERSION: u8 = 1;
+const MESSAGE_VERSION_FIELDS: u8 = 2;
 const RECEIPT_VERSION: u8 = 1;
 
 #[derive(
@@ -59,6 +66,7 @@ pub struct Message {
     pub priority: Priority,
     pub reply_to: Option<MessageId>,
     pub body: String,
+    pub fields: Fields,
     pub signature: [u8; SIGNATURE_LEN],
 }
 
@@ -70,6 +78,7 @@ pub struct Draft {
     pub priority: Priority,
     pub reply_to: Option<MessageId>,
     pub body: String,
+    pub fields: Fields,
 }
 
 impl Message {
@@ -81,6 +90,7 @@ impl Message {
             priority: draft.priority,
             reply_to: draft.reply_to,
             body: draft.body,
+            fields: draft.fields,
             signature: [0; SIGNATURE_LEN],
         };
         m.signature = key.sign(domain::MESSAGE, &m.signed_payload(conversation));
@@ -99,7 +109,12 @@ impl Message {
 
     fn body_bytes(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(80 + self.body.len());
-        w.u8(MESSAGE_VERSION)
+        let version = if self.fields.is_empty() {
+            MESSAGE_VERSION
+        } else {
+            MESSAGE_VERSION_FIELDS
+        };
+        w.u8(version)
             .raw(&self.author_member.0)
             .raw(&self.author_device.0)
             .u64_be(self.hlc.0)
@@ -109,6 +124,9 @@ impl Message {
             None => w.u8(0),
         };
         w.str(&self.body);
+        if !self.fields.is_empty() {
+            self.fields.write(&mut w);
+        }
         w.finish()
     }
 
@@ -127,7 +145,7 @@ impl Message {
     pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
         let mut r = Reader::new(bytes);
         let version = r.u8("message version")?;
-        if version != MESSAGE_VERSION {
+        if version != MESSAGE_VERSION && version != MESSAGE_VERSION_FIELDS {
             return Err(DecodeError::Unknown("message version", version.into()));
         }
         let author_member = MemberId(r.array("author member")?);
@@ -140,6 +158,11 @@ impl Message {
             f => return Err(DecodeError::Unknown("reply flag", f.into())),
         };
         let body = r.str(MAX_BODY_LEN, "body")?.to_owned();
+        let fields = if version == MESSAGE_VERSION_FIELDS {
+            Fields::read(&mut r)?
+        } else {
+            Fields::default()
+        };
         let signature = r.array("message signature")?;
         r.finish()?;
         Ok(Message {
@@ -149,6 +172,7 @@ impl Message {
             priority,
             reply_to,
             body,
+            fields,
             signature,
         })
     }
@@ -178,6 +202,10 @@ pub enum ReceiptKind {
     Read,
     /// The member acknowledged the message `upto` (urgent / STAT).
     Ack,
+    /// Occurrence `occurrence` (0-based) of the reminder `upto` is done.
+    Done { occurrence: u16 },
+    /// Occurrence `occurrence` of the reminder `upto` fires again at `until`.
+    Snooze { occurrence: u16, until: Millis },
 }
 
 impl ReceiptKind {
@@ -186,6 +214,18 @@ impl ReceiptKind {
             ReceiptKind::Delivered => 'd',
             ReceiptKind::Read => 'r',
             ReceiptKind::Ack => 'a',
+            ReceiptKind::Done { .. } => 'x',
+            ReceiptKind::Snooze { .. } => 'z',
+        }
+    }
+
+    fn byte(self) -> u8 {
+        match self {
+            ReceiptKind::Delivered => 1,
+            ReceiptKind::Read => 2,
+            ReceiptKind::Ack => 3,
+            ReceiptKind::Done { .. } => 4,
+            ReceiptKind::Snooze { .. } => 5,
         }
     }
 }
@@ -224,19 +264,23 @@ impl Receipt {
     }
 
     fn body_bytes(&self) -> Vec<u8> {
-        let kind = match self.kind {
-            ReceiptKind::Delivered => 1,
-            ReceiptKind::Read => 2,
-            ReceiptKind::Ack => 3,
-        };
-        let mut w = Writer::with_capacity(96);
+        let mut w = Writer::with_capacity(106);
         w.u8(RECEIPT_VERSION)
-            .u8(kind)
+            .u8(self.kind.byte())
             .raw(&self.member.0)
             .raw(&self.device.0)
             .u64_be(self.upto.0 .0)
             .raw(&self.upto.1 .0)
             .u64_be(self.at.0);
+        match self.kind {
+            ReceiptKind::Done { occurrence } => {
+                w.raw(&occurrence.to_be_bytes());
+            }
+            ReceiptKind::Snooze { occurrence, until } => {
+                w.raw(&occurrence.to_be_bytes()).u64_be(until);
+            }
+            _ => {}
+        }
         w.finish()
     }
 
@@ -256,12 +300,7 @@ impl Receipt {
         if version != RECEIPT_VERSION {
             return Err(DecodeError::Unknown("receipt version", version.into()));
         }
-        let kind = match r.u8("receipt kind")? {
-            1 => ReceiptKind::Delivered,
-            2 => ReceiptKind::Read,
-            3 => ReceiptKind::Ack,
-            k => return Err(DecodeError::Unknown("receipt kind", k.into())),
-        };
+        let kind = r.u8("receipt kind")?;
         let member = MemberId(r.array("member")?);
         let device = DeviceId(r.array("device")?);
         let upto = (
@@ -269,6 +308,19 @@ impl Receipt {
             MessageId(r.array("cursor id")?),
         );
         let at = Hlc(r.u64_be("receipt time")?);
+        let kind = match kind {
+            1 => ReceiptKind::Delivered,
+            2 => ReceiptKind::Read,
+            3 => ReceiptKind::Ack,
+            4 => ReceiptKind::Done {
+                occurrence: u16::from_be_bytes(r.array("occurrence")?),
+            },
+            5 => ReceiptKind::Snooze {
+                occurrence: u16::from_be_bytes(r.array("occurrence")?),
+                until: r.u64_be("snoozed until")?,
+            },
+            k => return Err(DecodeError::Unknown("receipt kind", k.into())),
+        };
         let signature = r.array("receipt signature")?;
         r.finish()?;
         Ok(Receipt {
@@ -298,9 +350,17 @@ impl Receipt {
 
     /// The key under which this receipt lives in the document's receipt map.
     /// Cursors have one key per device (a single writer, so no conflicts);
-    /// acknowledgements one key per message and device.
+    /// acknowledgements one key per message and device; a reminder's done
+    /// and snooze one key per reminder, occurrence and device.
     pub fn doc_key(&self) -> String {
         match self.kind {
+            ReceiptKind::Done { occurrence } | ReceiptKind::Snooze { occurrence, .. } => format!(
+                "{}{}{:04x}{}",
+                self.kind.letter(),
+                self.upto.1,
+                occurrence,
+                data_encoding::HEXLOWER.encode(&self.device.0)
+            ),
             ReceiptKind::Ack => format!(
                 "a{}{}",
                 self.upto.1,
@@ -334,6 +394,7 @@ mod tests {
                 priority: Priority::Urgent,
                 reply_to: Some(MessageId([2; 16])),
                 body: "Bed 4 BP 80/40, please review".into(),
+                fields: Default::default(),
             },
         );
         let back = Message::decode(&m.encode()).unwrap();

@@ -10,7 +10,12 @@ use crate::codec::{DecodeError, Reader, Writer};
 use crate::header::ConversationHeader;
 use crate::membership::{Pass, Revocation, Secret};
 
-/// The protocol version carried in `Hello`: 5 since a node refused because
+/// The protocol version carried in `Hello`: 6 since messages may carry
+/// tagged fields (version-2 messages: who must acknowledge, escalation
+/// entries, reminders), receipts mark reminders done or snoozed, and the
+/// team document (a new id) carries the clinical policy and the on-call
+/// roster (sync.md §7.6; a version-5 node would refuse them all as breaking
+/// the rules), 5 since a node refused because
 /// it is revoked is shown the signed revocation first (`Revoked`, sync.md
 /// §2.1; a version-4 device never learnt it), 4 since a hello carries only a
 /// certificate's pass and the rest follows in `Identify` to proven members
@@ -18,7 +23,7 @@ use crate::membership::{Pass, Revocation, Secret};
 /// group and role ids are derived from their headers (wire.md §2; a version-2 node would take a
 /// header claiming any id), 2 since conversations' message lists are paged
 /// (sync.md §7.1; a version-1 node would read only page 0).
-pub const PROTOCOL_VERSION: u8 = 5;
+pub const PROTOCOL_VERSION: u8 = 6;
 /// The libp2p protocol id for frames.
 pub const PROTOCOL_ID: &str = "/huddle/sync/2";
 /// Hard upper bound on one frame, enforced by the transport and again here.

@@ -30,6 +30,7 @@ fn send(m: &mut Mesh, i: usize, id: ConversationId, body: &str, p: Priority) -> 
         body: body.into(),
         priority: p,
         reply_to: None,
+        fields: Default::default(),
     };
     match m.command(i, cmd) {
         Ok(Reply::Message(id)) => id,

@@ -72,6 +72,7 @@ fn tampered(append_only: bool) -> (Vec<huddle::node::RenderedMessage>, usize, bo
         body: "Bed 4 needs review".into(),
         priority: Priority::Urgent,
         reply_to: None,
+        fields: Default::default(),
     };
     assert!(matches!(mesh.command(a, urgent), Ok(Reply::Message(_))));
     let now = mesh.now;
@@ -168,6 +169,7 @@ fn tampered(append_only: bool) -> (Vec<huddle::node::RenderedMessage>, usize, bo
                 priority: Priority::Routine,
                 reply_to: None,
                 body: body.into(),
+                fields: Default::default(),
             };
             let impostor = Message::sign(&m_key, &group, draft(ana, "Cancel the bundle - Ana"));
             c.replica_mut().insert(now, 0, impostor.encode()).unwrap();

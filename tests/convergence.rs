@@ -149,6 +149,7 @@ fn run(seed: u64, n: usize, ops: &[Op]) -> Result<(usize, u64), TestCaseError> {
                         body: format!("message {counter} from {dev}"),
                         priority,
                         reply_to: None,
+                        fields: Default::default(),
                     },
                 );
                 prop_assert!(r.is_ok(), "send failed: {r:?}");
@@ -209,6 +210,7 @@ fn run(seed: u64, n: usize, ops: &[Op]) -> Result<(usize, u64), TestCaseError> {
                             body: "lost in the crash".into(),
                             priority: Priority::Routine,
                             reply_to: None,
+                            fields: Default::default(),
                         },
                     )
                 };
@@ -348,6 +350,7 @@ fn conversations_relay_through_a_member_in_the_middle() {
             body: "two casualties, one critical".into(),
             priority: Priority::Stat,
             reply_to: None,
+            fields: Default::default(),
         },
     )
     .unwrap();
@@ -370,6 +373,7 @@ fn conversations_relay_through_a_member_in_the_middle() {
             body: "theatre 2 ready".into(),
             priority: Priority::Urgent,
             reply_to: None,
+            fields: Default::default(),
         },
     )
     .unwrap();
@@ -409,6 +413,7 @@ fn a_new_conversation_reaches_connected_members_live() {
             body: "first".into(),
             priority: Priority::Routine,
             reply_to: None,
+            fields: Default::default(),
         },
     )
     .unwrap();

@@ -202,6 +202,7 @@ fn run_writer(dir: &Path) -> String {
                 body: format!("round {round} message {i}: obs stable, next check 2h"),
                 priority: Priority::Routine,
                 reply_to: None,
+                fields: Default::default(),
             },
         );
         if let Err(e) = reply {

@@ -39,6 +39,7 @@ fn send(m: &mut Mesh, i: usize, id: ConversationId, body: &str, priority: Priori
         body: body.into(),
         priority,
         reply_to: None,
+        fields: Default::default(),
     };
     match m.command(i, send) {
         Ok(Reply::Message(x)) => x,

@@ -235,6 +235,7 @@ fn damage_and_start(corrupt: &[(usize, Vec<Mutation>)]) {
             body: "still there?".into(),
             priority: huddle::Priority::Routine,
             reply_to: None,
+            fields: Default::default(),
         };
         if let Err(e) = command(&mut node, &mut store, now, cmd) {
             assert_eq!(e, CommandError::Unreadable(*c), "{e}");
@@ -292,6 +293,7 @@ fn a_damaged_header_sets_one_conversation_aside_and_keeps_its_records() {
         body: "bed 4?".into(),
         priority: huddle::Priority::Routine,
         reply_to: None,
+        fields: Default::default(),
     };
     assert_eq!(
         command(&mut node, &mut store, now, send(victim)),

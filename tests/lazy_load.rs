@@ -259,6 +259,7 @@ fn badges_and_preview_survive_a_restart_unloaded() {
                 body: body.into(),
                 priority,
                 reply_to: None,
+                fields: Default::default(),
             },
         );
         assert!(r.is_ok(), "{r:?}");

@@ -93,6 +93,7 @@ async fn every_api_error_is_json_with_its_status() {
         body: "Bed 4 obs are stable".into(),
         priority,
         reply_to: None,
+        fields: Default::default(),
     };
     let routine = message_id(node.handle.command(send(Priority::Routine)).await.unwrap());
     let urgent = message_id(node.handle.command(send(Priority::Urgent)).await.unwrap());

@@ -247,6 +247,7 @@ pub async fn deliver(
             body,
             priority: huddle::Priority::Routine,
             reply_to: None,
+            fields: Default::default(),
         })
         .await
         .expect("send")

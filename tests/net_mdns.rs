@@ -225,6 +225,7 @@ async fn netns_child_a() {
             body: "found you on the ward network".into(),
             priority: Priority::Routine,
             reply_to: None,
+            fields: Default::default(),
         })
         .await
         .expect("send");
@@ -273,6 +274,7 @@ async fn netns_child_b() {
             body: "and you on mine".into(),
             priority: Priority::Routine,
             reply_to: None,
+            fields: Default::default(),
         })
         .await
         .expect("send")

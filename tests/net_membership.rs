@@ -35,6 +35,7 @@ async fn honest(team: &Team, dir: &std::path::Path) -> TestNode {
             body: "patient in bed 4 is allergic to penicillin".into(),
             priority: Priority::Urgent,
             reply_to: None,
+            fields: Default::default(),
         })
         .await
         .expect("send");

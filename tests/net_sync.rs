@@ -21,6 +21,7 @@ fn send(conversation: ConversationId, body: &str) -> Command {
         body: body.into(),
         priority: Priority::Routine,
         reply_to: None,
+        fields: Default::default(),
     }
 }
 

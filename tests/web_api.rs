@@ -282,6 +282,7 @@ async fn history_pages_back_from_the_newest_by_cursor() {
                 body: format!("m{i}"),
                 priority: huddle::Priority::Routine,
                 reply_to: None,
+                fields: Default::default(),
             })
             .await
             .expect("sent");

@@ -83,6 +83,8 @@ impl Node {
             body: format!("obs round {}: BP 120/80", self.sent + 1),
             priority: huddle::Priority::Routine,
             reply_to: None,
+            ack_by: None,
+            reminder: None,
         };
         api.send(&self.chat, &req)
             .map_err(|e| format!("send through the API: {e}"))?;

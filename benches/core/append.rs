@@ -54,6 +54,7 @@ pub(super) fn append_percentiles(w: &mut Writer, start: usize, count: usize) {
                     priority: Priority::Routine,
                     reply_to: None,
                     body: body(i),
+                    fields: Default::default(),
                 },
             )
         })

@@ -135,6 +135,7 @@ impl Writer {
             body: body(self.written),
             priority: Priority::Routine,
             reply_to: None,
+            fields: Default::default(),
         };
         let (reply, outputs) = self.dev.node.command(self.now, &mut self.rng, cmd);
         assert!(matches!(reply, Ok(Reply::Message(_))), "{reply:?}");

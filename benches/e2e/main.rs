@@ -214,6 +214,7 @@ fn send_cmd(conversation: ConversationId, i: usize) -> Command {
         body: body(i),
         priority: Priority::Routine,
         reply_to: None,
+        fields: Default::default(),
     }
 }
 

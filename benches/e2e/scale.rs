@@ -93,6 +93,8 @@ pub(crate) fn bench_scale(o: &Opts) {
                         body: body(i * 1_000_000 + k),
                         priority: Priority::Routine,
                         reply_to: None,
+                        ack_by: None,
+                        reminder: None,
                     };
                     match c.send(&convs[(i + k) % convs.len()], &req) {
                         Ok(_) => ok.fetch_add(1, Ordering::Relaxed),

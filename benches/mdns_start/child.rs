@@ -76,6 +76,7 @@ pub(crate) fn child(role: Role) {
                     body: "bed 12 obs stable, please review at 9".into(),
                     priority: Priority::Routine,
                     reply_to: None,
+                    fields: Default::default(),
                 })
                 .await
                 .expect("send");

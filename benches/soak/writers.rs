@@ -97,6 +97,8 @@ fn request(i: usize) -> SendRequest {
         body: body(i),
         priority: Priority::Routine,
         reply_to: None,
+        ack_by: None,
+        reminder: None,
     }
 }
 

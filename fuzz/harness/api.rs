@@ -158,6 +158,7 @@ fn carry_out(o: &mut Opened, known: &Known, call: &Call) {
                 body: req.body,
                 priority: req.priority,
                 reply_to: req.reply_to,
+                fields: Default::default(),
             });
         }
         Call::Revoke(body) => {

@@ -10,6 +10,7 @@
 use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
+use huddle::clinical::{Assignment, AssignmentDraft, ClinicalPolicy, SignedPolicy};
 use huddle::codec::Reader;
 use huddle::crypto::{AuthorityKey, DeviceKey};
 use huddle::header::ConversationHeader;
@@ -18,7 +19,7 @@ use huddle::membership::{
     outdated_request, Certificate, CertificateRequest, Pass, Revocation, RevocationTarget,
     Revocations, Secret,
 };
-use huddle::message::{Draft, Message, Receipt, ReceiptKind};
+use huddle::message::{AckBy, Draft, Escalation, Fields, Message, Receipt, ReceiptKind};
 use huddle::store::peers::PeerRecord;
 use huddle::store::DocMeta;
 use huddle::wire::Frame;
@@ -46,7 +47,11 @@ struct Genuine {
     revocation: Revocation,
     header: ConversationHeader,
     message: Message,
+    /// A version-2 message: an escalation entry with every field it may carry.
+    escalation: Message,
     receipt: Receipt,
+    policy: SignedPolicy,
+    assignment: Assignment,
 }
 
 fn genuine() -> &'static Genuine {
@@ -78,8 +83,46 @@ fn genuine() -> &'static Genuine {
             priority: Priority::Urgent,
             reply_to: None,
             body: "Bed 4: BP 80/50, please come".into(),
+            fields: Default::default(),
         };
-        let message = Message::sign(&key, &header.id, draft);
+        let message = Message::sign(&key, &header.id, draft.clone());
+        let escalation = Message::sign(
+            &key,
+            &header.id,
+            Draft {
+                priority: Priority::Stat,
+                fields: Fields {
+                    ack_by: Some(AckBy::All),
+                    escalation: Some(Escalation {
+                        conversation: header.id,
+                        message: message.id(),
+                        level: 1,
+                        priority: Priority::Stat,
+                        author: member,
+                        waiting: vec![member],
+                        unacked_ms: 180_000,
+                    }),
+                    reminder: None,
+                },
+                ..draft
+            },
+        );
+        let policy = SignedPolicy::sign(&authority, ClinicalPolicy::default(), NOW)
+            .expect("the default policy is valid");
+        let assignment = Assignment::sign_by_device(
+            &key,
+            authority.team_id(),
+            member,
+            AssignmentDraft {
+                role: "charge-nurse".into(),
+                holders: vec![member],
+                from_ms: NOW,
+                to_ms: NOW + 3_600_000,
+                issued: NOW << 16,
+                replaces: vec![[7; 16]],
+            },
+        )
+        .expect("a valid assignment");
         let upto = (message.hlc, message.id());
         let receipt = Receipt::sign(
             &key,
@@ -95,7 +138,10 @@ fn genuine() -> &'static Genuine {
             revocation,
             header,
             message,
+            escalation,
             receipt,
+            policy,
+            assignment,
         }
     })
 }
@@ -239,6 +285,8 @@ enum Record {
     Receipt(Vec<u8>),
     Index(Vec<u8>),
     Damaged(Kind, Vec<Damage>),
+    Policy(Vec<u8>),
+    Assignment(Vec<u8>),
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -246,6 +294,9 @@ enum Kind {
     Header,
     Message,
     Receipt,
+    Escalation,
+    Policy,
+    Assignment,
 }
 
 /// Any bytes as a record a document or the store carries.
@@ -258,23 +309,57 @@ pub fn records(data: &[u8]) {
         Record::Message(b) => message(&b),
         Record::Receipt(b) => receipt(&b),
         Record::Index(b) => index(&b),
+        Record::Policy(b) => policy(&b),
+        Record::Assignment(b) => assignment(&b),
         Record::Damaged(kind, damage) => {
             let g = genuine();
             let mut b = match kind {
                 Kind::Header => g.header.encode(),
                 Kind::Message => g.message.encode(),
+                Kind::Escalation => g.escalation.encode(),
                 Kind::Receipt => g.receipt.encode(),
+                Kind::Policy => g.policy.encode(),
+                Kind::Assignment => g.assignment.encode(),
             };
             for d in &damage {
                 d.apply(&mut b);
             }
             match kind {
                 Kind::Header => header(&b),
-                Kind::Message => message(&b),
+                Kind::Message | Kind::Escalation => message(&b),
                 Kind::Receipt => receipt(&b),
+                Kind::Policy => policy(&b),
+                Kind::Assignment => assignment(&b),
             }
         }
     }
+}
+
+fn policy(b: &[u8]) {
+    let Ok(p) = SignedPolicy::decode(b) else {
+        return;
+    };
+    assert_eq!(SignedPolicy::decode(&p.encode()).as_ref(), Ok(&p));
+    let g = genuine();
+    if p.verify(&g.team) {
+        assert_eq!(p, g.policy, "a policy that verifies is the genuine one");
+    }
+    let _ = p.policy.stat.horizon_ms();
+}
+
+fn assignment(b: &[u8]) {
+    let Ok(a) = Assignment::decode(b) else {
+        return;
+    };
+    assert_eq!(Assignment::decode(&a.encode()).as_ref(), Ok(&a));
+    let g = genuine();
+    if a.verify(&g.team) {
+        assert_eq!(
+            a, g.assignment,
+            "an assignment that verifies is the genuine one"
+        );
+    }
+    let _ = (a.id(), a.doc_key(), a.covers(NOW));
 }
 
 fn header(b: &[u8]) {
@@ -295,7 +380,10 @@ fn message(b: &[u8]) {
     assert_eq!(Message::decode(&m.encode()).as_ref(), Ok(&m));
     let g = genuine();
     if m.verify(&g.header.id) {
-        assert_eq!(m, g.message, "a message that verifies is the genuine one");
+        assert!(
+            m == g.message || m == g.escalation,
+            "a message that verifies is a genuine one"
+        );
     }
     let _ = (m.id(), m.order_key());
 }

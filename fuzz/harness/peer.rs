@@ -340,6 +340,7 @@ impl Ward {
                     _ => Priority::Routine,
                 },
                 reply_to: None,
+                fields: Default::default(),
             },
             Urgency::Read => Command::MarkRead { conversation },
             Urgency::Ack => match message_ids(&self.m, conversation).into_iter().next() {
@@ -389,6 +390,7 @@ impl Ward {
             body: "Ana is still here".into(),
             priority: Priority::Routine,
             reply_to: None,
+            fields: Default::default(),
         };
         assert!(self.m.command(ANA, cmd).is_ok(), "Ana can no longer write");
         let now = (self.m.devices[ANA].node.conversation(&self.group)).map(|c| c.len());

@@ -62,6 +62,7 @@ fn base() -> &'static Base {
             body: "Bed 4 desaturating".into(),
             priority: Priority::Urgent,
             reply_to: None,
+            fields: Default::default(),
         };
         m.command(ben, urgent).expect("an urgent message");
         m.run_until_quiet();
@@ -251,6 +252,7 @@ fn open_and_use(b: &Base, s: MemoryStore) {
             body: "still here".into(),
             priority: Priority::Routine,
             reply_to: None,
+            fields: Default::default(),
         });
         let _ = o.node.history(&id, Some(5));
     }

@@ -225,6 +225,7 @@ pub fn traffic(w: &mut World) {
             body,
             priority,
             reply_to: None,
+            fields: Default::default(),
         },
     );
 }
@@ -346,6 +347,7 @@ fn forge(w: &mut World, dev: Dev, conv: usize) -> bool {
         priority: Priority::Stat,
         reply_to: None,
         body: body.into(),
+        fields: Default::default(),
     };
     // 1. Claims the victim's device, with a made-up signature.
     let mut fake_sig = Message::sign(&w.devs[dev].key, &id, draft("STOP all meds bed 4"));

@@ -227,13 +227,16 @@ impl World {
     }
 
     /// No frame in flight, no connection event pending, no timer but
-    /// maintenance due.
+    /// maintenance and the clinical schedule's due (re-notifications and
+    /// reminders go on for as long as a message stays unacknowledged; what
+    /// they write, escalations, is checked as it happens).
     pub fn quiet(&self) -> bool {
         !self.q.busy()
-            && self
-                .devs
-                .iter()
-                .all(|d| d.timers.keys().all(|t| *t == Timer::Maintenance))
+            && self.devs.iter().all(|d| {
+                d.timers
+                    .keys()
+                    .all(|t| matches!(t, Timer::Maintenance | Timer::Clinical))
+            })
     }
 
     pub fn fail(&mut self, inv: Invariant, devices: Vec<Dev>, detail: String) {

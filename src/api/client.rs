@@ -12,8 +12,9 @@ use serde::Serialize;
 use thiserror::Error;
 
 use super::types::{
-    Chat, Created, ErrorBody, EventJson, HistoryMessage, Member, MessageRef, NewConversation, Peer,
-    RevokeRequest, SendRequest, Status,
+    Chat, Created, ErrorBody, EventJson, HistoryMessage, Member, MessageRef, NewConversation,
+    OnCallRequest, Peer, PolicyView, ReminderAction, RevokeRequest, SendRequest, SignedRequest,
+    Status,
 };
 use crate::datadir::ApiInfo;
 use crate::ids::{ConversationId, MessageId};
@@ -186,6 +187,81 @@ impl ApiClient {
         };
         self.post::<_, serde_json::Value>("/v1/revocations", &req)
             .map(drop)
+    }
+
+    pub fn alerts(&self) -> Result<Vec<crate::node::Alert>, ClientError> {
+        self.get("/v1/alerts")
+    }
+
+    pub fn policy(&self) -> Result<PolicyView, ClientError> {
+        self.get("/v1/team/policy")
+    }
+
+    pub fn set_policy(&self, p: &crate::clinical::SignedPolicy) -> Result<PolicyView, ClientError> {
+        let req = SignedRequest {
+            hex: data_encoding::HEXLOWER.encode(&p.encode()),
+        };
+        self.post("/v1/team/policy", &req)
+    }
+
+    pub fn oncall(&self) -> Result<Vec<crate::node::OnCallView>, ClientError> {
+        self.get("/v1/oncall")
+    }
+
+    /// The ids of the assignments for `role` overlapping `[from, to)`.
+    pub fn overlapping(
+        &self,
+        role: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<[u8; 16]>, ClientError> {
+        let ids: Vec<String> = self.get(&format!(
+            "/v1/oncall/overlapping?role={role}&from_ms={from}&to_ms={to}"
+        ))?;
+        Ok(ids
+            .iter()
+            .filter_map(|h| data_encoding::HEXLOWER.decode(h.as_bytes()).ok())
+            .filter_map(|b| b.try_into().ok())
+            .collect())
+    }
+
+    pub fn set_oncall(
+        &self,
+        req: &OnCallRequest,
+    ) -> Result<Vec<crate::node::OnCallView>, ClientError> {
+        self.post("/v1/oncall", req)
+    }
+
+    pub fn add_assignment(
+        &self,
+        a: &crate::clinical::Assignment,
+    ) -> Result<Vec<crate::node::OnCallView>, ClientError> {
+        let req = SignedRequest {
+            hex: data_encoding::HEXLOWER.encode(&a.encode()),
+        };
+        self.post("/v1/oncall/signed", &req)
+    }
+
+    /// Marks a reminder's occurrence done, or snoozes it until `until`.
+    pub fn reminder(
+        &self,
+        r: &MessageRef,
+        occurrence: u16,
+        until: Option<u64>,
+    ) -> Result<(), ClientError> {
+        let what = if until.is_some() { "snooze" } else { "done" };
+        let req = ReminderAction {
+            occurrence,
+            until_ms: until,
+        };
+        self.post::<_, serde_json::Value>(
+            &format!(
+                "/v1/conversations/{}/messages/{}/{what}",
+                r.conversation, r.message
+            ),
+            &req,
+        )
+        .map(drop)
     }
 
     /// Opens the live event stream.

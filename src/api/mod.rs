@@ -12,8 +12,10 @@ pub mod client;
 pub mod types;
 pub mod views;
 
+mod clinical;
 mod server;
 
+pub use clinical::policy_view as clinical_policy_view;
 pub use server::{start, start_with, ApiError, ApiServer, BODY_LIMIT};
 
 /// Generates a fresh bearer token: 32 bytes from the OS generator, hex.

@@ -82,12 +82,12 @@ impl Drop for ApiServer {
     }
 }
 
-struct AppState {
-    handle: NodeHandle,
+pub(super) struct AppState {
+    pub(super) handle: NodeHandle,
     web: Arc<Web>,
 }
 
-type Shared = Arc<AppState>;
+pub(super) type Shared = Arc<AppState>;
 
 /// Binds `addr` (loopback only) and serves the API for `handle`, and the
 /// screen with the default idle lock.
@@ -153,6 +153,7 @@ fn router(state: Shared) -> Router {
         .route("/v1/peers", get(peers))
         .route("/v1/revocations", post(revoke))
         .route("/v1/events", get(events))
+        .merge(super::clinical::routes())
         // Unknown paths too answer only with the token (then 404).
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
@@ -248,7 +249,7 @@ fn sentence(
 }
 
 /// An error response: a status and one sentence.
-struct Fail(StatusCode, String);
+pub(super) struct Fail(pub(super) StatusCode, pub(super) String);
 
 impl IntoResponse for Fail {
     fn into_response(self) -> Response {
@@ -280,9 +281,9 @@ impl From<CommandError> for Fail {
     }
 }
 
-type Answer<T> = Result<Json<T>, Fail>;
+pub(super) type Answer<T> = Result<Json<T>, Fail>;
 
-fn bad_request(msg: impl Into<String>) -> Fail {
+pub(super) fn bad_request(msg: impl Into<String>) -> Fail {
     Fail(StatusCode::BAD_REQUEST, msg.into())
 }
 
@@ -298,12 +299,12 @@ async fn authorize(State(s): State<Shared>, mut req: Request, next: Next) -> Res
     }
 }
 
-fn conversation_id(s: &str) -> Result<ConversationId, Fail> {
+pub(super) fn conversation_id(s: &str) -> Result<ConversationId, Fail> {
     s.parse()
         .map_err(|_| bad_request(format!("\"{s}\" is not a conversation id (32 hex digits)")))
 }
 
-fn message_id(s: &str) -> Result<MessageId, Fail> {
+pub(super) fn message_id(s: &str) -> Result<MessageId, Fail> {
     s.parse()
         .map_err(|_| bad_request(format!("\"{s}\" is not a message id (32 hex digits)")))
 }
@@ -342,7 +343,7 @@ async fn create(
     }
 }
 
-fn unexpected(r: Reply) -> Fail {
+pub(super) fn unexpected(r: Reply) -> Fail {
     Fail(
         StatusCode::INTERNAL_SERVER_ERROR,
         format!("the node gave an unexpected reply ({r:?}); please report this"),
@@ -380,11 +381,13 @@ async fn send(
     Json(req): Json<SendRequest>,
 ) -> Answer<Created<MessageId>> {
     let conversation = conversation_id(&id)?;
+    let fields = req.fields().map_err(bad_request)?;
     let cmd = Command::Send {
         conversation,
         body: req.body,
         priority: req.priority,
         reply_to: req.reply_to,
+        fields,
     };
     match s.handle.command(cmd).await? {
         Reply::Message(id) => Ok(Json(Created { id })),

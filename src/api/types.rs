@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{ConversationId, DeviceId, MemberId, MessageId, TeamId};
 use crate::membership::RevocationTarget;
-use crate::message::Priority;
+use crate::message::{AckBy, Priority};
 use crate::node::Event;
 
 /// What `GET /v1/status` returns: who this node is.
@@ -98,6 +98,16 @@ pub struct HistoryMessage {
     pub delivered_to: Vec<MemberId>,
     pub read_by: Vec<MemberId>,
     pub acked_by: Vec<MemberId>,
+    /// Who the sender asked to acknowledge, when not the team's rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_by: Option<AckBy>,
+    /// An escalation entry: the message it escalates, its level, who is
+    /// waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<crate::node::EscalationInfo>,
+    /// A reminder: due time, targets, repeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reminder: Option<crate::node::ReminderInfo>,
 }
 
 /// A team member as this node's directory knows them.
@@ -157,6 +167,92 @@ pub struct SendRequest {
     pub priority: Priority,
     #[serde(default)]
     pub reply_to: Option<MessageId>,
+    /// Who must acknowledge (urgent and STAT): `{"who": "all"}`,
+    /// `{"who": "any"}` or `{"who": "member", "member": ID}`; the team
+    /// policy's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_by: Option<AckBy>,
+    /// Make the message a reminder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reminder: Option<ReminderRequest>,
+}
+
+/// A reminder: due at `due_ms`, for `targets`, repeated `times` times
+/// every `every_ms` (once when absent).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReminderRequest {
+    pub due_ms: u64,
+    pub targets: Vec<MemberId>,
+    #[serde(default)]
+    pub every_ms: Option<u64>,
+    #[serde(default)]
+    pub times: Option<u16>,
+}
+
+impl SendRequest {
+    /// The message's fields, or why they cannot be.
+    pub fn fields(&self) -> Result<crate::message::Fields, String> {
+        if self.ack_by.is_some() && !self.priority.wants_ack() {
+            return Err(
+                "only urgent and STAT messages are acknowledged: --ack-by needs --urgent or --stat"
+                    .into(),
+            );
+        }
+        let reminder = self.reminder.as_ref().map(|r| {
+            let mut targets = r.targets.clone();
+            targets.sort();
+            targets.dedup();
+            crate::message::Reminder {
+                due_ms: r.due_ms,
+                targets,
+                every_ms: r.every_ms.unwrap_or(0),
+                times: r.times.unwrap_or(1),
+            }
+        });
+        let fields = crate::message::Fields {
+            ack_by: self.ack_by,
+            reminder,
+            ..Default::default()
+        };
+        fields.validate().map_err(|e| match e {
+            crate::codec::DecodeError::Invalid(why) => format!("{why}: a reminder repeats at most 1000 times, at least a minute apart, for 1 to 32 members"),
+            e => e.to_string(),
+        })?;
+        Ok(fields)
+    }
+}
+
+/// The team's clinical policy as `GET /v1/team/policy` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyView {
+    pub policy: crate::clinical::ClinicalPolicy,
+    /// When the authority signed it; none: the built-in default.
+    pub issued_ms: Option<u64>,
+}
+
+/// A signed object (a policy, an on-call assignment), hex-encoded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedRequest {
+    pub hex: String,
+}
+
+/// `POST /v1/oncall`: who is on call for a role, signed by this device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnCallRequest {
+    pub role: String,
+    pub holders: Vec<MemberId>,
+    pub from_ms: u64,
+    pub to_ms: u64,
+}
+
+/// `POST …/done` and `…/snooze`: a reminder's occurrence (0-based), and
+/// for a snooze when it fires again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReminderAction {
+    #[serde(default)]
+    pub occurrence: u16,
+    #[serde(default)]
+    pub until_ms: Option<u64>,
 }
 
 fn routine() -> Priority {
@@ -235,6 +331,34 @@ pub enum EventJson {
         conversation: Option<ConversationId>,
         count: usize,
     },
+    /// An urgent or STAT message still awaits your acknowledgement:
+    /// re-notification `n` of `of`.
+    Alert {
+        conversation: ConversationId,
+        message: MessageId,
+        priority: Priority,
+        author: MemberId,
+        n: u16,
+        of: u16,
+        waiting_ms: u64,
+    },
+    /// This device escalated `message` (level `level`) into `channel`.
+    Escalated {
+        conversation: ConversationId,
+        message: MessageId,
+        level: u8,
+        channel: ConversationId,
+        entry: MessageId,
+    },
+    /// A reminder for you is due.
+    Reminder {
+        conversation: ConversationId,
+        message: MessageId,
+        occurrence: u16,
+        due_ms: u64,
+    },
+    /// What awaits you changed: re-read `GET /v1/alerts`.
+    AlertsChanged,
     /// The stream fell behind and skipped `missed` events: re-read state.
     Lagged {
         missed: u64,
@@ -254,6 +378,10 @@ impl EventJson {
             EventJson::PeerRefused { .. } => "peer_refused",
             EventJson::Revoked { .. } => "revoked",
             EventJson::Rejected { .. } => "rejected",
+            EventJson::Alert { .. } => "alert",
+            EventJson::Escalated { .. } => "escalated",
+            EventJson::Reminder { .. } => "reminder",
+            EventJson::AlertsChanged => "alerts_changed",
             EventJson::Lagged { .. } => "lagged",
         }
     }
@@ -264,7 +392,9 @@ impl EventJson {
             EventJson::ConversationAdded { conversation, .. }
             | EventJson::MessageAdded { conversation, .. }
             | EventJson::Sent { conversation, .. }
-            | EventJson::ReceiptsChanged { conversation } => Some(*conversation),
+            | EventJson::ReceiptsChanged { conversation }
+            | EventJson::Alert { conversation, .. }
+            | EventJson::Reminder { conversation, .. } => Some(*conversation),
             EventJson::Rejected { conversation, .. } => *conversation,
             _ => None,
         }
@@ -334,6 +464,48 @@ impl From<&Event> for EventJson {
                 conversation,
                 count,
             },
+            Event::Alert {
+                conversation,
+                message,
+                priority,
+                author,
+                n,
+                of,
+                waiting_ms,
+            } => EventJson::Alert {
+                conversation,
+                message,
+                priority,
+                author,
+                n,
+                of,
+                waiting_ms,
+            },
+            Event::Escalated {
+                conversation,
+                message,
+                level,
+                channel,
+                entry,
+            } => EventJson::Escalated {
+                conversation,
+                message,
+                level,
+                channel,
+                entry,
+            },
+            Event::Reminder {
+                conversation,
+                message,
+                occurrence,
+                due_ms,
+            } => EventJson::Reminder {
+                conversation,
+                message,
+                occurrence,
+                due_ms,
+            },
+            Event::AlertsChanged => EventJson::AlertsChanged,
         }
     }
 }

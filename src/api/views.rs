@@ -97,6 +97,9 @@ fn message(m: crate::node::RenderedMessage) -> HistoryMessage {
         delivered_to: m.delivered_to,
         read_by: m.read_by,
         acked_by: m.acked_by,
+        ack_by: m.ack_by,
+        escalation: m.escalation,
+        reminder: m.reminder,
     }
 }
 

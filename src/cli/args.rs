@@ -74,7 +74,7 @@ pub enum Cmd {
 
     /// Send a message; returns once it is safely stored on this device
     #[command(
-        after_help = "Examples:\n  huddle send \"Ben Okafor\" \"Bed 4 obs are back, all stable\"\n  huddle send \"Sepsis review\" \"Lactate 4.1 in bed 12\" --urgent\n  huddle send 3fa2 \"Agreed\" --reply-to 9c1b\n  cat handover.txt | huddle send \"#charge-nurse\" -\n\nA message is at most 16 KiB (16384 bytes of UTF-8)."
+        after_help = "Examples:\n  huddle send \"Ben Okafor\" \"Bed 4 obs are back, all stable\"\n  huddle send \"Sepsis review\" \"Lactate 4.1 in bed 12\" --urgent\n  huddle send 3fa2 \"Agreed\" --reply-to 9c1b\n  huddle send \"#charge-nurse\" \"Bed 12 crashing\" --stat --ack-by all\n  cat handover.txt | huddle send \"#charge-nurse\" -\n\nA message is at most 16 KiB (16384 bytes of UTF-8)."
     )]
     Send(SendArgs),
 
@@ -91,6 +91,26 @@ pub enum Cmd {
     /// Acknowledge an urgent or STAT message
     #[command(after_help = "Example:\n  huddle ack 9c1b2e")]
     Ack(AckArgs),
+
+    /// What waits for you: urgent and STAT messages to acknowledge, reminders due
+    #[command(
+        after_help = "Examples:\n  huddle alerts\n  huddle alerts --json\n\nAcknowledge with `huddle ack MESSAGE`; a reminder with `huddle remind done MESSAGE`."
+    )]
+    Alerts,
+
+    /// Who is on call for each role, and setting who is
+    #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  huddle oncall show\n  huddle oncall set charge-nurse \"Ana Silva\" --from 19:00 --to 07:00"
+    )]
+    Oncall(OncallCmd),
+
+    /// Reminders in a conversation: set one, mark one done, snooze one
+    #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  huddle remind set \"Ward 7\" \"Turn the patient in bed 4\" --in 2h --every 2h --times 6\n  huddle remind done 9c1b\n  huddle remind snooze 9c1b --for 15m"
+    )]
+    Remind(RemindCmd),
 
     /// List the devices this node is connected to
     #[command(after_help = "Example:\n  huddle peers")]
@@ -161,6 +181,106 @@ pub enum TeamCmd {
     /// Show the team and the members this device knows
     #[command(after_help = "Example:\n  huddle team show")]
     Show,
+    /// Show the team's policy for urgent and STAT messages; set it (team key)
+    #[command(
+        after_help = "Examples:\n  huddle team policy\n  huddle team policy --json > policy.json     # edit, then:\n  huddle team policy --set policy.json        # on the device holding the team key\n  huddle team policy --set default\n\nFor urgent and for STAT: who must acknowledge (any, all, or a member), how often and how\nmany times to re-notify, and the escalation ladder (after so long with no acknowledgement,\nan entry goes into the role's channel)."
+    )]
+    Policy {
+        /// A policy file as `huddle team policy --json` prints it, or `default`
+        #[arg(long, value_name = "FILE")]
+        set: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OncallCmd {
+    /// Who is on call now for each role
+    #[command(after_help = "Example:\n  huddle oncall show")]
+    Show,
+    /// Put members on call for a role (you hold the role, or this device holds the team key)
+    #[command(
+        after_help = "Examples:\n  huddle oncall set charge-nurse \"Ana Silva\" --from 19:00 --to 07:00\n  huddle oncall set on-call-doctor \"Ben Okafor\" --for 12h          # from now\n\nTimes are local: HH:MM (the next such time; --to after --from), YYYY-MM-DDTHH:MM, or `now`.\nIt replaces the assignments for the role that overlap that time."
+    )]
+    Set(OncallSetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OncallSetArgs {
+    /// The role, e.g. charge-nurse
+    pub role: String,
+    /// Who is on call (name, member id or unique prefix; up to 8)
+    #[arg(required = true)]
+    pub members: Vec<String>,
+    /// When the shift starts [default: now]
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+    /// When it ends
+    #[arg(long, value_name = "TIME", conflicts_with = "for_")]
+    pub to: Option<String>,
+    /// How long it lasts (e.g. 12h)
+    #[arg(long = "for", value_name = "DURATION")]
+    pub for_: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RemindCmd {
+    /// Set a reminder in a conversation; it fires on its members' devices even with no network
+    #[command(
+        after_help = "Examples:\n  huddle remind set \"Ward 7\" \"Check the drain in bed 2\" --at 14:00\n  huddle remind set \"Ben Okafor\" \"Antibiotics for bed 4\" --in 8h --every 8h --times 15 --for \"Ben Okafor\""
+    )]
+    Set(RemindSetArgs),
+    /// Mark a reminder done (for everyone it is for)
+    #[command(after_help = "Example:\n  huddle remind done 9c1b")]
+    Done(RemindActArgs),
+    /// Have a reminder fire again later
+    #[command(after_help = "Example:\n  huddle remind snooze 9c1b --for 15m")]
+    Snooze(RemindSnoozeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RemindSetArgs {
+    /// The conversation (title, id or unique prefix)
+    pub conversation: String,
+    /// What to remind of
+    pub text: String,
+    /// When (local HH:MM, YYYY-MM-DDTHH:MM or `now`)
+    #[arg(
+        long,
+        value_name = "TIME",
+        conflicts_with = "in_",
+        required_unless_present = "in_"
+    )]
+    pub at: Option<String>,
+    /// In how long (e.g. 30m, 2h)
+    #[arg(long = "in", value_name = "DURATION")]
+    pub in_: Option<String>,
+    /// Whom it is for (repeatable) [default: you]
+    #[arg(long = "for", value_name = "MEMBER")]
+    pub for_: Vec<String>,
+    /// Repeat every so long (e.g. 8h; at least 1m)
+    #[arg(long, value_name = "DURATION", requires = "times")]
+    pub every: Option<String>,
+    /// How many times in all (with --every; at most 1000)
+    #[arg(long, value_name = "N", requires = "every")]
+    pub times: Option<u16>,
+}
+
+#[derive(Debug, Args)]
+pub struct RemindActArgs {
+    /// The reminder's message id or a unique prefix
+    pub message: String,
+    /// Which occurrence (1 is the first) [default: the one due now]
+    #[arg(long, value_name = "N")]
+    pub occurrence: Option<u16>,
+}
+
+#[derive(Debug, Args)]
+pub struct RemindSnoozeArgs {
+    #[command(flatten)]
+    pub which: RemindActArgs,
+    /// For how long (e.g. 15m)
+    #[arg(long = "for", value_name = "DURATION", default_value = "15m")]
+    pub for_: String,
 }
 
 #[derive(Debug, Args)]
@@ -256,6 +376,10 @@ pub struct SendArgs {
     /// The message this one answers (id or unique prefix)
     #[arg(long, value_name = "MESSAGE")]
     pub reply_to: Option<String>,
+    /// Who must acknowledge: any, all, or a member (name or id) [default:
+    /// the team policy's]
+    #[arg(long, value_name = "WHO")]
+    pub ack_by: Option<String>,
 }
 
 #[derive(Debug, Args)]

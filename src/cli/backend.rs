@@ -6,11 +6,14 @@ use super::offline::Offline;
 use super::{lock, CliError, Ctx, Result};
 use crate::api::client::ApiClient;
 use crate::api::types::{
-    Chat, HistoryMessage, Member, MessageRef, NewConversation, Peer, SendRequest, Status,
+    Chat, HistoryMessage, Member, MessageRef, NewConversation, OnCallRequest, Peer, PolicyView,
+    SendRequest, Status,
 };
 use crate::api::views;
+use crate::clinical::{Assignment, SignedPolicy};
 use crate::ids::{ConversationId, MessageId};
 use crate::membership::Revocation;
+use crate::node::{Alert, OnCallView};
 use crate::node::{Command, Reply};
 
 pub enum Backend {
@@ -122,6 +125,7 @@ impl Backend {
             Backend::Api(c) => Ok(c.send(&id, &req)?),
             Backend::Offline(o) => match o.command(Command::Send {
                 conversation: id,
+                fields: req.fields().map_err(CliError::usage)?,
                 body: req.body,
                 priority: req.priority,
                 reply_to: req.reply_to,
@@ -146,6 +150,85 @@ impl Backend {
                 .command(Command::Ack {
                     conversation: r.conversation,
                     message: r.message,
+                })
+                .map(drop),
+        }
+    }
+
+    pub fn alerts(&self) -> Result<Vec<Alert>> {
+        match self {
+            Backend::Api(c) => Ok(c.alerts()?),
+            Backend::Offline(o) => Ok(o.node().alerts(super::now_ms())),
+        }
+    }
+
+    pub fn policy(&self) -> Result<PolicyView> {
+        match self {
+            Backend::Api(c) => Ok(c.policy()?),
+            Backend::Offline(o) => Ok(crate::api::clinical_policy_view(o.node())),
+        }
+    }
+
+    pub fn set_policy(&mut self, p: SignedPolicy) -> Result<()> {
+        match self {
+            Backend::Api(c) => c.set_policy(&p).map(drop).map_err(Into::into),
+            Backend::Offline(o) => o.command(Command::SetPolicy(Box::new(p))).map(drop),
+        }
+    }
+
+    pub fn oncall(&self) -> Result<Vec<OnCallView>> {
+        match self {
+            Backend::Api(c) => Ok(c.oncall()?),
+            Backend::Offline(o) => Ok(o.node().on_call_view(super::now_ms())),
+        }
+    }
+
+    /// The ids of the assignments for `role` overlapping `[from, to)`.
+    pub fn overlapping(&self, role: &str, from: u64, to: u64) -> Result<Vec<[u8; 16]>> {
+        match self {
+            Backend::Api(c) => Ok(c.overlapping(role, from, to)?),
+            Backend::Offline(o) => Ok(o.node().roster().overlapping(role, from, to)),
+        }
+    }
+
+    pub fn set_oncall(&mut self, req: OnCallRequest) -> Result<()> {
+        match self {
+            Backend::Api(c) => c.set_oncall(&req).map(drop).map_err(Into::into),
+            Backend::Offline(o) => o
+                .command(Command::OnCall {
+                    role: req.role,
+                    holders: req.holders,
+                    from_ms: req.from_ms,
+                    to_ms: req.to_ms,
+                })
+                .map(drop),
+        }
+    }
+
+    pub fn add_assignment(&mut self, a: Assignment) -> Result<()> {
+        match self {
+            Backend::Api(c) => c.add_assignment(&a).map(drop).map_err(Into::into),
+            Backend::Offline(o) => o.command(Command::AddAssignment(Box::new(a))).map(drop),
+        }
+    }
+
+    /// Marks a reminder's occurrence done, or snoozes it until `until`.
+    pub fn reminder(&mut self, r: &MessageRef, occurrence: u16, until: Option<u64>) -> Result<()> {
+        match self {
+            Backend::Api(c) => Ok(c.reminder(r, occurrence, until)?),
+            Backend::Offline(o) => o
+                .command(match until {
+                    None => Command::ReminderDone {
+                        conversation: r.conversation,
+                        message: r.message,
+                        occurrence,
+                    },
+                    Some(until) => Command::Snooze {
+                        conversation: r.conversation,
+                        message: r.message,
+                        occurrence,
+                        until,
+                    },
                 })
                 .map(drop),
         }

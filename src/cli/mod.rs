@@ -11,6 +11,7 @@ mod output;
 pub(crate) mod admin;
 mod args;
 mod backend;
+mod clinical;
 mod demo;
 mod error;
 mod lock;
@@ -202,6 +203,9 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Read(a) => talk::read(&ctx, a),
         Cmd::Ack(a) => talk::ack(&ctx, a),
         Cmd::Peers => talk::peers(&ctx),
+        Cmd::Alerts => clinical::alerts(&ctx),
+        Cmd::Oncall(c) => clinical::oncall(&ctx, c),
+        Cmd::Remind(c) => clinical::remind(&ctx, c),
         Cmd::Open(a) => run::open(&ctx, a),
         Cmd::Demo(_) | Cmd::Completions { .. } => unreachable!("handled above"),
     }

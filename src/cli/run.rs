@@ -360,6 +360,40 @@ async fn print_events(handle: NodeHandle, out: super::Out) {
             Event::Rejected { count, .. } => {
                 outln!("{t} dropped {count} entries whose signatures do not verify")
             }
+            Event::Alert {
+                message,
+                priority,
+                n,
+                of,
+                waiting_ms,
+                ..
+            } => {
+                let what = if priority == Priority::Stat {
+                    "STAT"
+                } else {
+                    "URGENT"
+                };
+                outln!(
+                    "{t} ALERT {n}/{of}: {what} message {} still awaits your acknowledgement ({} min): huddle ack {}",
+                    &message.to_hex()[..8],
+                    waiting_ms / 60_000,
+                    &message.to_hex()[..8]
+                );
+            }
+            Event::Escalated { message, level, .. } => outln!(
+                "{t} escalated message {} (level {level}): nobody acknowledged it in time",
+                &message.to_hex()[..8]
+            ),
+            Event::Reminder {
+                message,
+                occurrence,
+                ..
+            } => outln!(
+                "{t} REMINDER {} is due (occurrence {}): huddle alerts; huddle remind done {}",
+                &message.to_hex()[..8],
+                u32::from(occurrence) + 1,
+                &message.to_hex()[..8]
+            ),
             _ => {}
         }
     }

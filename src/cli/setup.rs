@@ -145,6 +145,7 @@ pub fn team(ctx: &Ctx, cmd: TeamCmd) -> Result<()> {
         TeamCmd::Join { token } => join(ctx, &token),
         TeamCmd::Revoke { target } => revoke(ctx, &target),
         TeamCmd::Show => show(ctx),
+        TeamCmd::Policy { set } => super::clinical::policy(ctx, set),
     }
 }
 

@@ -20,7 +20,7 @@ fn offline_note(ctx: &Ctx, b: &Backend) {
     }
 }
 
-fn find_chat(b: &Backend, query: &str) -> Result<Chat> {
+pub(super) fn find_chat(b: &Backend, query: &str) -> Result<Chat> {
     let chats = b.chats()?;
     Ok(resolve::conversation(&chats, query)?.clone())
 }
@@ -113,12 +113,19 @@ pub fn send(ctx: &Ctx, a: SendArgs) -> Result<()> {
     } else {
         a.text
     };
+    let ack_by = a
+        .ack_by
+        .as_deref()
+        .map(|who| super::clinical::ack_by(&b, who))
+        .transpose()?;
     let id = b.send(
         chat.id,
         SendRequest {
             body,
             priority,
             reply_to,
+            ack_by,
+            reminder: None,
         },
     )?;
     let (self_revoked, unreachable) = revoked_around(&b, &chat)?;

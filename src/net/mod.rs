@@ -50,6 +50,7 @@ pub use discovery::{SERVICE_TYPE, TXT_PEER, TXT_TEAM, TXT_VERSION};
 pub use frames::SYNC_PROTOCOL;
 pub use links::{MAX_QUEUED_BYTES, MAX_QUEUED_FRAMES};
 pub use resources::Resources;
+pub use shell::now_ms;
 
 /// Requests from handles wait here; when it is full, callers wait (the
 /// loop is never blocked by a caller).
@@ -316,6 +317,7 @@ mod tests {
             body: format!("obs {i} stable"),
             priority: Priority::Routine,
             reply_to: None,
+            fields: Default::default(),
         }
     }
 

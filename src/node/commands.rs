@@ -7,9 +7,9 @@ use std::collections::BTreeSet;
 use super::{Command, CommandError, Event, Fx, Node, Output, Reply};
 use crate::header::conversation_id;
 use crate::header::{ConversationHeader, ConversationKind, MAX_GROUP_MEMBERS};
-use crate::ids::{ConversationId, Millis};
+use crate::ids::{ConversationId, MemberId, MessageId, Millis};
 use crate::membership::{valid_role, Revocation, MAX_NAME_LEN};
-use crate::message::{Draft, Message, ReceiptKind, MAX_BODY_LEN};
+use crate::message::{Draft, Fields, Message, Priority, ReceiptKind, MAX_BODY_LEN};
 use crate::store::{keys, StoreOp};
 use crate::team::TEAM_DOC_ID;
 
@@ -25,6 +25,7 @@ impl Node {
     ) -> (Result<Reply, CommandError>, Vec<Output>) {
         let mut fx = Fx::default();
         let r = self.run_command(now, cmd, &mut fx);
+        self.clinical_timer(&mut fx);
         (r, fx.into_outputs())
     }
 
@@ -44,55 +45,28 @@ impl Node {
                 body,
                 priority,
                 reply_to,
+                fields,
             } => {
-                let body = body.trim().to_owned();
-                if body.is_empty() {
-                    return Err(CommandError::EmptyBody);
+                if fields.escalation.is_some() {
+                    return Err(CommandError::Invalid(
+                        "escalation entries are written by the node itself".into(),
+                    ));
                 }
-                if body.len() > MAX_BODY_LEN {
-                    return Err(CommandError::BodyTooLong {
-                        len: body.len(),
-                        max: MAX_BODY_LEN,
-                    });
+                if let Some(r) = &fields.reminder {
+                    let c = self
+                        .conversation(&conversation)
+                        .ok_or_else(|| self.missing(conversation))?;
+                    if let Some(who) = r.targets.iter().find(|m| !self.is_recipient(c, m, now)) {
+                        return Err(CommandError::Invalid(format!(
+                            "member {} is not in this conversation, so a reminder cannot be for them",
+                            &who.to_hex()[..8]
+                        )));
+                    }
                 }
-                let conv = self
-                    .conversation(&conversation)
-                    .ok_or_else(|| self.missing(conversation))?;
-                if let Some(r) = reply_to {
-                    conv.get(&r).ok_or(CommandError::UnknownMessage(r))?;
-                }
-                let member = self.member_id().ok_or(CommandError::NoMembership)?;
-                let hlc = self.clock.tick(now);
-                let msg = Message::sign(
-                    &self.key,
-                    &conversation,
-                    Draft {
-                        author_member: member,
-                        hlc,
-                        priority,
-                        reply_to,
-                        body,
-                    },
-                );
-                let id = msg.id();
-                let conv = self.conversation_mut(&conversation).expect("checked above");
-                let before = conv.replica().heads();
-                conv.append(now, &msg)
-                    .map_err(|e| CommandError::Document(e.to_string()))?;
-                self.persist_conv(&conversation, fx);
-                fx.emit.push(Event::MessageAdded {
-                    conversation,
-                    message: id,
-                    hlc,
-                    author: member,
-                    priority,
-                    local: true,
-                });
-                fx.emit.push(Event::Sent {
-                    conversation,
-                    message: id,
-                });
-                self.push_local(&conversation.0, &before, fx);
+                fields
+                    .validate()
+                    .map_err(|e| CommandError::Invalid(e.to_string()))?;
+                let id = self.send(now, conversation, body, priority, reply_to, fields, fx)?;
                 Ok(Reply::Message(id))
             }
             Command::MarkRead { conversation } => {
@@ -126,6 +100,76 @@ impl Node {
                 }
                 Ok(Reply::Done)
             }
+            Command::ReminderDone {
+                conversation,
+                message,
+                occurrence,
+            } => {
+                let pos = self.own_reminder(conversation, message, occurrence)?;
+                let kind = ReceiptKind::Done { occurrence };
+                self.write_receipt(now, conversation, kind, pos, fx)?;
+                Ok(Reply::Done)
+            }
+            Command::Snooze {
+                conversation,
+                message,
+                occurrence,
+                until,
+            } => {
+                let pos = self.own_reminder(conversation, message, occurrence)?;
+                if until <= now {
+                    return Err(CommandError::Invalid("a snooze ends in the future".into()));
+                }
+                let kind = ReceiptKind::Snooze { occurrence, until };
+                self.write_receipt(now, conversation, kind, pos, fx)?;
+                Ok(Reply::Done)
+            }
+            Command::SetPolicy(p) => {
+                self.team_write(now, fx, |team, now| team.set_policy(now, &p))?;
+                Ok(Reply::Done)
+            }
+            Command::OnCall {
+                role,
+                holders,
+                from_ms,
+                to_ms,
+            } => {
+                let cert = self
+                    .certificate()
+                    .ok_or(CommandError::NoMembership)?
+                    .clone();
+                if !cert.has_role(&role) {
+                    return Err(CommandError::Invalid(format!(
+                        "you do not hold the role \"{role}\": only its holders or an administrator (the device with the team key) set who is on call"
+                    )));
+                }
+                let draft = crate::clinical::AssignmentDraft {
+                    replaces: self.roster().overlapping(&role, from_ms, to_ms),
+                    role,
+                    holders,
+                    from_ms,
+                    to_ms,
+                    issued: self.clock.tick(now).0,
+                };
+                let a = crate::clinical::Assignment::sign_by_device(
+                    &self.key,
+                    cert.team,
+                    cert.member,
+                    draft,
+                )
+                .map_err(|e| CommandError::Invalid(e.to_string()))?;
+                self.team_write(now, fx, |team, now| team.add_assignment(now, &a))?;
+                Ok(Reply::Done)
+            }
+            Command::AddAssignment(a) => {
+                if a.signer != crate::clinical::Signer::Authority {
+                    return Err(CommandError::Invalid(
+                        "only an assignment the team authority signed is installed as given".into(),
+                    ));
+                }
+                self.team_write(now, fx, |team, now| team.add_assignment(now, &a))?;
+                Ok(Reply::Done)
+            }
             Command::Revoke(rev) => {
                 if self.reloading(&TEAM_DOC_ID) {
                     return Err(CommandError::Document(
@@ -138,7 +182,142 @@ impl Node {
         }
     }
 
-    fn create(
+    /// Appends a message this device signs, persists it, and pushes it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn send(
+        &mut self,
+        now: Millis,
+        conversation: ConversationId,
+        body: String,
+        priority: Priority,
+        reply_to: Option<MessageId>,
+        fields: Fields,
+        fx: &mut Fx,
+    ) -> Result<MessageId, CommandError> {
+        let body = body.trim().to_owned();
+        if body.is_empty() {
+            return Err(CommandError::EmptyBody);
+        }
+        if body.len() > MAX_BODY_LEN {
+            return Err(CommandError::BodyTooLong {
+                len: body.len(),
+                max: MAX_BODY_LEN,
+            });
+        }
+        let conv = self
+            .conversation(&conversation)
+            .ok_or_else(|| self.missing(conversation))?;
+        if let Some(r) = reply_to {
+            conv.get(&r).ok_or(CommandError::UnknownMessage(r))?;
+        }
+        let member = self.member_id().ok_or(CommandError::NoMembership)?;
+        let hlc = self.clock.tick(now);
+        let msg = Message::sign(
+            &self.key,
+            &conversation,
+            Draft {
+                author_member: member,
+                hlc,
+                priority,
+                reply_to,
+                body,
+                fields,
+            },
+        );
+        let id = msg.id();
+        let conv = self.conversation_mut(&conversation).expect("checked above");
+        let before = conv.replica().heads();
+        conv.append(now, &msg)
+            .map_err(|e| CommandError::Document(e.to_string()))?;
+        self.persist_conv(&conversation, fx);
+        self.clinical_note(now, conversation, &msg, now, fx);
+        fx.emit.push(Event::MessageAdded {
+            conversation,
+            message: id,
+            hlc,
+            author: member,
+            priority,
+            local: true,
+        });
+        fx.emit.push(Event::Sent {
+            conversation,
+            message: id,
+        });
+        self.push_local(&conversation.0, &before, fx);
+        Ok(id)
+    }
+
+    /// Would `member` be asked by a message in `c` (or is it the author)?
+    fn is_recipient(
+        &self,
+        c: &crate::conversation::Conversation,
+        member: &MemberId,
+        now: Millis,
+    ) -> bool {
+        match &c.header.kind {
+            ConversationKind::Direct { members } => members.contains(member),
+            ConversationKind::Group { members, .. } => members.contains(member),
+            ConversationKind::Role { role } => self.role_holders(role, now).contains(member),
+        }
+    }
+
+    /// The position of occurrence `occurrence` of a reminder for our member.
+    fn own_reminder(
+        &self,
+        conversation: ConversationId,
+        message: MessageId,
+        occurrence: u16,
+    ) -> Result<(crate::hlc::Hlc, MessageId), CommandError> {
+        let c = self
+            .conversation(&conversation)
+            .ok_or_else(|| self.missing(conversation))?;
+        let m = c
+            .get(&message)
+            .ok_or(CommandError::UnknownMessage(message))?;
+        let me = self.member_id().ok_or(CommandError::NoMembership)?;
+        match &m.fields.reminder {
+            Some(r) if r.targets.contains(&me) => {
+                if occurrence >= r.times {
+                    return Err(CommandError::Invalid(format!(
+                        "the reminder has {} occurrence(s); there is no number {}",
+                        r.times,
+                        u32::from(occurrence) + 1
+                    )));
+                }
+                Ok(m.order_key())
+            }
+            _ => Err(CommandError::NotYourReminder(message)),
+        }
+    }
+
+    /// A change to the team document: persisted, pushed, and every open
+    /// message re-checked against the policy and roster now in force.
+    fn team_write(
+        &mut self,
+        now: Millis,
+        fx: &mut Fx,
+        write: impl FnOnce(
+            &mut crate::team::TeamDoc,
+            Millis,
+        ) -> Result<bool, crate::replica::ReplicaError>,
+    ) -> Result<(), CommandError> {
+        if self.reloading(&TEAM_DOC_ID) {
+            return Err(CommandError::Document(
+                "the team document is being read back from the store; try again".into(),
+            ));
+        }
+        let m = self.membership.as_mut().ok_or(CommandError::NoMembership)?;
+        let before = m.team.replica().heads();
+        let changed = write(&mut m.team, now).map_err(|e| CommandError::Document(e.to_string()))?;
+        if changed {
+            self.persist_team(fx);
+            self.push_local(&TEAM_DOC_ID, &before, fx);
+            self.clinical_retrack(now, fx);
+        }
+        Ok(())
+    }
+
+    pub(super) fn create(
         &mut self,
         now: Millis,
         kind: ConversationKind,
@@ -217,7 +396,7 @@ impl Node {
         let current = match kind {
             ReceiptKind::Read => conv.receipts.read.get(&self.device),
             ReceiptKind::Delivered => conv.receipts.delivered.get(&self.device),
-            ReceiptKind::Ack => None,
+            _ => None,
         };
         if current.is_some_and(|(_, c)| *c >= pos) {
             return Ok(());
@@ -230,6 +409,7 @@ impl Node {
         self.persist_conv(&conversation, fx);
         fx.emit.push(Event::ReceiptsChanged { conversation });
         self.push_local(&conversation.0, &before, fx);
+        self.clinical_receipt(now, conversation, pos.1, kind, fx);
         Ok(())
     }
 

@@ -369,6 +369,7 @@ mod tests {
             body: "bed 4 needs review".into(),
             priority: crate::message::Priority::Stat,
             reply_to: None,
+            fields: Default::default(),
         };
         let (r, outs) = ana.node.command(T0, &mut rng, send);
         ana.apply(outs);

@@ -3,7 +3,8 @@
 
 use super::{Event, Output, Timer};
 use crate::ids::{DeviceId, Millis};
-use crate::store::StoreOp;
+use crate::replica::Persist;
+use crate::store::{keys, StoreOp};
 use crate::wire::Reason;
 
 /// Accumulates one step's effects, then orders them (see the module docs).
@@ -57,5 +58,30 @@ impl Fx {
         );
         out.extend(self.reload.into_iter().map(|doc| Output::Reload { doc }));
         out
+    }
+}
+
+/// The store writes for what a document's replica asks to persist.
+pub(super) fn persist_ops(doc: &[u8; 16], p: Persist, out: &mut Vec<StoreOp>) {
+    match p {
+        Persist::Chunk { seq, bytes } => out.push(StoreOp::Put {
+            key: keys::chunk(doc, seq),
+            value: bytes,
+        }),
+        Persist::Snapshot { bytes, upto } => {
+            out.push(StoreOp::Put {
+                key: keys::snapshot(doc),
+                value: bytes,
+            });
+            out.push(StoreOp::DeleteRange {
+                from: keys::chunk(doc, 0),
+                to: keys::chunk(doc, upto),
+            });
+            if upto == u64::MAX {
+                out.push(StoreOp::Delete {
+                    key: keys::chunk(doc, u64::MAX),
+                });
+            }
+        }
     }
 }

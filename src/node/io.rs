@@ -2,11 +2,12 @@
 //! between the pure core and whatever drives it (the tokio shell or the
 //! simulator).
 
+use crate::clinical::{Assignment, SignedPolicy};
 use crate::header::ConversationKind;
 use crate::hlc::Hlc;
 use crate::ids::{ConversationId, DeviceId, MemberId, MessageId, Millis};
 use crate::membership::{Revocation, RevocationTarget};
-use crate::message::Priority;
+use crate::message::{Fields, Priority};
 use crate::store::{StoreOp, StoredDoc};
 use crate::wire::Reason;
 
@@ -57,6 +58,8 @@ pub enum Timer {
     Pull([u8; 16]),
     /// Publish our certificate in the team document, if not done yet.
     Publish,
+    /// Re-notifications, escalations or reminders are due (`clinical.rs`).
+    Clinical,
 }
 
 /// An effect for the shell to carry out, in order.
@@ -107,7 +110,36 @@ pub enum Command {
         body: String,
         priority: Priority,
         reply_to: Option<MessageId>,
+        /// Who must acknowledge, a reminder… (sync.md §7.6); an escalation
+        /// entry is only ever written by the node itself.
+        fields: Fields,
     },
+    /// Marks occurrence `occurrence` of a reminder done, for every target.
+    ReminderDone {
+        conversation: ConversationId,
+        message: MessageId,
+        occurrence: u16,
+    },
+    /// Has occurrence `occurrence` of a reminder fire again at `until`.
+    Snooze {
+        conversation: ConversationId,
+        message: MessageId,
+        occurrence: u16,
+        until: Millis,
+    },
+    /// Installs a clinical policy the team authority signed.
+    SetPolicy(Box<SignedPolicy>),
+    /// Puts `holders` on call for `role` from `from_ms` to `to_ms`, signed
+    /// by this device (whose certificate must hold the role); it replaces
+    /// the assignments for the role that overlap that time.
+    OnCall {
+        role: String,
+        holders: Vec<MemberId>,
+        from_ms: Millis,
+        to_ms: Millis,
+    },
+    /// Installs an on-call assignment the team authority signed.
+    AddAssignment(Box<Assignment>),
     /// Marks everything in the conversation as read by this member.
     MarkRead {
         conversation: ConversationId,
@@ -154,6 +186,10 @@ pub enum CommandError {
     NotAckable(MessageId),
     #[error("you wrote this message: only the other members acknowledge it")]
     OwnMessage(MessageId),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("message {0} is not a reminder for you")]
+    NotYourReminder(MessageId),
     #[error("the local document could not be changed: {0}")]
     Document(String),
 }
@@ -182,6 +218,37 @@ pub enum Event {
     ReceiptsChanged {
         conversation: ConversationId,
     },
+    /// An urgent or STAT message still awaits our member's acknowledgement:
+    /// re-notification `n` of `of` (sync.md §7.6).
+    Alert {
+        conversation: ConversationId,
+        message: MessageId,
+        priority: Priority,
+        author: MemberId,
+        n: u16,
+        of: u16,
+        /// How long this device has held it unacknowledged.
+        waiting_ms: Millis,
+    },
+    /// This device wrote escalation level `level` of `message` into the
+    /// role channel `channel`, as the message `entry`.
+    Escalated {
+        conversation: ConversationId,
+        message: MessageId,
+        level: u8,
+        channel: ConversationId,
+        entry: MessageId,
+    },
+    /// Occurrence `occurrence` of a reminder for our member is due.
+    Reminder {
+        conversation: ConversationId,
+        message: MessageId,
+        occurrence: u16,
+        due_ms: Millis,
+    },
+    /// What awaits our member changed: an acknowledgement, a reminder done
+    /// or snoozed (`Node::alerts` says what is left).
+    AlertsChanged,
     PeerJoined {
         peer: DeviceId,
         member: MemberId,

@@ -25,11 +25,14 @@
 //!   revocation) is flushed before anything else leaves the step, so our own
 //!   changes never reach a peer before they are durable here.
 
+mod alerts;
 mod answer;
+mod clinical;
 mod commands;
 mod contain;
 mod docs;
 mod fx;
+use fx::persist_ops;
 mod io;
 mod peer;
 mod pull;
@@ -43,9 +46,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use automerge::ActorId;
 use thiserror::Error;
 
+pub use alerts::{Alert, AlertKind, OnCallView};
 pub use io::{Command, CommandError, Event, Input, Output, Reply, Timer};
 pub use view::{
-    ConversationSummary, LastMessage, PeerInfo, RenderedMessage, PREVIEW_CHARS, UNREAD_SCAN,
+    ConversationSummary, EscalationInfo, LastMessage, PeerInfo, ReminderInfo, RenderedMessage,
+    PREVIEW_CHARS, UNREAD_SCAN,
 };
 
 use crate::conversation::{Applied, Conversation};
@@ -54,7 +59,6 @@ use crate::header::ConversationHeader;
 use crate::hlc::HlcClock;
 use crate::ids::{ConversationId, DeviceId, MemberId, Millis, TeamId};
 use crate::membership::{Certificate, Revocation};
-use crate::replica::Persist;
 use crate::store::{keys, Loader, StoreOp, Stored, StoredDoc};
 use crate::team::{TeamDoc, TEAM_DOC_ID};
 use crate::wire::Reason;
@@ -169,6 +173,11 @@ pub struct Node {
     /// Documents the upgrade pass changed, written at start (upgrade.rs).
     audited: Vec<upgrade::Audited>,
     team_audit_pending: bool,
+    /// A version-1 team document found at start, carried into version 2
+    /// when the node starts (upgrade.rs).
+    team_v1: Option<StoredDoc>,
+    /// Open urgent messages and reminders (`clinical.rs`).
+    clinical: clinical::Clinical,
 }
 
 impl std::fmt::Debug for Node {
@@ -178,30 +187,6 @@ impl std::fmt::Debug for Node {
             .field("conversations", &self.convs.len())
             .field("peers", &self.peers.len())
             .finish()
-    }
-}
-
-fn persist_ops(doc: &[u8; 16], p: Persist, out: &mut Vec<StoreOp>) {
-    match p {
-        Persist::Chunk { seq, bytes } => out.push(StoreOp::Put {
-            key: keys::chunk(doc, seq),
-            value: bytes,
-        }),
-        Persist::Snapshot { bytes, upto } => {
-            out.push(StoreOp::Put {
-                key: keys::snapshot(doc),
-                value: bytes,
-            });
-            out.push(StoreOp::DeleteRange {
-                from: keys::chunk(doc, 0),
-                to: keys::chunk(doc, upto),
-            });
-            if upto == u64::MAX {
-                out.push(StoreOp::Delete {
-                    key: keys::chunk(doc, u64::MAX),
-                });
-            }
-        }
     }
 }
 
@@ -253,12 +238,17 @@ impl Node {
             contained_panics: 0,
             audited: Vec::new(),
             team_audit_pending: false,
+            team_v1: None,
+            clinical: clinical::Clinical::from_store(&stored.held),
         };
         let Some(cert) = cert else {
             return Ok(node);
         };
         let mut docs = stored.docs;
         let team_stored = docs.remove(&TEAM_DOC_ID).unwrap_or_default();
+        node.team_v1 = docs
+            .remove(&crate::team::TEAM_DOC_V1_ID)
+            .filter(|d| d.snapshot.is_some() || !d.chunks.is_empty());
         let (team, _) = TeamDoc::load(
             cert.team,
             &node.actor,
@@ -384,6 +374,7 @@ impl Node {
             Input::Timer(t) => self.on_timer(now, t, &mut fx),
             Input::Reloaded { doc, stored } => self.on_reloaded(doc, stored, &mut fx),
         }
+        self.clinical_timer(&mut fx);
         fx.into_outputs()
     }
 
@@ -393,9 +384,11 @@ impl Node {
             now + self.config.maintenance_interval_ms,
         ));
         self.write_audits(now, fx);
+        self.upgrade_team_v1(now, fx);
         for id in std::mem::take(&mut self.unindexed) {
             self.persist_index(&id, fx);
         }
+        self.clinical_start(now, fx);
         let Some(m) = &mut self.membership else {
             return;
         };
@@ -444,6 +437,7 @@ impl Node {
             }
             Timer::Pull(doc) => self.pull_timer(now, doc, fx),
             Timer::Publish => self.publish_certificate(now, fx),
+            Timer::Clinical => self.clinical_tick(now, fx),
             Timer::Announce => {
                 self.announce_timer_set = false;
                 self.announce_heads(fx);
@@ -559,6 +553,12 @@ impl Node {
                 priority: m.priority,
                 local: false,
             });
+        }
+        for m in &applied.messages {
+            self.clinical_note(now, id, m, now, fx);
+        }
+        for r in &applied.receipts {
+            self.clinical_receipt(now, id, r.upto.1, r.kind, fx);
         }
         if !applied.receipts.is_empty() {
             fx.emit.push(Event::ReceiptsChanged { conversation: id });

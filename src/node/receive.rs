@@ -130,6 +130,9 @@ impl Node {
             if !t.revocations.is_empty() {
                 self.enforce_membership(now, fx);
             }
+            if t.clinical || !t.certificates.is_empty() || !t.revocations.is_empty() {
+                self.clinical_retrack(now, fx);
+            }
         }
         let repeated = told_before.is_some()
             && self

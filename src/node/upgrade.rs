@@ -16,7 +16,7 @@ use crate::ids::{ConversationId, Millis};
 use crate::message::Message;
 use crate::replica::{Audit, Persist, ReplicaError};
 use crate::store::{keys, StoreOp, StoredDoc};
-use crate::team::{TeamDoc, TEAM_DOC_ID};
+use crate::team::{TeamDoc, TEAM_DOC_ID, TEAM_DOC_V1_ID};
 
 /// A document the pass changed, to write at start.
 #[derive(Clone)]
@@ -141,6 +141,34 @@ impl Node {
         }
         if again > 0 {
             tracing::warn!(conversation = %id, messages = again, "wrote again the genuine messages of changes set aside");
+        }
+    }
+}
+
+impl Node {
+    /// Carries a version-1 team document's certificates and revocations
+    /// into the version-2 team document (storage.md §5.1), once: the old
+    /// records go in the same batch. Every entry is verified again on the
+    /// way, as if a peer had sent it.
+    pub(super) fn upgrade_team_v1(&mut self, now: Millis, fx: &mut Fx) {
+        let Some(old) = self.team_v1.take() else {
+            return;
+        };
+        let Some(m) = &mut self.membership else {
+            return;
+        };
+        match m.team.upgrade(now, old.snapshot.as_deref(), &old.chunks) {
+            Ok(n) => {
+                tracing::info!("carried {n} entries of the version-1 team document into version 2");
+                self.persist_team(fx);
+                let from = keys::doc_prefix(&TEAM_DOC_V1_ID);
+                let mut to = from.clone();
+                *to.last_mut().expect("a prefix") += 1;
+                fx.persist.push(StoreOp::DeleteRange { from, to });
+            }
+            Err(e) => tracing::error!(
+                "the version-1 team document could not be carried into version 2 ({e}); it is kept, and its entries come back from peers"
+            ),
         }
     }
 }

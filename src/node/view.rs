@@ -105,6 +105,30 @@ pub struct RenderedMessage {
     pub delivered_to: Vec<MemberId>,
     pub read_by: Vec<MemberId>,
     pub acked_by: Vec<MemberId>,
+    /// Who the sender asked to acknowledge, if not the team policy's rule.
+    pub ack_by: Option<crate::message::AckBy>,
+    /// An escalation entry: what it escalates (sync.md §7.6).
+    pub escalation: Option<EscalationInfo>,
+    /// A reminder: when, for whom, how often.
+    pub reminder: Option<ReminderInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct EscalationInfo {
+    pub conversation: ConversationId,
+    pub message: MessageId,
+    pub level: u8,
+    pub author: MemberId,
+    pub waiting: Vec<MemberId>,
+    pub unacked_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ReminderInfo {
+    pub due_ms: u64,
+    pub targets: Vec<MemberId>,
+    pub every_ms: u64,
+    pub times: u16,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -121,7 +145,7 @@ type Cursors = BTreeMap<DeviceId, (MemberId, (Hlc, MessageId))>;
 
 impl Node {
     /// Does a verified certificate bind `device` to `member`?
-    fn bound(&self, device: &DeviceId, member: &MemberId) -> bool {
+    pub(super) fn bound(&self, device: &DeviceId, member: &MemberId) -> bool {
         self.membership
             .as_ref()
             .and_then(|ms| ms.team.directory.get(device))
@@ -148,7 +172,12 @@ impl Node {
     /// bound to the member, of a message that asks for one, by someone
     /// other than its author. Acks breaking the rules stay in the document
     /// (older versions wrote them) and are ignored here.
-    fn ackers(&self, c: &Conversation, m: &Message, id: &MessageId) -> BTreeSet<MemberId> {
+    pub(super) fn ackers(
+        &self,
+        c: &Conversation,
+        m: &Message,
+        id: &MessageId,
+    ) -> BTreeSet<MemberId> {
         if !m.priority.wants_ack() {
             return BTreeSet::new();
         }
@@ -160,7 +189,7 @@ impl Node {
         })
     }
 
-    fn member_name(&self, member: &MemberId) -> Option<String> {
+    pub(super) fn member_name(&self, member: &MemberId) -> Option<String> {
         self.directory()
             .filter(|c| c.member == *member)
             .max_by_key(|c| c.issued)
@@ -196,7 +225,7 @@ impl Node {
             if reading && others && !acked_by_me(m) {
                 counts.unread += 1;
             }
-            if me.is_some() && others && m.priority.wants_ack() && !acked_by_me(m) {
+            if me.is_some() && others && m.priority.wants_ack() && c.shown(m) && !acked_by_me(m) {
                 counts.to_ack += 1;
                 counts.stat_to_ack += usize::from(m.priority == Priority::Stat);
             }
@@ -292,7 +321,12 @@ impl Node {
         let Some(page) = c.page(before, limit) else {
             return Some(Err(()));
         };
-        Some(Ok(page.into_iter().map(|m| self.render(c, m)).collect()))
+        // Each escalation level of a message is shown once: its first copy.
+        Some(Ok(page
+            .into_iter()
+            .filter(|m| c.shown(m))
+            .map(|m| self.render(c, m))
+            .collect()))
     }
 
     fn render(&self, c: &Conversation, m: &Message) -> RenderedMessage {
@@ -319,6 +353,21 @@ impl Node {
             delivered_to: self.reached(&c.receipts.delivered, pos, &m.author_member),
             read_by: read.into_iter().collect(),
             acked_by: acked.into_iter().collect(),
+            ack_by: m.fields.ack_by,
+            escalation: m.fields.escalation.as_ref().map(|e| EscalationInfo {
+                conversation: e.conversation,
+                message: e.message,
+                level: e.level,
+                author: e.author,
+                waiting: e.waiting.clone(),
+                unacked_ms: e.unacked_ms,
+            }),
+            reminder: m.fields.reminder.as_ref().map(|r| ReminderInfo {
+                due_ms: r.due_ms,
+                targets: r.targets.clone(),
+                every_ms: r.every_ms,
+                times: r.times,
+            }),
         }
     }
 

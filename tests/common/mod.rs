@@ -211,6 +211,7 @@ impl Mesh {
             body: body.into(),
             priority: huddle::Priority::Routine,
             reply_to: None,
+            fields: Default::default(),
         };
         match self.command(i, cmd) {
             Ok(Reply::Message(m)) => m,
@@ -352,6 +353,31 @@ impl Mesh {
             self.apply(i, out);
         }
         false
+    }
+
+    /// Delivers frames and fires every timer due up to virtual time `t` (in
+    /// order), then sets the time to `t`: for tests of what happens on a
+    /// schedule (re-notifications, escalations, reminders).
+    pub fn run_until(&mut self, t: u64) {
+        loop {
+            if self.step() {
+                continue;
+            }
+            let next = self
+                .timers
+                .iter()
+                .filter(|(_, at)| **at <= t)
+                .map(|(k, at)| (*at, *k))
+                .min();
+            let Some((at, (i, timer))) = next else {
+                break;
+            };
+            self.timers.remove(&(i, timer));
+            self.now = self.now.max(at);
+            let out = self.devices[i].node.handle(self.now, Input::Timer(timer));
+            self.apply(i, out);
+        }
+        self.now = self.now.max(t);
     }
 
     /// Simulates a crash of device `i`: unflushed writes are lost and the

@@ -124,8 +124,89 @@ pub(crate) fn message_json(m: &Message) -> Value {
         "priority": priority_name(m.priority),
         "reply_to": m.reply_to.map(|r| r.to_hex()),
         "body": m.body,
+        "tagged_fields": tagged_fields_json(&m.fields),
         "signature": hex(&m.signature),
     })
+}
+
+fn members_json(ms: &[MemberId]) -> Value {
+    ms.iter().map(|m| m.to_hex()).collect::<Vec<_>>().into()
+}
+
+fn member_list(v: &Value, key: &str) -> Vec<MemberId> {
+    list(v, key)
+        .iter()
+        .map(|m| m.as_str().expect("member").parse().expect("member id"))
+        .collect()
+}
+
+pub(crate) fn ack_by_json(a: &AckBy) -> Value {
+    match a {
+        AckBy::Any => json!({ "who": "any" }),
+        AckBy::All => json!({ "who": "all" }),
+        AckBy::Member(m) => json!({ "who": "member", "member": m.to_hex() }),
+    }
+}
+
+pub(crate) fn ack_by_from_json(v: &Value) -> AckBy {
+    match st(v, "who") {
+        "any" => AckBy::Any,
+        "all" => AckBy::All,
+        "member" => AckBy::Member(MemberId(fixed(v, "member"))),
+        w => panic!("unknown ack-by {w}"),
+    }
+}
+
+/// A message's tagged fields (sync.md §7.6); absent ones are null.
+pub(crate) fn tagged_fields_json(f: &Fields) -> Value {
+    json!({
+        "ack_by": f.ack_by.as_ref().map(ack_by_json),
+        "escalation": f.escalation.as_ref().map(|e| json!({
+            "conversation": e.conversation.to_hex(),
+            "message": e.message.to_hex(),
+            "level": e.level,
+            "priority": priority_name(e.priority),
+            "author": e.author.to_hex(),
+            "waiting": members_json(&e.waiting),
+            "unacked_ms": e.unacked_ms,
+        })),
+        "reminder": f.reminder.as_ref().map(|r| json!({
+            "due_ms": r.due_ms,
+            "targets": members_json(&r.targets),
+            "every_ms": r.every_ms,
+            "times": r.times,
+        })),
+    })
+}
+
+pub(crate) fn tagged_fields_from_json(v: &Value) -> Fields {
+    Fields {
+        ack_by: match get(v, "ack_by") {
+            Value::Null => None,
+            a => Some(ack_by_from_json(a)),
+        },
+        escalation: match get(v, "escalation") {
+            Value::Null => None,
+            e => Some(Escalation {
+                conversation: ConversationId(fixed(e, "conversation")),
+                message: MessageId(fixed(e, "message")),
+                level: get(e, "level").as_u64().expect("level") as u8,
+                priority: priority_from(st(e, "priority")),
+                author: MemberId(fixed(e, "author")),
+                waiting: member_list(e, "waiting"),
+                unacked_ms: get(e, "unacked_ms").as_u64().expect("ms"),
+            }),
+        },
+        reminder: match get(v, "reminder") {
+            Value::Null => None,
+            r => Some(Reminder {
+                due_ms: get(r, "due_ms").as_u64().expect("ms"),
+                targets: member_list(r, "targets"),
+                every_ms: get(r, "every_ms").as_u64().expect("ms"),
+                times: get(r, "times").as_u64().expect("times") as u16,
+            }),
+        },
+    }
 }
 
 pub(crate) fn message_from_json(v: &Value) -> Message {
@@ -139,6 +220,7 @@ pub(crate) fn message_from_json(v: &Value) -> Message {
             _ => Some(MessageId(fixed(v, "reply_to"))),
         },
         body: st(v, "body").to_owned(),
+        fields: tagged_fields_from_json(get(v, "tagged_fields")),
         signature: fixed(v, "signature"),
     }
 }
@@ -148,12 +230,21 @@ pub(crate) fn kind_name(k: ReceiptKind) -> &'static str {
         ReceiptKind::Delivered => "delivered",
         ReceiptKind::Read => "read",
         ReceiptKind::Ack => "ack",
+        ReceiptKind::Done { .. } => "done",
+        ReceiptKind::Snooze { .. } => "snooze",
     }
 }
 
 pub(crate) fn receipt_json(r: &Receipt) -> Value {
+    let (occurrence, until) = match r.kind {
+        ReceiptKind::Done { occurrence } => (Some(occurrence), None),
+        ReceiptKind::Snooze { occurrence, until } => (Some(occurrence), Some(until)),
+        _ => (None, None),
+    };
     json!({
         "kind": kind_name(r.kind),
+        "occurrence": occurrence,
+        "until": until,
         "member": r.member.to_hex(),
         "device": hex(&r.device.0),
         "upto": { "hlc": hlc_json(r.upto.0), "message": r.upto.1.to_hex() },
@@ -169,6 +260,13 @@ pub(crate) fn receipt_from_json(v: &Value) -> Receipt {
             "delivered" => ReceiptKind::Delivered,
             "read" => ReceiptKind::Read,
             "ack" => ReceiptKind::Ack,
+            "done" => ReceiptKind::Done {
+                occurrence: get(v, "occurrence").as_u64().expect("occurrence") as u16,
+            },
+            "snooze" => ReceiptKind::Snooze {
+                occurrence: get(v, "occurrence").as_u64().expect("occurrence") as u16,
+                until: get(v, "until").as_u64().expect("until"),
+            },
             k => panic!("unknown receipt kind {k}"),
         },
         member: MemberId(fixed(v, "member")),

@@ -30,7 +30,9 @@ use huddle::membership::{
     member_tag, Certificate, CertificateRequest, Pass, Revocation, RevocationTarget, Revocations,
     Secret, TokenError,
 };
-use huddle::message::{Draft, Message, Priority, Receipt, ReceiptKind};
+use huddle::message::{
+    AckBy, Draft, Escalation, Fields, Message, Priority, Receipt, ReceiptKind, Reminder,
+};
 use huddle::node::{Command, Input, Node, NodeConfig, Output, Reply, Timer};
 use huddle::replica::{Entry, Replica};
 use huddle::store::{self, keys, MemoryStore, Store, StoreError, StoreOp, Stored};
@@ -42,6 +44,7 @@ use serde_json::{json, Value};
 
 mod cast;
 mod certificates;
+mod clinical;
 mod codecs;
 mod documents;
 mod frames;
@@ -53,6 +56,7 @@ mod session;
 mod storage;
 use cast::*;
 use certificates::*;
+use clinical::*;
 use codecs::*;
 use documents::*;
 use frames::*;
@@ -65,7 +69,7 @@ use storage::*;
 
 const T0: u64 = 1_700_000_000_000;
 const DAY: u64 = 24 * 3600 * 1000;
-const FILES: [&str; 9] = [
+const FILES: [&str; 10] = [
     "primitives.json",
     "certificates.json",
     "revocations.json",
@@ -75,6 +79,7 @@ const FILES: [&str; 9] = [
     "documents.json",
     "storage.json",
     "session.json",
+    "clinical.json",
 ];
 
 // ---------------------------------------------------------------------------
@@ -281,6 +286,7 @@ fn generate() -> Vec<(&'static str, Value)> {
         (FILES[6], gen_documents(&c)),
         (FILES[7], gen_storage(&c)),
         (FILES[8], gen_session(&c)),
+        (FILES[9], gen_clinical(&c)),
     ];
     assert_eq!(files.iter().map(|(n, _)| *n).collect::<Vec<_>>(), FILES);
     files

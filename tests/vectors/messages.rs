@@ -35,6 +35,7 @@ pub(crate) fn messages(c: &Cast) -> Vec<(&'static str, Message)> {
             priority: Priority::Routine,
             reply_to: None,
             body: "Handover at 19:00 in the staff room.".into(),
+            fields: Default::default(),
         },
     );
     let m2 = Message::sign(
@@ -46,6 +47,7 @@ pub(crate) fn messages(c: &Cast) -> Vec<(&'static str, Message)> {
             priority: Priority::Urgent,
             reply_to: Some(m1.id()),
             body: "Bed 4 BP 80/40, please review".into(),
+            fields: Default::default(),
         },
     );
     let m3 = Message::sign(
@@ -57,6 +59,7 @@ pub(crate) fn messages(c: &Cast) -> Vec<(&'static str, Message)> {
             priority: Priority::Stat,
             reply_to: None,
             body: STAT_BODY.into(),
+            fields: Default::default(),
         },
     );
     let m4 = Message::sign(
@@ -68,6 +71,67 @@ pub(crate) fn messages(c: &Cast) -> Vec<(&'static str, Message)> {
             priority: Priority::Routine,
             reply_to: None,
             body: String::new(),
+            fields: Default::default(),
+        },
+    );
+    let m5 = Message::sign(
+        c.key("ana-phone"),
+        &conv,
+        Draft {
+            author_member: member("ana"),
+            hlc: Hlc::new(T0 + 180_000, 0),
+            priority: Priority::Stat,
+            reply_to: None,
+            body: "Bed 12 needs the physician now: everyone acknowledge.".into(),
+            fields: Fields {
+                ack_by: Some(AckBy::All),
+                ..Fields::default()
+            },
+        },
+    );
+    let mut waiting = vec![member("ben"), member("chidi")];
+    waiting.sort();
+    let m6 = Message::sign(
+        c.key("chidi-laptop"),
+        &conv,
+        Draft {
+            author_member: member("chidi"),
+            hlc: Hlc::new(T0 + 300_000, 0),
+            priority: Priority::Stat,
+            reply_to: None,
+            body: "Escalation (level 1): a STAT message from Ana has not been acknowledged for 3 min; waiting on Ben.".into(),
+            fields: Fields {
+                escalation: Some(Escalation {
+                    conversation: conv,
+                    message: m3.id(),
+                    level: 1,
+                    priority: Priority::Stat,
+                    author: member("ana"),
+                    waiting,
+                    unacked_ms: 180_000,
+                }),
+                ..Fields::default()
+            },
+        },
+    );
+    let m7 = Message::sign(
+        c.key("ben-tablet"),
+        &conv,
+        Draft {
+            author_member: member("ben"),
+            hlc: Hlc::new(T0 + 360_000, 0),
+            priority: Priority::Routine,
+            reply_to: None,
+            body: "Turn the patient in bed 4.".into(),
+            fields: Fields {
+                reminder: Some(Reminder {
+                    due_ms: T0 + 7_200_000,
+                    targets: vec![member("ana")],
+                    every_ms: 7_200_000,
+                    times: 12,
+                }),
+                ..Fields::default()
+            },
         },
     );
     vec![
@@ -75,6 +139,9 @@ pub(crate) fn messages(c: &Cast) -> Vec<(&'static str, Message)> {
         ("urgent reply", m2),
         ("stat, two-byte body length", m3),
         ("empty body (wire-valid; never sent by huddle)", m4),
+        ("version 2: stat, acknowledged by all", m5),
+        ("version 2: an escalation entry", m6),
+        ("version 2: a reminder every 2 h, 12 times", m7),
     ]
 }
 
@@ -116,6 +183,31 @@ pub(crate) fn receipts(c: &Cast) -> Vec<(&'static str, Receipt)> {
                 Hlc::new(T0 + 61_000, 1),
             ),
         ),
+        (
+            "reminder occurrence 3 done",
+            Receipt::sign(
+                c.key("ana-phone"),
+                &conv,
+                ReceiptKind::Done { occurrence: 3 },
+                member("ana"),
+                m[6].1.order_key(),
+                Hlc::new(T0 + 28_900_000, 0),
+            ),
+        ),
+        (
+            "reminder occurrence 4 snoozed 15 min",
+            Receipt::sign(
+                c.key("ana-phone"),
+                &conv,
+                ReceiptKind::Snooze {
+                    occurrence: 4,
+                    until: T0 + 36_900_000,
+                },
+                member("ana"),
+                m[6].1.order_key(),
+                Hlc::new(T0 + 36_000_000, 0),
+            ),
+        ),
     ]
 }
 
@@ -152,7 +244,7 @@ pub(crate) fn gen_messages(c: &Cast) -> Value {
             "Trailing",
         ),
         bad(splice(&m, 0, 1, &[0]), "version 0", "Unknown"),
-        bad(splice(&m, 0, 1, &[2]), "version 2", "Unknown"),
+        bad(splice(&m, 0, 1, &[3]), "version 3", "Unknown"),
         bad(splice(&m, 57, 1, &[3]), "priority 3", "Unknown"),
         bad(splice(&m, 58, 1, &[2]), "reply flag 2", "Unknown"),
         bad(
@@ -171,6 +263,30 @@ pub(crate) fn gen_messages(c: &Cast) -> Value {
             "Utf8",
         ),
     ];
+    let v2 = msgs[4].1.encode(); // version 2, one field: ack-by all
+    let fields_at = v2.len() - 64 - 4; // count, tag, length, ack-by byte
+    let invalid = [
+        invalid,
+        vec![
+            bad(
+                splice(&v2, fields_at, 4, &[0]),
+                "version 2 with no fields (written as version 1)",
+                "Invalid",
+            ),
+            bad(
+                splice(&v2, fields_at + 1, 1, &[9]),
+                "a field tag this version does not know",
+                "Unknown",
+            ),
+            bad(
+                splice(&v2, fields_at, 4, &[2, 1, 1, 2, 1, 1, 2]),
+                "the same field twice",
+                "Invalid",
+            ),
+            bad(splice(&v2, fields_at + 3, 1, &[0]), "ack-by 0", "Unknown"),
+        ],
+    ]
+    .concat();
     let m1 = &msgs[0].1;
     let mut altered = m1.clone();
     altered.body.push('!');
@@ -212,7 +328,7 @@ pub(crate) fn gen_messages(c: &Cast) -> Value {
         ),
         bad(splice(&rb, 0, 1, &[2]), "version 2", "Unknown"),
         bad(splice(&rb, 1, 1, &[0]), "kind 0", "Unknown"),
-        bad(splice(&rb, 1, 1, &[4]), "kind 4", "Unknown"),
+        bad(splice(&rb, 1, 1, &[6]), "kind 6", "Unknown"),
     ];
     let mut forged = receipts(c)[2].1.clone();
     forged.kind = ReceiptKind::Read;
@@ -271,6 +387,12 @@ fn messages_vectors() {
             ReceiptKind::Delivered => format!("d{device}"),
             ReceiptKind::Read => format!("r{device}"),
             ReceiptKind::Ack => format!("a{}{device}", r.upto.1.to_hex()),
+            ReceiptKind::Done { occurrence } => {
+                format!("x{}{occurrence:04x}{device}", r.upto.1.to_hex())
+            }
+            ReceiptKind::Snooze { occurrence, .. } => {
+                format!("z{}{occurrence:04x}{device}", r.upto.1.to_hex())
+            }
         };
         assert_eq!(expected, st(x, "doc_key"));
     }

@@ -300,6 +300,7 @@ pub(crate) fn run_session(c: &Cast) -> (Vec<Value>, ConversationId) {
             body: "Bed 4 BP 80/40, please review".into(),
             priority: Priority::Urgent,
             reply_to: None,
+            fields: Default::default(),
         },
     );
     let Ok(Reply::Message(msg)) = reply else {

@@ -90,6 +90,7 @@ async fn send(
         body: body.into(),
         priority,
         reply_to: None,
+        fields: Default::default(),
     };
     match ward.command(i, cmd).await? {
         Reply::Message(id) => Ok(id),
@@ -322,6 +323,7 @@ async fn story(root: &std::path::Path, a: &DemoArgs, out: Out, stay: bool) -> Re
                 body: body.into(),
                 priority: Priority::Routine,
                 reply_to: None,
+                fields: Default::default(),
             })?;
         }
     }
