@@ -4,7 +4,8 @@
 //! `cargo bench --bench core` runs the full sizes (about 70 s after the
 //! build, on two cores); `cargo bench --bench core -- --test` (criterion's
 //! test mode) runs everything once at small sizes as a smoke test.
-//! `HUDDLE_BENCH=append,receive,load,bytes,sync` (any subset) picks sections.
+//! `HUDDLE_BENCH=append,receive,load,bytes,sync,clinical` (any subset)
+//! picks sections.
 //!
 //! Besides criterion's means, the bench prints `report:` lines with figures
 //! criterion cannot give: per-append percentiles (wall and on-CPU), the load
@@ -15,6 +16,7 @@ mod common;
 
 mod append;
 mod bytes;
+mod clinical;
 mod load;
 mod receive;
 mod sync;
@@ -236,6 +238,32 @@ fn writer_with(n: usize, seed: u64) -> Writer {
     w
 }
 
+/// Live heap bytes, counted by the allocator below (for the memory
+/// figures: what a structure holds, measured rather than estimated).
+fn allocated() -> usize {
+    ALLOCATED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+static ALLOCATED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+struct Counting;
+
+// SAFETY: forwards to the system allocator unchanged; only counts.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATED.fetch_add(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        std::alloc::System.alloc(layout)
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        ALLOCATED.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        std::alloc::System.dealloc(ptr, layout)
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
 fn report(line: &str) {
     println!("report: {line}");
 }
@@ -423,6 +451,10 @@ fn core(c: &mut Criterion) {
             }
             append::bench_append(c, &mut writers, &s.append_sizes);
         }
+    }
+
+    if section("clinical") {
+        clinical::clinical_report(if test_mode() { 500 } else { 10_000 });
     }
 
     if section("sync") {

@@ -117,6 +117,40 @@ impl World {
     }
 
     fn on_event(&mut self, dev: Dev, e: Event) {
+        match &e {
+            Event::MessageAdded {
+                conversation,
+                message,
+                priority,
+                ..
+            } => {
+                if priority.wants_ack() {
+                    crate::clinical::shown(self, dev, *conversation, *message, *priority);
+                }
+                crate::clinical::got(self, dev, *message);
+            }
+            Event::Alert {
+                conversation,
+                message,
+                priority,
+                n,
+                of,
+                ..
+            } => crate::clinical::alert(self, dev, *conversation, *message, *priority, *n, *of),
+            Event::Escalated {
+                conversation,
+                message,
+                level,
+                channel,
+                ..
+            } => crate::clinical::escalated(self, dev, *conversation, *message, *level, *channel),
+            Event::Reminder {
+                message,
+                occurrence,
+                ..
+            } => crate::clinical::fired(self, dev, *message, *occurrence),
+            _ => {}
+        }
         // What a device shows of others' (its own are held by no-loss).
         if let Event::MessageAdded {
             conversation,
@@ -187,6 +221,18 @@ impl World {
             }
             Event::ConversationAdded { conversation, .. } => {
                 self.ledger.live.insert(conversation);
+                // A role channel a node made itself, to escalate into.
+                if !self.ledger.headers.contains_key(&conversation) {
+                    let own = self.devs[dev]
+                        .node
+                        .as_ref()
+                        .and_then(|n| n.conversation(&conversation))
+                        .filter(|c| c.header.creator == self.devs[dev].id)
+                        .map(|c| c.header.clone());
+                    if let Some(h) = own {
+                        self.ledger.headers.insert(conversation, h);
+                    }
+                }
                 let d = &self.devs[dev];
                 let ok = d.is_member()
                     && self

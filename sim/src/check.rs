@@ -35,6 +35,9 @@ pub enum Invariant {
     AppendOnly,
     /// The scenario asked for something the core refused (a scenario bug).
     Setup,
+    /// An urgent message or a reminder was missed, or an escalation was
+    /// wrong (sync.md §7.6, `clinical.rs`).
+    Clinical,
 }
 
 impl fmt::Display for Invariant {
@@ -50,6 +53,7 @@ impl fmt::Display for Invariant {
             Invariant::Carried => "carried",
             Invariant::AppendOnly => "append-only",
             Invariant::Setup => "setup",
+            Invariant::Clinical => "clinical",
         })
     }
 }

@@ -54,6 +54,7 @@ pub struct Device {
     pub malicious: bool,
     /// Its node refuses changes that break the append-only rules.
     pub append_only: bool,
+    pub clinical_fault: huddle::node::ClinicalFault,
 }
 
 /// What a device is made of before it boots.
@@ -142,6 +143,7 @@ impl Device {
             revoked: false,
             malicious: false,
             append_only: true,
+            clinical_fault: huddle::node::ClinicalFault::None,
         }
     }
 
@@ -172,6 +174,7 @@ impl Device {
             stored,
             NodeConfig {
                 append_only: self.append_only,
+                clinical_fault: self.clinical_fault,
                 ..NodeConfig::default()
             },
             &mut self.rng,

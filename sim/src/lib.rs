@@ -23,6 +23,7 @@ pub mod acct;
 pub mod actions;
 pub mod carry;
 pub mod check;
+pub mod clinical;
 pub mod device;
 pub mod metrics;
 pub mod net;
@@ -153,6 +154,11 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
         stale_blocked: w.counters.stale_blocked,
         rejected: w.counters.rejected,
         events: w.trace.events,
+        clinical: (
+            w.clin.alerts_checked,
+            w.clin.escalations,
+            w.clin.reminders_checked,
+        ),
         by_kind: [
             w.acct.by_tag[1],
             w.acct.by_tag[2],

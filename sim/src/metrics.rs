@@ -72,6 +72,9 @@ pub struct Metrics {
     pub whole_doc_bytes: u64,
     /// Bytes sent over inter-site links (uplinks, backbones).
     pub link_bytes: u64,
+    /// Clinical checks (`clinical.rs`): alerts raised, escalation entries
+    /// written, reminder occurrences checked on time.
+    pub clinical: (u64, u64, u64),
 }
 
 fn ratio(a: u64, b: u64) -> Option<f64> {
@@ -174,6 +177,13 @@ impl Metrics {
             "  faults                      {} connections, {} broken, {} crashes, {} ghosts blocked, {} entries rejected",
             self.sessions, self.breaks, self.crashes, self.stale_blocked, self.rejected
         );
+        let (alerts, escalations, reminders) = self.clinical;
+        if alerts + escalations + reminders > 0 {
+            let _ = writeln!(
+                s,
+                "  clinical                    {alerts} alerts, {escalations} escalation entries, {reminders} reminder occurrences on time"
+            );
+        }
         let _ = write!(s, "  simulated events            {}", self.events);
         s
     }

@@ -89,6 +89,26 @@ pub enum Ev {
         devices: Vec<Dev>,
     },
     FinalHeal,
+    /// Device 0 sets the scenario's clinical policy.
+    Policy,
+    /// Re-notification `n` of `msg` should have come on `dev` by now
+    /// (`clinical.rs`, checker a).
+    AlertDue {
+        dev: Dev,
+        inc: u32,
+        conv: huddle::ConversationId,
+        msg: huddle::MessageId,
+        n: u16,
+    },
+    /// Occurrence `k` of reminder `msg` was due on `dev` at `sim_ms`
+    /// (checker c).
+    ReminderDue {
+        dev: Dev,
+        inc: u32,
+        msg: huddle::MessageId,
+        k: u16,
+        sim_ms: u64,
+    },
 }
 
 impl Ev {

@@ -18,6 +18,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ),
     ("field-team", include_str!("../scenarios/field-team.toml")),
     ("churn-200", include_str!("../scenarios/churn-200.toml")),
+    ("urgent-ward", include_str!("../scenarios/urgent-ward.toml")),
 ];
 
 /// A duration in microseconds, written `"1h30m"`, `"250ms"`, `"0.5ms"`, `"-10m"`.
@@ -187,9 +188,40 @@ pub struct Traffic {
     /// Chance a received urgent message is acknowledged.
     #[serde(default)]
     pub ack: f64,
+    /// Of the urgent messages, the fraction that are STAT.
+    #[serde(default)]
+    pub stat: f64,
+    /// Fraction of messages that are reminders for one or two members of
+    /// the conversation, due `remind_in` later (every `remind_every`,
+    /// `remind_times` times when set).
+    #[serde(default)]
+    pub remind: f64,
+    #[serde(default = "default_remind_in")]
+    pub remind_in: [Dur; 2],
+    #[serde(default)]
+    pub remind_every: Option<Dur>,
+    #[serde(default)]
+    pub remind_times: Option<u16>,
     /// Devices whose users write (default: every team device).
     #[serde(default)]
     pub senders: Option<DeviceSet>,
+}
+
+fn default_remind_in() -> [Dur; 2] {
+    [Dur(30_000_000), Dur(300_000_000)]
+}
+
+/// The team's clinical policy for the run (sync.md §7.6), set by device 0
+/// at the start; both priorities follow it (the default policy otherwise).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySpec {
+    /// Re-notify every so long, so many times.
+    pub every: Dur,
+    pub times: u16,
+    /// Escalation ladder: after so long, to this role.
+    #[serde(default)]
+    pub escalate: Vec<(Dur, String)>,
 }
 
 fn default_body() -> [usize; 2] {
@@ -340,6 +372,9 @@ pub struct Scenario {
     /// Devices that belong to the same member as another: `[[extra, of]]`.
     #[serde(default)]
     pub same_member: Vec<[usize; 2]>,
+    /// The team's clinical policy, if not the default.
+    #[serde(default)]
+    pub policy: Option<PolicySpec>,
 }
 
 fn default_settle() -> Dur {

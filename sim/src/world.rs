@@ -49,6 +49,9 @@ pub struct Options {
     /// (`NodeConfig::append_only`); off only to show the checker catches
     /// what they stop.
     pub append_only: bool,
+    /// A clinical rule broken on purpose (`NodeConfig::clinical_fault`), to
+    /// show the clinical checkers catch it.
+    pub clinical_fault: huddle::node::ClinicalFault,
 }
 
 impl Default for Options {
@@ -61,6 +64,7 @@ impl Default for Options {
             trace_sync: true,
             trace_devices: None,
             append_only: true,
+            clinical_fault: huddle::node::ClinicalFault::None,
         }
     }
 }
@@ -88,6 +92,8 @@ pub struct World {
     pub watch: Watch,
     pub(crate) next_token: u64,
     pub restart_delay: BTreeMap<Dev, u64>,
+    /// What the clinical checkers follow (`clinical.rs`).
+    pub clin: crate::clinical::Clin,
 }
 
 impl World {
@@ -143,6 +149,7 @@ impl World {
         let skew = sc.faults.skew.0 / 1000;
         for d in &mut devs {
             d.append_only = opts.append_only;
+            d.clinical_fault = opts.clinical_fault;
             if skew > 0 {
                 d.skew_ms = rng.gen_range(-skew..=skew);
             }
@@ -174,6 +181,7 @@ impl World {
             watch: Watch::default(),
             next_token: 0,
             restart_delay: BTreeMap::new(),
+            clin: crate::clinical::Clin::default(),
         }
     }
 
@@ -221,7 +229,9 @@ impl World {
         if self.violation.is_some() {
             return;
         }
-        if let Err(v) = check::check_final(&self.devs, &self.ledger, self.now) {
+        if let Err(v) = check::check_final(&self.devs, &self.ledger, self.now)
+            .and_then(|()| crate::clinical::check_final(self, self.now))
+        {
             self.violation = Some(v);
         }
     }
@@ -299,6 +309,21 @@ impl World {
             Ev::Fault(k) => crate::actions::fault(self, k),
             Ev::Unsplit { devices } => topo::unsplit(self, devices),
             Ev::FinalHeal => topo::final_heal(self),
+            Ev::Policy => crate::actions::policy(self),
+            Ev::AlertDue {
+                dev,
+                inc,
+                conv,
+                msg,
+                n,
+            } => crate::clinical::alert_due(self, dev, inc, conv, msg, n),
+            Ev::ReminderDue {
+                dev,
+                inc,
+                msg,
+                k,
+                sim_ms,
+            } => crate::clinical::reminder_due(self, dev, inc, msg, k, sim_ms),
         }
     }
 

@@ -198,3 +198,75 @@ fn erasures_are_caught_with_the_append_only_rules_off() {
     }
     assert!(caught >= 3, "only {caught} of 4 runs caught the erasures");
 }
+
+fn urgent_ward() -> Scenario {
+    let text = huddle_sim::scenario::BUILTIN
+        .iter()
+        .find(|(n, _)| *n == "urgent-ward")
+        .map(|(_, t)| *t)
+        .expect("built in");
+    scenario(text)
+}
+
+/// Drops every `Emit` of one kind of clinical event from every device.
+struct Silence(fn(&huddle::node::Event) -> bool);
+
+impl Tamper for Silence {
+    fn outputs(&mut self, _device: usize, outputs: &mut Vec<Output>) {
+        let hide = self.0;
+        outputs.retain(|o| !matches!(o, Output::Emit(e) if hide(e)));
+    }
+}
+
+/// A node that never tells its user of a re-notification: checker (a).
+#[test]
+fn silent_alerts_are_caught() {
+    let sc = urgent_ward();
+    let tamper = Silence(|e| matches!(e, huddle::node::Event::Alert { .. }));
+    let out = broken_run(&sc, 1, Box::new(tamper), true);
+    assert_caught(&out, Invariant::Clinical);
+    let detail = &out.violation.as_ref().expect("caught").detail;
+    assert!(detail.contains("raised no re-notification"), "{detail}");
+}
+
+/// A node whose reminders never go off: checker (c).
+#[test]
+fn reminders_that_never_fire_are_caught() {
+    let sc = urgent_ward();
+    let tamper = Silence(|e| matches!(e, huddle::node::Event::Reminder { .. }));
+    let out = broken_run(&sc, 1, Box::new(tamper), true);
+    assert_caught(&out, Invariant::Clinical);
+    let detail = &out.violation.as_ref().expect("caught").detail;
+    assert!(detail.contains("reminder"), "{detail}");
+}
+
+/// Nodes that escalate what was already acknowledged, and nodes that show
+/// every copy of a level: checker (b), both halves.
+#[test]
+fn wrong_escalations_are_caught() {
+    for (fault, what) in [
+        (
+            huddle::node::ClinicalFault::EscalateSettled,
+            "although nobody owed",
+        ),
+        (huddle::node::ClinicalFault::ShowEveryCopy, "times in"),
+    ] {
+        let sc = urgent_ward();
+        let mut caught = None;
+        for seed in 1..=10 {
+            let opts = Options {
+                clinical_fault: fault,
+                ..Options::default()
+            };
+            let out = run(&sc, seed, opts);
+            if out.violation.is_some() {
+                caught = Some(out);
+                break;
+            }
+        }
+        let out = caught.unwrap_or_else(|| panic!("{fault:?} went unnoticed in 10 seeds"));
+        assert_caught(&out, Invariant::Clinical);
+        let detail = &out.violation.as_ref().expect("caught").detail;
+        assert!(detail.contains(what), "{fault:?}: {detail}");
+    }
+}

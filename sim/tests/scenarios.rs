@@ -51,6 +51,31 @@ fn churn_200() {
     sweep("churn-200", 1..=1);
 }
 
+/// At full rate: it is small, and its checkers need the urgent traffic.
+#[test]
+fn urgent_ward() {
+    let text = BUILTIN
+        .iter()
+        .find(|(n, _)| *n == "urgent-ward")
+        .map(|(_, t)| *t)
+        .expect("built in");
+    let sc = Scenario::parse(text).expect("built-in scenario parses");
+    for seed in 1..=3 {
+        let out = run(&sc, seed, Options::default());
+        assert!(
+            out.passed(),
+            "{}",
+            out.failure_report(&replay_command("urgent-ward", seed))
+        );
+        let (alerts, _, reminders) = out.metrics.clinical;
+        assert!(
+            alerts > 0 && reminders > 0,
+            "seed {seed} checked nothing: {:?}",
+            out.metrics.clinical
+        );
+    }
+}
+
 /// The small fault storms, at full strength.
 #[test]
 fn mini_sweeps() {

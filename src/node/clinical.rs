@@ -31,6 +31,18 @@ pub const LATE_REMINDER_MS: Millis = 3_600_000;
 /// of each conversation read (as the list's badges are).
 const START_SCAN: usize = super::view::UNREAD_SCAN;
 
+/// A clinical rule broken on purpose (`NodeConfig::clinical_fault`), so
+/// the simulator can show its checkers catch each.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Fault {
+    #[default]
+    None,
+    /// Escalate levels whose acknowledgement nobody owes any more.
+    EscalateSettled,
+    /// Show every copy of an escalation level, not the first.
+    ShowEveryCopy,
+}
+
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Clinical {
     pub(super) schedule: Schedule,
@@ -281,7 +293,7 @@ impl Node {
                 };
                 let owed = self.owed_by(c, first, now);
                 let me = self.member_id();
-                if owed.is_empty() {
+                if owed.is_empty() && self.config.clinical_fault != Fault::EscalateSettled {
                     self.clinical.schedule.untrack(&key);
                     self.drop_held(key, fx);
                 }
@@ -387,13 +399,18 @@ impl Node {
                 continue;
             };
             let owed = self.owed_by(c, &m, now);
+            let settled = owed.is_empty();
+            let owed = match self.config.clinical_fault {
+                Fault::EscalateSettled if settled => self.recipients(c, m.author_member, now),
+                _ => owed,
+            };
             if owed.is_empty() {
                 self.clinical.schedule.untrack(&d.key);
                 self.drop_held(d.key, fx);
                 continue;
             }
             if let Some((n, of)) = d.alert {
-                if me.is_some_and(|me| owed.contains(&me)) {
+                if !settled && me.is_some_and(|me| owed.contains(&me)) {
                     fx.emit.push(Event::Alert {
                         conversation: conv,
                         message: msg,

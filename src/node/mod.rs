@@ -27,7 +27,8 @@
 
 mod alerts;
 mod answer;
-mod clinical;
+pub(crate) mod clinical;
+pub use clinical::Fault as ClinicalFault;
 mod commands;
 mod contain;
 mod docs;
@@ -97,6 +98,10 @@ pub struct NodeConfig {
     /// the rules stop; a node that does is not huddle protocol 4.
     #[doc(hidden)]
     pub append_only: bool,
+    /// A deliberately broken clinical rule, only for the simulator's
+    /// checkers to show they catch it.
+    #[doc(hidden)]
+    pub clinical_fault: clinical::Fault,
 }
 
 impl Default for NodeConfig {
@@ -111,6 +116,7 @@ impl Default for NodeConfig {
             publish_delay_ms: 5_000,
             max_reassembly_bytes: 64 * 1024 * 1024,
             append_only: true,
+            clinical_fault: clinical::Fault::None,
         }
     }
 }

@@ -324,7 +324,9 @@ impl Node {
         // Each escalation level of a message is shown once: its first copy.
         Some(Ok(page
             .into_iter()
-            .filter(|m| c.shown(m))
+            .filter(|m| {
+                c.shown(m) || self.config.clinical_fault == super::ClinicalFault::ShowEveryCopy
+            })
             .map(|m| self.render(c, m))
             .collect()))
     }
