@@ -134,6 +134,15 @@ async function run() {
   await say(ana, 'Second urgent: bed 9 BP 80/40', 'STAT');
   await conv(ben, 'Ana Silva').click();
   await conv(ben, 'Sepsis review').getByText(/STAT 1/).waitFor({ timeout: T });
+  step('what waits for Ben: the STAT in the banner, acknowledged from there');
+  const waiting = ben.getByRole('region', { name: 'Waiting for you' }).getByRole('listitem').filter({ hasText: 'bed 9 BP 80/40' });
+  await waiting.waitFor({ timeout: T });
+  if (!(await waiting.getByText('STAT', { exact: true }).isVisible())) throw new Error('the banner does not label the message STAT');
+  await axe(ben, 'the banner of what waits');
+  await waiting.getByRole('button', { name: 'Acknowledge' }).click();
+  await waiting.waitFor({ state: 'detached', timeout: T });
+  await conv(ana, 'Sepsis review').click();
+  await messages(ana).getByRole('listitem').filter({ hasText: 'bed 9 BP 80/40' }).getByText(/acknowledged by Ben Okafor/).waitFor({ timeout: T });
   await axe(ben, 'the conversation list');
   await shots(ben, 'conversations', () => ben.getByRole('button', { name: 'Back to conversations' }).click());
 

@@ -9,7 +9,7 @@ const S = {
   status: null, dir: new Map(), chats: [], peers: [],
   open: null, messages: [], more: false, pending: [], replyTo: null,
   leftAt: new Map(), live: false, locked: false, admin: false,
-  shown: new Map(), dirVersion: 0,
+  shown: new Map(), dirVersion: 0, alerts: [],
 };
 
 class ApiError extends Error {
@@ -82,7 +82,7 @@ const readThread = coalesce(async () => {
 async function readAll() {
   S.status = await api('GET', '/v1/status');
   $('who').textContent = `${S.status.name || 'This device'} · ${S.status.team_name || 'no team'}`;
-  await Promise.all([refreshDirectory(), refreshChats(), refreshPeers(), refreshThread(S.messages.length)]);
+  await Promise.all([refreshDirectory(), refreshChats(), refreshPeers(), refreshThread(S.messages.length), refreshAlerts()]);
   renderStatus();
 }
 
@@ -331,7 +331,10 @@ function connect() {
     if (!e.local && e.priority !== 'routine') notify(e);
   });
   on('sent', (e) => { if (e.conversation === S.open) refreshThread(); });
-  on('receipts_changed', (e) => { if (e.conversation === S.open) refreshThread(S.messages.length); refreshChats(); });
+  on('alert', (e) => { refreshAlerts(); ring(); notify(e, `Still waiting for your acknowledgement (${e.n}/${e.of})`); });
+  on('reminder', (e) => { refreshAlerts(); ring(); notify({ ...e, priority: 'reminder', author: null }, 'A reminder is due'); });
+  on('alerts_changed', () => refreshAlerts());
+  on('receipts_changed', (e) => { if (e.conversation === S.open) refreshThread(S.messages.length); refreshChats(); refreshAlerts(); });
   on('conversation_added', () => refreshChats());
   on('peer_joined', () => refreshPeers());
   on('peer_left', (e) => { S.leftAt.set(e.peer, Date.now()); refreshPeers(); });
@@ -344,13 +347,67 @@ async function checkSession() {
   try { await api('GET', '/web/session'); connect(); } catch (e) { if (!(e instanceof ApiError && e.status === 401)) setTimeout(checkSession, 3000); }
 }
 
-function notify(e) {
+function notify(e, what) {
   if (!('Notification' in window) || Notification.permission !== 'granted' || !document.hidden) return;
   const chat = S.chats.find((c) => c.id === e.conversation);
+  const from = e.author ? `From ${nameOf(S.dir, e.author)}: ` : '';
   const n = new Notification(`${e.priority.toUpperCase()} in ${chat ? chat.title : 'huddle'}`, {
-    body: `From ${nameOf(S.dir, e.author)}: open huddle to read and acknowledge`, requireInteraction: true, tag: e.message,
+    body: `${from}${what || 'open huddle to read and acknowledge'}`, requireInteraction: true, tag: e.message,
   });
   n.onclick = () => { window.focus(); openConversation(e.conversation); };
+}
+
+// ---- what waits for you: the banner, its sound ----
+
+const refreshAlerts = coalesce(async () => { S.alerts = await api('GET', '/v1/alerts'); renderAlerts(); });
+
+function renderAlerts() {
+  $('alerts').hidden = S.alerts.length === 0;
+  $('alert-list').replaceChildren(...S.alerts.map((a) => {
+    const kind = a.kind === 'reminder' ? 'reminder' : a.priority;
+    const label = a.kind === 'reminder' ? 'REMINDER' : (a.priority === 'stat' ? 'STAT' : 'URGENT');
+    const from = a.author_name || 'a member';
+    const what = a.kind === 'reminder'
+      ? `in ${a.conversation_title}, due ${time(a.due_ms)}: ${a.preview}`
+      : `from ${from} in ${a.conversation_title}, ${time(a.time_ms)}${a.escalation_level ? ` (escalation level ${a.escalation_level})` : ''}: ${a.preview}`;
+    const act = (text, fn) => h('button', { type: 'button', onclick: fn }, text);
+    const buttons = a.kind === 'reminder'
+      ? [act('Done', () => remind(a, 'done')), act('Snooze 15 min', () => remind(a, 'snooze'))]
+      : [act('Acknowledge', () => ackAlert(a))];
+    return h('li', { 'data-message': a.message },
+      h('span', { class: `badge ${kind}` }, label),
+      h('span', { class: 'what' }, what),
+      act('Open', () => openConversation(a.conversation)), ...buttons);
+  }));
+}
+
+async function ackAlert(a) {
+  try {
+    await api('POST', `/v1/conversations/${a.conversation}/messages/${a.message}/ack`);
+    refreshAlerts(); refreshChats();
+    if (a.conversation === S.open) refreshThread(S.messages.length);
+  } catch (err) { $('status').textContent = `Not acknowledged: ${err.message}`; }
+}
+
+async function remind(a, how) {
+  const body = how === 'done' ? { occurrence: a.occurrence } : { occurrence: a.occurrence, until_ms: Date.now() + 15 * 60000 };
+  try { await api('POST', `/v1/conversations/${a.conversation}/messages/${a.message}/${how}`, body); refreshAlerts(); } catch (err) { $('status').textContent = `Not saved: ${err.message}`; }
+}
+
+// A short two-tone chime (no audio file: none is fetched). Browsers allow
+// sound only after someone used the page; before that it stays silent and
+// the banner and notification still say it.
+let audio = null;
+function ring() {
+  try {
+    audio = audio || new AudioContext();
+    const at = audio.currentTime;
+    for (const [i, f] of [880, 660].entries()) {
+      const o = audio.createOscillator(); const g = audio.createGain();
+      o.frequency.value = f; g.gain.setValueAtTime(0.2, at + i * 0.25); g.gain.exponentialRampToValueAtTime(0.001, at + i * 0.25 + 0.22);
+      o.connect(g).connect(audio.destination); o.start(at + i * 0.25); o.stop(at + i * 0.25 + 0.24);
+    }
+  } catch { /* no audio here: the banner says it */ }
 }
 
 // ---- the idle lock ----
