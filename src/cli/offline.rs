@@ -10,7 +10,7 @@ use rand_core::OsRng;
 
 use super::{now_ms, Result};
 use crate::datadir::DataDir;
-use crate::node::{Command, Node, NodeConfig, Output, Reply};
+use crate::node::{Command, Input, Node, NodeConfig, Output, Reply};
 use crate::store::{self, SledStore, Store};
 
 pub struct Offline {
@@ -29,7 +29,13 @@ impl Offline {
         // conversations it touches.
         let stored = store::load_lazy(&store, store.loader())?;
         let node = Node::new(id.key, cert, stored, NodeConfig::default(), &mut OsRng)?;
-        Ok(Offline { store, node })
+        let mut offline = Offline { store, node };
+        // What a node does as it starts, whether or not it then runs: the
+        // upgrade of an older store's documents (the version-2 team
+        // document among them), index entries, held times.
+        let outputs = offline.node.handle(now_ms(), Input::Start);
+        offline.carry_out(outputs)?;
+        Ok(offline)
     }
 
     pub fn node(&self) -> &Node {
@@ -39,6 +45,11 @@ impl Offline {
     /// Carries out a command and makes its changes durable.
     pub fn command(&mut self, cmd: Command) -> Result<Reply> {
         let (reply, outputs) = self.node.command(now_ms(), &mut OsRng, cmd);
+        self.carry_out(outputs)?;
+        Ok(reply?)
+    }
+
+    fn carry_out(&mut self, outputs: Vec<Output>) -> Result<()> {
         for o in outputs {
             match o {
                 Output::Persist(ops) => self.store.apply(&ops)?,
@@ -51,6 +62,6 @@ impl Offline {
                 | Output::Emit(_) => {}
             }
         }
-        Ok(reply?)
+        Ok(())
     }
 }

@@ -66,8 +66,15 @@ impl Node {
             return Vec::new();
         };
         let mut out = Vec::new();
+        let reminders: std::collections::BTreeSet<ConversationId> =
+            self.clinical.reminders.iter().map(|(c, _)| *c).collect();
         for summary in self.conversations() {
             let id = summary.id;
+            // Only where the list's badges (from the index, without reading
+            // the document) or a reminder say something may wait.
+            if summary.to_ack == 0 && !reminders.contains(&id) {
+                continue;
+            }
             let Some(c) = self.conversation(&id) else {
                 continue;
             };

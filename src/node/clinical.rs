@@ -52,7 +52,7 @@ pub(crate) struct Clinical {
     stored: HashMap<Key, Millis>,
     timer_at: Option<Millis>,
     /// Reminders for our member that are scheduled.
-    reminders: BTreeSet<Key>,
+    pub(super) reminders: BTreeSet<Key>,
 }
 
 impl Clinical {
