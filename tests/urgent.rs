@@ -453,3 +453,26 @@ fn a_version_1_team_document_is_carried_into_version_2() {
         .directory()
         .any(|d| d.device == m.devices[ben].id()));
 }
+
+/// A device that joins later and catches up on a thread gets no alarm for
+/// a STAT written two days before: history, not an emergency.
+#[test]
+fn a_device_catching_up_on_old_history_is_not_alarmed() {
+    let (mut m, [ana, ben, _], conv) = ward(9, &[]);
+    let start = m.now;
+    let stat = send(&mut m, ana, conv, Priority::Stat, Fields::default());
+    m.run_until(start + 2 * 86_400_000);
+    let late = second_device(&mut m, ben, "Ben Okafor");
+    m.connect(ana, late);
+    let now = m.now;
+    m.run_until(now + 60 * S);
+    assert!(
+        m.devices[late]
+            .node
+            .conversation(&conv)
+            .is_some_and(|c| c.get(&stat).is_some()),
+        "the new device has the thread"
+    );
+    assert!(alerts(&m, late, stat).is_empty(), "and no alarm for it");
+    assert_eq!(m.devices[late].node.clinical_tracked().0, 0);
+}

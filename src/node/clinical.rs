@@ -27,6 +27,11 @@ use crate::store::{keys, StoreOp};
 /// A reminder occurrence due at most this long before the device started
 /// (or received it) still fires, late; older ones are only listed.
 pub const LATE_REMINDER_MS: Millis = 3_600_000;
+/// A message its author wrote this long before this device first held it
+/// is history (a new device catching up, a week-old thread arriving), not
+/// an alarm: it is listed as awaiting acknowledgement but not re-notified
+/// or escalated from here.
+pub const STALE_MS: Millis = 24 * 3_600_000;
 /// At start, open messages are looked for among this many newest messages
 /// of each conversation read (as the list's badges are).
 const START_SCAN: usize = super::view::UNREAD_SCAN;
@@ -219,7 +224,8 @@ impl Node {
         let Some(c) = self.conversation(&conv) else {
             return;
         };
-        if !c.shown(m) || held.saturating_add(rule.horizon_ms()) <= now {
+        let stale = m.hlc.millis().saturating_add(STALE_MS) < held;
+        if stale || !c.shown(m) || held.saturating_add(rule.horizon_ms()) <= now {
             return;
         }
         let owed = self.owed_by(c, m, now);
