@@ -170,8 +170,18 @@ async function run() {
   await ana.getByRole('cell', { name: /Ben Okafor/ }).waitFor({ timeout: T });
   await axe(ana, 'peers');
   await shots(ana, 'peers');
+  step('a reminder set from the composer shows on the message');
+  await ana.getByRole('button', { name: 'Conversations' }).click();
+  await conv(ana, 'Sepsis review').click();
+  await ana.getByRole('textbox', { name: 'Message' }).fill('Recheck lactate in bed 12');
+  await ana.getByRole('combobox', { name: 'Remind me' }).selectOption({ label: 'In 1 h' });
+  await ana.getByRole('textbox', { name: 'Message' }).press('Enter');
+  await messages(ana).getByRole('listitem').filter({ hasText: 'Recheck lactate' }).getByText(/Reminder for you at/).waitFor({ timeout: T });
+  await conv(ben, 'Sepsis review').click();
+  await messages(ben).getByRole('listitem').filter({ hasText: 'Recheck lactate' }).getByText(/Reminder for Ana Silva at/).waitFor({ timeout: T });
   await ana.getByRole('button', { name: 'Team' }).click();
   await ana.getByRole('img', { name: /QR code/ }).waitFor({ timeout: T });
+  await ana.getByRole('table', { name: /Who is on call now/ }).getByRole('cell', { name: '#charge-nurse' }).waitFor({ timeout: T });
   await axe(ana, 'team');
   await shots(ana, 'team');
 

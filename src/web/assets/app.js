@@ -9,7 +9,7 @@ const S = {
   status: null, dir: new Map(), chats: [], peers: [],
   open: null, messages: [], more: false, pending: [], replyTo: null,
   leftAt: new Map(), live: false, locked: false, admin: false,
-  shown: new Map(), dirVersion: 0, alerts: [],
+  shown: new Map(), dirVersion: 0, alerts: [], oncall: [],
 };
 
 class ApiError extends Error {
@@ -82,7 +82,7 @@ const readThread = coalesce(async () => {
 async function readAll() {
   S.status = await api('GET', '/v1/status');
   $('who').textContent = `${S.status.name || 'This device'} · ${S.status.team_name || 'no team'}`;
-  await Promise.all([refreshDirectory(), refreshChats(), refreshPeers(), refreshThread(S.messages.length), refreshAlerts()]);
+  await Promise.all([refreshDirectory(), refreshChats(), refreshPeers(), refreshThread(S.messages.length), refreshAlerts(), refreshOnCall()]);
   renderStatus();
 }
 
@@ -179,7 +179,15 @@ function renderTeam() {
   const onRevoke = S.admin ? askRevoke : null;
   const me = { member: S.status.member, device: S.status.device };
   $('members').replaceChildren(...[...S.dir.values()].map((m) => memberItem(m, me, onRevoke)));
+  $('oncall-table').tBodies[0].replaceChildren(...S.oncall.map((r) => h('tr', {},
+    h('td', {}, `#${r.role}`),
+    h('td', {}, r.unassigned ? 'Nobody assigned: everyone holding the role is asked'
+      : r.holders.map((m, i) => r.names[i] || nameOf(S.dir, m)).join(', '),
+    r.conflicts.length ? h('strong', { class: 'conflict' }, ` Conflict: ${r.conflicts.length} other assignment(s) made at the same time; set who is on call again`) : null),
+    h('td', {}, r.to_ms ? time(r.to_ms) : ''))));
 }
+
+const refreshOnCall = coalesce(async () => { S.oncall = await api('GET', '/v1/oncall'); renderTeam(); });
 
 // ---- administering (a device that holds the team key) ----
 
@@ -250,12 +258,14 @@ async function send(e) {
   if (!body.trim() || !S.open) return;
   const priority = $('priority').value;
   const reply_to = S.replyTo ? S.replyTo.id : null;
-  const mine = { pending: true, body, priority, reply_to, author: S.status.member, author_name: S.status.name, time_ms: Date.now(), delivered_to: [], read_by: [], acked_by: [] };
+  const minutes = Number($('remind').value || 0);
+  const reminder = minutes ? { due_ms: Date.now() + minutes * 60000, targets: [S.status.member] } : undefined;
+  const mine = { pending: true, body, priority, reply_to, reminder, author: S.status.member, author_name: S.status.name, time_ms: Date.now(), delivered_to: [], read_by: [], acked_by: [] };
   S.pending.push(mine);
-  $('body').value = ''; $('priority').value = 'routine'; S.replyTo = null; $('send-error').textContent = '';
+  $('body').value = ''; $('priority').value = 'routine'; $('remind').value = ''; S.replyTo = null; $('send-error').textContent = '';
   renderThread(true);
   try {
-    const r = await api('POST', `/v1/conversations/${S.open}/messages`, { body, priority, reply_to });
+    const r = await api('POST', `/v1/conversations/${S.open}/messages`, { body, priority, reply_to, reminder });
     mine.id = r.id;
     await refreshThread();
   } catch (err) {
@@ -447,6 +457,7 @@ function show(screen) {
   $('screen-peers').hidden = screen !== 'peers';
   $('screen-team').hidden = screen !== 'team';
   if (screen === 'peers') refreshPeers();
+  if (screen === 'team') refreshOnCall();
 }
 
 async function start() {

@@ -82,6 +82,7 @@ export function messageItem(m, ctx) {
   const cls = ['msg', m.priority !== 'routine' ? m.priority : '', mine ? 'mine' : '', m.pending ? 'pending' : ''];
   const head = h('div', { class: 'msg-head' },
     priorityBadge(m.priority),
+    m.escalation ? h('span', { class: 'badge escalation' }, `ESCALATION ${m.escalation.level}`) : null,
     h('span', { class: 'author' }, who),
     role ? h('span', {}, role) : null,
     m.author_verified === false ? h('span', { class: 'revoked' }, 'unverified author') : null,
@@ -103,9 +104,16 @@ export function messageItem(m, ctx) {
       type: 'button', 'aria-label': `Reply to ${who}`, onclick: () => onReply(m),
     }, 'Reply'));
   }
+  let note = null;
+  if (m.reminder) {
+    const r = m.reminder;
+    const whom = r.targets.map((t) => (t === me ? 'you' : nameOf(dir, t))).join(', ');
+    const repeat = r.times > 1 ? `, then every ${Math.round(r.every_ms / 60000)} min, ${r.times} times in all` : '';
+    note = h('p', { class: 'note' }, `Reminder for ${whom} at ${time(r.due_ms)}${repeat}`);
+  }
   return h('li', { class: cls.filter(Boolean).join(' '), 'data-message': m.id || '' },
     head, quote,
-    h('p', { class: 'msg-body' }, m.body),
+    h('p', { class: 'msg-body' }, m.body), note,
     receipts(m, conv, dir, me),
     actions.length ? h('div', { class: 'msg-actions' }, actions) : null);
 }
