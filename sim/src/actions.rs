@@ -24,7 +24,7 @@ use crate::topo;
 use crate::trace::Kind;
 use crate::world::World;
 
-const RETRY_US: u64 = 10_000_000;
+pub(crate) const RETRY_US: u64 = 10_000_000;
 /// Chunk numbers for forged changes, far above any the node writes.
 const FORGED_SEQ: u64 = 1 << 40;
 
@@ -225,11 +225,7 @@ pub fn traffic(w: &mut World) {
     } else {
         Priority::Routine
     };
-    let reminder = if t.remind > 0.0 && w.wrng.gen_bool(t.remind.min(1.0)) {
-        reminder_for(w, dev, &conversation)
-    } else {
-        None
-    };
+    let reminder = crate::clinical_work::maybe_reminder(w, dev, &conversation);
     let body = body(w);
     let fields = huddle::message::Fields {
         reminder: reminder.clone(),
@@ -246,96 +242,7 @@ pub fn traffic(w: &mut World) {
         },
     );
     if let (Some(r), Some(Ok(huddle::Reply::Message(id)))) = (reminder, sent) {
-        w.clin.reminders.insert(id, r);
-        crate::clinical::got(w, dev, id);
-    }
-}
-
-/// A reminder for one or two members of `conv`, due a while from now on
-/// `dev`'s clock.
-fn reminder_for(
-    w: &mut World,
-    dev: Dev,
-    conv: &ConversationId,
-) -> Option<huddle::message::Reminder> {
-    let t = w.sc.traffic.clone();
-    let header = w.ledger.headers.get(conv)?.clone();
-    let mut members: Vec<huddle::MemberId> = match &header.kind {
-        ConversationKind::Direct { members } => members.to_vec(),
-        ConversationKind::Group { members, .. } => members.iter().copied().collect(),
-        ConversationKind::Role { role } => w
-            .devs
-            .iter()
-            .filter(|d| d.cert.as_ref().is_some_and(|c| c.has_role(role)))
-            .filter_map(|d| d.member)
-            .collect(),
-    };
-    members.sort();
-    members.dedup();
-    let n = w.wrng.gen_range(1..=2usize).min(members.len());
-    let mut targets: Vec<_> = members.choose_multiple(&mut w.wrng, n).copied().collect();
-    targets.sort();
-    if targets.is_empty() {
-        return None;
-    }
-    let [lo, hi] = t.remind_in;
-    let delay_ms = w.wrng.gen_range(lo.us()..=hi.us().max(lo.us())) / 1000;
-    let (every_ms, times) = match (t.remind_every, t.remind_times) {
-        (Some(e), Some(k)) if k > 1 => (e.us() / 1000, k),
-        _ => (0, 1),
-    };
-    Some(huddle::message::Reminder {
-        due_ms: w.devs[dev].now_ms(w.now) + delay_ms,
-        targets,
-        every_ms,
-        times,
-    })
-}
-
-/// Device 0 sets the scenario's clinical policy, signed by the team
-/// authority (an administrator's act), once it is up.
-pub fn policy(w: &mut World) {
-    let Some(spec) = w.sc.policy.clone() else {
-        return;
-    };
-    if !w.devs[0].up() {
-        w.q.push(w.now + RETRY_US, Ev::Policy);
-        return;
-    }
-    let rule = |r: &huddle::clinical::Rule| huddle::clinical::Rule {
-        every_ms: spec.every.us() / 1000,
-        times: spec.times,
-        ladder: spec
-            .escalate
-            .iter()
-            .map(|(after, role)| huddle::clinical::Step {
-                after_ms: after.us() / 1000,
-                role: role.clone(),
-            })
-            .collect(),
-        ..r.clone()
-    };
-    let d = huddle::clinical::ClinicalPolicy::default();
-    let p = huddle::clinical::ClinicalPolicy {
-        urgent: rule(&d.urgent),
-        stat: rule(&d.stat),
-    };
-    let now = w.devs[0].now_ms(w.now);
-    match huddle::clinical::SignedPolicy::sign(&w.authority, p, now) {
-        Ok(signed) => {
-            if let Some(Err(e)) = w.command(0, Command::SetPolicy(Box::new(signed))) {
-                w.fail(
-                    Invariant::Setup,
-                    vec![0],
-                    format!("the policy was refused: {e}"),
-                );
-            }
-        }
-        Err(e) => w.fail(
-            Invariant::Setup,
-            vec![0],
-            format!("the scenario's policy is invalid: {e}"),
-        ),
+        crate::clinical_work::reminder_sent(w, dev, id, r);
     }
 }
 

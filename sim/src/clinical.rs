@@ -88,6 +88,12 @@ fn owed_on(
     Some((m.escalation.is_some(), owed))
 }
 
+/// The priority of `msg` as `dev` holds it.
+fn priority_on(w: &World, dev: Dev, conv: ConversationId, msg: MessageId) -> Option<Priority> {
+    let node = w.devs[dev].node.as_ref()?;
+    Some(node.conversation(&conv)?.get(&msg)?.priority)
+}
+
 fn rule_of(w: &World, dev: Dev, priority: Priority) -> Option<huddle::clinical::Rule> {
     let node = w.devs[dev].node.as_ref()?;
     node.clinical_policy().rule(priority).cloned()
@@ -174,12 +180,7 @@ pub fn alert_due(w: &mut World, dev: Dev, inc: u32, conv: ConversationId, msg: M
     if !d.up() || !d.is_member() || d.revoked || w.final_heal {
         return;
     }
-    let Some(priority) = d.node.as_ref().and_then(|node| {
-        node.history(&conv, None)?
-            .into_iter()
-            .find(|h| h.id == msg)
-            .map(|h| h.priority)
-    }) else {
+    let Some(priority) = priority_on(w, dev, conv, msg) else {
         return;
     };
     let Some(rule) = rule_of(w, dev, priority) else {
@@ -269,12 +270,7 @@ pub fn escalated(
         return;
     }
     let held = w.clin.held.get(&(dev, msg)).map(|(t, _)| *t);
-    let priority = w.devs[dev].node.as_ref().and_then(|n| {
-        n.history(&conv, None)?
-            .into_iter()
-            .find(|h| h.id == msg)
-            .map(|h| h.priority)
-    });
+    let priority = priority_on(w, dev, conv, msg);
     let after = priority
         .and_then(|p| rule_of(w, dev, p))
         .and_then(|r| r.ladder.get(usize::from(level) - 1).map(|s| s.after_ms));

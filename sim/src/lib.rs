@@ -24,6 +24,7 @@ pub mod actions;
 pub mod carry;
 pub mod check;
 pub mod clinical;
+pub mod clinical_work;
 pub mod device;
 pub mod metrics;
 pub mod net;

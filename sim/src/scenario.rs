@@ -211,19 +211,6 @@ fn default_remind_in() -> [Dur; 2] {
     [Dur(30_000_000), Dur(300_000_000)]
 }
 
-/// The team's clinical policy for the run (sync.md §7.6), set by device 0
-/// at the start; both priorities follow it (the default policy otherwise).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicySpec {
-    /// Re-notify every so long, so many times.
-    pub every: Dur,
-    pub times: u16,
-    /// Escalation ladder: after so long, to this role.
-    #[serde(default)]
-    pub escalate: Vec<(Dur, String)>,
-}
-
 fn default_body() -> [usize; 2] {
     [20, 300]
 }
@@ -374,7 +361,7 @@ pub struct Scenario {
     pub same_member: Vec<[usize; 2]>,
     /// The team's clinical policy, if not the default.
     #[serde(default)]
-    pub policy: Option<PolicySpec>,
+    pub policy: Option<crate::clinical_work::PolicySpec>,
 }
 
 fn default_settle() -> Dur {

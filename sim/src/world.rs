@@ -309,7 +309,7 @@ impl World {
             Ev::Fault(k) => crate::actions::fault(self, k),
             Ev::Unsplit { devices } => topo::unsplit(self, devices),
             Ev::FinalHeal => topo::final_heal(self),
-            Ev::Policy => crate::actions::policy(self),
+            Ev::Policy => crate::clinical_work::policy(self),
             Ev::AlertDue {
                 dev,
                 inc,

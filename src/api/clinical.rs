@@ -7,9 +7,10 @@ use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use super::server::{bad_request, conversation_id, message_id, Answer, Shared};
+use super::server::{bad_request, conversation_id, message_id, Answer, Fail, Shared};
 use super::types::{OnCallRequest, PolicyView, ReminderAction, SignedRequest};
 use crate::clinical::{Assignment, SignedPolicy};
+use crate::ids::{ConversationId, MessageId};
 use crate::net::now_ms;
 use crate::node::{Alert, Command, Node, OnCallView};
 
@@ -30,7 +31,7 @@ pub(super) fn routes() -> Router<Shared> {
 /// The policy in force, as a view (also for the CLI offline).
 pub fn policy_view(n: &Node) -> PolicyView {
     PolicyView {
-        policy: n.clinical_policy(),
+        policy: n.clinical_policy().clone(),
         issued_ms: n.signed_policy().map(|p| p.issued),
     }
 }
@@ -47,7 +48,7 @@ fn decode_hex<T>(
     req: &SignedRequest,
     what: &str,
     decode: impl Fn(&[u8]) -> Result<T, crate::codec::DecodeError>,
-) -> Result<T, super::server::Fail> {
+) -> Result<T, Fail> {
     let bytes = data_encoding::HEXLOWER_PERMISSIVE
         .decode(req.hex.trim().as_bytes())
         .map_err(|_| bad_request(format!("the {what} is not hex")))?;
@@ -116,38 +117,45 @@ async fn add_assignment(
 
 async fn done(
     State(s): State<Shared>,
-    Path((id, message)): Path<(String, String)>,
+    Path(ids): Path<(String, String)>,
     Json(req): Json<ReminderAction>,
 ) -> Answer<serde_json::Value> {
-    let conversation = conversation_id(&id)?;
-    let message = message_id(&message)?;
-    s.handle
-        .command(Command::ReminderDone {
+    reminder_command(&s, ids, |conversation, message| {
+        Ok(Command::ReminderDone {
             conversation,
             message,
             occurrence: req.occurrence,
         })
-        .await?;
-    Ok(Json(serde_json::json!({})))
+    })
+    .await
 }
 
 async fn snooze(
     State(s): State<Shared>,
-    Path((id, message)): Path<(String, String)>,
+    Path(ids): Path<(String, String)>,
     Json(req): Json<ReminderAction>,
 ) -> Answer<serde_json::Value> {
-    let conversation = conversation_id(&id)?;
-    let message = message_id(&message)?;
-    let until = req
-        .until_ms
-        .ok_or_else(|| bad_request("a snooze needs until_ms: when the reminder fires again"))?;
-    s.handle
-        .command(Command::Snooze {
+    reminder_command(&s, ids, |conversation, message| {
+        let until = req
+            .until_ms
+            .ok_or_else(|| bad_request("a snooze needs until_ms: when the reminder fires again"))?;
+        Ok(Command::Snooze {
             conversation,
             message,
             occurrence: req.occurrence,
             until,
         })
-        .await?;
+    })
+    .await
+}
+
+/// A reminder's done or snooze, for the conversation and message in the path.
+async fn reminder_command(
+    s: &Shared,
+    (id, message): (String, String),
+    command: impl FnOnce(ConversationId, MessageId) -> Result<Command, Fail>,
+) -> Answer<serde_json::Value> {
+    let cmd = command(conversation_id(&id)?, message_id(&message)?)?;
+    s.handle.command(cmd).await?;
     Ok(Json(serde_json::json!({})))
 }

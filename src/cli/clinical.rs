@@ -120,12 +120,21 @@ pub fn policy(ctx: &Ctx, set: Option<std::path::PathBuf>) -> Result<()> {
     let policy = if path.as_os_str() == "default" {
         ClinicalPolicy::default()
     } else {
-        let text = std::fs::read_to_string(&path).map_err(|e| {
+        let cannot = |e: std::io::Error| {
             CliError::usage(format!(
                 "cannot read the policy file {}: {e}",
                 path.display()
             ))
-        })?;
+        };
+        // A policy is a few hundred bytes: anything large is not one.
+        let len = std::fs::metadata(&path).map_err(cannot)?.len();
+        if len > 64 * 1024 {
+            return Err(CliError::usage(format!(
+                "{} is {len} bytes: a policy as `huddle team policy --json` prints it is under 1 KiB",
+                path.display()
+            )));
+        }
+        let text = std::fs::read_to_string(&path).map_err(cannot)?;
         serde_json::from_str(&text).map_err(|e| {
             CliError::usage(format!(
                 "{} is not a policy as `huddle team policy --json` prints it: {e}",

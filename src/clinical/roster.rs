@@ -256,25 +256,7 @@ pub struct Roster {
 
 impl Roster {
     pub fn on_call(&self, role: &str, t: Millis) -> OnCall {
-        let covering: Vec<(&AssignmentId, &Assignment)> = self
-            .assignments
-            .iter()
-            .filter(|(_, a)| a.role == role && a.covers(t))
-            .collect();
-        let mut live: Vec<(&AssignmentId, &Assignment)> = covering
-            .iter()
-            .filter(|(id, _)| !covering.iter().any(|(_, b)| b.replaces.contains(id)))
-            .copied()
-            .collect();
-        live.sort_by_key(|(id, a)| (a.issued, **id));
-        let Some((win, a)) = live.pop() else {
-            return OnCall::default();
-        };
-        OnCall {
-            holders: a.holders.clone(),
-            assignment: Some(*win),
-            conflicts: live.into_iter().map(|(id, _)| *id).collect(),
-        }
+        on_call(self.assignments.iter(), role, t)
     }
 
     /// Every role that has an assignment.
@@ -290,5 +272,31 @@ impl Roster {
             .filter(|(_, a)| a.role == role && a.from_ms < to && from < a.to_ms)
             .map(|(id, _)| *id)
             .collect()
+    }
+}
+
+/// Who is on call for `role` at `t`, among `valid` assignments (see the
+/// module's invariants): for a caller that filters them without copying.
+pub fn on_call<'a>(
+    valid: impl Iterator<Item = (&'a AssignmentId, &'a Assignment)>,
+    role: &str,
+    t: Millis,
+) -> OnCall {
+    let covering: Vec<(&AssignmentId, &Assignment)> = valid
+        .filter(|(_, a)| a.role == role && a.covers(t))
+        .collect();
+    let mut live: Vec<(&AssignmentId, &Assignment)> = covering
+        .iter()
+        .filter(|(id, _)| !covering.iter().any(|(_, b)| b.replaces.contains(id)))
+        .copied()
+        .collect();
+    live.sort_by_key(|(id, a)| (a.issued, **id));
+    let Some((win, a)) = live.pop() else {
+        return OnCall::default();
+    };
+    OnCall {
+        holders: a.holders.clone(),
+        assignment: Some(*win),
+        conflicts: live.into_iter().map(|(id, _)| *id).collect(),
     }
 }

@@ -16,8 +16,9 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::{Event, Fx, Node, Timer};
+use crate::clinical::roster::AssignmentId;
 use crate::clinical::schedule::{Key, ReminderDue};
-use crate::clinical::{owed, ClinicalPolicy, OnCall, Roster, Rule, Schedule, Signer};
+use crate::clinical::{owed, Assignment, ClinicalPolicy, OnCall, Roster, Rule, Schedule, Signer};
 use crate::conversation::Conversation;
 use crate::header::ConversationKind;
 use crate::ids::{ConversationId, MemberId, MessageId, Millis};
@@ -74,11 +75,12 @@ impl Clinical {
 
 impl Node {
     /// The clinical policy in force: the authority's newest, or the default.
-    pub fn clinical_policy(&self) -> ClinicalPolicy {
-        self.membership
-            .as_ref()
-            .and_then(|m| m.team.policy())
-            .map_or_else(ClinicalPolicy::default, |p| p.policy.clone())
+    pub fn clinical_policy(&self) -> &ClinicalPolicy {
+        static DEFAULT: std::sync::OnceLock<ClinicalPolicy> = std::sync::OnceLock::new();
+        match self.signed_policy() {
+            Some(p) => &p.policy,
+            None => DEFAULT.get_or_init(ClinicalPolicy::default),
+        }
     }
 
     /// The authority's signed policy, if it set one.
@@ -90,30 +92,36 @@ impl Node {
     /// device whose valid certificate (for the member it names) holds the
     /// role.
     pub fn roster(&self) -> Roster {
-        let mut roster = Roster::default();
-        let Some(m) = &self.membership else {
-            return roster;
-        };
-        for (id, a) in &m.team.assignments {
-            let counts = match a.signer {
-                Signer::Authority => true,
-                Signer::Device { device, member } => {
-                    m.team.directory.get(&device).is_some_and(|c| {
-                        c.member == member
-                            && c.has_role(&a.role)
-                            && !self.is_revoked(&device, &member)
-                    })
-                }
-            };
-            if counts {
-                roster.assignments.insert(*id, a.clone());
-            }
+        Roster {
+            assignments: self
+                .counting_assignments()
+                .map(|(id, a)| (*id, a.clone()))
+                .collect(),
         }
-        roster
     }
 
+    fn counting_assignments(&self) -> impl Iterator<Item = (&AssignmentId, &Assignment)> {
+        self.membership.iter().flat_map(move |m| {
+            m.team
+                .assignments
+                .iter()
+                .filter(move |(_, a)| match a.signer {
+                    Signer::Authority => true,
+                    Signer::Device { device, member } => {
+                        m.team.directory.get(&device).is_some_and(|c| {
+                            c.member == member
+                                && c.has_role(&a.role)
+                                && !self.is_revoked(&device, &member)
+                        })
+                    }
+                })
+        })
+    }
+
+    /// Who is on call for `role` now (no copy of the roster: this runs for
+    /// every open message of a role channel a tick looks at).
     pub fn on_call(&self, role: &str, now: Millis) -> OnCall {
-        self.roster().on_call(role, now)
+        crate::clinical::roster::on_call(self.counting_assignments(), role, now)
     }
 
     /// Members with a certificate, valid now and not revoked, holding `role`.
