@@ -14,6 +14,7 @@
 
 #[cfg(feature = "cli")]
 pub mod api;
+pub mod blobs;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod clinical;

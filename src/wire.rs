@@ -10,7 +10,10 @@ use crate::codec::{DecodeError, Reader, Writer};
 use crate::header::ConversationHeader;
 use crate::membership::{Pass, Revocation, Secret};
 
-/// The protocol version carried in `Hello`: 6 since messages may carry
+/// The protocol version carried in `Hello`: 7 since messages may carry
+/// attachments (field 4, wire.md §7c) fetched over `/huddle/blob/1`
+/// (blobs.md), and an entry may be 32 KiB (a version-6 node would refuse
+/// both), 6 since messages may carry
 /// tagged fields (version-2 messages: who must acknowledge, escalation
 /// entries, reminders), receipts mark reminders done or snoozed, and the
 /// team document (a new id) carries the clinical policy and the on-call
@@ -23,7 +26,7 @@ use crate::membership::{Pass, Revocation, Secret};
 /// group and role ids are derived from their headers (wire.md §2; a version-2 node would take a
 /// header claiming any id), 2 since conversations' message lists are paged
 /// (sync.md §7.1; a version-1 node would read only page 0).
-pub const PROTOCOL_VERSION: u8 = 6;
+pub const PROTOCOL_VERSION: u8 = 7;
 /// The libp2p protocol id for frames.
 pub const PROTOCOL_ID: &str = "/huddle/sync/2";
 /// Hard upper bound on one frame, enforced by the transport and again here.

@@ -66,6 +66,11 @@ fn records() {
 }
 
 #[test]
+fn blobs() {
+    replay("blobs");
+}
+
+#[test]
 fn catalog() {
     replay("catalog");
 }

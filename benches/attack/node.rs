@@ -85,6 +85,7 @@ impl Node {
             reply_to: None,
             ack_by: None,
             reminder: None,
+            attachments: Vec::new(),
         };
         api.send(&self.chat, &req)
             .map_err(|e| format!("send through the API: {e}"))?;

@@ -95,6 +95,7 @@ pub(crate) fn bench_scale(o: &Opts) {
                         reply_to: None,
                         ack_by: None,
                         reminder: None,
+                        attachments: Vec::new(),
                     };
                     match c.send(&convs[(i + k) % convs.len()], &req) {
                         Ok(_) => ok.fetch_add(1, Ordering::Relaxed),

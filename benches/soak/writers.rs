@@ -99,6 +99,7 @@ fn request(i: usize) -> SendRequest {
         reply_to: None,
         ack_by: None,
         reminder: None,
+        attachments: Vec::new(),
     }
 }
 

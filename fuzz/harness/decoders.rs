@@ -10,7 +10,8 @@
 use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
-use huddle::clinical::{Assignment, AssignmentDraft, ClinicalPolicy, SignedPolicy};
+use huddle::blobs::{Attachment, BlobHash};
+use huddle::clinical::{Assignment, AssignmentDraft, AttachmentRule, ClinicalPolicy, SignedPolicy};
 use huddle::codec::Reader;
 use huddle::crypto::{AuthorityKey, DeviceKey};
 use huddle::header::ConversationHeader;
@@ -47,7 +48,8 @@ struct Genuine {
     revocation: Revocation,
     header: ConversationHeader,
     message: Message,
-    /// A version-2 message: an escalation entry with every field it may carry.
+    /// A version-2 message: an escalation entry with every field it may
+    /// carry, attachments (one with a thumbnail) included.
     escalation: Message,
     receipt: Receipt,
     policy: SignedPolicy,
@@ -103,12 +105,39 @@ fn genuine() -> &'static Genuine {
                         unacked_ms: 180_000,
                     }),
                     reminder: None,
+                    attachments: vec![
+                        Attachment {
+                            hash: BlobHash([5; 32]),
+                            size: 3 * 128 * 1024 + 5,
+                            media_type: "image/jpeg".into(),
+                            name: "wound.jpg".into(),
+                            thumbnail: vec![0xff, 0xd8, 0xff, 0xe0, 1, 2, 3],
+                        },
+                        Attachment {
+                            hash: BlobHash([6; 32]),
+                            size: 1000,
+                            media_type: "application/pdf".into(),
+                            name: "lab.pdf".into(),
+                            thumbnail: vec![],
+                        },
+                    ],
                 },
                 ..draft
             },
         );
-        let policy = SignedPolicy::sign(&authority, ClinicalPolicy::default(), NOW)
-            .expect("the default policy is valid");
+        // Version 2: with attachment limits of the team's own.
+        let policy = SignedPolicy::sign(
+            &authority,
+            ClinicalPolicy {
+                attachments: AttachmentRule {
+                    limit: 10 << 20,
+                    auto_fetch: 1 << 20,
+                },
+                ..ClinicalPolicy::default()
+            },
+            NOW,
+        )
+        .expect("the policy is valid");
         let assignment = Assignment::sign_by_device(
             &key,
             authority.team_id(),

@@ -19,6 +19,7 @@
 pub mod mesh;
 
 pub mod api;
+pub mod blobs;
 pub mod decoders;
 pub mod peer;
 pub mod stored;
@@ -42,6 +43,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("stored", stored::stored),
     ("api_json", api::api_json),
     ("member_peer", peer::member_peer),
+    ("blobs", blobs::blobs),
 ];
 
 /// A damage done to genuine bytes (a frame, a record): the same kinds the

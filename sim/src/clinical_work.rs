@@ -119,6 +119,7 @@ pub fn policy(w: &mut World) {
     let p = huddle::clinical::ClinicalPolicy {
         urgent: rule(&d.urgent),
         stat: rule(&d.stat),
+        ..d.clone()
     };
     let now = w.devs[0].now_ms(w.now);
     match huddle::clinical::SignedPolicy::sign(&w.authority, p, now) {

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use thiserror::Error;
 
+use super::types::{AttachmentView, Uploaded};
 use super::types::{
     Chat, Created, ErrorBody, EventJson, HistoryMessage, Member, MessageRef, NewConversation,
     OnCallRequest, Peer, PolicyView, ReminderAction, RevokeRequest, SendRequest, SignedRequest,
@@ -166,6 +167,90 @@ impl ApiClient {
     pub fn send(&self, id: &ConversationId, req: &SendRequest) -> Result<MessageId, ClientError> {
         self.post::<_, Created<MessageId>>(&format!("/v1/conversations/{id}/messages"), req)
             .map(|c| c.id)
+    }
+
+    /// Uploads a file to attach (`POST /v1/blobs`).
+    pub fn upload(
+        &self,
+        bytes: &[u8],
+        name: &str,
+        media_type: &str,
+    ) -> Result<Uploaded, ClientError> {
+        let q = format!(
+            "?name={}&type={}",
+            super::blobs::query_escape(name),
+            super::blobs::query_escape(media_type)
+        );
+        let r = self
+            .agent
+            .post(format!("{}/v1/blobs{q}", self.info.url))
+            .header("Authorization", self.auth())
+            .content_type("application/octet-stream")
+            .send(bytes);
+        self.finish(r)
+    }
+
+    fn attachment_path(c: &ConversationId, m: &MessageId, index: usize) -> String {
+        format!("/v1/conversations/{c}/messages/{m}/attachments/{index}")
+    }
+
+    /// Fetches an attachment from peers; returns once it is held here
+    /// (no time limit: a large file on a slow link takes what it takes).
+    pub fn fetch_attachment(
+        &self,
+        c: &ConversationId,
+        m: &MessageId,
+        index: usize,
+    ) -> Result<AttachmentView, ClientError> {
+        let r = self
+            .agent
+            .post(format!(
+                "{}{}/fetch",
+                self.info.url,
+                Self::attachment_path(c, m, index)
+            ))
+            .config()
+            .timeout_global(None)
+            .build()
+            .header("Authorization", self.auth())
+            .send_empty();
+        self.finish(r)
+    }
+
+    /// A message's attachments, with what this device holds of each.
+    pub fn attachments(
+        &self,
+        c: &ConversationId,
+        m: &MessageId,
+    ) -> Result<Vec<AttachmentView>, ClientError> {
+        self.get(&format!("/v1/conversations/{c}/messages/{m}/attachments"))
+    }
+
+    /// A held attachment's bytes.
+    pub fn download_attachment(
+        &self,
+        c: &ConversationId,
+        m: &MessageId,
+        index: usize,
+    ) -> Result<Vec<u8>, ClientError> {
+        let mut resp = self
+            .agent
+            .get(format!(
+                "{}{}",
+                self.info.url,
+                Self::attachment_path(c, m, index)
+            ))
+            .header("Authorization", self.auth())
+            .call()
+            .map_err(|e| self.unreachable(e))?;
+        if !resp.status().is_success() {
+            return self.finish(Ok(resp));
+        }
+        resp.body_mut()
+            .with_config()
+            .limit(crate::blobs::MAX_BLOB_LEN)
+            .read_to_vec()
+            .map_err(|e| self.unreachable(e))
     }
 
     pub fn mark_read(&self, id: &ConversationId) -> Result<(), ClientError> {

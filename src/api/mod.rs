@@ -12,9 +12,11 @@ pub mod client;
 pub mod types;
 pub mod views;
 
+mod blobs;
 mod clinical;
 mod server;
 
+pub use blobs::{enrich as enrich_attachments, enrich_one as enrich_view, guess_media_type};
 pub use clinical::policy_view as clinical_policy_view;
 pub use server::{start, start_with, ApiError, ApiServer, BODY_LIMIT};
 

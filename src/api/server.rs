@@ -154,6 +154,7 @@ fn router(state: Shared) -> Router {
         .route("/v1/revocations", post(revoke))
         .route("/v1/events", get(events))
         .merge(super::clinical::routes())
+        .merge(super::blobs::routes())
         // Unknown paths too answer only with the token (then 404).
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
@@ -318,7 +319,14 @@ async fn status(State(s): State<Shared>) -> Answer<Status> {
         .iter()
         .map(|a| a.to_string())
         .collect();
-    st.resources = s.handle.stats().await?.resources;
+    let stats = s.handle.stats().await?;
+    st.resources = stats.resources;
+    let (stored, quota) = s.handle.blobs().usage();
+    st.blobs = super::types::BlobUse {
+        traffic: stats.blobs,
+        stored,
+        quota,
+    };
     let reach = s.handle.reach().await?;
     st.mdns = reach.mdns;
     st.dialling = reach.dialling.iter().map(|a| a.to_string()).collect();
@@ -371,7 +379,10 @@ async fn history(
                 .ok_or_else(|| n.missing(id))?
         })
         .await?
-        .map(Json)
+        .map(|mut page| {
+            super::blobs::enrich(s.handle.blobs(), &mut page);
+            Json(page)
+        })
         .map_err(Fail::from)
 }
 
@@ -381,7 +392,7 @@ async fn send(
     Json(req): Json<SendRequest>,
 ) -> Answer<Created<MessageId>> {
     let conversation = conversation_id(&id)?;
-    let fields = req.fields().map_err(bad_request)?;
+    let fields = req.fields(s.handle.blobs()).map_err(bad_request)?;
     let cmd = Command::Send {
         conversation,
         body: req.body,

@@ -7,6 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
+mod attachments;
+pub use attachments::{AttachmentRequest, AttachmentView, BlobUse, Uploaded};
+
 use crate::ids::{ConversationId, DeviceId, MemberId, MessageId, TeamId};
 use crate::membership::RevocationTarget;
 use crate::message::{AckBy, Priority};
@@ -45,6 +48,9 @@ pub struct Status {
     /// read from the store offline).
     #[serde(default)]
     pub resources: crate::net::Resources,
+    /// Attachments fetched and served since start, and the blob store's use.
+    #[serde(default)]
+    pub blobs: BlobUse,
 }
 
 /// A conversation set aside at start ([`Status::damaged`]).
@@ -108,6 +114,9 @@ pub struct HistoryMessage {
     /// A reminder: due time, targets, repeat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reminder: Option<crate::node::ReminderInfo>,
+    /// Attachments, with what this device holds of each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<AttachmentView>,
 }
 
 /// A team member as this node's directory knows them.
@@ -175,6 +184,9 @@ pub struct SendRequest {
     /// Make the message a reminder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reminder: Option<ReminderRequest>,
+    /// Blobs this device holds, to attach (at most four).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<AttachmentRequest>,
 }
 
 /// A reminder: due at `due_ms`, for `targets`, repeated `times` times
@@ -191,7 +203,12 @@ pub struct ReminderRequest {
 
 impl SendRequest {
     /// The message's fields, or why they cannot be.
-    pub fn fields(&self) -> Result<crate::message::Fields, String> {
+    /// The message's fields; attachments are looked up in `blobs`, where
+    /// each must be held whole.
+    pub fn fields(
+        &self,
+        blobs: &crate::blobs::store::BlobStore,
+    ) -> Result<crate::message::Fields, String> {
         if self.ack_by.is_some() && !self.priority.wants_ack() {
             return Err(
                 "only urgent and STAT messages are acknowledged: --ack-by needs --urgent or --stat"
@@ -212,6 +229,7 @@ impl SendRequest {
         let fields = crate::message::Fields {
             ack_by: self.ack_by,
             reminder,
+            attachments: super::blobs::resolve(blobs, &self.attachments)?,
             ..Default::default()
         };
         fields.validate().map_err(|e| match e {
@@ -359,6 +377,12 @@ pub enum EventJson {
     },
     /// What awaits you changed: re-read `GET /v1/alerts`.
     AlertsChanged,
+    /// An attachment fetched from peers is held whole here.
+    AttachmentHeld {
+        conversation: ConversationId,
+        message: MessageId,
+        hash: String,
+    },
     /// The stream fell behind and skipped `missed` events: re-read state.
     Lagged {
         missed: u64,
@@ -382,6 +406,7 @@ impl EventJson {
             EventJson::Escalated { .. } => "escalated",
             EventJson::Reminder { .. } => "reminder",
             EventJson::AlertsChanged => "alerts_changed",
+            EventJson::AttachmentHeld { .. } => "attachment_held",
             EventJson::Lagged { .. } => "lagged",
         }
     }
@@ -394,7 +419,8 @@ impl EventJson {
             | EventJson::Sent { conversation, .. }
             | EventJson::ReceiptsChanged { conversation }
             | EventJson::Alert { conversation, .. }
-            | EventJson::Reminder { conversation, .. } => Some(*conversation),
+            | EventJson::Reminder { conversation, .. }
+            | EventJson::AttachmentHeld { conversation, .. } => Some(*conversation),
             EventJson::Rejected { conversation, .. } => *conversation,
             _ => None,
         }
@@ -506,6 +532,15 @@ impl From<&Event> for EventJson {
                 due_ms,
             },
             Event::AlertsChanged => EventJson::AlertsChanged,
+            Event::AttachmentHeld {
+                conversation,
+                message,
+                hash,
+            } => EventJson::AttachmentHeld {
+                conversation,
+                message,
+                hash: hash.to_hex(),
+            },
         }
     }
 }

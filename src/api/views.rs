@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use super::types::{Chat, Damaged, HistoryMessage, Member, MessageRef, NewConversation, Status};
+use super::types::{
+    AttachmentView, Chat, Damaged, HistoryMessage, Member, MessageRef, NewConversation, Status,
+};
 use crate::header::ConversationKind;
 use crate::ids::{ConversationId, MemberId, MessageId};
 use crate::node::{Command, CommandError, Node};
@@ -36,6 +38,7 @@ pub fn status(node: &Node) -> Status {
             .collect(),
         revoked: cert.is_some_and(|c| node.is_revoked(&c.device, &c.member)),
         resources: Default::default(),
+        blobs: Default::default(),
     }
 }
 
@@ -100,6 +103,12 @@ fn message(m: crate::node::RenderedMessage) -> HistoryMessage {
         ack_by: m.ack_by,
         escalation: m.escalation,
         reminder: m.reminder,
+        attachments: m
+            .attachments
+            .iter()
+            .enumerate()
+            .map(|(i, a)| AttachmentView::of(i, a))
+            .collect(),
     }
 }
 

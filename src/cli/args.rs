@@ -74,7 +74,7 @@ pub enum Cmd {
 
     /// Send a message; returns once it is safely stored on this device
     #[command(
-        after_help = "Examples:\n  huddle send \"Ben Okafor\" \"Bed 4 obs are back, all stable\"\n  huddle send \"Sepsis review\" \"Lactate 4.1 in bed 12\" --urgent\n  huddle send 3fa2 \"Agreed\" --reply-to 9c1b\n  huddle send \"#charge-nurse\" \"Bed 12 crashing\" --stat --ack-by all\n  cat handover.txt | huddle send \"#charge-nurse\" -\n\nA message is at most 16 KiB (16384 bytes of UTF-8)."
+        after_help = "Examples:\n  huddle send \"Ben Okafor\" \"Bed 4 obs are back, all stable\"\n  huddle send \"Sepsis review\" \"Lactate 4.1 in bed 12\" --urgent\n  huddle send 3fa2 \"Agreed\" --reply-to 9c1b\n  huddle send \"#charge-nurse\" \"Bed 12 crashing\" --stat --ack-by all\n  huddle send \"Wound care\" \"Day 3\" --attach wound.jpg\n  cat handover.txt | huddle send \"#charge-nurse\" -\n\nA message is at most 16 KiB (16384 bytes of UTF-8)."
     )]
     Send(SendArgs),
 
@@ -91,6 +91,12 @@ pub enum Cmd {
     /// Acknowledge an urgent or STAT message
     #[command(after_help = "Example:\n  huddle ack 9c1b2e")]
     Ack(AckArgs),
+
+    /// Save a message's attachments, fetching them from the team's devices first
+    #[command(
+        after_help = "Examples:\n  huddle fetch 9c1b2e --out ~/Downloads\n  huddle fetch 9c1b2e --json\n\nFetching needs `huddle run`; what is already on this device is saved without it."
+    )]
+    Fetch(FetchArgs),
 
     /// What waits for you: urgent and STAT messages to acknowledge, reminders due
     #[command(
@@ -365,8 +371,9 @@ pub struct SendArgs {
     /// its id, or a unique id prefix
     pub conversation: String,
     /// The message text, at most 16 KiB (16384 bytes of UTF-8); `-` reads it
-    /// from standard input
-    pub text: String,
+    /// from standard input (may be left out when attaching files)
+    #[arg(required_unless_present = "attach")]
+    pub text: Option<String>,
     /// Mark the message urgent: everyone is asked to acknowledge it
     #[arg(long, conflicts_with = "stat")]
     pub urgent: bool,
@@ -380,6 +387,18 @@ pub struct SendArgs {
     /// the team policy's]
     #[arg(long, value_name = "WHO")]
     pub ack_by: Option<String>,
+    /// Attach files (up to 4; photos lose their location and camera data)
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub attach: Vec<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// The message id or a unique prefix (see `huddle history`)
+    pub message: String,
+    /// Where to write the attachments (created if need be)
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub out: std::path::PathBuf,
 }
 
 #[derive(Debug, Args)]

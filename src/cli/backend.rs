@@ -6,8 +6,8 @@ use super::offline::Offline;
 use super::{lock, CliError, Ctx, Result};
 use crate::api::client::ApiClient;
 use crate::api::types::{
-    Chat, HistoryMessage, Member, MessageRef, NewConversation, OnCallRequest, Peer, PolicyView,
-    SendRequest, Status,
+    AttachmentView, Chat, HistoryMessage, Member, MessageRef, NewConversation, OnCallRequest, Peer,
+    PolicyView, SendRequest, Status, Uploaded,
 };
 use crate::api::views;
 use crate::clinical::{Assignment, SignedPolicy};
@@ -84,7 +84,10 @@ impl Backend {
         match self {
             Backend::Api(c) => Ok(c.history(id, limit)?),
             Backend::Offline(o) => {
-                views::history(o.node(), id, limit).ok_or_else(|| o.node().missing(*id).into())
+                let mut page = views::history(o.node(), id, limit)
+                    .ok_or_else(|| CliError::from(o.node().missing(*id)))?;
+                crate::api::enrich_attachments(o.blobs(), &mut page);
+                Ok(page)
             }
         }
     }
@@ -125,7 +128,7 @@ impl Backend {
             Backend::Api(c) => Ok(c.send(&id, &req)?),
             Backend::Offline(o) => match o.command(Command::Send {
                 conversation: id,
-                fields: req.fields().map_err(CliError::usage)?,
+                fields: req.fields(o.blobs()).map_err(CliError::usage)?,
                 body: req.body,
                 priority: req.priority,
                 reply_to: req.reply_to,
@@ -133,6 +136,65 @@ impl Backend {
                 Reply::Message(m) => Ok(m),
                 r => Err(unexpected(r)),
             },
+        }
+    }
+
+    /// Stores a file as our own blob, to attach.
+    pub fn upload(&mut self, bytes: &[u8], name: &str, media_type: &str) -> Result<Uploaded> {
+        match self {
+            Backend::Api(c) => Ok(c.upload(bytes, name, media_type)?),
+            Backend::Offline(o) => {
+                let (clean, stripped) =
+                    crate::blobs::strip::strip(bytes).map_err(|e| CliError::new(e.to_string()))?;
+                let limit = o.node().attachment_limit();
+                let hash = o
+                    .blobs()
+                    .put_own(&clean, limit)
+                    .map_err(|e| CliError::new(e.to_string()))?;
+                Ok(Uploaded {
+                    hash: hash.to_hex(),
+                    size: clean.len() as u64,
+                    name: name.to_owned(),
+                    media_type: media_type.to_owned(),
+                    stripped,
+                })
+            }
+        }
+    }
+
+    /// A message's attachments, with what this device holds of each.
+    pub fn attachments(&self, r: &MessageRef) -> Result<Vec<AttachmentView>> {
+        match self {
+            Backend::Api(c) => Ok(c.attachments(&r.conversation, &r.message)?),
+            Backend::Offline(o) => Ok(o
+                .node()
+                .attachments_of(&r.conversation, &r.message)
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    let mut v = AttachmentView::of(i, a);
+                    crate::api::enrich_view(o.blobs(), &mut v);
+                    v
+                })
+                .collect()),
+        }
+    }
+
+    /// A held attachment's bytes.
+    pub fn download(&self, r: &MessageRef, index: usize) -> Result<Vec<u8>> {
+        match self {
+            Backend::Api(c) => Ok(c.download_attachment(&r.conversation, &r.message, index)?),
+            Backend::Offline(o) => {
+                let a = o
+                    .node()
+                    .attachments_of(&r.conversation, &r.message)
+                    .get(index)
+                    .cloned()
+                    .ok_or_else(|| CliError::new("no such attachment"))?;
+                o.blobs()
+                    .read_range(&a.hash, 0, a.size)
+                    .map_err(|e| CliError::new(e.to_string()))
+            }
         }
     }
 

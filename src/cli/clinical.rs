@@ -342,6 +342,7 @@ fn remind_set(ctx: &Ctx, a: RemindSetArgs) -> Result<()> {
                 every_ms,
                 times: a.times,
             }),
+            attachments: Vec::new(),
         },
     )?;
     if ctx.out.json {

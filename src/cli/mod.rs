@@ -10,6 +10,7 @@
 mod output;
 pub(crate) mod admin;
 mod args;
+mod attach;
 mod backend;
 mod clinical;
 mod demo;
@@ -202,6 +203,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::History(a) => talk::history(&ctx, a),
         Cmd::Read(a) => talk::read(&ctx, a),
         Cmd::Ack(a) => talk::ack(&ctx, a),
+        Cmd::Fetch(a) => attach::fetch(&ctx, &a.message, &a.out),
         Cmd::Peers => talk::peers(&ctx),
         Cmd::Alerts => clinical::alerts(&ctx),
         Cmd::Oncall(c) => clinical::oncall(&ctx, c),

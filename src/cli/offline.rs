@@ -38,6 +38,11 @@ impl Offline {
         Ok(offline)
     }
 
+    /// The attachments' files.
+    pub fn blobs(&self) -> &std::sync::Arc<crate::blobs::store::BlobStore> {
+        self.store.blobs()
+    }
+
     pub fn node(&self) -> &Node {
         &self.node
     }

@@ -120,6 +120,9 @@ pub fn message(m: &HistoryMessage, chat: &Chat, names: &Names) -> String {
     if let Some(r) = m.reply_to {
         let _ = writeln!(s, "       in reply to [{}]", short(&r.to_hex()));
     }
+    for a in &m.attachments {
+        let _ = writeln!(s, "       attached: {}", attachment(a));
+    }
     // Receipts: out of the other members when the conversation lists them.
     let others: Vec<MemberId> = chat
         .members
@@ -180,6 +183,27 @@ pub fn history(chat: &Chat, msgs: &[HistoryMessage], names: &Names) -> String {
         s.push_str(&message(m, chat, names));
     }
     s
+}
+
+/// One attachment: name, type, size, and where it is.
+pub fn attachment(a: &crate::api::types::AttachmentView) -> String {
+    let state = match (a.held, a.own) {
+        (true, true) if a.reached => "yours; reached another device",
+        (true, true) => "yours; not on any other device yet",
+        (true, false) => "on this device",
+        (false, _) if a.held_chunks > 0 => "partly fetched",
+        (false, _) => "not fetched: `huddle fetch`",
+    };
+    format!("{} ({}, {}) · {state}", a.name, a.media_type, size(a.size))
+}
+
+/// A byte count as people read it.
+pub fn size(n: u64) -> String {
+    match n {
+        n if n < 1024 => format!("{n} B"),
+        n if n < 1024 * 1024 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0)),
+    }
 }
 
 /// "1 message", "3 messages".

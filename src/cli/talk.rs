@@ -108,11 +108,12 @@ pub fn send(ctx: &Ctx, a: SendArgs) -> Result<()> {
     } else {
         Priority::Routine
     };
-    let body = if a.text == "-" {
-        body_from_stdin()?
-    } else {
-        a.text
+    let body = match a.text {
+        Some(t) if t == "-" => body_from_stdin()?,
+        Some(t) => t,
+        None => String::new(),
     };
+    let attachments = super::attach::prepare(&mut b, &a.attach)?;
     let ack_by = a
         .ack_by
         .as_deref()
@@ -126,6 +127,7 @@ pub fn send(ctx: &Ctx, a: SendArgs) -> Result<()> {
             reply_to,
             ack_by,
             reminder: None,
+            attachments,
         },
     )?;
     let (self_revoked, unreachable) = revoked_around(&b, &chat)?;

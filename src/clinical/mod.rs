@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use crate::ids::MemberId;
 use crate::message::AckBy;
 
-pub use policy::{ClinicalPolicy, Rule, SignedPolicy, Step};
+pub use policy::{AttachmentRule, ClinicalPolicy, Rule, SignedPolicy, Step};
 pub use roster::{Assignment, AssignmentDraft, OnCall, Roster, Signer};
 pub use schedule::{Due, ReminderDue, Schedule};
 

@@ -13,7 +13,13 @@ use crate::ids::{Millis, TeamId};
 use crate::membership::valid_role;
 use crate::message::{AckBy, Priority, MAX_LEVELS};
 
+/// Version 1: the two rules; version 2: the same, then the attachment
+/// limits. A policy with the default limits is written as version 1, so
+/// each policy has one encoding.
 const POLICY_VERSION: u8 = 1;
+const POLICY_VERSION_ATTACHMENTS: u8 = 2;
+/// The smallest attachment limit a team can set.
+pub const MIN_ATTACHMENT_LIMIT: u64 = 64 * 1024;
 /// The key the policy lives under in the team document's `policy` map.
 pub const POLICY_KEY: &str = "clinical";
 /// Re-notification intervals and escalation delays are at least this long
@@ -120,11 +126,45 @@ impl Rule {
     }
 }
 
+/// The team's attachment limits (protocol/blobs.md §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct AttachmentRule {
+    /// The largest attachment sent, fetched or served, in bytes.
+    pub limit: u64,
+    /// Attachments up to this size are fetched as soon as their message
+    /// arrives; larger ones when someone opens them.
+    pub auto_fetch: u64,
+}
+
+impl Default for AttachmentRule {
+    fn default() -> Self {
+        AttachmentRule {
+            limit: crate::blobs::DEFAULT_LIMIT,
+            auto_fetch: crate::blobs::DEFAULT_AUTO_FETCH,
+        }
+    }
+}
+
+impl AttachmentRule {
+    fn check(&self) -> Result<(), DecodeError> {
+        if !(MIN_ATTACHMENT_LIMIT..=crate::blobs::MAX_BLOB_LEN).contains(&self.limit)
+            || self.auto_fetch > self.limit
+        {
+            return Err(DecodeError::Invalid(
+                "an attachment limit out of bounds (64 KiB to 256 MiB, automatic fetches at most the limit)",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The whole policy.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ClinicalPolicy {
     pub urgent: Rule,
     pub stat: Rule,
+    #[serde(default)]
+    pub attachments: AttachmentRule,
 }
 
 impl Default for ClinicalPolicy {
@@ -150,6 +190,7 @@ impl Default for ClinicalPolicy {
                 times: 20,
                 ladder: vec![step(3, "charge-nurse"), step(10, "on-call-doctor")],
             },
+            attachments: AttachmentRule::default(),
         }
     }
 }
@@ -166,7 +207,8 @@ impl ClinicalPolicy {
 
     pub fn check(&self) -> Result<(), DecodeError> {
         self.urgent.check()?;
-        self.stat.check()
+        self.stat.check()?;
+        self.attachments.check()
     }
 }
 
@@ -198,9 +240,18 @@ impl SignedPolicy {
 
     fn signed_bytes(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(160);
-        w.u8(POLICY_VERSION).raw(&self.team.0).u64_be(self.issued);
+        let a = self.policy.attachments;
+        let version = if a == AttachmentRule::default() {
+            POLICY_VERSION
+        } else {
+            POLICY_VERSION_ATTACHMENTS
+        };
+        w.u8(version).raw(&self.team.0).u64_be(self.issued);
         self.policy.urgent.write(&mut w);
         self.policy.stat.write(&mut w);
+        if version == POLICY_VERSION_ATTACHMENTS {
+            w.u64_be(a.limit).u64_be(a.auto_fetch);
+        }
         w.finish()
     }
 
@@ -213,19 +264,38 @@ impl SignedPolicy {
     pub fn decode(bytes: &[u8]) -> Result<SignedPolicy, DecodeError> {
         let mut r = Reader::new(bytes);
         let version = r.u8("policy version")?;
-        if version != POLICY_VERSION {
+        if version != POLICY_VERSION && version != POLICY_VERSION_ATTACHMENTS {
             return Err(DecodeError::Unknown("policy version", version.into()));
         }
         let team = TeamId(r.array("team id")?);
         let issued = r.u64_be("policy issued")?;
         let urgent = Rule::read(&mut r)?;
         let stat = Rule::read(&mut r)?;
+        let attachments = if version == POLICY_VERSION_ATTACHMENTS {
+            let a = AttachmentRule {
+                limit: r.u64_be("attachment limit")?,
+                auto_fetch: r.u64_be("automatic fetch limit")?,
+            };
+            a.check()?;
+            if a == AttachmentRule::default() {
+                return Err(DecodeError::Invalid(
+                    "a version-2 policy with the default attachment limits (it is written as version 1)",
+                ));
+            }
+            a
+        } else {
+            AttachmentRule::default()
+        };
         let signature = r.array("policy signature")?;
         r.finish()?;
         Ok(SignedPolicy {
             team,
             issued,
-            policy: ClinicalPolicy { urgent, stat },
+            policy: ClinicalPolicy {
+                urgent,
+                stat,
+                attachments,
+            },
             signature,
         })
     }

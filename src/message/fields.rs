@@ -11,6 +11,7 @@ use crate::codec::{DecodeError, Reader, Writer};
 use crate::ids::{ConversationId, MemberId, MessageId, Millis};
 
 use super::Priority;
+use crate::blobs::meta::{self as attach, Attachment};
 
 /// Most members a field names (waiting members, a reminder's targets).
 pub const MAX_NAMED: usize = 32;
@@ -26,6 +27,7 @@ pub const MIN_REPEAT_MS: Millis = 60_000;
 const TAG_ACK_BY: u8 = 1;
 const TAG_ESCALATION: u8 = 2;
 const TAG_REMINDER: u8 = 3;
+const TAG_ATTACHMENTS: u8 = 4;
 
 /// Who must acknowledge an urgent or STAT message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -102,6 +104,8 @@ pub struct Fields {
     pub ack_by: Option<AckBy>,
     pub escalation: Option<Escalation>,
     pub reminder: Option<Reminder>,
+    /// Empty, or 1..=[`attach::MAX_ATTACHMENTS`] blobs (protocol/blobs.md).
+    pub attachments: Vec<Attachment>,
 }
 
 fn write_members(w: &mut Writer, members: &[MemberId]) {
@@ -173,6 +177,11 @@ impl Fields {
             f.u64_be(rm.every_ms).raw(&rm.times.to_be_bytes());
             parts.push((TAG_REMINDER, f.finish()));
         }
+        if !self.attachments.is_empty() {
+            let mut f = Writer::new();
+            attach::write_all(&mut f, &self.attachments);
+            parts.push((TAG_ATTACHMENTS, f.finish()));
+        }
         w.varint(parts.len() as u64);
         for (tag, bytes) in parts {
             w.u8(tag).bytes(&bytes);
@@ -180,7 +189,7 @@ impl Fields {
     }
 
     pub(crate) fn read(r: &mut Reader) -> Result<Fields, DecodeError> {
-        let n = r.count(3, 2, "field count")?;
+        let n = r.count(4, 2, "field count")?;
         if n == 0 {
             return Err(DecodeError::Invalid(
                 "a version-2 message without fields (it is written as version 1)",
@@ -194,7 +203,12 @@ impl Fields {
                 return Err(DecodeError::Invalid("fields out of order or repeated"));
             }
             last = tag;
-            let mut f = Reader::new(r.bytes(MAX_FIELD_LEN, "field")?);
+            let max = if tag == TAG_ATTACHMENTS {
+                attach::MAX_FIELD_LEN
+            } else {
+                MAX_FIELD_LEN
+            };
+            let mut f = Reader::new(r.bytes(max, "field")?);
             match tag {
                 TAG_ACK_BY => fields.ack_by = Some(AckBy::read(&mut f)?),
                 TAG_ESCALATION => {
@@ -233,6 +247,7 @@ impl Fields {
                         times,
                     });
                 }
+                TAG_ATTACHMENTS => fields.attachments = attach::read_all(&mut f)?,
                 t => return Err(DecodeError::Unknown("message field", t.into())),
             }
             f.finish()?;

@@ -58,10 +58,15 @@ pub struct Behaviour {
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     pub frames: frames::Behaviour,
+    /// Attachments, on streams of their own (`blobs.rs`).
+    pub blobs: super::blobs::Behaviour,
 }
 
 /// Builds the swarm for the node whose Ed25519 secret is `secret`.
-pub fn build_swarm(secret: [u8; 32]) -> Result<Swarm<Behaviour>, ShellError> {
+pub fn build_swarm(
+    secret: [u8; 32],
+    blob_codec: super::blobs::BlobCodec,
+) -> Result<Swarm<Behaviour>, ShellError> {
     let keypair = identity::Keypair::ed25519_from_bytes(secret)
         .map_err(|e| ShellError::Transport(format!("the device key is unusable: {e}")))?;
     let swarm = SwarmBuilder::with_existing_identity(keypair)
@@ -89,6 +94,7 @@ pub fn build_swarm(secret: [u8; 32]) -> Result<Swarm<Behaviour>, ShellError> {
                 ),
                 ping: ping::Behaviour::new(ping::Config::new()),
                 frames: frames::Behaviour::default(),
+                blobs: super::blobs::behaviour(blob_codec),
             }
         })
         .map_err(|e| ShellError::Transport(format!("cannot build the network behaviour: {e}")))?

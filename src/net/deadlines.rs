@@ -21,6 +21,8 @@ pub enum Deadline {
     Close(DeviceId),
     /// Try the static peer with this index again.
     Redial(usize),
+    /// Look at the attachments being fetched (`blobs.rs`).
+    Blobs,
 }
 
 #[derive(Default)]

@@ -30,7 +30,7 @@ use super::frames;
 use super::links::{self, ConnMeta, Link, Writer};
 use super::shell::{now_ms, Shell};
 use super::streams::{self, Ended, StreamMsg};
-use super::{FoundBy, ShellError};
+use super::{ConnectionInfo, FoundBy, ShellError};
 use crate::ids::DeviceId;
 use crate::Input;
 
@@ -41,6 +41,7 @@ impl Shell {
     pub(super) fn on_swarm(&mut self, ev: SwarmEvent<BehaviourEvent>) -> Result<(), ShellError> {
         match ev {
             SwarmEvent::Behaviour(BehaviourEvent::Frames(e)) => self.on_frames(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Blobs(e)) => self.on_blob_event(e),
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
                 peer,
                 connection,
@@ -379,5 +380,23 @@ impl Shell {
             StreamMsg::Drained { .. } => self.cut(peer),
         }
         Ok(())
+    }
+
+    /// Every connection of every session, by device and age.
+    pub(super) fn connections(&self) -> Vec<ConnectionInfo> {
+        let mut out: Vec<ConnectionInfo> = self
+            .links
+            .values()
+            .flat_map(|l| {
+                l.conns.values().map(|c| ConnectionInfo {
+                    device: l.device,
+                    addr: c.addr.clone(),
+                    found_by: c.found_by,
+                    since_ms: c.since_ms,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.device.cmp(&b.device).then(a.since_ms.cmp(&b.since_ms)));
+        out
     }
 }

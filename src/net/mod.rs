@@ -18,6 +18,7 @@
 
 mod addr_limits;
 mod behaviour;
+mod blobs;
 mod commit;
 mod deadlines;
 mod dialer;
@@ -34,18 +35,23 @@ mod resources;
 mod shell;
 mod streams;
 
+use std::sync::Arc;
+
 use libp2p::Multiaddr;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::blobs::store::{BlobStore, Status as BlobStatus};
+use crate::blobs::BlobHash;
 use crate::crypto::DeviceKey;
-use crate::ids::DeviceId;
+use crate::ids::{ConversationId, DeviceId, MessageId};
 use crate::membership::Certificate;
 use crate::node::{CommandError, LoadError};
 use crate::store::{SledStore, StoreError};
 use crate::{Command, Event, Node, NodeConfig, Reply};
 
 pub use behaviour::{limits, IDENTIFY_PROTOCOL};
+pub use blobs::{BlobCodec, BlobStats};
 pub use discovery::{SERVICE_TYPE, TXT_PEER, TXT_TEAM, TXT_VERSION};
 pub use frames::SYNC_PROTOCOL;
 pub use links::{MAX_QUEUED_BYTES, MAX_QUEUED_FRAMES};
@@ -83,6 +89,8 @@ pub struct ShellStats {
     pub flushes: u64,
     /// What peers make the shell hold right now.
     pub resources: Resources,
+    /// Attachments fetched and served.
+    pub blobs: BlobStats,
 }
 
 /// How a running node finds peers (for `peers` to say, when it has none).
@@ -155,6 +163,13 @@ enum Request {
     Reach(oneshot::Sender<Reach>),
     Connections(oneshot::Sender<Vec<ConnectionInfo>>),
     Dial(Multiaddr, oneshot::Sender<Result<(), ShellError>>),
+    /// Fetch an attachment; the reply comes once it is held whole.
+    Fetch(
+        ConversationId,
+        MessageId,
+        BlobHash,
+        oneshot::Sender<Result<BlobStatus, String>>,
+    ),
     Shutdown(oneshot::Sender<Result<(), ShellError>>),
 }
 
@@ -163,6 +178,7 @@ enum Request {
 pub struct NodeHandle {
     requests: mpsc::Sender<Request>,
     events: broadcast::Sender<Event>,
+    blobs: Arc<BlobStore>,
 }
 
 impl NodeHandle {
@@ -230,6 +246,24 @@ impl NodeHandle {
         self.ask(|tx| Request::Dial(addr, tx)).await?
     }
 
+    /// The attachments' files (read and written by the API directly).
+    pub fn blobs(&self) -> &Arc<BlobStore> {
+        &self.blobs
+    }
+
+    /// Fetches attachment `hash` of `message` from the devices that may
+    /// hold it; resolves once it is held here whole (at once if it is),
+    /// or with why it cannot be.
+    pub async fn fetch(
+        &self,
+        conversation: ConversationId,
+        message: MessageId,
+        hash: BlobHash,
+    ) -> Result<Result<BlobStatus, String>, ShellError> {
+        self.ask(|tx| Request::Fetch(conversation, message, hash, tx))
+            .await
+    }
+
     /// Announces departure on mDNS, flushes the store and stops the loop;
     /// the task returned by [`start`] then completes.
     pub async fn shutdown(&self) -> Result<(), ShellError> {
@@ -245,12 +279,14 @@ pub async fn start(
 ) -> Result<(NodeHandle, JoinHandle<Result<(), ShellError>>), ShellError> {
     let (req_tx, req_rx) = mpsc::channel(REQUEST_QUEUE);
     let (ev_tx, _) = broadcast::channel(EVENT_QUEUE);
+    let blobs = store.blobs().clone();
     let shell = shell::Shell::new(config, store, req_rx, ev_tx.clone()).await?;
     let task = tokio::spawn(shell.run());
     Ok((
         NodeHandle {
             requests: req_tx,
             events: ev_tx,
+            blobs,
         },
         task,
     ))

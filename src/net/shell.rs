@@ -45,7 +45,7 @@ use super::discovery::Discovery;
 use super::links::Link;
 use super::loglimit::LogLimit;
 use super::streams::{Counters, StreamMsg};
-use super::{ConnectionInfo, FoundBy, Request, ShellConfig, ShellError, ShellStats, REQUEST_QUEUE};
+use super::{FoundBy, Request, ShellConfig, ShellError, ShellStats, REQUEST_QUEUE};
 use crate::ids::{DeviceId, Millis};
 use crate::store::peers::PeerRecord;
 use crate::store::{SledStore, Store, StoreError, StoreOp};
@@ -124,6 +124,8 @@ pub struct Shell {
     pub(super) counters: Arc<Counters>,
     /// Rate limit of the log lines remote addresses cause.
     pub(super) log_limit: LogLimit,
+    /// Attachments: the store, the fetches, what is being served.
+    pub(super) blobs: super::blobs::BlobNet,
 }
 
 impl Shell {
@@ -144,7 +146,9 @@ impl Shell {
             config.node.clone(),
             &mut rng,
         )?;
-        let mut swarm = build_swarm(config.key.secret())?;
+        let codec = super::blobs::BlobCodec::default();
+        let blobs = super::blobs::BlobNet::new(store.blobs().clone(), &codec);
+        let mut swarm = build_swarm(config.key.secret(), codec)?;
         let mut waiting: HashMap<ListenerId, Multiaddr> = HashMap::new();
         for addr in &config.listen {
             let id = swarm
@@ -178,6 +182,7 @@ impl Shell {
             reloaded: Vec::new(),
             counters: Arc::default(),
             log_limit: LogLimit::default(),
+            blobs,
         };
         shell.await_listeners(waiting).await?;
         shell.input(Input::Start)?;
@@ -387,6 +392,7 @@ impl Shell {
             Request::Stats(reply) => {
                 let stats = ShellStats {
                     resources: self.resources(),
+                    blobs: self.blobs.stats(),
                     ..self.stats
                 };
                 let _ = reply.send(stats);
@@ -423,26 +429,12 @@ impl Shell {
                     }
                 }));
             }
+            Request::Fetch(conversation, message, hash, reply) => {
+                self.fetch_blob(conversation, message, hash, Some(reply));
+            }
             Request::Shutdown(reply) => return Ok(Some(reply)),
         }
         Ok(None)
-    }
-
-    fn connections(&self) -> Vec<ConnectionInfo> {
-        let mut out: Vec<ConnectionInfo> = self
-            .links
-            .values()
-            .flat_map(|l| {
-                l.conns.values().map(|c| ConnectionInfo {
-                    device: l.device,
-                    addr: c.addr.clone(),
-                    found_by: c.found_by,
-                    since_ms: c.since_ms,
-                })
-            })
-            .collect();
-        out.sort_by(|a, b| a.device.cmp(&b.device).then(a.since_ms.cmp(&b.since_ms)));
-        out
     }
 
     fn on_deadline(&mut self, d: Deadline) -> Result<(), ShellError> {
@@ -455,6 +447,7 @@ impl Shell {
                 }
             }
             Deadline::Redial(i) => self.redial(i),
+            Deadline::Blobs => self.pump_blobs(),
         }
         Ok(())
     }
@@ -533,6 +526,7 @@ impl Effects for Shell {
                         tracing::info!(peer = %peer.short(), "peer left");
                     }
                     Event::PeerJoined { peer, .. } => self.member_joined(peer),
+                    Event::MessageAdded { .. } => self.auto_fetch(&ev),
                     _ => {}
                 }
                 // No subscriber is not an error.

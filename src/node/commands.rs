@@ -195,7 +195,7 @@ impl Node {
         fx: &mut Fx,
     ) -> Result<MessageId, CommandError> {
         let body = body.trim().to_owned();
-        if body.is_empty() {
+        if body.is_empty() && fields.attachments.is_empty() {
             return Err(CommandError::EmptyBody);
         }
         if body.len() > MAX_BODY_LEN {

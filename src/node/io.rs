@@ -249,6 +249,13 @@ pub enum Event {
     /// What awaits our member changed: an acknowledgement, a reminder done
     /// or snoozed (`Node::alerts` says what is left).
     AlertsChanged,
+    /// An attachment fetched from peers is now held whole here (emitted by
+    /// the shell, which does the fetching: protocol/blobs.md §4).
+    AttachmentHeld {
+        conversation: ConversationId,
+        message: MessageId,
+        hash: crate::blobs::BlobHash,
+    },
     PeerJoined {
         peer: DeviceId,
         member: MemberId,

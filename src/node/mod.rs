@@ -27,6 +27,7 @@
 
 mod alerts;
 mod answer;
+mod blobs;
 pub(crate) mod clinical;
 pub use clinical::Fault as ClinicalFault;
 mod commands;

@@ -111,6 +111,9 @@ pub struct RenderedMessage {
     pub escalation: Option<EscalationInfo>,
     /// A reminder: when, for whom, how often.
     pub reminder: Option<ReminderInfo>,
+    /// Its attachments' metadata (protocol/blobs.md).
+    #[serde(skip)]
+    pub attachments: Vec<crate::blobs::Attachment>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -370,6 +373,7 @@ impl Node {
                 every_ms: r.every_ms,
                 times: r.times,
             }),
+            attachments: m.fields.attachments.clone(),
         }
     }
 

@@ -37,8 +37,9 @@ use super::{page_actor, Replica};
 pub const MAX_OPS_PER_CHANGE: usize = 16;
 
 /// Most bytes in one entry (a value inserted or put): a message with a
-/// 16 KiB body, its ids and signature fit, and so does a certificate.
-pub const MAX_ENTRY_LEN: usize = 20 * 1024;
+/// 16 KiB body and four attachments' metadata (thumbnails included), its
+/// ids and signature fit, and so does a certificate.
+pub const MAX_ENTRY_LEN: usize = 32 * 1024;
 
 /// Most bytes in one change chunk from a peer: a change huddle makes holds
 /// one entry, its dependencies (32 bytes each, one per concurrent head) and

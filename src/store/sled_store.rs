@@ -23,6 +23,7 @@ use super::{Store, StoreError, StoreOp};
 
 const LOCK_FILE: &str = "huddle.lock";
 const DB_DIR: &str = "db";
+const BLOB_DIR: &str = "blobs";
 /// The file inside the sled directory that sled itself `flock`s.
 const SLED_LOCKED_FILE: &str = "db";
 /// How long `open` waits for a previous sled instance of this process to let
@@ -33,6 +34,8 @@ const SLED_RELEASE_DEADLINE: Duration = Duration::from_secs(2);
 pub struct SledStore {
     // Field order matters: sled is dropped before the lock is released.
     db: sled::Db,
+    /// The attachments' files, under the same lock (`blobs/store.rs`).
+    blobs: std::sync::Arc<crate::blobs::store::BlobStore>,
     /// Holds the exclusive lock on `huddle.lock` for the life of the store.
     _lock: Lock,
 }
@@ -77,9 +80,26 @@ impl SledStore {
         // gets them tightened here.
         protect(dir)?;
 
-        let mut store = SledStore { db, _lock: lock };
+        let blob_dir = dir.join(BLOB_DIR);
+        let blobs = crate::blobs::store::BlobStore::open(&blob_dir).map_err(|e| {
+            io_error(
+                "cannot open the attachments",
+                &blob_dir,
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
+        let mut store = SledStore {
+            db,
+            blobs: std::sync::Arc::new(blobs),
+            _lock: lock,
+        };
         super::check_format(&mut store)?;
         Ok(store)
+    }
+
+    /// The attachments' files.
+    pub fn blobs(&self) -> &std::sync::Arc<crate::blobs::store::BlobStore> {
+        &self.blobs
     }
 
     /// A reader of documents for [`super::load_lazy`]: it shares the

@@ -146,6 +146,16 @@ impl Running {
 
     /// [`Running::spawn`] with more `huddle run` arguments.
     pub fn spawn_with(dev: &Device, peers: &[String], extra: &[&str]) -> anyhow::Result<Running> {
+        Running::spawn_env(dev, peers, extra, &[])
+    }
+
+    /// [`Running::spawn_with`] with environment variables set.
+    pub fn spawn_env(
+        dev: &Device,
+        peers: &[String],
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Running> {
         let err_path = dev.dir.with_extension("stderr");
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("huddle"));
         cmd.arg("--data-dir")
@@ -168,6 +178,7 @@ impl Running {
             cmd.args(["--peer", p]);
         }
         cmd.args(extra);
+        cmd.envs(env.iter().copied());
         Ok(Running {
             child: cmd.spawn()?,
             started: Value::Null,
@@ -204,6 +215,11 @@ impl Running {
             })
             .unwrap_or_default();
         Ok(())
+    }
+
+    /// Its exit status once it has exited by itself (`None` while it runs).
+    pub fn exited(&mut self) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        Ok(self.child.try_wait()?)
     }
 
     pub fn pid(&self) -> u32 {

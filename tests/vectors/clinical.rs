@@ -24,6 +24,21 @@ pub(crate) fn policies(c: &Cast) -> Vec<(&'static str, SignedPolicy)> {
             "STAT shortened to seconds, acknowledged by all",
             SignedPolicy::sign(&c.authority, shortened(), T0 + DAY).expect("valid"),
         ),
+        (
+            "version 2: attachments up to 10 MiB, fetched at once up to 1 MiB",
+            SignedPolicy::sign(
+                &c.authority,
+                ClinicalPolicy {
+                    attachments: huddle::clinical::AttachmentRule {
+                        limit: 10 << 20,
+                        auto_fetch: 1 << 20,
+                    },
+                    ..ClinicalPolicy::default()
+                },
+                T0 + 2 * DAY,
+            )
+            .expect("valid"),
+        ),
     ]
 }
 
@@ -142,9 +157,31 @@ pub(crate) fn gen_clinical(c: &Cast) -> Value {
     // (ack-by 1, every 8, times 2, one step: count 1, after 8, role).
     let urgent_len = 1 + 8 + 2 + 1 + 8 + 1 + "charge-nurse".len();
     let stat_at = 1 + 32 + 8 + urgent_len;
+    let v2 = policies(c)[2].1.encode();
+    let limit_at = v2.len() - 64 - 16;
     let policy_invalid = vec![
         bad(vec![], "empty", "Truncated"),
-        bad(splice(&p, 0, 1, &[2]), "version 2", "Unknown"),
+        bad(splice(&p, 0, 1, &[3]), "version 3", "Unknown"),
+        bad(
+            splice(
+                &v2,
+                limit_at,
+                16,
+                &[(25u64 << 20).to_be_bytes(), (2u64 << 20).to_be_bytes()].concat(),
+            ),
+            "version 2 with the default attachment limits (written as version 1)",
+            "Invalid",
+        ),
+        bad(
+            splice(&v2, limit_at, 8, &(257u64 << 20).to_be_bytes()),
+            "an attachment limit of 257 MiB (at most 256)",
+            "Invalid",
+        ),
+        bad(
+            splice(&v2, limit_at + 8, 8, &(11u64 << 20).to_be_bytes()),
+            "automatic fetches up to 11 MiB under a 10 MiB limit",
+            "Invalid",
+        ),
         bad(
             splice(&p, stat_at + 1, 8, &999u64.to_be_bytes()),
             "a re-notification every 999 ms (under a second)",

@@ -176,7 +176,28 @@ pub(crate) fn tagged_fields_json(f: &Fields) -> Value {
             "every_ms": r.every_ms,
             "times": r.times,
         })),
+        "attachments": f.attachments.iter().map(attachment_json).collect::<Vec<_>>(),
     })
+}
+
+pub(crate) fn attachment_json(a: &Attachment) -> Value {
+    json!({
+        "hash": a.hash.to_hex(),
+        "size": a.size,
+        "media_type": a.media_type,
+        "name": a.name,
+        "thumbnail": hex(&a.thumbnail),
+    })
+}
+
+pub(crate) fn attachment_from_json(v: &Value) -> Attachment {
+    Attachment {
+        hash: BlobHash(fixed(v, "hash")),
+        size: num(v, "size"),
+        media_type: st(v, "media_type").to_owned(),
+        name: st(v, "name").to_owned(),
+        thumbnail: unhex(st(v, "thumbnail")),
+    }
 }
 
 pub(crate) fn tagged_fields_from_json(v: &Value) -> Fields {
@@ -206,6 +227,10 @@ pub(crate) fn tagged_fields_from_json(v: &Value) -> Fields {
                 times: get(r, "times").as_u64().expect("times") as u16,
             }),
         },
+        attachments: list(v, "attachments")
+            .iter()
+            .map(attachment_from_json)
+            .collect(),
     }
 }
 

@@ -208,8 +208,14 @@ pub(crate) fn gen_frames(c: &Cast) -> Value {
             "Unknown",
             8,
         ),
-        bad(splice(&hello, 1, 1, &[7]), "hello version 7", "Unknown", 8),
-        bad(vec![1, 7], "hello version 7, nothing after", "Unknown", 8),
+        bad(
+            splice(&hello, 1, 1, &[6]),
+            "hello version 6 (no attachments)",
+            "Unknown",
+            8,
+        ),
+        bad(splice(&hello, 1, 1, &[8]), "hello version 8", "Unknown", 8),
+        bad(vec![1, 8], "hello version 8, nothing after", "Unknown", 8),
         bad(vec![1], "hello without version", "Truncated", 10),
         bad(
             hello[..hello.len() - 1].to_vec(),

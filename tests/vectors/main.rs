@@ -21,6 +21,9 @@ use std::path::PathBuf;
 
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ActorId, Automerge, ObjType, ReadDoc, ROOT};
+use huddle::blobs::tree::{chunk_count, outline, root, verify_chunk, CHUNK_LEN};
+use huddle::blobs::wire::{BlobRequest, BlobResponse, Want};
+use huddle::blobs::{Attachment, BlobHash};
 use huddle::codec::{DecodeError, Reader, Writer};
 use huddle::crypto::{self, domain, AuthorityKey, DeviceKey};
 use huddle::header::{conversation_id, ConversationHeader, ConversationKind};
@@ -42,6 +45,7 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
+mod blobs;
 mod cast;
 mod certificates;
 mod clinical;
@@ -54,6 +58,7 @@ mod primitives;
 mod revocations;
 mod session;
 mod storage;
+use blobs::*;
 use cast::*;
 use certificates::*;
 use clinical::*;
@@ -69,7 +74,7 @@ use storage::*;
 
 const T0: u64 = 1_700_000_000_000;
 const DAY: u64 = 24 * 3600 * 1000;
-const FILES: [&str; 10] = [
+const FILES: [&str; 11] = [
     "primitives.json",
     "certificates.json",
     "revocations.json",
@@ -80,6 +85,7 @@ const FILES: [&str; 10] = [
     "storage.json",
     "session.json",
     "clinical.json",
+    "blobs.json",
 ];
 
 // ---------------------------------------------------------------------------
@@ -287,6 +293,7 @@ fn generate() -> Vec<(&'static str, Value)> {
         (FILES[7], gen_storage(&c)),
         (FILES[8], gen_session(&c)),
         (FILES[9], gen_clinical(&c)),
+        (FILES[10], gen_blobs(&c)),
     ];
     assert_eq!(files.iter().map(|(n, _)| *n).collect::<Vec<_>>(), FILES);
     files

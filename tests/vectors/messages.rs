@@ -134,6 +134,21 @@ pub(crate) fn messages(c: &Cast) -> Vec<(&'static str, Message)> {
             },
         },
     );
+    let m8 = Message::sign(
+        c.key("ana-phone"),
+        &conv,
+        Draft {
+            author_member: member("ana"),
+            hlc: Hlc::new(T0 + 420_000, 0),
+            priority: Priority::Urgent,
+            reply_to: None,
+            body: "Wound on day 3, and the lab result.".into(),
+            fields: Fields {
+                attachments: vec![photo_attachment(), pdf_attachment()],
+                ..Fields::default()
+            },
+        },
+    );
     vec![
         ("routine", m1),
         ("urgent reply", m2),
@@ -142,6 +157,7 @@ pub(crate) fn messages(c: &Cast) -> Vec<(&'static str, Message)> {
         ("version 2: stat, acknowledged by all", m5),
         ("version 2: an escalation entry", m6),
         ("version 2: a reminder every 2 h, 12 times", m7),
+        ("version 2: a photo with its thumbnail and a PDF", m8),
     ]
 }
 
