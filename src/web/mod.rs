@@ -44,6 +44,7 @@ pub const DEFAULT_LOCK_AFTER: Duration = Duration::from_secs(5 * 60);
 pub const CSRF_HEADER: &str = "x-huddle-csrf";
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   media-src 'self'; \
                    connect-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; \
                    frame-ancestors 'none'";
 

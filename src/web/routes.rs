@@ -17,6 +17,7 @@ use crate::api::types::ErrorBody;
 const INDEX: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const VIEWS_JS: &str = include_str!("assets/views.js");
+const ATTACH_JS: &str = include_str!("assets/attach.js");
 const APP_CSS: &str = include_str!("assets/app.css");
 const ICON: &str = include_str!("assets/icon.svg");
 
@@ -37,6 +38,10 @@ pub fn routes(web: Arc<Web>) -> Router {
         .route(
             "/views.js",
             get(|| async { asset("text/javascript; charset=utf-8", VIEWS_JS) }),
+        )
+        .route(
+            "/attach.js",
+            get(|| async { asset("text/javascript; charset=utf-8", ATTACH_JS) }),
         )
         .route(
             "/app.css",

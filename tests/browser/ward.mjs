@@ -19,7 +19,9 @@ var problems = []; // eslint-disable-line no-var
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
+    '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic',
+    // A fake microphone that needs no permission prompt, for voice notes.
+    '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream'],
 });
 let failed = false;
 try {
@@ -87,6 +89,50 @@ async function say(p, text, priority = 'Routine') {
   await p.getByRole('combobox', { name: 'Priority' }).selectOption({ label: priority });
   await p.getByRole('textbox', { name: 'Message' }).press('Enter');
   await messages(p).getByRole('listitem').filter({ hasText: text }).filter({ hasNotText: 'Sending' }).waitFor({ timeout: T });
+}
+
+async function attachments(ana, ben) {
+  step('a photo attached on Ana\'s page shows inline there and on Ben\'s; a large file opens on request; a voice note recorded in the page plays');
+  // A 2×2 PNG, with a tEXt chunk that must not leave Ana's device.
+  const PNG = Buffer.from('89504e470d0a1a0a0000000d494844520000000200000002080600000072b60d24' +
+    '0000001874455874436f6d6d656e740047505320353120312e35303734204e0adb6b46a0000000114944' +
+    '4154789c63f8cfc0f01f8419600c0047ca07f967596eb70000000049454e44ae426082', 'hex');
+  const item = (p, text) => messages(p).getByRole('listitem').filter({ hasText: text });
+  await ana.locator('#attach-input').setInputFiles({ name: 'wound.png', mimeType: 'image/png', buffer: PNG });
+  await ana.getByRole('list', { name: 'Files to send' }).getByText(/wound\.png/).waitFor({ timeout: T });
+  await ana.getByRole('textbox', { name: 'Message' }).fill('Wound, day 3');
+  await ana.getByRole('textbox', { name: 'Message' }).press('Enter');
+  await item(ana, 'Wound, day 3').getByRole('img', { name: 'wound.png' }).waitFor({ timeout: T });
+  // Small files come to Ben's device unasked, and show inline.
+  const shown = item(ben, 'Wound, day 3').getByRole('img', { name: 'wound.png' });
+  await shown.waitFor({ timeout: T });
+  await ben.waitForFunction((el) => el.complete && el.naturalWidth === 2, await shown.elementHandle(), { timeout: T });
+  await item(ana, 'Wound, day 3').getByText('reached another device').waitFor({ timeout: T });
+  // What Ben's device received has no text chunk (the location).
+  const src = await shown.getAttribute('src');
+  const bytes = await ben.evaluate(async (u) => Array.from(new Uint8Array(await (await fetch(u)).arrayBuffer())), src);
+  if (Buffer.from(bytes).includes(Buffer.from('GPS 51'))) throw new Error('the photo reached Ben with its location');
+
+  // 3 MiB is over the automatic 2 MiB: Ben opens it.
+  const big = Buffer.concat([Buffer.from('%PDF-1.7\n'), Buffer.alloc(3 * 1024 * 1024, 0x20)]);
+  await ana.locator('#attach-input').setInputFiles({ name: 'scan.pdf', mimeType: 'application/pdf', buffer: big });
+  await ana.getByRole('textbox', { name: 'Message' }).fill('Discharge letter');
+  await ana.getByRole('textbox', { name: 'Message' }).press('Enter');
+  await item(ana, 'Discharge letter').getByRole('link', { name: /Open scan\.pdf/ }).waitFor({ timeout: T });
+  await item(ben, 'Discharge letter').getByRole('button', { name: /Open scan\.pdf/ }).click();
+  await item(ben, 'Discharge letter').getByRole('link', { name: /Open scan\.pdf/ }).waitFor({ timeout: T });
+
+  await ana.getByRole('button', { name: 'Record voice note' }).click();
+  await ana.getByRole('button', { name: 'Stop recording' }).click();
+  await ana.getByRole('list', { name: 'Files to send' }).getByText(/voice-note-/).waitFor({ timeout: T });
+  await ana.getByRole('textbox', { name: 'Message' }).fill('Voice note for Ben');
+  await ana.getByRole('textbox', { name: 'Message' }).press('Enter');
+  const note = item(ben, 'Voice note for Ben').locator('audio');
+  await note.waitFor({ timeout: T });
+  const status = await ben.evaluate(async (u) => (await fetch(u)).status, await note.getAttribute('src'));
+  if (status !== 200) throw new Error(`the voice note answered ${status}`);
+  await axe(ben, 'a conversation with attachments');
+  await shots(ben, 'attachments');
 }
 
 async function run() {
@@ -179,6 +225,7 @@ async function run() {
   await messages(ana).getByRole('listitem').filter({ hasText: 'Recheck lactate' }).getByText(/Reminder for you at/).waitFor({ timeout: T });
   await conv(ben, 'Sepsis review').click();
   await messages(ben).getByRole('listitem').filter({ hasText: 'Recheck lactate' }).getByText(/Reminder for Ana Silva at/).waitFor({ timeout: T });
+  await attachments(ana, ben);
   await ana.getByRole('button', { name: 'Team' }).click();
   await ana.getByRole('img', { name: /QR code/ }).waitFor({ timeout: T });
   await ana.getByRole('table', { name: /Who is on call now/ }).getByRole('cell', { name: '#charge-nurse' }).waitFor({ timeout: T });

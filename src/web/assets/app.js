@@ -1,5 +1,6 @@
 // huddle's screen: state, the API, the live event stream and the idle lock.
 import { h, time, nameOf, conversationItem, messageItem, peerRow, memberItem } from './views.js';
+import * as attach from './attach.js';
 
 const PAGE = 50;
 const $ = (id) => document.getElementById(id);
@@ -9,7 +10,7 @@ const S = {
   status: null, dir: new Map(), chats: [], peers: [],
   open: null, messages: [], more: false, pending: [], replyTo: null,
   leftAt: new Map(), live: false, locked: false, admin: false,
-  shown: new Map(), dirVersion: 0, alerts: [], oncall: [],
+  shown: new Map(), dirVersion: 0, alerts: [], oncall: [], fetching: new Set(),
 };
 
 class ApiError extends Error {
@@ -145,12 +146,16 @@ function renderThread(scrollToEnd) {
   const list = $('messages');
   const atEnd = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
   const byId = new Map(S.messages.map((m) => [m.id, m]));
-  const ctx = { me: S.status && S.status.member, dir: S.dir, conv: chat, byId, onAck: ack, onReply: reply };
+  const ctx = {
+    me: S.status && S.status.member, dir: S.dir, conv: chat, byId, onAck: ack, onReply: reply,
+    attachments: (m) => (m.id ? attach.attachmentList(m, chat.id, { fetching: S.fetching, onFetch: fetchAttachment }) : null),
+  };
   // Keyed: a message whose rendering would not change keeps its element,
   // and only what changed touches the DOM (a long list stays cheap).
   const shown = new Map();
   const want = S.messages.concat(S.pending).map((m) => {
-    const key = [m.delivered_to, m.read_by, m.acked_by, m.author_name, m.failed, byId.has(m.reply_to), S.dirVersion, S.replyTo === m].join('|');
+    const files = (m.attachments || []).map((a) => [a.held, a.reached, S.fetching.has(`${m.id}/${a.index}`)].join(','));
+    const key = [m.delivered_to, m.read_by, m.acked_by, m.author_name, m.failed, byId.has(m.reply_to), S.dirVersion, S.replyTo === m, files.join(';')].join('|');
     const old = S.shown.get(m.id || m);
     const el = old && old.key === key ? old.el : messageItem(m, ctx);
     shown.set(m.id || m, { key, el });
@@ -255,23 +260,29 @@ function renderStatus() {
 async function send(e) {
   e.preventDefault();
   const body = $('body').value;
-  if (!body.trim() || !S.open) return;
+  if ((!body.trim() && !attach.draft.length) || !S.open) return;
+  const files = attach.draft.splice(0);
+  attach.renderDraft($('draft'));
   const priority = $('priority').value;
   const reply_to = S.replyTo ? S.replyTo.id : null;
   const minutes = Number($('remind').value || 0);
   const reminder = minutes ? { due_ms: Date.now() + minutes * 60000, targets: [S.status.member] } : undefined;
-  const mine = { pending: true, body, priority, reply_to, reminder, author: S.status.member, author_name: S.status.name, time_ms: Date.now(), delivered_to: [], read_by: [], acked_by: [] };
+  const shownBody = files.length ? `${body}${body ? '\n' : ''}(${files.map((f) => f.name).join(', ')})` : body;
+  const mine = { pending: true, body: shownBody, priority, reply_to, reminder, author: S.status.member, author_name: S.status.name, time_ms: Date.now(), delivered_to: [], read_by: [], acked_by: [] };
   S.pending.push(mine);
   $('body').value = ''; $('priority').value = 'routine'; $('remind').value = ''; S.replyTo = null; $('send-error').textContent = '';
   renderThread(true);
   try {
-    const r = await api('POST', `/v1/conversations/${S.open}/messages`, { body, priority, reply_to, reminder });
+    const attachments = files.length ? await attach.upload(S.csrf, files) : undefined;
+    const r = await api('POST', `/v1/conversations/${S.open}/messages`, { body, priority, reply_to, reminder, attachments });
     mine.id = r.id;
     await refreshThread();
   } catch (err) {
     mine.failed = err.message;
     $('send-error').textContent = `Not sent: ${err.message}`;
     if (!$('body').value) $('body').value = body;
+    attach.draft.unshift(...files.slice(0, 4 - attach.draft.length));
+    attach.renderDraft($('draft'));
     S.pending = S.pending.filter((p) => p !== mine);
     renderThread();
   }
@@ -286,6 +297,18 @@ async function ack(m) {
 }
 
 function reply(m) { S.replyTo = m; renderThread(); $('body').focus(); }
+
+// Fetches an attachment from the team's devices, then shows it.
+async function fetchAttachment(m, a) {
+  const key = `${m.id}/${a.index}`;
+  const conv = S.open;
+  S.fetching.add(key); renderThread();
+  try {
+    await api('POST', `/v1/conversations/${conv}/messages/${m.id}/attachments/${a.index}/fetch`);
+  } catch (err) { $('send-error').textContent = `Not fetched: ${err.message}`; }
+  S.fetching.delete(key);
+  if (S.open === conv) await refreshThread(S.messages.length);
+}
 
 // ---- the new-conversation dialog ----
 
@@ -341,6 +364,7 @@ function connect() {
     if (!e.local && e.priority !== 'routine') notify(e);
   });
   on('sent', (e) => { if (e.conversation === S.open) refreshThread(); });
+  on('attachment_held', (e) => { if (e.conversation === S.open) refreshThread(S.messages.length); });
   on('alert', (e) => { refreshAlerts(); ring(); notify(e, `Still waiting for your acknowledgement (${e.n}/${e.of})`); });
   on('reminder', (e) => { refreshAlerts(); ring(); notify({ ...e, priority: 'reminder', author: null }, 'A reminder is due'); });
   on('alerts_changed', () => refreshAlerts());
@@ -478,6 +502,10 @@ async function start() {
   $('new-form').addEventListener('submit', createConversation);
   for (const r of document.querySelectorAll('input[name=kind]')) r.addEventListener('change', showKind);
   $('composer').addEventListener('submit', send);
+  attach.initComposer({
+    input: $('attach-input'), camera: $('camera-input'), record: $('record'), dropOn: $('thread'),
+    changed: (why) => { attach.renderDraft($('draft')); $('send-error').textContent = why || ''; },
+  });
   $('admit-form').addEventListener('submit', admit);
   $('revoke-form').addEventListener('submit', revoke);
   $('revoke-cancel').addEventListener('click', () => $('revoke-dialog').close());

@@ -113,7 +113,8 @@ export function messageItem(m, ctx) {
   }
   return h('li', { class: cls.filter(Boolean).join(' '), 'data-message': m.id || '' },
     head, quote,
-    h('p', { class: 'msg-body' }, m.body), note,
+    m.body ? h('p', { class: 'msg-body' }, m.body) : null, note,
+    ctx.attachments ? ctx.attachments(m) : null,
     receipts(m, conv, dir, me),
     actions.length ? h('div', { class: 'msg-actions' }, actions) : null);
 }
