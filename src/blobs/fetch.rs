@@ -25,6 +25,10 @@ use super::wire::{BlobRequest, BlobResponse, Want};
 pub const PER_TRANSFER: usize = 4;
 /// Requests in flight to one device, over all blobs.
 pub const PER_DEVICE: usize = 2;
+/// A chunk that took longer than this to come marks its device's link as
+/// slow: it is then asked for one chunk at a time, so that little of a
+/// blob waits in that link's queues ahead of a text message.
+pub const SLOW_MS: Millis = 300;
 /// Requests in flight in all.
 pub const IN_ALL: usize = 16;
 /// How long a device that lacked a part, or was busy, is not asked again
@@ -40,7 +44,8 @@ pub struct Fetch {
     /// Checked against the hash (empty for a one-chunk blob).
     outline: Option<Vec<Cv>>,
     have: Vec<bool>,
-    inflight: HashMap<Want, DeviceId>,
+    /// Each request in flight: to whom, and when it was sent.
+    inflight: HashMap<Want, (DeviceId, Millis)>,
     /// Devices not to ask again before the time given.
     resting: HashMap<DeviceId, Millis>,
 }
@@ -99,6 +104,8 @@ pub enum Outcome {
 pub struct Fetches {
     fetches: BTreeMap<BlobHash, Fetch>,
     per_device: HashMap<DeviceId, usize>,
+    /// Devices whose last chunk took longer than [`SLOW_MS`].
+    slow: HashSet<DeviceId>,
     in_all: usize,
     /// Devices that sent what does not verify.
     cut: HashSet<DeviceId>,
@@ -156,7 +163,7 @@ impl Fetches {
     /// forgotten, and its answers will find nobody waiting.
     pub fn stop(&mut self, hash: &BlobHash) -> Option<Fetch> {
         let f = self.fetches.remove(hash)?;
-        for d in f.inflight.values() {
+        for (d, _) in f.inflight.values() {
             self.release(d);
         }
         Some(f)
@@ -203,11 +210,13 @@ impl Fetches {
                     Want::Outline => 0,
                     Want::Chunk(i) => i as usize,
                 };
+                let slow = &self.slow;
+                let limit = |d: &DeviceId| if slow.contains(d) { 1 } else { PER_DEVICE };
                 let pick = (0..devices.len())
                     .map(|k| devices[(start + k) % devices.len()])
-                    .find(|d| self.per_device.get(d).copied().unwrap_or(0) < PER_DEVICE);
+                    .find(|d| self.per_device.get(d).copied().unwrap_or(0) < limit(d));
                 let Some(d) = pick else { break };
-                f.inflight.insert(w, d);
+                f.inflight.insert(w, (d, now));
                 *self.per_device.entry(d).or_default() += 1;
                 self.in_all += 1;
                 out.push((
@@ -235,10 +244,18 @@ impl Fetches {
         let Some(f) = self.fetches.get_mut(&req.hash) else {
             return Outcome::Nothing;
         };
-        if f.inflight.get(&req.want) != Some(&from) {
-            return Outcome::Nothing;
-        }
+        let sent = match f.inflight.get(&req.want) {
+            Some((d, at)) if *d == from => *at,
+            _ => return Outcome::Nothing,
+        };
         f.inflight.remove(&req.want);
+        if matches!(req.want, Want::Chunk(_)) {
+            if now.saturating_sub(sent) > SLOW_MS {
+                self.slow.insert(from);
+            } else {
+                self.slow.remove(&from);
+            }
+        }
         if self.cut.contains(&from) {
             // Already cut: whatever else it sent is not looked at.
             self.release(&from);
@@ -291,7 +308,7 @@ impl Fetches {
     /// `req` to `from` failed (stream error, timeout, the connection gone).
     pub fn on_failure(&mut self, now: Millis, from: DeviceId, req: &BlobRequest) {
         if let Some(f) = self.fetches.get_mut(&req.hash) {
-            if f.inflight.get(&req.want) == Some(&from) {
+            if f.inflight.get(&req.want).is_some_and(|(d, _)| *d == from) {
                 f.inflight.remove(&req.want);
                 f.resting.insert(from, now + RETRY_MS);
                 self.release(&from);
@@ -400,6 +417,25 @@ mod tests {
         assert_eq!(cut, 1);
         assert!(fs.is_cut(&liar));
         assert!(fs.get(&BlobHash::of(&data)).unwrap().is_done());
+    }
+
+    #[test]
+    fn a_device_whose_chunks_come_slowly_is_asked_for_one_at_a_time() {
+        let data = vec![1u8; 8 * CHUNK_LEN as usize];
+        let d = DeviceId([1; 32]);
+        let mut fs = Fetches::default();
+        let c = ConversationId([5; 16]);
+        fs.start(c, MessageId([6; 16]), att(&data), Some(outline(&data)), vec![]);
+        let first = fs.plan(0, |_| vec![d]);
+        assert_eq!(first.len(), PER_DEVICE);
+        // The first answer takes a second: the link is slow.
+        fs.on_response(1_000, d, &first[0].1, answer(&data, &first[0].1));
+        fs.on_response(1_000, d, &first[1].1, answer(&data, &first[1].1));
+        let next = fs.plan(1_000, |_| vec![d]);
+        assert_eq!(next.len(), 1, "one at a time over a slow link");
+        // Quick again: back to two.
+        fs.on_response(1_050, d, &next[0].1, answer(&data, &next[0].1));
+        assert_eq!(fs.plan(1_050, |_| vec![d]).len(), PER_DEVICE);
     }
 
     #[test]
