@@ -1,7 +1,7 @@
 //! Attachments with real `huddle run` processes on loopback (no mDNS):
 //! a 10 MiB photo sent by one node fetched whole by nine others, its
-//! location data stripped; a transfer cut halfway resumed without sending
-//! verified chunks again; a device serving chunks that do not verify cut
+//! location data stripped; a transfer cut halfway resumed, after both
+//! nodes restarted, without sending verified chunks again; a device serving chunks that do not verify cut
 //! and nothing of it kept; an attachment over the team's limit refused on
 //! every device; a small one fetched without asking (protocol/blobs.md).
 #![cfg(feature = "cli")]
@@ -175,7 +175,8 @@ fn a_photo_sent_by_one_node_is_fetched_whole_by_nine_others() -> anyhow::Result<
 }
 
 #[test]
-fn a_transfer_cut_halfway_resumes_and_moves_little_more_than_the_blob() -> anyhow::Result<()> {
+fn a_transfer_cut_halfway_resumes_after_a_restart_and_moves_little_more_than_the_blob(
+) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let devs = ward(tmp.path(), 2)?;
     let (ana, ben) = (&devs[0], &devs[1]);
@@ -207,15 +208,19 @@ fn a_transfer_cut_halfway_resumes_and_moves_little_more_than_the_blob() -> anyho
     let held = attached(ben)?["attachments"][0]["held_chunks"].clone();
     assert!(held.as_u64().expect("held") >= 35, "{held}");
     drop(a);
-    // Ana is back (without the fault); Ben's fetch goes on by itself.
-    let _a = Running::start(ana, &b.listen)?;
+    // Ben's node is killed too; when both are back (Ana without the
+    // fault), Ben's fetch goes on by itself from the chunks on his disk.
+    drop(b);
+    let a = Running::start(ana, &[])?;
+    let _b = Running::start(ben, &a.listen)?;
     eventually("Ben to hold the X-ray", || {
         let m = attached(ben)?;
         Ok((m["attachments"][0]["held"] == true).then_some(()))
     })?;
-    let total = status(ben)?["blobs"]["bytes_in"]
+    let second = status(ben)?["blobs"]["bytes_in"]
         .as_u64()
         .expect("bytes_in");
+    let total = first + second;
     assert!(
         total >= size && total <= size + size / 20,
         "{total} bytes moved for a blob of {size} (at most 5% more)"
@@ -346,5 +351,88 @@ fn an_attachment_over_the_limit_is_refused_on_every_device_and_a_small_one_comes
         ],
     )?;
     assert!(why.contains("over the limit"), "{why}");
+    Ok(())
+}
+
+#[test]
+fn downloads_honour_ranges_and_show_inline_only_what_cannot_run() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let devs = ward(tmp.path(), 1)?;
+    let ana = &devs[0];
+    let _a = Running::start(ana, &[])?;
+    ok(&ana.dir, &["chat", "new", "--role", "nurse"])?;
+    let page = tmp.path().join("results.html");
+    std::fs::write(&page, "<script>steal(document.cookie)</script>")?;
+    let photo_file = tmp.path().join("rash.jpg");
+    let original = photo(300_000, 5);
+    std::fs::write(&photo_file, &original)?;
+    let out = ok(
+        &ana.dir,
+        &[
+            "send",
+            "#nurse",
+            "Two files",
+            "--attach",
+            page.to_str().expect("utf-8"),
+            photo_file.to_str().expect("utf-8"),
+        ],
+    )?;
+    let id = out.trim();
+    let m = attached(ana)?;
+    let conv = json(&ana.dir, &["chats"])?[0]["id"]
+        .as_str()
+        .expect("conversation id")
+        .to_owned();
+    let info = huddle::datadir::DataDir::new(ana.dir.clone())
+        .api_info()?
+        .expect("api.json");
+    let auth = format!("Bearer {}", info.token);
+    let url = |i: usize| {
+        format!(
+            "{}/v1/conversations/{conv}/messages/{id}/attachments/{i}",
+            info.url
+        )
+    };
+    // An HTML attachment is never a page of ours: a download, untyped.
+    let r = cli_support::http("GET", &url(0), &[("Authorization", &auth)], "")?;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/octet-stream")
+    );
+    assert!(r
+        .header("content-disposition")
+        .is_some_and(|d| d.starts_with("attachment;")));
+    assert_eq!(
+        r.header("x-content-type-options").as_deref(),
+        Some("nosniff")
+    );
+    // A photo is shown inline, and served by ranges.
+    let r = cli_support::http(
+        "GET",
+        &url(1),
+        &[("Authorization", &auth), ("Range", "bytes=100-199")],
+        "",
+    )?;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.header("content-type").as_deref(), Some("image/jpeg"));
+    let size = m["attachments"][1]["size"].as_u64().expect("size");
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("bytes 100-199/{size}"))
+    );
+    assert_eq!(r.header("content-length").as_deref(), Some("100"));
+    let r = cli_support::http(
+        "GET",
+        &url(1),
+        &[
+            ("Authorization", &auth),
+            ("Range", &format!("bytes={size}-")),
+        ],
+        "",
+    )?;
+    assert_eq!(r.status, 416);
+    // Without the token, nothing.
+    assert_eq!(cli_support::http("GET", &url(1), &[], "")?.status, 401);
     Ok(())
 }

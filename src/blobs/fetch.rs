@@ -425,7 +425,13 @@ mod tests {
         let d = DeviceId([1; 32]);
         let mut fs = Fetches::default();
         let c = ConversationId([5; 16]);
-        fs.start(c, MessageId([6; 16]), att(&data), Some(outline(&data)), vec![]);
+        fs.start(
+            c,
+            MessageId([6; 16]),
+            att(&data),
+            Some(outline(&data)),
+            vec![],
+        );
         let first = fs.plan(0, |_| vec![d]);
         assert_eq!(first.len(), PER_DEVICE);
         // The first answer takes a second: the link is slow.

@@ -29,6 +29,7 @@ use std::sync::Mutex;
 
 use super::meta::{BlobHash, MAX_BLOB_LEN};
 use super::tree::{chunk_count, chunk_len, outline, verify_chunk, Cv, CHUNK_LEN};
+use crate::ids::{ConversationId, MessageId};
 
 /// The default total of blob bytes a device keeps.
 pub const DEFAULT_QUOTA: u64 = 4 * 1024 * 1024 * 1024;
@@ -72,7 +73,15 @@ struct Held {
     have: Vec<bool>,
     own: bool,
     reached: bool,
+    /// The message it was first fetched for (not for our own).
+    origin: Option<Origin>,
 }
+
+/// A conversation and one of its messages that references a blob.
+pub type Origin = (ConversationId, MessageId);
+
+/// Bytes of a `.meta` file: size, flags, hash, and an origin or zeros.
+const META_LEN: usize = 8 + 1 + 32 + 16 + 16;
 
 impl Held {
     fn status(&self) -> Status {
@@ -170,6 +179,12 @@ impl BlobStore {
     fn write_meta(&self, hash: &BlobHash, h: &Held) -> io::Result<()> {
         let mut b = h.size.to_be_bytes().to_vec();
         b.push(u8::from(h.own) | (u8::from(h.reached) << 1));
+        b.extend_from_slice(&hash.0);
+        let (c, m) = h
+            .origin
+            .unwrap_or((ConversationId([0; 16]), MessageId([0; 16])));
+        b.extend_from_slice(&c.0);
+        b.extend_from_slice(&m.0);
         let tmp = self.path(hash, "meta.tmp");
         fs::write(&tmp, &b)?;
         File::open(&tmp)?.sync_all()?;
@@ -183,7 +198,7 @@ impl BlobStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        if meta.len() != 9 {
+        if meta.len() != META_LEN || meta[9..41] != hash.0 {
             return Ok(None);
         }
         let size = u64::from_be_bytes(meta[..8].try_into().expect("8"));
@@ -221,6 +236,7 @@ impl BlobStore {
             have,
             own: meta[8] & 1 == 1,
             reached: meta[8] & 2 == 2,
+            origin: origin_of(&meta),
         }))
     }
 
@@ -264,7 +280,7 @@ impl BlobStore {
                 return Ok(hash);
             }
         }
-        self.reserve(&hash, size)?;
+        self.reserve(&hash, size, None)?;
         let o = outline(bytes);
         let data = self.path(&hash, "data");
         let mut f = OpenOptions::new().write(true).truncate(false).open(&data)?;
@@ -282,6 +298,7 @@ impl BlobStore {
             have: vec![true; chunk_count(size) as usize],
             own: true,
             reached: false,
+            origin: None,
         };
         self.write_meta(&hash, &held)?;
         sync_dir(&self.dir)?;
@@ -291,7 +308,7 @@ impl BlobStore {
 
     /// Makes room for `hash` of `size` bytes if it is new: counted against
     /// the quota, its data file made at its full length (sparse).
-    fn reserve(&self, hash: &BlobHash, size: u64) -> Result<(), BlobError> {
+    fn reserve(&self, hash: &BlobHash, size: u64, origin: Option<Origin>) -> Result<(), BlobError> {
         if self.status(hash)?.is_some() {
             return Ok(());
         }
@@ -317,20 +334,22 @@ impl BlobStore {
             have: vec![false; chunk_count(size) as usize],
             own: false,
             reached: false,
+            origin,
         };
         self.write_meta(hash, &held)?;
         self.lock().held.insert(*hash, held);
         Ok(())
     }
 
-    /// Begins (or resumes) holding `hash` of `size` bytes: the outline if
-    /// known, and which chunks are held.
+    /// Begins (or resumes) holding `hash` of `size` bytes, fetched for
+    /// `origin`: the outline if known, and which chunks are held.
     pub fn begin(
         &self,
         hash: &BlobHash,
         size: u64,
+        origin: Origin,
     ) -> Result<(Option<Vec<Cv>>, Vec<bool>), BlobError> {
-        self.reserve(hash, size)?;
+        self.reserve(hash, size, Some(origin))?;
         self.with(hash, |h| (h.outline.clone(), h.have.clone()))?
             .ok_or(BlobError::NotHeld)
     }
@@ -409,6 +428,30 @@ impl BlobStore {
         Ok(())
     }
 
+    /// Blobs fetched in part (a fetch cut by a stop or a crash), with the
+    /// message each was fetched for: to resume at start.
+    pub fn unfinished(&self) -> io::Result<Vec<(BlobHash, Origin)>> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(&self.dir)? {
+            let path = e?.path();
+            if path.extension().is_none_or(|x| x != "meta") {
+                continue;
+            }
+            let Ok(meta) = fs::read(&path) else { continue };
+            if meta.len() != META_LEN || meta[8] & 1 == 1 {
+                continue;
+            }
+            let hash = BlobHash(meta[9..41].try_into().expect("32"));
+            let (Some(origin), Some(s)) = (origin_of(&meta), self.status(&hash)?) else {
+                continue;
+            };
+            if !s.complete() {
+                out.push((hash, origin));
+            }
+        }
+        Ok(out)
+    }
+
     /// Removes what we hold of a blob that is not our own (a fetch given
     /// up); returns whether anything went.
     pub fn remove(&self, hash: &BlobHash) -> Result<bool, BlobError> {
@@ -430,6 +473,12 @@ impl BlobStore {
         i.used = i.used.saturating_sub(s.size);
         Ok(true)
     }
+}
+
+fn origin_of(meta: &[u8]) -> Option<Origin> {
+    let c = ConversationId(meta.get(41..57)?.try_into().ok()?);
+    let m = MessageId(meta.get(57..73)?.try_into().ok()?);
+    (c.0 != [0; 16]).then_some((c, m))
 }
 
 fn getrandom(buf: &mut [u8]) -> io::Result<()> {
@@ -464,7 +513,8 @@ mod tests {
             .collect();
         let hash = BlobHash::of(&data);
         let s = BlobStore::open(&dir).unwrap();
-        let (o, have) = s.begin(&hash, data.len() as u64).unwrap();
+        let origin = (ConversationId([1; 16]), MessageId([2; 16]));
+        let (o, have) = s.begin(&hash, data.len() as u64, origin).unwrap();
         assert!(o.is_none() && have == vec![false; 4]);
         s.put_outline(&hash, &outline(&data)).unwrap();
         for i in [0u32, 2, 3] {
@@ -490,8 +540,9 @@ mod tests {
             .open(s.path(&hash, "data"))
             .unwrap();
         f.write_all_at(b"X", 2 * CHUNK_LEN + 5).unwrap();
-        let (_, have) = s.begin(&hash, data.len() as u64).unwrap();
+        let (_, have) = s.begin(&hash, data.len() as u64, origin).unwrap();
         assert_eq!(have, vec![true, false, false, true]);
+        assert_eq!(s.unfinished().unwrap(), vec![(hash, origin)]);
         assert_eq!(s.usage().0, data.len() as u64);
         assert!(s.remove(&hash).unwrap());
         assert_eq!(s.usage().0, 0);

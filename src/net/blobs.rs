@@ -460,7 +460,11 @@ impl Shell {
             )),
             );
         }
-        let (outline, have) = match self.blobs.store.begin(&hash, att.size) {
+        let (outline, have) = match self
+            .blobs
+            .store
+            .begin(&hash, att.size, (conversation, message))
+        {
             Ok(x) => x,
             Err(e) => return answer(reply, Err(e.to_string())),
         };
@@ -523,6 +527,19 @@ impl Shell {
             if self.blobs.fetches.len() < MAX_FETCHES {
                 self.fetch_blob(conversation, message, hash, None);
             }
+        }
+    }
+
+    /// Goes on with the fetches a stop or a crash cut (their chunks on disk
+    /// are verified again first: `BlobStore::unfinished`).
+    pub(super) fn resume_fetches(&mut self) {
+        match self.blobs.store.unfinished() {
+            Ok(list) => {
+                for (hash, (conversation, message)) in list.into_iter().take(MAX_FETCHES) {
+                    self.fetch_blob(conversation, message, hash, None);
+                }
+            }
+            Err(e) => tracing::warn!("cannot list the attachments to resume: {e}"),
         }
     }
 

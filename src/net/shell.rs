@@ -194,6 +194,7 @@ impl Shell {
             shell.discovery = Some(d);
         }
         shell.dial_remembered()?;
+        shell.resume_fetches();
         let now = Instant::now();
         for i in 0..shell.statics.len() {
             shell.deadlines.set(Deadline::Redial(i), now);
