@@ -133,7 +133,9 @@ fn nine_fetch(o: &Opts) {
                 })
             })
             .collect();
-        hs.into_iter().map(|h| h.join().expect("fetch thread")).collect()
+        hs.into_iter()
+            .map(|h| h.join().expect("fetch thread"))
+            .collect()
     });
     let all = t.elapsed().as_secs_f64();
     let extra: Vec<u64> = pids
@@ -278,15 +280,24 @@ fn shaped(o: &Opts) {
     for c in [
         vec!["ip", "netns", "add", &na],
         vec!["ip", "netns", "add", &nb],
-        vec!["ip", "link", "add", &va, "netns", &na, "type", "veth", "peer", "name", &vb, "netns", &nb],
+        vec![
+            "ip", "link", "add", &va, "netns", &na, "type", "veth", "peer", "name", &vb, "netns",
+            &nb,
+        ],
         vec!["ip", "-n", &na, "addr", "add", "10.231.0.1/24", "dev", &va],
         vec!["ip", "-n", &nb, "addr", "add", "10.231.0.2/24", "dev", &vb],
         vec!["ip", "-n", &na, "link", "set", &va, "up"],
         vec!["ip", "-n", &nb, "link", "set", &vb, "up"],
         vec!["ip", "-n", &na, "link", "set", "lo", "up"],
         vec!["ip", "-n", &nb, "link", "set", "lo", "up"],
-        vec!["tc", "-n", &na, "qdisc", "add", "dev", &va, "root", "tbf", "rate", rate, "burst", "16kb", "latency", "200ms"],
-        vec!["tc", "-n", &nb, "qdisc", "add", "dev", &vb, "root", "tbf", "rate", rate, "burst", "16kb", "latency", "200ms"],
+        vec![
+            "tc", "-n", &na, "qdisc", "add", "dev", &va, "root", "tbf", "rate", rate, "burst",
+            "16kb", "latency", "200ms",
+        ],
+        vec![
+            "tc", "-n", &nb, "qdisc", "add", "dev", &vb, "root", "tbf", "rate", rate, "burst",
+            "16kb", "latency", "200ms",
+        ],
     ] {
         if let Err(e) = netns::must(&c) {
             println!("blobs: SKIPPED the shaped-link part: {e}");
@@ -297,11 +308,28 @@ fn shaped(o: &Opts) {
     let (dirs, conv) = ward(root.path(), 2, 24);
     let mut procs = Procs::default();
     let (tx_a, rx_a) = std::sync::mpsc::channel();
-    spawn_in(&na, &dirs[0], "/ip4/10.231.0.1/tcp/4101", None, &mut procs, tx_a);
+    spawn_in(
+        &na,
+        &dirs[0],
+        "/ip4/10.231.0.1/tcp/4101",
+        None,
+        &mut procs,
+        tx_a,
+    );
     let (_, started) = rx_a.recv_timeout(DEADLINE).expect("A started");
-    let a_addr = started["listen"][0].as_str().expect("A's address").to_owned();
+    let a_addr = started["listen"][0]
+        .as_str()
+        .expect("A's address")
+        .to_owned();
     let (tx_b, rx_b) = std::sync::mpsc::channel();
-    spawn_in(&nb, &dirs[1], "/ip4/10.231.0.2/tcp/4102", Some(&a_addr), &mut procs, tx_b);
+    spawn_in(
+        &nb,
+        &dirs[1],
+        "/ip4/10.231.0.2/tcp/4102",
+        Some(&a_addr),
+        &mut procs,
+        tx_b,
+    );
     rx_b.recv_timeout(DEADLINE).expect("B started");
     let a = (na.as_str(), dirs[0].as_path());
     // Connected once B has A's first message.
@@ -313,14 +341,28 @@ fn shaped(o: &Opts) {
     let id = cli_in(
         &na,
         &dirs[0],
-        &["send", &conv.to_string(), "scan", "--attach", &file.display().to_string()],
+        &[
+            "send",
+            &conv.to_string(),
+            "scan",
+            "--attach",
+            &file.display().to_string(),
+        ],
     );
     let fetch_t = Instant::now();
     let bin = huddle_bin().display().to_string();
     let out = root.path().join("got");
     let v = in_ns(
         &nb,
-        &[&bin, "--data-dir", &dirs[1].display().to_string(), "fetch", &id, "--out", &out.display().to_string()],
+        &[
+            &bin,
+            "--data-dir",
+            &dirs[1].display().to_string(),
+            "fetch",
+            &id,
+            "--out",
+            &out.display().to_string(),
+        ],
     );
     let mut fetch = std::process::Command::new(&v[0])
         .args(&v[1..])
@@ -343,7 +385,10 @@ fn shaped(o: &Opts) {
     let stats = |v: &[f64]| {
         let mut s = v.to_vec();
         s.sort_by(|a, b| a.total_cmp(b));
-        (s.get(s.len() / 2).copied().unwrap_or(0.0), s.last().copied().unwrap_or(0.0))
+        (
+            s.get(s.len() / 2).copied().unwrap_or(0.0),
+            s.last().copied().unwrap_or(0.0),
+        )
     };
     let (i50, imax) = stats(&idle);
     let (d50, dmax) = stats(&during);

@@ -94,6 +94,7 @@ fn fetch(rounds: Vec<(u8, Answer)>) {
     let peers = [DeviceId([1; 32]), DeviceId([2; 32]), DeviceId([3; 32])];
     let mut fs = Fetches::default();
     fs.start(
+        0,
         ConversationId([1; 16]),
         MessageId([2; 16]),
         att,
@@ -144,7 +145,7 @@ fn fetch(rounds: Vec<(u8, Answer)>) {
         };
         match fs.on_response(now, peer, &req, resp) {
             Outcome::Outline(h, o) => {
-                assert_eq!(h, hash);
+                assert_eq!(h.hash, hash);
                 assert_eq!(&o, cvs, "only the genuine outline is kept");
             }
             Outcome::Chunk {

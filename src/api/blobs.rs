@@ -22,7 +22,8 @@ use super::server::{bad_request, conversation_id, message_id, Answer, Fail, Shar
 use super::types::{AttachmentRequest, AttachmentView, HistoryMessage, Uploaded};
 use crate::blobs::meta::{clean_name, image_kind, valid_media_type, MAX_THUMBNAIL};
 use crate::blobs::store::BlobStore;
-use crate::blobs::{Attachment, BlobHash, MAX_ATTACHMENTS, MAX_BLOB_LEN};
+use crate::blobs::{Attachment, BlobHash, Key, MAX_ATTACHMENTS, MAX_BLOB_LEN};
+use crate::ids::ConversationId;
 
 pub(super) fn routes() -> Router<Shared> {
     Router::new()
@@ -83,9 +84,14 @@ fn inline(media_type: &str) -> bool {
         || media_type.starts_with("video/")
 }
 
-/// The attachments a send request names, as the message carries them:
-/// each must be held whole here.
-pub fn resolve(blobs: &BlobStore, reqs: &[AttachmentRequest]) -> Result<Vec<Attachment>, String> {
+/// The attachments a send request for `conversation` names, as the message
+/// carries them: each must be uploaded whole here, and is attached in that
+/// conversation (`BlobStore::adopt`) before the message exists.
+pub fn resolve(
+    blobs: &BlobStore,
+    conversation: ConversationId,
+    reqs: &[AttachmentRequest],
+) -> Result<Vec<Attachment>, String> {
     if reqs.len() > MAX_ATTACHMENTS {
         return Err(format!(
             "a message carries at most {MAX_ATTACHMENTS} attachments"
@@ -95,16 +101,13 @@ pub fn resolve(blobs: &BlobStore, reqs: &[AttachmentRequest]) -> Result<Vec<Atta
     for r in reqs {
         let hash = BlobHash::from_hex(&r.hash)
             .ok_or_else(|| format!("\"{}\" is not a blob hash (64 hex digits)", r.hash))?;
-        let status = blobs
-            .status(&hash)
-            .map_err(|e| e.to_string())?
-            .filter(|s| s.complete())
-            .ok_or_else(|| {
-                format!(
-                    "this device does not hold the attachment {} whole; upload it first",
-                    &r.hash[..r.hash.len().min(16)]
-                )
-            })?;
+        let size = blobs.adopt(conversation, &hash).map_err(|e| match e {
+            crate::blobs::store::BlobError::NotHeld => format!(
+                "this device does not hold the attachment {} whole; upload it first",
+                &r.hash[..r.hash.len().min(16)]
+            ),
+            e => e.to_string(),
+        })?;
         if !valid_media_type(&r.media_type) {
             return Err(format!(
                 "\"{}\" is not a media type such as image/jpeg",
@@ -127,7 +130,7 @@ pub fn resolve(blobs: &BlobStore, reqs: &[AttachmentRequest]) -> Result<Vec<Atta
         };
         let a = Attachment {
             hash,
-            size: status.size,
+            size,
             media_type: r.media_type.clone(),
             name: clean_name(&r.name),
             thumbnail,
@@ -141,20 +144,24 @@ pub fn resolve(blobs: &BlobStore, reqs: &[AttachmentRequest]) -> Result<Vec<Atta
     Ok(out)
 }
 
-/// Fills in what this device holds of each attachment in `messages`.
-pub fn enrich(blobs: &BlobStore, messages: &mut [HistoryMessage]) {
+/// Fills in what this device holds of each attachment in `messages` of
+/// `conversation`.
+pub fn enrich(blobs: &BlobStore, conversation: ConversationId, messages: &mut [HistoryMessage]) {
     for m in messages {
         for a in &mut m.attachments {
-            enrich_one(blobs, a);
+            enrich_one(blobs, conversation, a);
         }
     }
 }
 
-pub fn enrich_one(blobs: &BlobStore, a: &mut AttachmentView) {
+pub fn enrich_one(blobs: &BlobStore, conversation: ConversationId, a: &mut AttachmentView) {
     let Some(hash) = BlobHash::from_hex(&a.hash) else {
         return;
     };
-    if let Ok(Some(s)) = blobs.status(&hash) {
+    if let Ok(Some(s)) = blobs
+        .status(&Key::new(conversation, hash))
+        .map(|s| s.filter(|s| s.size == a.size))
+    {
         a.held = s.complete();
         a.held_chunks = s.held_chunks;
         a.own = s.own;
@@ -213,7 +220,7 @@ fn blob_fail(e: crate::blobs::store::BlobError) -> Fail {
         E::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         E::Quota { .. } => StatusCode::INSUFFICIENT_STORAGE,
         E::Empty => StatusCode::BAD_REQUEST,
-        E::NotHeld => StatusCode::CONFLICT,
+        E::NotHeld | E::SizeMismatch => StatusCode::CONFLICT,
         E::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     Fail(code, e.to_string())
@@ -258,7 +265,7 @@ async fn list(
             .enumerate()
             .map(|(i, a)| {
                 let mut v = AttachmentView::of(i, a);
-                enrich_one(s.handle.blobs(), &mut v);
+                enrich_one(s.handle.blobs(), c, &mut v);
                 v
             })
             .collect(),
@@ -286,7 +293,7 @@ async fn fetch(
         }
     }
     let mut v = AttachmentView::of(index, &a);
-    enrich_one(s.handle.blobs(), &mut v);
+    enrich_one(s.handle.blobs(), c, &mut v);
     Ok(Json(v))
 }
 
@@ -335,12 +342,13 @@ async fn download(
     Path((id, message, index)): Path<(String, String, usize)>,
     headers: HeaderMap,
 ) -> Result<Response, Fail> {
-    let (_, _, a) = attachment(&s, &id, &message, index).await?;
+    let (c, _, a) = attachment(&s, &id, &message, index).await?;
     let blobs = s.handle.blobs().clone();
+    let key = Key::new(c, a.hash);
     let held = blobs
-        .status(&a.hash)
+        .status(&key)
         .map_err(|e| Fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .is_some_and(|st| st.complete());
+        .is_some_and(|st| st.complete() && st.size == a.size);
     if !held {
         return Err(Fail(
             StatusCode::CONFLICT,
@@ -367,8 +375,7 @@ async fn download(
         },
     };
     let (start, end) = range.unwrap_or((0, size));
-    let hash = a.hash;
-    let bytes = tokio::task::spawn_blocking(move || blobs.read_range(&hash, start, end))
+    let bytes = tokio::task::spawn_blocking(move || blobs.read_range(&key, start, end))
         .await
         .map_err(|e| Fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(blob_fail)?;

@@ -380,7 +380,7 @@ async fn history(
         })
         .await?
         .map(|mut page| {
-            super::blobs::enrich(s.handle.blobs(), &mut page);
+            super::blobs::enrich(s.handle.blobs(), id, &mut page);
             Json(page)
         })
         .map_err(Fail::from)
@@ -392,7 +392,9 @@ async fn send(
     Json(req): Json<SendRequest>,
 ) -> Answer<Created<MessageId>> {
     let conversation = conversation_id(&id)?;
-    let fields = req.fields(s.handle.blobs()).map_err(bad_request)?;
+    let fields = req
+        .fields(s.handle.blobs(), conversation)
+        .map_err(bad_request)?;
     let cmd = Command::Send {
         conversation,
         body: req.body,

@@ -208,6 +208,7 @@ impl SendRequest {
     pub fn fields(
         &self,
         blobs: &crate::blobs::store::BlobStore,
+        conversation: ConversationId,
     ) -> Result<crate::message::Fields, String> {
         if self.ack_by.is_some() && !self.priority.wants_ack() {
             return Err(
@@ -229,7 +230,7 @@ impl SendRequest {
         let fields = crate::message::Fields {
             ack_by: self.ack_by,
             reminder,
-            attachments: super::blobs::resolve(blobs, &self.attachments)?,
+            attachments: super::blobs::resolve(blobs, conversation, &self.attachments)?,
             ..Default::default()
         };
         fields.validate().map_err(|e| match e {

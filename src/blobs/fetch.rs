@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::ids::{ConversationId, DeviceId, MessageId, Millis};
 
-use super::meta::{Attachment, BlobHash};
+use super::meta::{Attachment, Key};
 use super::tree::{chunk_count, verify_chunk, Cv};
 use super::wire::{BlobRequest, BlobResponse, Want};
 
@@ -48,6 +48,9 @@ pub struct Fetch {
     inflight: HashMap<Want, (DeviceId, Millis)>,
     /// Devices not to ask again before the time given.
     resting: HashMap<DeviceId, Millis>,
+    /// When it started, last kept a chunk or the outline, or last had no
+    /// device to ask.
+    progress_at: Millis,
 }
 
 impl Fetch {
@@ -87,10 +90,10 @@ pub enum Outcome {
     /// Nothing to keep (a refusal, or an answer nobody waits for).
     Nothing,
     /// Keep this verified outline.
-    Outline(BlobHash, Vec<Cv>),
+    Outline(Key, Vec<Cv>),
     /// Keep this verified chunk; `done` if it was the last one missing.
     Chunk {
-        hash: BlobHash,
+        key: Key,
         index: u32,
         bytes: Vec<u8>,
         done: bool,
@@ -102,7 +105,7 @@ pub enum Outcome {
 /// Every fetch under way.
 #[derive(Debug, Default)]
 pub struct Fetches {
-    fetches: BTreeMap<BlobHash, Fetch>,
+    fetches: BTreeMap<Key, Fetch>,
     per_device: HashMap<DeviceId, usize>,
     /// Devices whose last chunk took longer than [`SLOW_MS`].
     slow: HashSet<DeviceId>,
@@ -117,19 +120,21 @@ impl Fetches {
     /// already under way.
     pub fn start(
         &mut self,
+        now: Millis,
         conversation: ConversationId,
         message: MessageId,
         attachment: Attachment,
         outline: Option<Vec<Cv>>,
         mut have: Vec<bool>,
     ) -> bool {
-        if self.fetches.contains_key(&attachment.hash) {
+        let key = Key::new(conversation, attachment.hash);
+        if self.fetches.contains_key(&key) {
             return false;
         }
         have.resize(chunk_count(attachment.size) as usize, false);
         let outline = outline.or_else(|| (have.len() == 1).then(Vec::new));
         self.fetches.insert(
-            attachment.hash,
+            key,
             Fetch {
                 conversation,
                 message,
@@ -138,13 +143,14 @@ impl Fetches {
                 have,
                 inflight: HashMap::new(),
                 resting: HashMap::new(),
+                progress_at: now,
             },
         );
         true
     }
 
-    pub fn get(&self, hash: &BlobHash) -> Option<&Fetch> {
-        self.fetches.get(hash)
+    pub fn get(&self, key: &Key) -> Option<&Fetch> {
+        self.fetches.get(key)
     }
 
     pub fn len(&self) -> usize {
@@ -161,8 +167,8 @@ impl Fetches {
 
     /// Stops a fetch (done, or given up); what is in flight for it is
     /// forgotten, and its answers will find nobody waiting.
-    pub fn stop(&mut self, hash: &BlobHash) -> Option<Fetch> {
-        let f = self.fetches.remove(hash)?;
+    pub fn stop(&mut self, key: &Key) -> Option<Fetch> {
+        let f = self.fetches.remove(key)?;
         for (d, _) in f.inflight.values() {
             self.release(d);
         }
@@ -192,6 +198,12 @@ impl Fetches {
                 break;
             }
             let mut devices = sources(&f.conversation);
+            if devices.is_empty() {
+                // Nobody to ask is not a stall: offline, a fetch waits for
+                // a link (bounded by the number of fetches).
+                f.progress_at = now;
+                continue;
+            }
             devices.retain(|d| {
                 !self.cut.contains(d) && f.resting.get(d).is_none_or(|until| *until <= now)
             });
@@ -241,7 +253,8 @@ impl Fetches {
         req: &BlobRequest,
         resp: BlobResponse,
     ) -> Outcome {
-        let Some(f) = self.fetches.get_mut(&req.hash) else {
+        let key = Key::new(req.conversation, req.hash);
+        let Some(f) = self.fetches.get_mut(&key) else {
             return Outcome::Nothing;
         };
         let sent = match f.inflight.get(&req.want) {
@@ -266,7 +279,8 @@ impl Fetches {
             (Want::Outline, BlobResponse::Outline(cvs)) => {
                 if f.attachment.hash.outlines(&cvs, size) {
                     f.outline = Some(cvs.clone());
-                    Outcome::Outline(req.hash, cvs)
+                    f.progress_at = now;
+                    Outcome::Outline(key, cvs)
                 } else {
                     Outcome::Cut(from)
                 }
@@ -277,9 +291,10 @@ impl Fetches {
                 {
                     let fresh = !f.have[i as usize];
                     f.have[i as usize] = true;
+                    f.progress_at = now;
                     if fresh {
                         Outcome::Chunk {
-                            hash: req.hash,
+                            key,
                             index: i,
                             bytes,
                             done: f.is_done(),
@@ -307,13 +322,22 @@ impl Fetches {
 
     /// `req` to `from` failed (stream error, timeout, the connection gone).
     pub fn on_failure(&mut self, now: Millis, from: DeviceId, req: &BlobRequest) {
-        if let Some(f) = self.fetches.get_mut(&req.hash) {
+        if let Some(f) = self.fetches.get_mut(&Key::new(req.conversation, req.hash)) {
             if f.inflight.get(&req.want).is_some_and(|(d, _)| *d == from) {
                 f.inflight.remove(&req.want);
                 f.resting.insert(from, now + RETRY_MS);
                 self.release(&from);
             }
         }
+    }
+
+    /// The fetches that kept nothing for `after` ms.
+    pub fn stalled(&self, now: Millis, after: Millis) -> Vec<Key> {
+        self.fetches
+            .iter()
+            .filter(|(_, f)| now.saturating_sub(f.progress_at) >= after)
+            .map(|(k, _)| *k)
+            .collect()
     }
 
     /// Whether `d` sent what does not verify.
@@ -326,6 +350,7 @@ impl Fetches {
 mod tests {
     use super::*;
     use crate::blobs::tree::{outline, CHUNK_LEN};
+    use crate::blobs::BlobHash;
 
     fn att(data: &[u8]) -> Attachment {
         Attachment {
@@ -356,7 +381,7 @@ mod tests {
         let (a, b) = (DeviceId([1; 32]), DeviceId([2; 32]));
         let mut fs = Fetches::default();
         let c = ConversationId([5; 16]);
-        assert!(fs.start(c, MessageId([6; 16]), att(&data), None, vec![]));
+        assert!(fs.start(0, c, MessageId([6; 16]), att(&data), None, vec![]));
         let mut kept = vec![None; 11];
         let mut asked = HashMap::<DeviceId, usize>::new();
         for round in 0..100 {
@@ -374,7 +399,7 @@ mod tests {
                 }
             }
         }
-        assert!(fs.get(&BlobHash::of(&data)).unwrap().is_done());
+        assert!(fs.get(&Key::new(c, BlobHash::of(&data))).unwrap().is_done());
         let whole: Vec<u8> = kept.into_iter().flat_map(Option::unwrap).collect();
         assert_eq!(whole, data);
         assert!(asked[&a] > 1 && asked[&b] > 1, "{asked:?}");
@@ -389,6 +414,7 @@ mod tests {
         let mut fs = Fetches::default();
         let c = ConversationId([5; 16]);
         fs.start(
+            0,
             c,
             MessageId([6; 16]),
             att(&data),
@@ -416,7 +442,7 @@ mod tests {
         }
         assert_eq!(cut, 1);
         assert!(fs.is_cut(&liar));
-        assert!(fs.get(&BlobHash::of(&data)).unwrap().is_done());
+        assert!(fs.get(&Key::new(c, BlobHash::of(&data))).unwrap().is_done());
     }
 
     #[test]
@@ -426,6 +452,7 @@ mod tests {
         let mut fs = Fetches::default();
         let c = ConversationId([5; 16]);
         fs.start(
+            0,
             c,
             MessageId([6; 16]),
             att(&data),
@@ -445,11 +472,40 @@ mod tests {
     }
 
     #[test]
+    fn a_fetch_nobody_supplies_stalls_but_one_with_nobody_to_ask_waits() {
+        let data = vec![1u8; 3 * CHUNK_LEN as usize];
+        let d = DeviceId([1; 32]);
+        let mut fs = Fetches::default();
+        let c = ConversationId([5; 16]);
+        fs.start(
+            0,
+            c,
+            MessageId([6; 16]),
+            att(&data),
+            Some(outline(&data)),
+            vec![],
+        );
+        // Offline for ten minutes: waiting, not stalled.
+        for t in (0..600_000).step_by(1_000) {
+            assert!(fs.plan(t, |_| vec![]).is_empty());
+        }
+        assert!(fs.stalled(600_000, 120_000).is_empty());
+        // A device that never has it: stalled two minutes later.
+        for t in (600_000..721_000).step_by(1_000) {
+            for (dev, req) in fs.plan(t, |_| vec![d]) {
+                fs.on_response(t, dev, &req, BlobResponse::NotHeld);
+            }
+        }
+        assert_eq!(fs.stalled(721_000, 120_000).len(), 1);
+    }
+
+    #[test]
     fn a_resumed_fetch_asks_only_for_what_it_lacks() {
         let data = vec![3u8; 4 * CHUNK_LEN as usize];
         let mut fs = Fetches::default();
         let have = vec![true, false, true, false];
         fs.start(
+            0,
             ConversationId([5; 16]),
             MessageId([6; 16]),
             att(&data),

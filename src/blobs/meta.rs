@@ -9,6 +9,7 @@
 //! image's attachment only.
 
 use crate::codec::{DecodeError, Reader, Writer};
+use crate::ids::ConversationId;
 
 use super::tree::{chunk_count, Cv};
 
@@ -63,6 +64,28 @@ impl std::fmt::Debug for BlobHash {
 impl std::fmt::Display for BlobHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.to_hex())
+    }
+}
+
+/// A blob as one conversation holds it. The same bytes attached in two
+/// conversations are two entries (two files): a device serves a blob for a
+/// conversation only if it holds it *for that conversation*, so a member of
+/// one conversation cannot learn by asking, or by how we fetch, whether we
+/// hold a file of another (protocol/blobs.md §3.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub conversation: ConversationId,
+    pub hash: BlobHash,
+}
+
+impl Key {
+    pub fn new(conversation: ConversationId, hash: BlobHash) -> Key {
+        Key { conversation, hash }
+    }
+
+    /// An upload not yet attached to a message (`put_own`, then `adopt`).
+    pub fn staged(hash: BlobHash) -> Key {
+        Key::new(ConversationId([0; 16]), hash)
     }
 }
 

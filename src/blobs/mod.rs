@@ -18,7 +18,7 @@ pub mod store;
 #[cfg(feature = "net")]
 pub mod strip;
 
-pub use meta::{Attachment, BlobHash, MAX_ATTACHMENTS, MAX_BLOB_LEN};
+pub use meta::{Attachment, BlobHash, Key, MAX_ATTACHMENTS, MAX_BLOB_LEN};
 
 /// The largest attachment a team allows unless its policy says otherwise.
 pub const DEFAULT_LIMIT: u64 = 25 * 1024 * 1024;

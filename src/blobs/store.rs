@@ -27,6 +27,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+pub use super::meta::Key;
 use super::meta::{BlobHash, MAX_BLOB_LEN};
 use super::tree::{chunk_count, chunk_len, outline, verify_chunk, Cv, CHUNK_LEN};
 use crate::ids::{ConversationId, MessageId};
@@ -45,6 +46,8 @@ pub enum BlobError {
     Empty,
     #[error("this device does not hold that attachment")]
     NotHeld,
+    #[error("the attachment's size does not match the copy this conversation already holds")]
+    SizeMismatch,
     #[error("the attachment store: {0}")]
     Io(#[from] io::Error),
 }
@@ -74,14 +77,14 @@ struct Held {
     own: bool,
     reached: bool,
     /// The message it was first fetched for (not for our own).
-    origin: Option<Origin>,
+    origin: Option<MessageId>,
 }
 
-/// A conversation and one of its messages that references a blob.
-pub type Origin = (ConversationId, MessageId);
-
-/// Bytes of a `.meta` file: size, flags, hash, and an origin or zeros.
+/// Bytes of a `.meta` file: size, flags, hash, conversation, and the
+/// message it was first fetched for (zeros for our own).
 const META_LEN: usize = 8 + 1 + 32 + 16 + 16;
+/// Most bytes of an outline file (that of a 256 MiB blob).
+const MAX_OUTLINE_FILE: u64 = (MAX_BLOB_LEN / CHUNK_LEN) * 32;
 
 impl Held {
     fn status(&self) -> Status {
@@ -98,7 +101,7 @@ impl Held {
 struct Inner {
     used: u64,
     quota: u64,
-    held: HashMap<BlobHash, Held>,
+    held: HashMap<Key, Held>,
 }
 
 pub struct BlobStore {
@@ -170,37 +173,36 @@ impl BlobStore {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn path(&self, hash: &BlobHash, ext: &str) -> PathBuf {
-        let name = blake3::keyed_hash(&self.key, &hash.0);
+    fn path(&self, key: &Key, ext: &str) -> PathBuf {
+        let name = blake3::keyed_hash(&self.key, &[&key.conversation.0[..], &key.hash.0].concat());
         let hex = data_encoding::HEXLOWER.encode(&name.as_bytes()[..16]);
         self.dir.join(format!("{hex}.{ext}"))
     }
 
-    fn write_meta(&self, hash: &BlobHash, h: &Held) -> io::Result<()> {
+    fn write_meta(&self, key: &Key, h: &Held) -> io::Result<()> {
         let mut b = h.size.to_be_bytes().to_vec();
         b.push(u8::from(h.own) | (u8::from(h.reached) << 1));
-        b.extend_from_slice(&hash.0);
-        let (c, m) = h
-            .origin
-            .unwrap_or((ConversationId([0; 16]), MessageId([0; 16])));
-        b.extend_from_slice(&c.0);
-        b.extend_from_slice(&m.0);
-        let tmp = self.path(hash, "meta.tmp");
+        b.extend_from_slice(&key.hash.0);
+        b.extend_from_slice(&key.conversation.0);
+        b.extend_from_slice(&h.origin.unwrap_or(MessageId([0; 16])).0);
+        let tmp = self.path(key, "meta.tmp");
         fs::write(&tmp, &b)?;
         File::open(&tmp)?.sync_all()?;
-        fs::rename(&tmp, self.path(hash, "meta"))
+        fs::rename(&tmp, self.path(key, "meta"))
     }
 
-    /// Reads what the disk holds of `hash`, verifying every chunk.
-    fn load(&self, hash: &BlobHash) -> io::Result<Option<Held>> {
-        let meta = match fs::read(self.path(hash, "meta")) {
+    /// Reads what the disk holds of `key`, verifying every chunk.
+    fn load(&self, key: &Key) -> io::Result<Option<Held>> {
+        let meta = match read_at_most(&self.path(key, "meta"), META_LEN as u64) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        if meta.len() != META_LEN || meta[9..41] != hash.0 {
+        if meta.len() != META_LEN || meta[9..41] != key.hash.0 || meta[41..57] != key.conversation.0
+        {
             return Ok(None);
         }
+        let hash = &key.hash;
         let size = u64::from_be_bytes(meta[..8].try_into().expect("8"));
         if size == 0 || size > MAX_BLOB_LEN {
             return Ok(None);
@@ -209,7 +211,7 @@ impl BlobStore {
         let outline = if n == 1 {
             Some(Vec::new())
         } else {
-            match fs::read(self.path(hash, "outline")) {
+            match read_at_most(&self.path(key, "outline"), MAX_OUTLINE_FILE) {
                 Ok(b) if b.len() == n * 32 => {
                     let cvs: Vec<Cv> = b.chunks(32).map(|c| c.try_into().expect("32")).collect();
                     hash.outlines(&cvs, size).then_some(cvs)
@@ -219,7 +221,7 @@ impl BlobStore {
         };
         let mut have = vec![false; n];
         if let Some(o) = &outline {
-            let f = File::open(self.path(hash, "data"))?;
+            let f = File::open(self.path(key, "data"))?;
             let mut buf = vec![0u8; CHUNK_LEN as usize];
             for (i, h) in have.iter_mut().enumerate() {
                 let len = chunk_len(size, i as u64) as usize;
@@ -241,24 +243,25 @@ impl BlobStore {
     }
 
     /// Runs `f` on what we hold of `hash`, reading it first if need be.
-    fn with<R>(&self, hash: &BlobHash, f: impl FnOnce(&mut Held) -> R) -> io::Result<Option<R>> {
+    fn with<R>(&self, key: &Key, f: impl FnOnce(&mut Held) -> R) -> io::Result<Option<R>> {
         let mut i = self.lock();
-        if !i.held.contains_key(hash) {
-            match self.load(hash)? {
+        if !i.held.contains_key(key) {
+            match self.load(key)? {
                 Some(h) => {
-                    i.held.insert(*hash, h);
+                    i.held.insert(*key, h);
                 }
                 None => return Ok(None),
             }
         }
-        Ok(i.held.get_mut(hash).map(f))
+        Ok(i.held.get_mut(key).map(f))
     }
 
-    pub fn status(&self, hash: &BlobHash) -> io::Result<Option<Status>> {
-        self.with(hash, |h| h.status())
+    pub fn status(&self, key: &Key) -> io::Result<Option<Status>> {
+        self.with(key, |h| h.status())
     }
 
-    /// Attaches `bytes` on this device: written whole and fsynced, ours.
+    /// Takes `bytes` to attach (an upload): written whole and fsynced,
+    /// ours, staged until a message attaches it ([`BlobStore::adopt`]).
     /// `limit` is the team's largest attachment.
     pub fn put_own(&self, bytes: &[u8], limit: u64) -> Result<BlobHash, BlobError> {
         let size = bytes.len() as u64;
@@ -270,27 +273,22 @@ impl BlobStore {
             return Err(BlobError::TooLarge { size, limit });
         }
         let hash = BlobHash::of(bytes);
-        if let Some(s) = self.status(&hash)? {
-            if s.complete() {
-                if !s.own {
-                    self.with(&hash, |h| h.own = true)?;
-                    let i = self.lock();
-                    self.write_meta(&hash, &i.held[&hash])?;
-                }
-                return Ok(hash);
-            }
+        let key = Key::staged(hash);
+        if self.status(&key)?.is_some_and(|s| s.complete()) {
+            return Ok(hash);
         }
-        self.reserve(&hash, size, None)?;
+        self.reserve(&key, size, None, true)?;
         let o = outline(bytes);
-        let data = self.path(&hash, "data");
-        let mut f = OpenOptions::new().write(true).truncate(false).open(&data)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .open(self.path(&key, "data"))?;
         f.write_all(bytes)?;
         f.sync_all()?;
         if !o.is_empty() {
-            let tmp = self.path(&hash, "outline.tmp");
+            let tmp = self.path(&key, "outline.tmp");
             fs::write(&tmp, o.concat())?;
             File::open(&tmp)?.sync_all()?;
-            fs::rename(&tmp, self.path(&hash, "outline"))?;
+            fs::rename(&tmp, self.path(&key, "outline"))?;
         }
         let held = Held {
             size,
@@ -300,74 +298,124 @@ impl BlobStore {
             reached: false,
             origin: None,
         };
-        self.write_meta(&hash, &held)?;
+        self.write_meta(&key, &held)?;
         sync_dir(&self.dir)?;
-        self.lock().held.insert(hash, held);
+        self.lock().held.insert(key, held);
         Ok(hash)
     }
 
-    /// Makes room for `hash` of `size` bytes if it is new: counted against
-    /// the quota, its data file made at its full length (sparse).
-    fn reserve(&self, hash: &BlobHash, size: u64, origin: Option<Origin>) -> Result<(), BlobError> {
-        if self.status(hash)?.is_some() {
+    /// Attaches the staged upload `hash` in `conversation` (its files move
+    /// there, durably); `Ok(size)` if held whole there after.
+    pub fn adopt(&self, conversation: ConversationId, hash: &BlobHash) -> Result<u64, BlobError> {
+        let to = Key::new(conversation, *hash);
+        if let Some(s) = self.status(&to)?.filter(|s| s.complete()) {
+            return Ok(s.size);
+        }
+        let from = Key::staged(*hash);
+        let s = self
+            .status(&from)?
+            .filter(|s| s.complete())
+            .ok_or(BlobError::NotHeld)?;
+        // A partial entry of another size there (fetched for a message that
+        // lied about it) is dropped: ours is the genuine one.
+        self.remove(&to)?;
+        let mut i = self.lock();
+        let mut held = i.held.remove(&from).ok_or(BlobError::NotHeld)?;
+        for ext in ["data", "outline"] {
+            match fs::rename(self.path(&from, ext), self.path(&to, ext)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound && ext == "outline" => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        held.own = true;
+        self.write_meta(&to, &held)?;
+        let _ = fs::remove_file(self.path(&from, "meta"));
+        sync_dir(&self.dir)?;
+        i.held.insert(to, held);
+        Ok(s.size)
+    }
+
+    /// Makes room for `key` of `size` bytes if it is new: counted against
+    /// the quota, its data file made at its full length (sparse). Checked
+    /// and counted under one lock, so two callers cannot both make it.
+    fn reserve(
+        &self,
+        key: &Key,
+        size: u64,
+        origin: Option<MessageId>,
+        own: bool,
+    ) -> Result<(), BlobError> {
+        self.status(key)?;
+        let mut i = self.lock();
+        if let Some(h) = i.held.get(key) {
+            if h.size != size {
+                return Err(BlobError::SizeMismatch);
+            }
             return Ok(());
         }
-        {
-            let mut i = self.lock();
-            if i.used.saturating_add(size) > i.quota {
-                return Err(BlobError::Quota {
-                    quota: i.quota,
-                    used: i.used,
-                });
-            }
-            i.used += size;
+        if i.used.saturating_add(size) > i.quota {
+            return Err(BlobError::Quota {
+                quota: i.quota,
+                used: i.used,
+            });
         }
         let f = OpenOptions::new()
             .create(true)
             .write(true)
             .truncate(true)
-            .open(self.path(hash, "data"))?;
+            .open(self.path(key, "data"))?;
         f.set_len(size)?;
         let held = Held {
             size,
             outline: (chunk_count(size) == 1).then(Vec::new),
             have: vec![false; chunk_count(size) as usize],
-            own: false,
+            own,
             reached: false,
             origin,
         };
-        self.write_meta(hash, &held)?;
-        self.lock().held.insert(*hash, held);
+        self.write_meta(key, &held)?;
+        i.used += size;
+        i.held.insert(*key, held);
         Ok(())
     }
 
-    /// Begins (or resumes) holding `hash` of `size` bytes, fetched for
-    /// `origin`: the outline if known, and which chunks are held.
+    /// Begins (or resumes) holding `key` of `size` bytes, fetched for
+    /// `message`: the outline if known, and which chunks are held. Refused
+    /// if this conversation holds the blob under another size.
     pub fn begin(
         &self,
-        hash: &BlobHash,
+        key: &Key,
         size: u64,
-        origin: Origin,
+        message: MessageId,
     ) -> Result<(Option<Vec<Cv>>, Vec<bool>), BlobError> {
-        self.reserve(hash, size, Some(origin))?;
-        self.with(hash, |h| (h.outline.clone(), h.have.clone()))?
+        // Another size's entry that holds nothing verified was begun for a
+        // message that lied about the size (or this one does): the entry
+        // that first holds a verified chunk keeps the key.
+        if let Some(s) = self.status(key)? {
+            if s.size != size && !s.own && s.held_chunks == 0 {
+                self.remove(key)?;
+            }
+        }
+        self.reserve(key, size, Some(message), false)?;
+        self.with(key, |h| (h.outline.clone(), h.have.clone()))?
             .ok_or(BlobError::NotHeld)
     }
 
     /// Keeps a verified outline.
-    pub fn put_outline(&self, hash: &BlobHash, cvs: &[Cv]) -> Result<(), BlobError> {
-        fs::write(self.path(hash, "outline"), cvs.concat())?;
-        self.with(hash, |h| h.outline = Some(cvs.to_vec()))?;
+    pub fn put_outline(&self, key: &Key, cvs: &[Cv]) -> Result<(), BlobError> {
+        fs::write(self.path(key, "outline"), cvs.concat())?;
+        self.with(key, |h| h.outline = Some(cvs.to_vec()))?;
         Ok(())
     }
 
     /// Keeps a verified chunk.
-    pub fn put_chunk(&self, hash: &BlobHash, index: u32, bytes: &[u8]) -> Result<(), BlobError> {
+    pub fn put_chunk(&self, key: &Key, index: u32, bytes: &[u8]) -> Result<(), BlobError> {
         let f = OpenOptions::new()
             .write(true)
-            .open(self.path(hash, "data"))?;
+            .open(self.path(key, "data"))?;
         f.write_all_at(bytes, u64::from(index) * CHUNK_LEN)?;
-        self.with(hash, |h| {
+        self.with(key, |h| {
             if let Some(x) = h.have.get_mut(index as usize) {
                 *x = true;
             }
@@ -376,13 +424,13 @@ impl BlobStore {
     }
 
     /// The outline, if held.
-    pub fn outline_of(&self, hash: &BlobHash) -> io::Result<Option<Vec<Cv>>> {
-        Ok(self.with(hash, |h| h.outline.clone())?.flatten())
+    pub fn outline_of(&self, key: &Key) -> io::Result<Option<Vec<Cv>>> {
+        Ok(self.with(key, |h| h.outline.clone())?.flatten())
     }
 
     /// Chunk `index`, if held (read and verified again).
-    pub fn chunk(&self, hash: &BlobHash, index: u32) -> io::Result<Option<Vec<u8>>> {
-        let Some((size, outline, held)) = self.with(hash, |h| {
+    pub fn chunk(&self, key: &Key, index: u32) -> io::Result<Option<Vec<u8>>> {
+        let Some((size, outline, held)) = self.with(key, |h| {
             let held = h.have.get(index as usize).copied().unwrap_or(false);
             (h.size, h.outline.clone(), held)
         })?
@@ -393,36 +441,34 @@ impl BlobStore {
             return Ok(None);
         };
         let mut buf = vec![0u8; chunk_len(size, index.into()) as usize];
-        File::open(self.path(hash, "data"))?
+        File::open(self.path(key, "data"))?
             .read_exact_at(&mut buf, u64::from(index) * CHUNK_LEN)?;
-        if !verify_chunk(&hash.0, size, &outline, index.into(), &buf) {
+        if !verify_chunk(&key.hash.0, size, &outline, index.into(), &buf) {
             // The disk changed under us: held no longer.
-            self.with(hash, |h| h.have[index as usize] = false)?;
+            self.with(key, |h| h.have[index as usize] = false)?;
             return Ok(None);
         }
         Ok(Some(buf))
     }
 
     /// Bytes `start..end` of a wholly held blob.
-    pub fn read_range(&self, hash: &BlobHash, start: u64, end: u64) -> Result<Vec<u8>, BlobError> {
-        let s = self.status(hash)?.ok_or(BlobError::NotHeld)?;
+    pub fn read_range(&self, key: &Key, start: u64, end: u64) -> Result<Vec<u8>, BlobError> {
+        let s = self.status(key)?.ok_or(BlobError::NotHeld)?;
         if !s.complete() || start > end || end > s.size {
             return Err(BlobError::NotHeld);
         }
         let mut buf = vec![0u8; (end - start) as usize];
-        let mut f = File::open(self.path(hash, "data"))?;
-        std::io::Seek::seek(&mut f, io::SeekFrom::Start(start))?;
-        f.read_exact(&mut buf)?;
+        File::open(self.path(key, "data"))?.read_exact_at(&mut buf, start)?;
         Ok(buf)
     }
 
     /// Marks our own blob as having reached another device.
-    pub fn mark_reached(&self, hash: &BlobHash) -> Result<(), BlobError> {
-        let changed = self.with(hash, |h| !std::mem::replace(&mut h.reached, true))?;
+    pub fn mark_reached(&self, key: &Key) -> Result<(), BlobError> {
+        let changed = self.with(key, |h| !std::mem::replace(&mut h.reached, true))?;
         if changed == Some(true) {
             let i = self.lock();
-            if let Some(h) = i.held.get(hash) {
-                self.write_meta(hash, h)?;
+            if let Some(h) = i.held.get(key) {
+                self.write_meta(key, h)?;
             }
         }
         Ok(())
@@ -430,55 +476,72 @@ impl BlobStore {
 
     /// Blobs fetched in part (a fetch cut by a stop or a crash), with the
     /// message each was fetched for: to resume at start.
-    pub fn unfinished(&self) -> io::Result<Vec<(BlobHash, Origin)>> {
+    pub fn unfinished(&self) -> io::Result<Vec<(Key, MessageId)>> {
         let mut out = Vec::new();
         for e in fs::read_dir(&self.dir)? {
             let path = e?.path();
             if path.extension().is_none_or(|x| x != "meta") {
                 continue;
             }
-            let Ok(meta) = fs::read(&path) else { continue };
+            let Ok(meta) = read_at_most(&path, META_LEN as u64) else {
+                continue;
+            };
             if meta.len() != META_LEN || meta[8] & 1 == 1 {
                 continue;
             }
-            let hash = BlobHash(meta[9..41].try_into().expect("32"));
-            let (Some(origin), Some(s)) = (origin_of(&meta), self.status(&hash)?) else {
+            let key = Key::new(
+                ConversationId(meta[41..57].try_into().expect("16")),
+                BlobHash(meta[9..41].try_into().expect("32")),
+            );
+            let (Some(message), Some(s)) = (origin_of(&meta), self.status(&key)?) else {
                 continue;
             };
             if !s.complete() {
-                out.push((hash, origin));
+                out.push((key, message));
             }
         }
+        out.sort();
         Ok(out)
     }
 
     /// Removes what we hold of a blob that is not our own (a fetch given
-    /// up); returns whether anything went.
-    pub fn remove(&self, hash: &BlobHash) -> Result<bool, BlobError> {
-        let Some(s) = self.status(hash)? else {
+    /// up with nothing received, or another size's partial entry); returns
+    /// whether anything went.
+    pub fn remove(&self, key: &Key) -> Result<bool, BlobError> {
+        let Some(s) = self.status(key)? else {
             return Ok(false);
         };
         if s.own {
             return Ok(false);
         }
         for ext in ["data", "outline", "meta"] {
-            match fs::remove_file(self.path(hash, ext)) {
+            match fs::remove_file(self.path(key, ext)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e.into()),
             }
         }
         let mut i = self.lock();
-        i.held.remove(hash);
+        i.held.remove(key);
         i.used = i.used.saturating_sub(s.size);
         Ok(true)
     }
 }
 
-fn origin_of(meta: &[u8]) -> Option<Origin> {
-    let c = ConversationId(meta.get(41..57)?.try_into().ok()?);
+/// A file's bytes, refused (as `InvalidData`) if it is longer than `max`.
+fn read_at_most(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    let f = File::open(path)?;
+    if f.metadata()?.len() > max {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "too long"));
+    }
+    let mut b = Vec::new();
+    f.take(max + 1).read_to_end(&mut b)?;
+    Ok(b)
+}
+
+fn origin_of(meta: &[u8]) -> Option<MessageId> {
     let m = MessageId(meta.get(57..73)?.try_into().ok()?);
-    (c.0 != [0; 16]).then_some((c, m))
+    (m.0 != [0; 16]).then_some(m)
 }
 
 fn getrandom(buf: &mut [u8]) -> io::Result<()> {
@@ -489,89 +552,4 @@ fn getrandom(buf: &mut [u8]) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tmp() -> PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "huddle-blobs-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        fs::create_dir_all(&d).unwrap();
-        d
-    }
-
-    #[test]
-    fn a_fetched_blob_survives_a_reopen_and_a_damaged_chunk_is_fetched_again() {
-        let dir = tmp();
-        let data: Vec<u8> = (0..(3 * CHUNK_LEN as usize + 10))
-            .map(|i| (i % 97) as u8)
-            .collect();
-        let hash = BlobHash::of(&data);
-        let s = BlobStore::open(&dir).unwrap();
-        let origin = (ConversationId([1; 16]), MessageId([2; 16]));
-        let (o, have) = s.begin(&hash, data.len() as u64, origin).unwrap();
-        assert!(o.is_none() && have == vec![false; 4]);
-        s.put_outline(&hash, &outline(&data)).unwrap();
-        for i in [0u32, 2, 3] {
-            let c = CHUNK_LEN as usize;
-            let at = i as usize * c;
-            s.put_chunk(&hash, i, &data[at..(at + c).min(data.len())])
-                .unwrap();
-        }
-        assert_eq!(s.status(&hash).unwrap().unwrap().held_chunks, 3);
-        // No file is named by the hash.
-        for e in fs::read_dir(&dir).unwrap() {
-            assert!(!e
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .contains(&hash.to_hex()[..16]));
-        }
-        drop(s);
-        // Damage chunk 2 on disk: after a reopen it is not held.
-        let s = BlobStore::open(&dir).unwrap();
-        let f = OpenOptions::new()
-            .write(true)
-            .open(s.path(&hash, "data"))
-            .unwrap();
-        f.write_all_at(b"X", 2 * CHUNK_LEN + 5).unwrap();
-        let (_, have) = s.begin(&hash, data.len() as u64, origin).unwrap();
-        assert_eq!(have, vec![true, false, false, true]);
-        assert_eq!(s.unfinished().unwrap(), vec![(hash, origin)]);
-        assert_eq!(s.usage().0, data.len() as u64);
-        assert!(s.remove(&hash).unwrap());
-        assert_eq!(s.usage().0, 0);
-        fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn own_blobs_are_whole_at_once_and_the_quota_and_limit_hold() {
-        let dir = tmp();
-        let s = BlobStore::open(&dir).unwrap();
-        s.set_quota(1_000_000);
-        let data = vec![7u8; 600_000];
-        let h = s.put_own(&data, 25 << 20).unwrap();
-        let st = s.status(&h).unwrap().unwrap();
-        assert!(st.complete() && st.own && !st.reached);
-        assert_eq!(s.read_range(&h, 10, 20).unwrap(), vec![7u8; 10]);
-        assert!(matches!(
-            s.put_own(&[1u8; 500_000], 25 << 20),
-            Err(BlobError::Quota { .. })
-        ));
-        assert!(matches!(
-            s.put_own(&[1u8; 2000], 1000),
-            Err(BlobError::TooLarge { .. })
-        ));
-        assert!(!s.remove(&h).unwrap(), "our own blob is never removed");
-        s.mark_reached(&h).unwrap();
-        drop(s);
-        let s = BlobStore::open(&dir).unwrap();
-        assert!(s.status(&h).unwrap().unwrap().reached);
-        fs::remove_dir_all(&dir).unwrap();
-    }
-}
+mod tests;

@@ -42,20 +42,58 @@ pub fn prepare(b: &mut Backend, paths: &[PathBuf]) -> Result<Vec<AttachmentReque
     Ok(out)
 }
 
-/// A path in `dir` for `name` that does not exist yet.
-fn free_path(dir: &Path, name: &str) -> PathBuf {
-    let first = dir.join(name);
-    if !first.exists() {
-        return first;
+/// A file name another member chose, made safe to write here: no leading
+/// dot (no `.bashrc` or `.envrc` appears in the directory), no invisible
+/// or direction-changing characters, short enough for a " (9)" suffix.
+pub fn local_name(name: &str) -> String {
+    let invisible = |c: char| matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{061C}' | '\u{FEFF}');
+    let mut s: String = clean_name(name)
+        .chars()
+        .filter(|c| !invisible(*c))
+        .collect();
+    if s.starts_with('.') {
+        s.replace_range(..1, "_");
     }
+    while s.len() > 200 {
+        s.pop();
+    }
+    if s.is_empty() {
+        "attachment".into()
+    } else {
+        s
+    }
+}
+
+/// Writes `bytes` to a new file in `dir` named `name`, or `name (k)`; never
+/// over an existing file or through a link.
+fn write_new(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    use std::io::Write;
     let (stem, ext) = match name.rsplit_once('.') {
         Some((s, e)) if !s.is_empty() => (s, format!(".{e}")),
         _ => (name, String::new()),
     };
-    (1..)
-        .map(|k| dir.join(format!("{stem} ({k}){ext}")))
-        .find(|p| !p.exists())
-        .expect("some name is free")
+    for k in 0..1000 {
+        let path = if k == 0 {
+            dir.join(name)
+        } else {
+            dir.join(format!("{stem} ({k}){ext}"))
+        };
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                f.write_all(bytes)?;
+                return Ok(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other(
+        "a thousand files of that name are there already",
+    ))
 }
 
 pub fn fetch(ctx: &Ctx, message: &str, out: &Path) -> Result<()> {
@@ -96,9 +134,9 @@ pub fn fetch(ctx: &Ctx, message: &str, out: &Path) -> Result<()> {
     let mut written = Vec::new();
     for a in &all {
         let bytes = b.download(&r, a.index)?;
-        let path = free_path(out, &clean_name(&a.name));
-        std::fs::write(&path, &bytes)
-            .map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))?;
+        let name = local_name(&a.name);
+        let path = write_new(out, &name, &bytes)
+            .map_err(|e| CliError::new(format!("cannot write {name} in {}: {e}", out.display())))?;
         written.push((a, path));
     }
     if ctx.out.json {
@@ -122,4 +160,24 @@ pub fn fetch(ctx: &Ctx, message: &str, out: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_from_others_cannot_plant_dotfiles_or_hide_their_extension() {
+        assert_eq!(local_name(".bash_aliases"), "_bash_aliases");
+        assert_eq!(local_name("scan\u{202E}gpj.exe"), "scangpj.exe");
+        assert_eq!(local_name("../../x"), "x");
+        assert!(local_name(&"a".repeat(255)).len() <= 200);
+        let dir = std::env::temp_dir().join(format!("huddle-attach-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = write_new(&dir, "x.pdf", b"1").unwrap();
+        let b = write_new(&dir, "x.pdf", b"2").unwrap();
+        assert_eq!(b.file_name().unwrap(), "x (1).pdf");
+        assert_eq!(std::fs::read(&a).unwrap(), b"1");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -86,7 +86,7 @@ impl Backend {
             Backend::Offline(o) => {
                 let mut page = views::history(o.node(), id, limit)
                     .ok_or_else(|| CliError::from(o.node().missing(*id)))?;
-                crate::api::enrich_attachments(o.blobs(), &mut page);
+                crate::api::enrich_attachments(o.blobs(), *id, &mut page);
                 Ok(page)
             }
         }
@@ -128,7 +128,7 @@ impl Backend {
             Backend::Api(c) => Ok(c.send(&id, &req)?),
             Backend::Offline(o) => match o.command(Command::Send {
                 conversation: id,
-                fields: req.fields(o.blobs()).map_err(CliError::usage)?,
+                fields: req.fields(o.blobs(), id).map_err(CliError::usage)?,
                 body: req.body,
                 priority: req.priority,
                 reply_to: req.reply_to,
@@ -173,7 +173,7 @@ impl Backend {
                 .enumerate()
                 .map(|(i, a)| {
                     let mut v = AttachmentView::of(i, a);
-                    crate::api::enrich_view(o.blobs(), &mut v);
+                    crate::api::enrich_view(o.blobs(), r.conversation, &mut v);
                     v
                 })
                 .collect()),
@@ -192,7 +192,7 @@ impl Backend {
                     .cloned()
                     .ok_or_else(|| CliError::new("no such attachment"))?;
                 o.blobs()
-                    .read_range(&a.hash, 0, a.size)
+                    .read_range(&crate::blobs::Key::new(r.conversation, a.hash), 0, a.size)
                     .map_err(|e| CliError::new(e.to_string()))
             }
         }

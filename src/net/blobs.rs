@@ -15,145 +15,44 @@
 //!   it sent is kept.
 
 use std::collections::{HashMap, HashSet};
-use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use libp2p::request_response::{
-    self, InboundRequestId, OutboundRequestId, ProtocolSupport, ResponseChannel,
-};
-use libp2p::{PeerId, StreamProtocol};
+use libp2p::request_response::{self, InboundRequestId, OutboundRequestId, ResponseChannel};
+use libp2p::PeerId;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+pub use super::blob_codec::{behaviour, Behaviour, BlobCodec};
 use super::deadlines::Deadline;
 use super::shell::{now_ms, peer_id_of, Shell};
 use crate::blobs::fetch::{Fetches, Outcome};
 use crate::blobs::store::{BlobStore, Status};
-use crate::blobs::wire::{
-    BlobRequest, BlobResponse, Want, MAX_REQUEST_LEN, MAX_RESPONSE_LEN, PROTOCOL,
-};
-use crate::blobs::BlobHash;
+use crate::blobs::wire::{BlobRequest, BlobResponse, Want};
+use crate::blobs::{BlobHash, Key};
 use crate::ids::{ConversationId, DeviceId, MessageId};
 use crate::node::Event;
 
 /// Responses handed to libp2p and not yet sent, in all.
 pub const MAX_SERVING: usize = 32;
+/// Outlines and chunks being sent to one device at once.
+pub const SERVING_PER_PEER: usize = 4;
 /// Blobs being fetched at once.
 pub const MAX_FETCHES: usize = 64;
 /// Blob streams a peer may have open on one connection.
 pub const STREAMS_PER_CONNECTION: usize = 8;
 /// A request unanswered this long fails (a chunk at 64 kbit/s fits).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A fetch that made no progress this long is given up until it is opened
+/// again (or the node restarts).
+const STALL_MS: u64 = 120_000;
+const NO_SOURCE: &str = "no device that holds this conversation is connected now; the attachment will be fetched as soon as one is";
+const WENT_AWAY: &str = "the devices that hold this conversation went away; the attachment will be fetched when one is back";
+const GIVEN_UP: &str =
+    "no device supplied this attachment for 2 minutes; open it again to try again";
 /// How often a fetch that waits (for a source, after a refusal) is looked at.
 const PUMP: Duration = Duration::from_millis(250);
-
-/// The codec: a 4-byte big-endian length, then the message (wire.rs).
-#[derive(Clone, Default)]
-pub struct BlobCodec {
-    /// Bytes of responses read, counted as they arrive (for resumption's
-    /// measure: what a cut costs).
-    pub bytes_in: Arc<AtomicU64>,
-}
-
-async fn read_framed<T: AsyncRead + Unpin + Send>(
-    io: &mut T,
-    max: usize,
-    counter: Option<&AtomicU64>,
-) -> io::Result<Vec<u8>> {
-    let mut len = [0u8; 4];
-    io.read_exact(&mut len).await?;
-    let n = u32::from_be_bytes(len) as usize;
-    if n > max {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("a blob message of {n} bytes (at most {max})"),
-        ));
-    }
-    let mut buf = vec![0u8; n];
-    let mut at = 0;
-    while at < n {
-        let k = io.read(&mut buf[at..]).await?;
-        if k == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        if let Some(c) = counter {
-            c.fetch_add(k as u64, Ordering::Relaxed);
-        }
-        at += k;
-    }
-    Ok(buf)
-}
-
-async fn write_framed<T: AsyncWrite + Unpin + Send>(io: &mut T, b: &[u8]) -> io::Result<()> {
-    io.write_all(&(b.len() as u32).to_be_bytes()).await?;
-    io.write_all(b).await?;
-    io.flush().await
-}
-
-fn invalid(e: crate::codec::DecodeError) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
-}
-
-impl request_response::Codec for BlobCodec {
-    type Protocol = StreamProtocol;
-    type Request = BlobRequest;
-    type Response = BlobResponse;
-
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<BlobRequest>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        let b = read_framed(io, MAX_REQUEST_LEN, None).await?;
-        BlobRequest::decode(&b).map_err(invalid)
-    }
-
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<BlobResponse>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        let b = read_framed(io, MAX_RESPONSE_LEN, Some(&self.bytes_in)).await?;
-        BlobResponse::decode(&b).map_err(invalid)
-    }
-
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: BlobRequest,
-    ) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        write_framed(io, &req.encode()).await
-    }
-
-    async fn write_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        resp: BlobResponse,
-    ) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        write_framed(io, &resp.encode()).await
-    }
-}
-
-pub type Behaviour = request_response::Behaviour<BlobCodec>;
-
-pub fn behaviour(codec: BlobCodec) -> Behaviour {
-    request_response::Behaviour::with_codec(
-        codec,
-        [(StreamProtocol::new(PROTOCOL), ProtocolSupport::Full)],
-        request_response::Config::default()
-            .with_request_timeout(REQUEST_TIMEOUT)
-            .with_max_concurrent_streams(STREAMS_PER_CONNECTION),
-    )
-}
 
 /// Counters of blob traffic since start (`GET /v1/status`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -164,6 +63,9 @@ pub struct BlobStats {
     pub chunks_served: u64,
     /// Requests answered `Unavailable`.
     pub refused: u64,
+    /// Admitted requests for a blob not held for that conversation at that
+    /// size.
+    pub not_held: u64,
     /// Devices cut for sending what did not verify.
     pub cut: u64,
     pub fetching: usize,
@@ -203,16 +105,23 @@ pub struct BlobNet {
     pub store: Arc<BlobStore>,
     pub fetches: Fetches,
     outbound: HashMap<OutboundRequestId, (DeviceId, BlobRequest)>,
-    /// Responses not yet sent, and for our own blobs' chunks which one.
-    responding: HashMap<InboundRequestId, Option<(BlobHash, u32)>>,
+    /// Outlines and chunks being sent: to whom, and for our own blobs'
+    /// chunks which one.
+    responding: HashMap<InboundRequestId, (PeerId, Option<(Key, u32)>)>,
     /// Chunks of our own blobs not yet known to have reached anyone, sent.
-    served: HashMap<BlobHash, HashSet<u32>>,
-    waiters: HashMap<BlobHash, Vec<oneshot::Sender<Result<Status, String>>>>,
+    served: HashMap<Key, HashSet<u32>>,
+    waiters: HashMap<Key, Vec<oneshot::Sender<Result<Status, String>>>>,
     bytes_in: Arc<AtomicU64>,
     stats: BlobStats,
     fault: Fault,
     /// Chunk responses sent (for `Fault::ExitAfter`).
     sent: u64,
+    /// The fetches a stop or a crash cut were listed (at the first pump).
+    resumed: bool,
+    /// Of those, the ones whose message this node does not hold (yet): a
+    /// crash can lose a peer's changes not yet flushed, and the next sync
+    /// brings them back (ARCHITECTURE.md, "Durable before confirmed").
+    to_resume: Vec<(Key, MessageId)>,
 }
 
 impl BlobNet {
@@ -228,6 +137,8 @@ impl BlobNet {
             stats: BlobStats::default(),
             fault: Fault::from_env(),
             sent: 0,
+            resumed: false,
+            to_resume: Vec::new(),
         }
     }
 
@@ -285,8 +196,8 @@ impl Shell {
                 self.blobs.responding.remove(&request_id);
             }
             E::ResponseSent { request_id, .. } => {
-                if let Some(Some((hash, index))) = self.blobs.responding.remove(&request_id) {
-                    self.chunk_left(hash, index);
+                if let Some((_, Some((key, index)))) = self.blobs.responding.remove(&request_id) {
+                    self.chunk_left(key, index);
                 }
                 self.blobs.sent += 1;
                 if let Fault::ExitAfter(n) = self.blobs.fault {
@@ -313,62 +224,84 @@ impl Shell {
                     .blob_gate(&d, &req.conversation, &req.message, &req.hash)
             })
             .filter(|a| a.size <= self.blob_limit());
+        let key = Key::new(req.conversation, req.hash);
         let mut own_chunk = None;
-        let resp = if admitted.is_none() {
+        let mut counted = false;
+        let resp = if let Some(att) = admitted {
+            let store = &self.blobs.store;
+            // What we hold for this conversation, at the size this message
+            // signed: a message that lies about a blob's size gets nothing.
+            let held = store
+                .status(&key)
+                .ok()
+                .flatten()
+                .filter(|s| s.size == att.size);
+            let from_peer = self
+                .blobs
+                .responding
+                .values()
+                .filter(|(p, _)| *p == peer)
+                .count();
+            if held.is_none() {
+                BlobResponse::NotHeld
+            } else if self.blobs.responding.len() >= MAX_SERVING || from_peer >= SERVING_PER_PEER {
+                BlobResponse::Busy
+            } else {
+                counted = true;
+                match req.want {
+                    Want::Outline => match store.outline_of(&key) {
+                        Ok(Some(o)) => BlobResponse::Outline(o),
+                        _ => BlobResponse::NotHeld,
+                    },
+                    Want::Chunk(i) => match store.chunk(&key, i) {
+                        Ok(Some(mut bytes)) => {
+                            if self.blobs.fault == Fault::Corrupt {
+                                bytes[0] ^= 1;
+                            }
+                            self.blobs.stats.chunks_served += 1;
+                            if held.is_some_and(|s| s.own && !s.reached) {
+                                own_chunk = Some((key, i));
+                            }
+                            BlobResponse::Chunk(bytes)
+                        }
+                        Ok(None) => BlobResponse::NotHeld,
+                        Err(e) => {
+                            tracing::warn!("reading an attachment to serve it: {e}");
+                            BlobResponse::NotHeld
+                        }
+                    },
+                }
+            }
+        } else {
             self.blobs.stats.refused += 1;
             BlobResponse::Unavailable
-        } else if self.blobs.responding.len() >= MAX_SERVING {
-            BlobResponse::Busy
-        } else {
-            let store = &self.blobs.store;
-            match req.want {
-                Want::Outline => match store.outline_of(&req.hash) {
-                    Ok(Some(o)) => BlobResponse::Outline(o),
-                    _ => BlobResponse::NotHeld,
-                },
-                Want::Chunk(i) => match store.chunk(&req.hash, i) {
-                    Ok(Some(mut bytes)) => {
-                        if self.blobs.fault == Fault::Corrupt {
-                            bytes[0] ^= 1;
-                        }
-                        self.blobs.stats.chunks_served += 1;
-                        if let Ok(Some(s)) = store.status(&req.hash) {
-                            if s.own && !s.reached {
-                                own_chunk = Some((req.hash, i));
-                            }
-                        }
-                        BlobResponse::Chunk(bytes)
-                    }
-                    Ok(None) => BlobResponse::NotHeld,
-                    Err(e) => {
-                        tracing::warn!("reading an attachment to serve it: {e}");
-                        BlobResponse::NotHeld
-                    }
-                },
-            }
         };
+        if resp == BlobResponse::NotHeld {
+            self.blobs.stats.not_held += 1;
+        }
         if self
             .swarm
             .behaviour_mut()
             .blobs
             .send_response(channel, resp)
             .is_ok()
+            && counted
         {
-            self.blobs.responding.insert(request_id, own_chunk);
+            self.blobs.responding.insert(request_id, (peer, own_chunk));
         }
     }
 
     /// A chunk of our own blob was sent: once every chunk has been, the
     /// blob has reached another device, shown in the history.
-    fn chunk_left(&mut self, hash: BlobHash, index: u32) {
-        let Ok(Some(s)) = self.blobs.store.status(&hash) else {
+    fn chunk_left(&mut self, key: Key, index: u32) {
+        let Ok(Some(s)) = self.blobs.store.status(&key) else {
             return;
         };
-        let sent = self.blobs.served.entry(hash).or_default();
+        let sent = self.blobs.served.entry(key).or_default();
         sent.insert(index);
         if sent.len() as u64 >= s.chunks {
-            self.blobs.served.remove(&hash);
-            if let Err(e) = self.blobs.store.mark_reached(&hash) {
+            self.blobs.served.remove(&key);
+            if let Err(e) = self.blobs.store.mark_reached(&key) {
                 tracing::warn!("recording that an attachment reached another device: {e}");
             }
         }
@@ -378,22 +311,22 @@ impl Shell {
         let store = self.blobs.store.clone();
         match self.blobs.fetches.on_response(now_ms(), device, req, resp) {
             Outcome::Nothing => {}
-            Outcome::Outline(hash, cvs) => {
-                if let Err(e) = store.put_outline(&hash, &cvs) {
-                    self.fetch_failed(&hash, e.to_string());
+            Outcome::Outline(key, cvs) => {
+                if let Err(e) = store.put_outline(&key, &cvs) {
+                    self.fetch_failed(&key, e.to_string());
                 }
             }
             Outcome::Chunk {
-                hash,
+                key,
                 index,
                 bytes,
                 done,
             } => {
                 self.blobs.stats.chunks_in += 1;
-                if let Err(e) = store.put_chunk(&hash, index, &bytes) {
-                    self.fetch_failed(&hash, e.to_string());
+                if let Err(e) = store.put_chunk(&key, index, &bytes) {
+                    self.fetch_failed(&key, e.to_string());
                 } else if done {
-                    self.fetch_done(&hash);
+                    self.fetch_done(&key);
                 }
             }
             Outcome::Cut(d) => {
@@ -406,12 +339,12 @@ impl Shell {
         }
     }
 
-    fn fetch_done(&mut self, hash: &BlobHash) {
-        let Some(f) = self.blobs.fetches.stop(hash) else {
+    fn fetch_done(&mut self, key: &Key) {
+        let Some(f) = self.blobs.fetches.stop(key) else {
             return;
         };
-        let status = self.blobs.store.status(hash).ok().flatten();
-        for w in self.blobs.waiters.remove(hash).unwrap_or_default() {
+        let status = self.blobs.store.status(key).ok().flatten();
+        for w in self.blobs.waiters.remove(key).unwrap_or_default() {
             let _ = w.send(
                 status
                     .clone()
@@ -421,14 +354,14 @@ impl Shell {
         let _ = self.events.send(Event::AttachmentHeld {
             conversation: f.conversation,
             message: f.message,
-            hash: *hash,
+            hash: key.hash,
         });
     }
 
-    fn fetch_failed(&mut self, hash: &BlobHash, why: String) {
+    fn fetch_failed(&mut self, key: &Key, why: String) {
         tracing::warn!("fetching an attachment failed: {why}");
-        self.blobs.fetches.stop(hash);
-        for w in self.blobs.waiters.remove(hash).unwrap_or_default() {
+        self.blobs.fetches.stop(key);
+        for w in self.blobs.waiters.remove(key).unwrap_or_default() {
             let _ = w.send(Err(why.clone()));
         }
     }
@@ -443,6 +376,9 @@ impl Shell {
         reply: Option<oneshot::Sender<Result<Status, String>>>,
     ) {
         let answer = |reply: Option<oneshot::Sender<_>>, r: Result<Status, String>| {
+            if let Err(why) = &r {
+                tracing::debug!(blob = %hash, %conversation, %message, "not fetched: {why}");
+            }
             if let Some(reply) = reply {
                 let _ = reply.send(r);
             }
@@ -452,53 +388,52 @@ impl Shell {
         };
         let limit = self.blob_limit();
         if att.size > limit {
-            return answer(
-                reply,
-                Err(format!(
+            let why = format!(
                 "the attachment is {} bytes, over the team's limit of {limit}; it is not fetched",
                 att.size
-            )),
             );
+            return answer(reply, Err(why));
         }
-        let (outline, have) = match self
+        let key = Key::new(conversation, hash);
+        if self
             .blobs
-            .store
-            .begin(&hash, att.size, (conversation, message))
+            .fetches
+            .get(&key)
+            .is_some_and(|f| f.attachment.size != att.size)
         {
+            // The same blob under another size, from another message: one
+            // of the two lies; the size the blob's chunks verify at wins.
+            self.blobs.fetches.stop(&key);
+        }
+        let running = self.blobs.fetches.get(&key).is_some();
+        if !running && self.blobs.fetches.len() >= MAX_FETCHES {
+            let why = "too many attachments are being fetched; try again shortly";
+            return answer(reply, Err(why.into()));
+        }
+        let (outline, have) = match self.blobs.store.begin(&key, att.size, message) {
             Ok(x) => x,
             Err(e) => return answer(reply, Err(e.to_string())),
         };
         if outline.is_some() && have.iter().all(|h| *h) {
-            return answer(
-                reply,
-                match self.blobs.store.status(&hash) {
-                    Ok(Some(s)) => Ok(s),
-                    Ok(None) => Err("the attachment is gone".into()),
-                    Err(e) => Err(e.to_string()),
-                },
-            );
+            let held = match self.blobs.store.status(&key) {
+                Ok(Some(s)) => Ok(s),
+                Ok(None) => Err("the attachment is gone".into()),
+                Err(e) => Err(e.to_string()),
+            };
+            return answer(reply, held);
         }
-        if self.blobs.fetches.get(&hash).is_none() {
-            if self.blobs.fetches.len() >= MAX_FETCHES {
-                return answer(
-                    reply,
-                    Err("too many attachments are being fetched; try again shortly".into()),
-                );
-            }
+        if !running {
             self.blobs
                 .fetches
-                .start(conversation, message, att, outline, have);
+                .start(now_ms(), conversation, message, att, outline, have);
         }
         self.pump_blobs();
         if let Some(r) = reply {
             if self.node.blob_sources(&conversation).is_empty() {
                 // Kept: it goes on when a device that may hold it connects.
-                let _ = r.send(Err(
-                    "no device that holds this conversation is connected now; the attachment will be fetched as soon as one is"
-                        .into(),
-                ));
+                let _ = r.send(Err(NO_SOURCE.into()));
             } else {
-                self.blobs.waiters.entry(hash).or_default().push(r);
+                self.blobs.waiters.entry(key).or_default().push(r);
             }
         }
     }
@@ -530,47 +465,78 @@ impl Shell {
         }
     }
 
-    /// Goes on with the fetches a stop or a crash cut (their chunks on disk
-    /// are verified again first: `BlobStore::unfinished`).
-    pub(super) fn resume_fetches(&mut self) {
-        match self.blobs.store.unfinished() {
-            Ok(list) => {
-                for (hash, (conversation, message)) in list.into_iter().take(MAX_FETCHES) {
-                    self.fetch_blob(conversation, message, hash, None);
-                }
-            }
-            Err(e) => tracing::warn!("cannot list the attachments to resume: {e}"),
-        }
-    }
-
     /// Sends what the fetches want now, and looks again soon while any
     /// fetch is under way.
     pub(super) fn pump_blobs(&mut self) {
+        if !self.blobs.resumed {
+            self.blobs.resumed = true;
+            match self.blobs.store.unfinished() {
+                Ok(mut list) => {
+                    list.truncate(MAX_FETCHES);
+                    tracing::debug!(blobs = list.len(), "attachments fetched in part, to resume");
+                    self.blobs.to_resume = list;
+                }
+                Err(e) => tracing::warn!("cannot list the attachments to resume: {e}"),
+            }
+        }
+        if !self.blobs.to_resume.is_empty() {
+            let node = &self.node;
+            let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.blobs.to_resume)
+                .into_iter()
+                .partition(|(k, m)| node.attachment(&k.conversation, m, &k.hash).is_some());
+            self.blobs.to_resume = waiting;
+            for (key, message) in ready {
+                self.fetch_blob(key.conversation, message, key.hash, None);
+            }
+        }
         if self.blobs.fetches.is_empty() {
-            self.deadlines.cancel(Deadline::Blobs);
+            if self.blobs.to_resume.is_empty() {
+                self.deadlines.cancel(Deadline::Blobs);
+            } else {
+                self.deadlines.set(Deadline::Blobs, Instant::now() + PUMP);
+            }
             return;
         }
+        let now = now_ms();
+        // A fetch that made no progress for STALL_MS is given up (nothing
+        // stays in a slot for ever); what it holds is kept for the next
+        // try, or dropped, with its reservation, if it holds nothing.
+        for key in self.blobs.fetches.stalled(now, STALL_MS) {
+            if let Some(f) = self.blobs.fetches.stop(&key) {
+                tracing::info!(blob = %key.hash, "no device supplied an attachment for 2 minutes; given up until it is opened again");
+                if f.held() == 0 && f.outline().is_none_or(|o| o.is_empty()) {
+                    let _ = self.blobs.store.remove(&key);
+                }
+            }
+            for w in self.blobs.waiters.remove(&key).unwrap_or_default() {
+                let _ = w.send(Err(GIVEN_UP.into()));
+            }
+        }
+        // Whoever gave up waiting is forgotten; whoever waits for a blob no
+        // connected device may hold is told so (the fetch goes on when one
+        // connects).
+        self.blobs.waiters.retain(|_, ws| {
+            ws.retain(|w| !w.is_closed());
+            !ws.is_empty()
+        });
         let node = &self.node;
-        // Whoever waits for a blob no connected device may hold is told
-        // so; the fetch itself goes on when one connects.
-        let stranded: Vec<BlobHash> = self
+        let fetches = &self.blobs.fetches;
+        let stranded: Vec<Key> = self
             .blobs
             .waiters
             .keys()
-            .filter(|h| {
-                self.blobs
-                    .fetches
-                    .get(h)
-                    .is_some_and(|f| node.blob_sources(&f.conversation).is_empty())
+            .filter(|k| {
+                fetches.get(k).is_some_and(|f| {
+                    node.blob_sources(&f.conversation)
+                        .iter()
+                        .all(|d| fetches.is_cut(d))
+                })
             })
             .copied()
             .collect();
-        for h in stranded {
-            for w in self.blobs.waiters.remove(&h).unwrap_or_default() {
-                let _ = w.send(Err(
-                    "the devices that hold this conversation went away; the attachment will be fetched when one is back"
-                        .into(),
-                ));
+        for k in stranded {
+            for w in self.blobs.waiters.remove(&k).unwrap_or_default() {
+                let _ = w.send(Err(WENT_AWAY.into()));
             }
         }
         let reqs = self.blobs.fetches.plan(now_ms(), |c| node.blob_sources(c));

@@ -18,6 +18,7 @@
 
 mod addr_limits;
 mod behaviour;
+mod blob_codec;
 mod blobs;
 mod commit;
 mod deadlines;

@@ -194,7 +194,8 @@ impl Shell {
             shell.discovery = Some(d);
         }
         shell.dial_remembered()?;
-        shell.resume_fetches();
+        // Fetches cut by a stop or a crash go on once the loop runs.
+        shell.deadlines.set(Deadline::Blobs, Instant::now());
         let now = Instant::now();
         for i in 0..shell.statics.len() {
             shell.deadlines.set(Deadline::Redial(i), now);
