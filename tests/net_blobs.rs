@@ -64,19 +64,13 @@ async fn a_stranger_and_a_revoked_device_asking_by_hash_get_nothing() {
         a.verified_peers().await == 2
     })
     .await;
-    let conv = match a
-        .handle
-        .command(Command::CreateConversation {
-            kind: ConversationKind::Role {
-                role: "nurse".into(),
-            },
-        })
-        .await
-        .expect("create")
-    {
-        Reply::Conversation(id) => id,
-        other => panic!("{other:?}"),
-    };
+    let conv = create(
+        &a,
+        ConversationKind::Role {
+            role: "nurse".into(),
+        },
+    )
+    .await;
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
     let limit = huddle::blobs::DEFAULT_LIMIT;
     let hash = a.handle.blobs().put_own(&data, limit).expect("stored");
@@ -88,32 +82,9 @@ async fn a_stranger_and_a_revoked_device_asking_by_hash_get_nothing() {
         name: "discharge.pdf".into(),
         thumbnail: vec![],
     };
-    let msg = match a
-        .handle
-        .command(Command::Send {
-            conversation: conv,
-            body: "Discharge letter".into(),
-            priority: Priority::Routine,
-            reply_to: None,
-            fields: Fields {
-                attachments: vec![att.clone()],
-                ..Fields::default()
-            },
-        })
-        .await
-        .expect("send")
-    {
-        Reply::Message(id) => id,
-        other => panic!("{other:?}"),
-    };
+    let msg = attach(&a, conv, att.clone()).await;
     // A member fetches it (and the lost phone, still a member, could too).
-    wait_until("Ben to hold the message", || async {
-        b.handle
-            .query(move |n| !n.attachments_of(&conv, &msg).is_empty())
-            .await
-            .unwrap_or(false)
-    })
-    .await;
+    holds(&b, conv, msg).await;
     let got = b.handle.fetch(conv, msg, hash).await.expect("the loop");
     assert!(got.expect("fetched").complete());
     let bytes = b
@@ -154,6 +125,17 @@ async fn a_stranger_and_a_revoked_device_asking_by_hash_get_nothing() {
     assert!(stats.blobs.refused >= 6, "{:?}", stats.blobs);
     a.stop().await;
     b.stop().await;
+}
+
+/// Waits until `n` holds message `msg` of `conv` with its attachments.
+async fn holds(n: &TestNode, conv: huddle::ConversationId, msg: huddle::MessageId) {
+    wait_until("the message with its attachments to arrive", || async {
+        n.handle
+            .query(move |node| !node.attachments_of(&conv, &msg).is_empty())
+            .await
+            .unwrap_or(false)
+    })
+    .await;
 }
 
 async fn create(n: &TestNode, kind: ConversationKind) -> huddle::ConversationId {
@@ -242,13 +224,7 @@ async fn a_blob_is_served_only_for_its_own_conversation_and_size() {
             .flatten()
             .is_some_and(|s| s.complete())
     };
-    wait_until("Ben to hold the message", || async {
-        b.handle
-            .query(move |n| !n.attachments_of(&group, &msg).is_empty())
-            .await
-            .unwrap_or(false)
-    })
-    .await;
+    holds(&b, group, msg).await;
     let r = b.handle.fetch(group, msg, hash).await.expect("the loop");
     assert!(r.expect("Ben fetches it").complete());
     assert!(held(&b, group));
@@ -284,13 +260,7 @@ async fn a_blob_is_served_only_for_its_own_conversation_and_size() {
     )
     .await;
     let c = start_node(&carol, dc.path(), vec![a.addr.clone(), b.addr.clone()]).await;
-    wait_until("Carol to hold the lie", || async {
-        c.handle
-            .query(move |n| !n.attachments_of(&group, &lie).is_empty())
-            .await
-            .unwrap_or(false)
-    })
-    .await;
+    holds(&c, group, lie).await;
     // Carol opens the lie: the holders answer NotHeld to it (the size it
     // names is not the size they hold), and none of them is cut.
     let before = a.handle.stats().await.expect("stats").blobs.not_held

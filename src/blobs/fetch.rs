@@ -362,6 +362,21 @@ mod tests {
         }
     }
 
+    /// A fetch of `data` whose outline is already known.
+    fn with_outline(data: &[u8]) -> Fetches {
+        let mut fs = Fetches::default();
+        let c = ConversationId([5; 16]);
+        fs.start(
+            0,
+            c,
+            MessageId([6; 16]),
+            att(data),
+            Some(outline(data)),
+            vec![],
+        );
+        fs
+    }
+
     fn answer(data: &[u8], req: &BlobRequest) -> BlobResponse {
         match req.want {
             Want::Outline => BlobResponse::Outline(outline(data)),
@@ -411,16 +426,7 @@ mod tests {
             .map(|i| (i / 7) as u8)
             .collect();
         let (liar, honest) = (DeviceId([1; 32]), DeviceId([2; 32]));
-        let mut fs = Fetches::default();
-        let c = ConversationId([5; 16]);
-        fs.start(
-            0,
-            c,
-            MessageId([6; 16]),
-            att(&data),
-            Some(outline(&data)),
-            vec![],
-        );
+        let mut fs = with_outline(&data);
         let mut cut = 0;
         for round in 0..50 {
             for (d, req) in fs.plan(round, |_| vec![liar, honest]) {
@@ -442,23 +448,17 @@ mod tests {
         }
         assert_eq!(cut, 1);
         assert!(fs.is_cut(&liar));
-        assert!(fs.get(&Key::new(c, BlobHash::of(&data))).unwrap().is_done());
+        assert!(fs
+            .get(&Key::new(ConversationId([5; 16]), BlobHash::of(&data)))
+            .unwrap()
+            .is_done());
     }
 
     #[test]
     fn a_device_whose_chunks_come_slowly_is_asked_for_one_at_a_time() {
         let data = vec![1u8; 8 * CHUNK_LEN as usize];
         let d = DeviceId([1; 32]);
-        let mut fs = Fetches::default();
-        let c = ConversationId([5; 16]);
-        fs.start(
-            0,
-            c,
-            MessageId([6; 16]),
-            att(&data),
-            Some(outline(&data)),
-            vec![],
-        );
+        let mut fs = with_outline(&data);
         let first = fs.plan(0, |_| vec![d]);
         assert_eq!(first.len(), PER_DEVICE);
         // The first answer takes a second: the link is slow.
@@ -475,16 +475,7 @@ mod tests {
     fn a_fetch_nobody_supplies_stalls_but_one_with_nobody_to_ask_waits() {
         let data = vec![1u8; 3 * CHUNK_LEN as usize];
         let d = DeviceId([1; 32]);
-        let mut fs = Fetches::default();
-        let c = ConversationId([5; 16]);
-        fs.start(
-            0,
-            c,
-            MessageId([6; 16]),
-            att(&data),
-            Some(outline(&data)),
-            vec![],
-        );
+        let mut fs = with_outline(&data);
         // Offline for ten minutes: waiting, not stalled.
         for t in (0..600_000).step_by(1_000) {
             assert!(fs.plan(t, |_| vec![]).is_empty());

@@ -8,7 +8,9 @@
 use serde::Serialize;
 
 use super::Node;
+use crate::conversation::Conversation;
 use crate::ids::{ConversationId, MemberId, MessageId, Millis};
+use crate::message::Message;
 use crate::message::Priority;
 
 /// Newest messages looked at per conversation, as for the list's badges.
@@ -153,5 +155,30 @@ impl Node {
                 }
             })
             .collect()
+    }
+}
+
+/// Whether a reminder occurrence still waits: done or snoozed by its targets.
+impl Node {
+    /// Is occurrence `k` of reminder `m` done by one of its targets?
+    pub(super) fn reminder_done(&self, c: &Conversation, m: &Message, k: u16) -> bool {
+        let Some(r) = &m.fields.reminder else {
+            return true;
+        };
+        c.receipts.done.get(&(m.id(), k)).is_some_and(|s| {
+            s.iter()
+                .any(|(d, who)| r.targets.contains(who) && self.bound(d, who))
+        })
+    }
+
+    /// When occurrence `k` is snoozed until, by its targets (the newest snooze).
+    pub(super) fn snoozed_until(&self, c: &Conversation, m: &Message, k: u16) -> Option<Millis> {
+        let r = m.fields.reminder.as_ref()?;
+        c.receipts.snoozed.get(&(m.id(), k)).and_then(|per| {
+            per.iter()
+                .filter(|(d, (_, _, who))| r.targets.contains(who) && self.bound(d, who))
+                .max_by_key(|(_, (at, _, _))| *at)
+                .map(|(_, (_, until, _))| *until)
+        })
     }
 }

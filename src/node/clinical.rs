@@ -528,28 +528,6 @@ impl Node {
         }
     }
 
-    /// Is occurrence `k` of reminder `m` done by one of its targets?
-    pub(super) fn reminder_done(&self, c: &Conversation, m: &Message, k: u16) -> bool {
-        let Some(r) = &m.fields.reminder else {
-            return true;
-        };
-        c.receipts.done.get(&(m.id(), k)).is_some_and(|s| {
-            s.iter()
-                .any(|(d, who)| r.targets.contains(who) && self.bound(d, who))
-        })
-    }
-
-    /// When occurrence `k` is snoozed until, by its targets (the newest snooze).
-    pub(super) fn snoozed_until(&self, c: &Conversation, m: &Message, k: u16) -> Option<Millis> {
-        let r = m.fields.reminder.as_ref()?;
-        c.receipts.snoozed.get(&(m.id(), k)).and_then(|per| {
-            per.iter()
-                .filter(|(d, (_, _, who))| r.targets.contains(who) && self.bound(d, who))
-                .max_by_key(|(_, (at, _, _))| *at)
-                .map(|(_, (_, until, _))| *until)
-        })
-    }
-
     fn fire_reminder(&mut self, now: Millis, due: ReminderDue, fx: &mut Fx) {
         let (conv, msg) = due.key;
         let Some(c) = self.conversation(&conv) else {
