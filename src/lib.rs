@@ -14,6 +14,8 @@
 
 #[cfg(feature = "cli")]
 pub mod api;
+#[cfg(feature = "store-sled")]
+pub mod atrest;
 pub mod blobs;
 #[cfg(feature = "cli")]
 pub mod cli;
@@ -23,6 +25,8 @@ pub mod conversation;
 pub mod crypto;
 #[cfg(feature = "cli")]
 pub mod datadir;
+#[cfg(feature = "cli")]
+pub mod export;
 pub mod header;
 pub mod hlc;
 pub mod ids;

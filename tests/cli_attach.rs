@@ -133,6 +133,7 @@ fn a_photo_sent_by_one_node_is_fetched_whole_by_nine_others() -> anyhow::Result<
                 .args(["fetch", &id, "--out"])
                 .arg(&out)
                 .env_remove("HUDDLE_DATA_DIR")
+                .envs(cli_support::unlock_env(&d.dir))
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()

@@ -119,6 +119,7 @@ fn the_lock_error_names_a_holder_that_had_not_written_its_pid_yet() -> anyhow::R
         .arg(&ana.dir)
         .args(RUN)
         .env_remove("RUST_LOG")
+        .envs(cli_support::unlock_env(&ana.dir))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()?;

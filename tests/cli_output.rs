@@ -49,6 +49,7 @@ fn history_into_head_exits_quietly() -> anyhow::Result<()> {
     let mut child = binary()
         .arg("--data-dir")
         .arg(&ana.dir)
+        .envs(cli_support::unlock_env(&ana.dir))
         .args(["--json", "history", "nurse"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -160,9 +160,9 @@ fn a_damaged_conversation_is_set_aside_not_fatal() -> anyhow::Result<()> {
 
     // Flip one bit of the nurse channel's header on disk.
     {
-        use huddle::store::{keys, SledStore, Store, StoreOp};
+        use huddle::store::{keys, Store, StoreOp};
         let id: huddle::ConversationId = nurses.parse()?;
-        let mut store = SledStore::open(&ana.dir)?;
+        let mut store = cli_support::open_store(&ana.dir)?;
         let key = keys::header(&id.0);
         let mut value = store.get(&key)?.expect("a stored header");
         let mid = value.len() / 2;
@@ -230,7 +230,7 @@ fn modes_under(dir: &std::path::Path) -> anyhow::Result<Vec<(std::path::PathBuf,
 #[cfg(unix)]
 fn assert_private(dir: &std::path::Path, when: &str) -> anyhow::Result<()> {
     let modes = modes_under(dir)?;
-    for must in ["db/db", "db/conf", "huddle.lock", "device.key"] {
+    for must in ["sealed/db", "sealed/conf", "huddle.lock", "device.key"] {
         assert!(
             modes.iter().any(|(p, _)| p == &dir.join(must)),
             "{when}: {must} is missing from {modes:?}"
@@ -277,7 +277,7 @@ fn an_existing_readable_data_dir_is_made_owner_only() -> anyhow::Result<()> {
 
     // And `huddle run`: its store, lock and api.json while it runs.
     std::fs::set_permissions(
-        ana.dir.join("db/db"),
+        ana.dir.join("sealed/db"),
         std::fs::Permissions::from_mode(0o644),
     )?;
     let node = Running::start(&ana, &[])?;
@@ -399,8 +399,14 @@ fn a_certificate_from_an_older_huddle_asks_for_a_new_token() -> anyhow::Result<(
 /// The certificate installed in `dir` as a version-3 huddle stored it: the
 /// same token layout, with the version-1 field order and version byte.
 fn outdated(dir: &std::path::Path) -> anyhow::Result<String> {
-    let token = std::fs::read_to_string(dir.join("certificate"))?;
-    let c = huddle::membership::Certificate::from_token(&token)?;
+    // Read as the CLI reads it (the file is sealed); the old token is
+    // written back plain, as that huddle left it.
+    let c = huddle::datadir::DataDir::with_passphrase(
+        dir,
+        huddle::datadir::Passphrase::File(cli_support::passphrase_file(dir)),
+    )
+    .certificate()?
+    .ok_or_else(|| anyhow::anyhow!("no certificate"))?;
     let mut w = huddle::codec::Writer::new();
     w.u8(1)
         .raw(&c.team.0)

@@ -71,6 +71,11 @@ fn blobs() {
 }
 
 #[test]
+fn atrest() {
+    replay("atrest");
+}
+
+#[test]
 fn catalog() {
     replay("catalog");
 }

@@ -232,6 +232,7 @@ fn the_readme_quickstart_works_block_by_block() -> anyhow::Result<()> {
         .args(&words)
         .env_remove("HUDDLE_DATA_DIR")
         .env_remove("RUST_LOG")
+        .envs(cli_support::unlock_env(&ben))
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out)?)
         .stderr(Stdio::null())

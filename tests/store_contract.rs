@@ -114,6 +114,21 @@ mod sled_store {
         });
     }
 
+    /// The encrypted store meets the same contract (its keys outside the
+    /// node's layout are kept as they are, so the contract's own keys and
+    /// ranges mean the same; the layout's are covered by `atrest::names`).
+    #[test]
+    fn the_encrypted_store_meets_the_contract() {
+        let root = TempDir::new().expect("tempdir");
+        let mut n = 0;
+        let keys = std::sync::Arc::new(huddle::atrest::DataKey::generate().keys());
+        contract::run_all(|| {
+            n += 1;
+            SledStore::open_sealed(&root.path().join(format!("store-{n}")), keys.clone())
+                .expect("open an encrypted store")
+        });
+    }
+
     #[test]
     fn reopen_sees_flushed_data() {
         let root = TempDir::new().expect("tempdir");

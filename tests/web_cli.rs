@@ -20,6 +20,7 @@ fn without_api_the_node_serves_on_4835_or_says_it_moved() {
         .arg("--data-dir")
         .arg(&ana.dir)
         .args(["run", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .envs(cli_support::unlock_env(&ana.dir))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -87,6 +87,9 @@ fn the_ward_screen_in_a_real_browser() {
         .env("BEN_URL", url(&ben.dir))
         .env("CARA_URL", url(&cara.dir))
         .env("HUDDLE", assert_cmd::cargo::cargo_bin("huddle"))
+        // Every test directory's passphrase is the same text: Ana's file
+        // unlocks Dan's too.
+        .envs(cli_support::unlock_env(&ana.dir))
         .env("ANA_DIR", &ana.dir)
         .env("DAN_DIR", &dan.dir)
         .env("DAN_DEVICE", &dan.device)

@@ -40,10 +40,13 @@ impl Node {
     pub(crate) fn start(dir: &Path) -> Result<Node, String> {
         cli(dir, &["init", "--name", "Ana Lima", "--role", "nurse"])?;
         cli(dir, &["team", "create", "St Mary Ward 7"])?;
-        let authority = DataDir::new(dir)
-            .authority()
-            .map_err(|e| format!("authority: {e}"))?
-            .ok_or("team create left no authority key")?;
+        let authority = DataDir::with_passphrase(
+            dir,
+            huddle::datadir::Passphrase::File(super::child::passphrase_file(dir)),
+        )
+        .authority()
+        .map_err(|e| format!("authority: {e}"))?
+        .ok_or("team create left no authority key")?;
         let run = Run::spawn(dir, &[], &dir.with_extension("log"))?;
         let addr = run.listen_addr(Duration::from_secs(60))?;
         let (child, pid) = (run.child, run.pid);

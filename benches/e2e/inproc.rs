@@ -18,6 +18,16 @@ pub(crate) struct InProc {
 }
 
 pub(crate) async fn start_inproc(id: &Ident, dir: &Path, peers: Vec<Multiaddr>) -> InProc {
+    start_inproc_with(id, dir, peers, None).await
+}
+
+/// [`start_inproc`] on an encrypted store when given the data key's keys.
+pub(crate) async fn start_inproc_with(
+    id: &Ident,
+    dir: &Path,
+    peers: Vec<Multiaddr>,
+    seal: Option<Arc<huddle::atrest::Keys>>,
+) -> InProc {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let key = id.key.clone();
     let cert = id.cert.clone();
@@ -33,7 +43,11 @@ pub(crate) async fn start_inproc(id: &Ident, dir: &Path, peers: Vec<Multiaddr>) 
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let store = SledStore::open(&dir).expect("open store");
+                let store = match seal {
+                    Some(keys) => SledStore::open_sealed(&dir, keys),
+                    None => SledStore::open(&dir),
+                }
+                .expect("open store");
                 let config = ShellConfig {
                     key,
                     certificate: Some(cert),

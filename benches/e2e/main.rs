@@ -7,7 +7,7 @@
 //! `cargo bench --bench e2e` runs the full sizes (about 15 minutes on two
 //! cores); `cargo bench --bench e2e -- --tiny` (or `HUDDLE_E2E_TINY=1`) runs
 //! every part once at a tiny size (CI). `--only latency,throughput,catchup,
-//! scale,screen,cold,blobs` picks parts; `--runs N` sets repetitions; `--nodes 2,10`,
+//! scale,screen,cold,blobs,atrest` picks parts; `--runs N` sets repetitions; `--nodes 2,10`,
 //! `--rates 10,100,1000`, `--catchup 10000,100000`, `--cold 100000`,
 //! `--scale-nodes 20`, `--scale-secs 60` and `--scale-wait 90` (seconds to
 //! wait after the traffic for every node to hold every message),
@@ -56,6 +56,7 @@ use tokio::net::{TcpListener, TcpStream};
 mod body;
 use body::body;
 
+mod atrest;
 mod blobs;
 mod catchup;
 mod cold;
@@ -66,6 +67,7 @@ mod procs;
 mod scale;
 mod screen;
 mod throughput;
+use atrest::*;
 use blobs::*;
 use catchup::*;
 use cold::*;
@@ -356,6 +358,9 @@ fn main() {
     }
     if o.wants("screen") {
         bench_screen(&o);
+    }
+    if o.wants("atrest") {
+        rt.block_on(bench_atrest(&o));
     }
     if o.wants("cold") {
         bench_cold(&o);

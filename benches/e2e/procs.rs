@@ -52,6 +52,16 @@ pub(crate) fn huddle_bin() -> PathBuf {
 /// Starts `huddle run` on `dir`; returns the child and its listen address
 /// (from the `started` line of `--json`). The rest of stdout is drained.
 pub(crate) fn spawn_run(dir: &Path, peers: &[String], procs: &mut Procs) -> String {
+    spawn_run_env(dir, peers, &[], procs)
+}
+
+/// [`spawn_run`] with environment variables set (a passphrase file).
+pub(crate) fn spawn_run_env(
+    dir: &Path,
+    peers: &[String],
+    env: &[(&str, &Path)],
+    procs: &mut Procs,
+) -> String {
     let log = std::fs::File::create(dir.join("run.log")).expect("log file");
     let mut cmd = std::process::Command::new(huddle_bin());
     cmd.arg("--data-dir")
@@ -62,6 +72,7 @@ pub(crate) fn spawn_run(dir: &Path, peers: &[String], procs: &mut Procs) -> Stri
     for p in peers {
         cmd.args(["--peer", p]);
     }
+    cmd.envs(env.iter().copied());
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

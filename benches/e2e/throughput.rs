@@ -10,9 +10,20 @@ pub(crate) async fn throughput_once(
     workers: usize,
     secs: f64,
 ) -> (f64, usize) {
+    throughput_once_with(team, convs, workers, secs, None).await
+}
+
+/// [`throughput_once`] on an encrypted store when given its keys.
+pub(crate) async fn throughput_once_with(
+    team: &Team,
+    convs: usize,
+    workers: usize,
+    secs: f64,
+    seal: Option<Arc<huddle::atrest::Keys>>,
+) -> (f64, usize) {
     let root = tempfile::tempdir().expect("tempdir");
     let id = team.member(900, "solo");
-    let node = start_inproc(&id, root.path(), vec![]).await;
+    let node = start_inproc_with(&id, root.path(), vec![], seal).await;
     let mut ids = Vec::new();
     for i in 0..convs {
         ids.push(create_group(&node, &format!("tp {i}"), &[id.member]).await);

@@ -21,11 +21,23 @@ pub fn huddle_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_huddle")))
 }
 
+/// The passphrase file of the data directory `dir` (beside it, as
+/// `<dir>.passphrase`), written on first use: every process started here
+/// gets it, so `init` encrypts the directory as a user's would be.
+pub fn passphrase_file(dir: &Path) -> PathBuf {
+    let path = dir.with_extension("passphrase");
+    if !path.exists() {
+        std::fs::write(&path, "a bench passphrase\n").expect("write the passphrase file");
+    }
+    path
+}
+
 /// Runs one CLI command on `dir` to completion; its stdout.
 pub fn cli(dir: &Path, args: &[&str]) -> Result<String, String> {
     let out = std::process::Command::new(huddle_bin())
         .arg("--data-dir")
         .arg(dir)
+        .env("HUDDLE_PASSPHRASE_FILE", passphrase_file(dir))
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -70,6 +82,7 @@ impl Run {
         let mut cmd = std::process::Command::new(huddle_bin());
         cmd.arg("--data-dir")
             .arg(dir)
+            .env("HUDDLE_PASSPHRASE_FILE", passphrase_file(dir))
             .arg("--json")
             .args(["run", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
             .args(["--api", "127.0.0.1:0"]);

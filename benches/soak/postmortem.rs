@@ -14,7 +14,14 @@ use huddle::ConversationId;
 
 /// `conv` is a conversation id, or `all` for every conversation indexed.
 pub fn inspect(dir: &Path, conv: &str) -> Result<String, String> {
-    let store = SledStore::open(dir).map_err(|e| e.to_string())?;
+    let unlocked = huddle::datadir::DataDir::with_passphrase(
+        dir,
+        huddle::datadir::Passphrase::File(super::child::passphrase_file(dir)),
+    );
+    let store: SledStore = unlocked
+        .open_store()
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
     if conv != "all" {
         let id: ConversationId = conv.parse().map_err(|_| format!("{conv}: not an id"))?;
         return one(&store, id);

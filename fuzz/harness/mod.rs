@@ -19,6 +19,7 @@
 pub mod mesh;
 
 pub mod api;
+pub mod atrest;
 pub mod blobs;
 pub mod decoders;
 pub mod peer;
@@ -44,6 +45,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("api_json", api::api_json),
     ("member_peer", peer::member_peer),
     ("blobs", blobs::blobs),
+    ("atrest", atrest::atrest),
 ];
 
 /// A damage done to genuine bytes (a frame, a record): the same kinds the

@@ -147,6 +147,16 @@ impl ApiClient {
         self.get(&format!("/v1/conversations/{id}/messages{q}"))
     }
 
+    /// What an export of the conversation needs, from `since` (ms) on.
+    pub fn export_input(
+        &self,
+        id: &ConversationId,
+        since: Option<u64>,
+    ) -> Result<crate::export::ExportInput, ClientError> {
+        let q = since.map(|s| format!("?since={s}")).unwrap_or_default();
+        self.get(&format!("/v1/conversations/{id}/export{q}"))
+    }
+
     pub fn directory(&self) -> Result<Vec<Member>, ClientError> {
         self.get("/v1/directory")
     }

@@ -147,6 +147,7 @@ fn router(state: Shared) -> Router {
         .route("/v1/conversations", get(chats).post(create))
         .route("/v1/conversations/{id}/messages", get(history).post(send))
         .route("/v1/conversations/{id}/read", post(mark_read))
+        .route("/v1/conversations/{id}/export", get(export))
         .route("/v1/conversations/{id}/messages/{message}/ack", post(ack))
         .route("/v1/messages", get(find_messages))
         .route("/v1/directory", get(directory))
@@ -383,6 +384,29 @@ async fn history(
             super::blobs::enrich(s.handle.blobs(), id, &mut page);
             Json(page)
         })
+        .map_err(Fail::from)
+}
+
+#[derive(Deserialize)]
+struct Since {
+    /// Only messages the author sent at or after this time (ms since the
+    /// epoch).
+    since: Option<u64>,
+}
+
+/// What an export of the conversation needs (`api::views::export_input`):
+/// the CLI turns it into FHIR or huddle's plain form.
+async fn export(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Query<Since>,
+) -> Answer<crate::export::ExportInput> {
+    let id = conversation_id(&id)?;
+    let now = crate::net::now_ms();
+    s.handle
+        .query(move |n| views::export_input(n, &id, q.since, now).ok_or_else(|| n.missing(id)))
+        .await?
+        .map(Json)
         .map_err(Fail::from)
 }
 

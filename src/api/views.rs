@@ -112,6 +112,39 @@ fn message(m: crate::node::RenderedMessage) -> HistoryMessage {
     }
 }
 
+/// What an export of conversation `id` is made from (`crate::export`):
+/// the conversation, the directory, its history from `since_ms` on (the
+/// author's time) with each message's signed entry, this device, and
+/// `now_ms` as the export time. `None` when the conversation is not held.
+pub fn export_input(
+    node: &Node,
+    id: &ConversationId,
+    since_ms: Option<u64>,
+    now_ms: u64,
+) -> Option<crate::export::ExportInput> {
+    let conversation = chats(node).into_iter().find(|c| c.id == *id)?;
+    let messages: Vec<HistoryMessage> = history(node, id, None)?
+        .into_iter()
+        .filter(|m| since_ms.is_none_or(|s| m.time_ms >= s))
+        .collect();
+    let wanted: std::collections::BTreeSet<MessageId> = messages.iter().map(|m| m.id).collect();
+    let signed = node
+        .conversation(id)?
+        .messages()
+        .filter(|m| wanted.contains(&m.id()))
+        .map(crate::export::SignedEntry::of)
+        .collect();
+    Some(crate::export::ExportInput {
+        conversation: (&conversation).into(),
+        members: directory(node),
+        messages,
+        signed,
+        device: node.device_id(),
+        exported_ms: now_ms,
+        since_ms,
+    })
+}
+
 /// The team directory, one entry per member (a member may have several
 /// devices), sorted by name.
 pub fn directory(node: &Node) -> Vec<Member> {

@@ -1,8 +1,9 @@
 //! Blobs on disk (protocol/storage.md §6): one file per blob under
 //! `blobs/`, chunk-aligned, named by a keyed hash of the blob's hash (a
-//! device key of its own, `blobs/key`), so a file name says nothing about
-//! which file it holds and the security officer's encryption can seal each
-//! chunk in place and keep range reads.
+//! device key of its own, `blobs/key`, or in an encrypted data directory
+//! one derived from the data key), so a file name says nothing about which
+//! file it holds. In an encrypted data directory each chunk is sealed in
+//! place (`store/disk.rs`, storage.md §8.3), keeping range reads.
 //!
 //! Per blob: `<name>.data` (its bytes at their offsets; a chunk not yet
 //! fetched reads as zeros), `<name>.outline` (the chaining values, once
@@ -22,14 +23,15 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use disk::Disk;
+
 pub use super::meta::Key;
 use super::meta::{BlobHash, MAX_BLOB_LEN};
-use super::tree::{chunk_count, chunk_len, outline, verify_chunk, Cv, CHUNK_LEN};
+use super::tree::{chunk_count, outline, verify_chunk, Cv, CHUNK_LEN};
 use crate::ids::{ConversationId, MessageId};
 
 /// The default total of blob bytes a device keeps.
@@ -80,6 +82,9 @@ struct Held {
     origin: Option<MessageId>,
 }
 
+/// The place a `.meta` file is sealed under (its contents name its blob
+/// and conversation, checked on every read).
+const META_PLACE: &[u8] = b"meta";
 /// Bytes of a `.meta` file: size, flags, hash, conversation, and the
 /// message it was first fetched for (zeros for our own).
 const META_LEN: usize = 8 + 1 + 32 + 16 + 16;
@@ -106,7 +111,9 @@ struct Inner {
 
 pub struct BlobStore {
     dir: PathBuf,
-    key: [u8; 32],
+    /// Names the files (`blobs/key`, or derived from the data key).
+    key: zeroize::Zeroizing<[u8; 32]>,
+    disk: Disk,
     inner: Mutex<Inner>,
 }
 
@@ -121,36 +128,51 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 impl BlobStore {
-    /// Opens (creating) the blob directory `dir`.
-    pub fn open(dir: &Path) -> Result<BlobStore, BlobError> {
+    /// Opens (creating) the blob directory `dir`, sealed with `keys` in an
+    /// encrypted data directory. Blobs kept plain there (from before the
+    /// directory was encrypted) are sealed first, each whole before its
+    /// plain files go (`migrate.rs`).
+    pub fn open(dir: &Path, keys: Option<&crate::atrest::Keys>) -> Result<BlobStore, BlobError> {
         fs::create_dir_all(dir)?;
-        let key_path = dir.join(KEY_FILE);
-        let key = match fs::read(&key_path) {
-            Ok(k) if k.len() == 32 => k.try_into().expect("32 bytes"),
-            Ok(_) => return Err(io::Error::other("blobs/key is damaged").into()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let mut k = [0u8; 32];
-                getrandom(&mut k)?;
-                let tmp = dir.join("key.tmp");
-                let mut f = File::create(&tmp)?;
-                f.write_all(&k)?;
-                f.sync_all()?;
-                fs::rename(&tmp, &key_path)?;
-                sync_dir(dir)?;
-                k
-            }
-            Err(e) => return Err(e.into()),
+        let Some(keys) = keys else {
+            let key = disk::plain_name_key(dir, KEY_FILE)?;
+            return BlobStore::open_with(dir, key, Disk::new(None));
         };
+        let store = BlobStore::open_with(
+            dir,
+            keys.blob_names.clone(),
+            Disk::new(Some(keys.blobs.clone())),
+        )?;
+        if dir.join(KEY_FILE).exists() {
+            let plain =
+                BlobStore::open_with(dir, disk::plain_name_key(dir, KEY_FILE)?, Disk::new(None))?;
+            migrate::seal_all(&plain, &store)?;
+            fs::remove_file(dir.join(KEY_FILE))?;
+            sync_dir(dir)?;
+        }
+        BlobStore::open_with(
+            dir,
+            keys.blob_names.clone(),
+            Disk::new(Some(keys.blobs.clone())),
+        )
+    }
+
+    fn open_with(
+        dir: &Path,
+        key: zeroize::Zeroizing<[u8; 32]>,
+        disk: Disk,
+    ) -> Result<BlobStore, BlobError> {
         let mut used = 0;
         for e in fs::read_dir(dir)? {
             let e = e?;
             if e.file_name().to_string_lossy().ends_with(".data") {
-                used += e.metadata()?.len();
+                used += disk.size_of(e.metadata()?.len());
             }
         }
         Ok(BlobStore {
             dir: dir.to_owned(),
             key,
+            disk,
             inner: Mutex::new(Inner {
                 used,
                 quota: DEFAULT_QUOTA,
@@ -175,6 +197,7 @@ impl BlobStore {
 
     fn path(&self, key: &Key, ext: &str) -> PathBuf {
         let name = blake3::keyed_hash(&self.key, &[&key.conversation.0[..], &key.hash.0].concat());
+        // (The same 16 bytes whether the key is plain or derived.)
         let hex = data_encoding::HEXLOWER.encode(&name.as_bytes()[..16]);
         self.dir.join(format!("{hex}.{ext}"))
     }
@@ -185,17 +208,23 @@ impl BlobStore {
         b.extend_from_slice(&key.hash.0);
         b.extend_from_slice(&key.conversation.0);
         b.extend_from_slice(&h.origin.unwrap_or(MessageId([0; 16])).0);
-        let tmp = self.path(key, "meta.tmp");
-        fs::write(&tmp, &b)?;
-        File::open(&tmp)?.sync_all()?;
-        fs::rename(&tmp, self.path(key, "meta"))
+        self.disk
+            .write_small(&self.path(key, "meta"), META_PLACE, &b, true)
+    }
+
+    fn outline_place(hash: &BlobHash) -> Vec<u8> {
+        [b"outline".as_slice(), &hash.0].concat()
     }
 
     /// Reads what the disk holds of `key`, verifying every chunk.
     fn load(&self, key: &Key) -> io::Result<Option<Held>> {
-        let meta = match read_at_most(&self.path(key, "meta"), META_LEN as u64) {
+        let meta = match self
+            .disk
+            .read_small(&self.path(key, "meta"), META_PLACE, META_LEN as u64)
+        {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => return Ok(None),
             Err(e) => return Err(e),
         };
         if meta.len() != META_LEN || meta[9..41] != key.hash.0 || meta[41..57] != key.conversation.0
@@ -211,7 +240,11 @@ impl BlobStore {
         let outline = if n == 1 {
             Some(Vec::new())
         } else {
-            match read_at_most(&self.path(key, "outline"), MAX_OUTLINE_FILE) {
+            match self.disk.read_small(
+                &self.path(key, "outline"),
+                &Self::outline_place(hash),
+                MAX_OUTLINE_FILE,
+            ) {
                 Ok(b) if b.len() == n * 32 => {
                     let cvs: Vec<Cv> = b.chunks(32).map(|c| c.try_into().expect("32")).collect();
                     hash.outlines(&cvs, size).then_some(cvs)
@@ -222,13 +255,9 @@ impl BlobStore {
         let mut have = vec![false; n];
         if let Some(o) = &outline {
             let f = File::open(self.path(key, "data"))?;
-            let mut buf = vec![0u8; CHUNK_LEN as usize];
             for (i, h) in have.iter_mut().enumerate() {
-                let len = chunk_len(size, i as u64) as usize;
-                if f.read_exact_at(&mut buf[..len], i as u64 * CHUNK_LEN)
-                    .is_ok()
-                {
-                    *h = verify_chunk(&hash.0, size, o, i as u64, &buf[..len]);
+                if let Some(chunk) = self.disk.read_chunk(&f, &hash.0, size, i as u64)? {
+                    *h = verify_chunk(&hash.0, size, o, i as u64, &chunk);
                 }
             }
         }
@@ -279,16 +308,18 @@ impl BlobStore {
         }
         self.reserve(&key, size, None, true)?;
         let o = outline(bytes);
-        let mut f = OpenOptions::new()
+        let f = OpenOptions::new()
             .write(true)
             .open(self.path(&key, "data"))?;
-        f.write_all(bytes)?;
+        self.disk.write_all(&f, &hash.0, bytes)?;
         f.sync_all()?;
         if !o.is_empty() {
-            let tmp = self.path(&key, "outline.tmp");
-            fs::write(&tmp, o.concat())?;
-            File::open(&tmp)?.sync_all()?;
-            fs::rename(&tmp, self.path(&key, "outline"))?;
+            self.disk.write_small(
+                &self.path(&key, "outline"),
+                &Self::outline_place(&hash),
+                &o.concat(),
+                true,
+            )?;
         }
         let held = Held {
             size,
@@ -365,7 +396,7 @@ impl BlobStore {
             .write(true)
             .truncate(true)
             .open(self.path(key, "data"))?;
-        f.set_len(size)?;
+        f.set_len(self.disk.data_len(size))?;
         let held = Held {
             size,
             outline: (chunk_count(size) == 1).then(Vec::new),
@@ -404,7 +435,12 @@ impl BlobStore {
 
     /// Keeps a verified outline.
     pub fn put_outline(&self, key: &Key, cvs: &[Cv]) -> Result<(), BlobError> {
-        fs::write(self.path(key, "outline"), cvs.concat())?;
+        self.disk.write_small(
+            &self.path(key, "outline"),
+            &Self::outline_place(&key.hash),
+            &cvs.concat(),
+            false,
+        )?;
         self.with(key, |h| h.outline = Some(cvs.to_vec()))?;
         Ok(())
     }
@@ -414,7 +450,8 @@ impl BlobStore {
         let f = OpenOptions::new()
             .write(true)
             .open(self.path(key, "data"))?;
-        f.write_all_at(bytes, u64::from(index) * CHUNK_LEN)?;
+        self.disk
+            .write_chunk(&f, &key.hash.0, index.into(), bytes)?;
         self.with(key, |h| {
             if let Some(x) = h.have.get_mut(index as usize) {
                 *x = true;
@@ -440,14 +477,14 @@ impl BlobStore {
         let (Some(outline), true) = (outline, held) else {
             return Ok(None);
         };
-        let mut buf = vec![0u8; chunk_len(size, index.into()) as usize];
-        File::open(self.path(key, "data"))?
-            .read_exact_at(&mut buf, u64::from(index) * CHUNK_LEN)?;
-        if !verify_chunk(&key.hash.0, size, &outline, index.into(), &buf) {
+        let f = File::open(self.path(key, "data"))?;
+        let read = self.disk.read_chunk(&f, &key.hash.0, size, index.into())?;
+        let Some(buf) = read.filter(|b| verify_chunk(&key.hash.0, size, &outline, index.into(), b))
+        else {
             // The disk changed under us: held no longer.
             self.with(key, |h| h.have[index as usize] = false)?;
             return Ok(None);
-        }
+        };
         Ok(Some(buf))
     }
 
@@ -457,9 +494,8 @@ impl BlobStore {
         if !s.complete() || start > end || end > s.size {
             return Err(BlobError::NotHeld);
         }
-        let mut buf = vec![0u8; (end - start) as usize];
-        File::open(self.path(key, "data"))?.read_exact_at(&mut buf, start)?;
-        Ok(buf)
+        let f = File::open(self.path(key, "data"))?;
+        Ok(self.disk.read_range(&f, &key.hash.0, s.size, start, end)?)
     }
 
     /// Marks our own blob as having reached another device.
@@ -483,7 +519,7 @@ impl BlobStore {
             if path.extension().is_none_or(|x| x != "meta") {
                 continue;
             }
-            let Ok(meta) = read_at_most(&path, META_LEN as u64) else {
+            let Ok(meta) = self.disk.read_small(&path, META_PLACE, META_LEN as u64) else {
                 continue;
             };
             if meta.len() != META_LEN || meta[8] & 1 == 1 {
@@ -528,28 +564,12 @@ impl BlobStore {
     }
 }
 
-/// A file's bytes, refused (as `InvalidData`) if it is longer than `max`.
-fn read_at_most(path: &Path, max: u64) -> io::Result<Vec<u8>> {
-    let f = File::open(path)?;
-    if f.metadata()?.len() > max {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "too long"));
-    }
-    let mut b = Vec::new();
-    f.take(max + 1).read_to_end(&mut b)?;
-    Ok(b)
-}
-
 fn origin_of(meta: &[u8]) -> Option<MessageId> {
     let m = MessageId(meta.get(57..73)?.try_into().ok()?);
     (m.0 != [0; 16]).then_some(m)
 }
 
-fn getrandom(buf: &mut [u8]) -> io::Result<()> {
-    use rand_core::RngCore;
-    rand_core::OsRng
-        .try_fill_bytes(buf)
-        .map_err(|e| io::Error::other(e.to_string()))
-}
-
+mod disk;
+mod migrate;
 #[cfg(test)]
 mod tests;

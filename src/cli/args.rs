@@ -14,13 +14,23 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "huddle", version, propagate_version = true)]
 #[command(
-    after_help = "Start here:\n  huddle demo                               see a whole ward in one process\n  huddle init --name \"Ana Silva\" --role nurse\n  huddle team create \"St Mary Ward 7\"\n  huddle run"
+    after_help = "Start here:\n  huddle demo                               see a whole ward in one process\n  huddle init --name \"Ana Silva\" --role nurse      # asks for a passphrase\n  huddle team create \"St Mary Ward 7\"\n  huddle run"
 )]
 pub struct Cli {
     /// Where this device keeps its identity, keys and messages
     /// [default: the platform data directory, e.g. ~/.local/share/huddle]
     #[arg(long, global = true, env = "HUDDLE_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// A file holding the data directory's passphrase (for services: on the
+    /// same disk it protects nothing against a thief) [default: ask at the terminal]
+    #[arg(
+        long,
+        global = true,
+        env = "HUDDLE_PASSPHRASE_FILE",
+        value_name = "FILE"
+    )]
+    pub passphrase_file: Option<PathBuf>,
 
     /// Print machine-readable JSON instead of text
     #[arg(long, global = true)]
@@ -134,6 +144,18 @@ pub enum Cmd {
     )]
     Demo(DemoArgs),
 
+    /// Export a conversation for the patient record: HL7 FHIR R4 or
+    /// huddle's own JSON
+    #[command(
+        after_help = "Examples:\n  huddle export \"Sepsis review\" --fhir --out sepsis-review.fhir.json\n  huddle export \"#charge-nurse\" --fhir --since 2026-12-01\n  huddle export 3fa2 --since 12h > last-shift.json\n\nThe FHIR form is a Bundle (type collection) of Communication resources, one per\nmessage, each with a Provenance carrying its signed entry. Without --fhir the\nexport is huddle's own JSON (format huddle-export/1)."
+    )]
+    Export(ExportArgs),
+
+    /// Encrypt this data directory, or change its passphrase
+    #[command(subcommand)]
+    #[command(after_help = "Examples:\n  huddle passphrase change\n  huddle passphrase set")]
+    Passphrase(PassphraseCmd),
+
     /// Print a shell completion script
     #[command(
         after_help = "Example:\n  huddle completions bash > ~/.local/share/bash-completion/completions/huddle"
@@ -152,6 +174,27 @@ pub struct InitArgs {
     /// A role you hold, e.g. nurse, charge-nurse, physician (repeatable)
     #[arg(long = "role", value_name = "ROLE")]
     pub roles: Vec<String>,
+    /// Keep this data directory unencrypted (demonstrations and tests only:
+    /// a lost laptop then gives away every message on it)
+    #[arg(long)]
+    pub unencrypted: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PassphraseCmd {
+    /// Encrypt a data directory that is not encrypted yet (one from before
+    /// encryption at rest, or made with `init --unencrypted`)
+    #[command(after_help = "Example:\n  huddle passphrase set")]
+    Set,
+    /// Change the passphrase (nothing else is rewritten)
+    #[command(
+        after_help = "Examples:\n  huddle passphrase change\n  huddle --passphrase-file old.txt passphrase change --new-file new.txt"
+    )]
+    Change {
+        /// A file holding the new passphrase [default: ask at the terminal]
+        #[arg(long, value_name = "FILE")]
+        new_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -412,6 +455,22 @@ pub struct HistoryArgs {
     /// Keep printing new messages as they arrive (needs `huddle run`)
     #[arg(long, short)]
     pub follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The conversation: its title, its id, or a unique id prefix
+    pub conversation: String,
+    /// Write an HL7 FHIR R4 Bundle (else huddle's own JSON)
+    #[arg(long)]
+    pub fhir: bool,
+    /// Only messages sent at or after this time: a date (2026-12-01), a
+    /// date and time (2026-12-01T08:00:00Z), or how long ago (12h, 7d)
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Write to this new file instead of stdout (an existing file is kept)
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

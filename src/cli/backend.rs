@@ -30,7 +30,7 @@ impl Backend {
     /// for another command that holds it: `lock.rs`).
     pub fn open(ctx: &Ctx) -> Result<Backend> {
         // Checked first so that a missing identity gets the `init` hint.
-        ctx.dir.identity()?;
+        ctx.dir.identity_exists()?;
         match lock::node_or_store(ctx, || Offline::open(&ctx.dir))? {
             Ok(client) => {
                 tracing::debug!(url = client.url(), "using the running node");
@@ -43,7 +43,7 @@ impl Backend {
     /// The running node, for what only a node can do (`what`): the store
     /// is not opened, so a node starting meanwhile is never kept from it.
     pub fn node(ctx: &Ctx, what: &str) -> Result<Backend> {
-        ctx.dir.identity()?;
+        ctx.dir.identity_exists()?;
         Ok(Backend::Api(lock::node_only(ctx, what)?))
     }
 
@@ -89,6 +89,19 @@ impl Backend {
                 crate::api::enrich_attachments(o.blobs(), *id, &mut page);
                 Ok(page)
             }
+        }
+    }
+
+    /// What an export of the conversation needs (`api::views::export_input`).
+    pub fn export_input(
+        &self,
+        id: &ConversationId,
+        since: Option<u64>,
+    ) -> Result<crate::export::ExportInput> {
+        match self {
+            Backend::Api(c) => Ok(c.export_input(id, since)?),
+            Backend::Offline(o) => views::export_input(o.node(), id, since, super::now_ms())
+                .ok_or_else(|| CliError::from(o.node().missing(*id))),
         }
     }
 

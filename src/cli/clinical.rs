@@ -258,8 +258,13 @@ fn oncall_set(ctx: &Ctx, a: OncallSetArgs) -> Result<()> {
     };
     let mut b = Backend::open(ctx)?;
     let holders = members(&b, &a.members)?;
-    let own = ctx.dir.certificate()?;
-    let holds_role = own.as_ref().is_some_and(|c| c.has_role(&role));
+    // The running node's status says which roles we hold, without opening
+    // the (encrypted) certificate file.
+    let holds_role = if b.is_offline() {
+        ctx.dir.certificate()?.is_some_and(|c| c.has_role(&role))
+    } else {
+        b.status()?.roles.contains(&role)
+    };
     if holds_role {
         b.set_oncall(OnCallRequest {
             role: role.clone(),
@@ -269,7 +274,7 @@ fn oncall_set(ctx: &Ctx, a: OncallSetArgs) -> Result<()> {
         })?;
     } else {
         // Not a holder of the role: as an administrator, with the team key.
-        let (key, _) = admin::authority(&ctx.dir, own).map_err(|_| {
+        let (key, _) = admin::authority(&ctx.dir, ctx.dir.certificate()?).map_err(|_| {
             CliError::new(format!(
                 "you do not hold the role \"{role}\": only its holders, or the device holding the team key, set who is on call"
             ))

@@ -34,7 +34,7 @@ pub fn running_node(ctx: &Ctx) -> Option<ApiClient> {
 pub fn store_for_node(ctx: &Ctx) -> Result<SledStore> {
     let mut wait = Wait::new("another huddle command", "to finish");
     loop {
-        match SledStore::open(ctx.dir.path()) {
+        match ctx.dir.open_store()? {
             Ok(store) => return Ok(store),
             Err(StoreError::Locked { pid }) => {
                 // Another node will not finish: say so at once.

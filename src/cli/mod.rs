@@ -15,8 +15,10 @@ mod backend;
 mod clinical;
 mod demo;
 mod error;
+mod export;
 mod lock;
 mod offline;
+mod passphrase;
 mod render;
 mod resolve;
 mod run;
@@ -166,7 +168,10 @@ fn data_dir(cli: &Cli) -> Result<DataDir> {
             )
         })?,
     };
-    Ok(DataDir::new(path))
+    Ok(DataDir::with_passphrase(
+        path,
+        crate::datadir::passphrase_source(cli.passphrase_file.clone()),
+    ))
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -194,6 +199,8 @@ fn run(cli: Cli) -> Result<()> {
     ctx.dir.protect()?;
     match cli.command {
         Cmd::Init(a) => setup::init(&ctx, a),
+        Cmd::Passphrase(p) => passphrase::run(&ctx, p),
+        Cmd::Export(a) => export::run(&ctx, a),
         Cmd::Whoami => setup::whoami(&ctx),
         Cmd::Team(t) => setup::team(&ctx, t),
         Cmd::Run(a) => run::run(&ctx, a),

@@ -24,7 +24,7 @@ impl Offline {
     pub fn open(dir: &DataDir) -> Result<Offline> {
         let id = dir.identity()?;
         let cert = dir.certificate()?;
-        let store = SledStore::open(dir.path())?;
+        let store = dir.open_store()??;
         // Only what the command needs is read: the index, then the
         // conversations it touches.
         let stored = store::load_lazy(&store, store.loader())?;

@@ -54,6 +54,11 @@ pub(super) async fn listen_addrs(h: &NodeHandle) -> Result<Vec<libp2p::Multiaddr
 
 pub fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
     let id = ctx.dir.identity()?;
+    if !ctx.dir.is_encrypted() {
+        ctx.out.note(
+            "This data directory is not encrypted: a lost or stolen laptop gives away every message on it. `huddle passphrase set` (with the node stopped) encrypts it.",
+        );
+    }
     let cert = ctx.dir.certificate()?.ok_or(CommandError::NoMembership)?;
     match cert.check(&cert.team, now_ms(), &Revocations::default()) {
         Err(CertError::Expired) => {
@@ -205,7 +210,7 @@ async fn start_api(
 /// `huddle open`: a one-time sign-in URL from the running node, opened in
 /// the default browser or printed.
 pub fn open(ctx: &Ctx, a: super::args::OpenArgs) -> Result<()> {
-    ctx.dir.identity()?;
+    ctx.dir.identity_exists()?;
     let client = super::lock::node_only(ctx, "open its screen")?;
     let url = client.login_url()?;
     if a.print || ctx.out.json {

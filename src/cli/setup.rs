@@ -54,6 +54,14 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> Result<()> {
         name,
         roles,
     };
+    if ctx.dir.has_identity() {
+        // The sentence that names the identity already there.
+        ctx.dir.create_identity(&key, &profile)?;
+    }
+    // A directory encrypted by an `init` cut short is unlocked instead.
+    if !a.unencrypted && !ctx.dir.is_encrypted() {
+        ctx.dir.encrypt()?;
+    }
     ctx.dir.create_identity(&key, &profile)?;
     let id = Identity { key, profile };
     if ctx.out.json {
@@ -226,8 +234,10 @@ fn renew_outdated(
     key: &AuthorityKey,
     path: &std::path::Path,
 ) -> Result<Option<Certificate>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?;
+    let text = ctx
+        .dir
+        .certificate_token()?
+        .ok_or_else(|| CliError::new(format!("{} is missing", path.display())))?;
     let Some((team, request)) = crate::membership::outdated_request(&text) else {
         return Ok(None);
     };
@@ -394,13 +404,67 @@ fn revoke(ctx: &Ctx, target: &str) -> Result<()> {
     Ok(())
 }
 
+/// What `team show` says of this device's own membership.
+struct Own {
+    team: crate::ids::TeamId,
+    team_name: String,
+    member: MemberId,
+    display_name: String,
+    expires: u64,
+}
+
 fn show(ctx: &Ctx) -> Result<()> {
-    ctx.dir.identity()?;
-    let cert = installed_certificate(ctx)?.ok_or(crate::node::CommandError::NoMembership)?;
-    let admin = ctx.dir.authority()?.is_some();
+    ctx.dir.identity_exists()?;
+    let admin = ctx.dir.has_authority();
+    // Without a node, the certificate is read (and an administrator's from
+    // an older huddle renewed) before the store is opened.
+    let installed = match super::lock::running_node(ctx) {
+        Some(_) => None,
+        None => Some(installed_certificate(ctx)?),
+    };
     let backend = Backend::open(ctx)?;
+    let status = backend.status()?;
+    // A running node knows its certificate: the encrypted files need not
+    // be opened (nor a passphrase asked for) to show it.
+    let running = match (
+        &status.team,
+        &status.team_name,
+        status.member,
+        &status.name,
+        status.expires,
+    ) {
+        (Some(team), Some(team_name), Some(member), Some(name), Some(expires))
+            if !backend.is_offline() =>
+        {
+            Some(Own {
+                team: *team,
+                team_name: team_name.clone(),
+                member,
+                display_name: name.clone(),
+                expires,
+            })
+        }
+        _ => None,
+    };
+    let cert = match running {
+        Some(own) => own,
+        None => {
+            let c = match installed {
+                Some(c) => c,
+                None => installed_certificate(ctx)?,
+            }
+            .ok_or(crate::node::CommandError::NoMembership)?;
+            Own {
+                team: c.team,
+                team_name: c.team_name,
+                member: c.member,
+                display_name: c.display_name,
+                expires: c.expires,
+            }
+        }
+    };
     let members = backend.directory()?;
-    let revoked = backend.status()?.revoked;
+    let revoked = status.revoked;
     if ctx.out.json {
         ctx.out.print_json(&json!({
             "revoked": revoked,

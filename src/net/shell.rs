@@ -588,5 +588,6 @@ fn duplicate(e: &StoreError) -> StoreError {
         StoreError::Corrupt(s) => StoreError::Corrupt(s.clone()),
         StoreError::Io(s) => StoreError::Io(s.clone()),
         StoreError::NotPrivate(s) => StoreError::NotPrivate(s.clone()),
+        StoreError::Encrypted => StoreError::Encrypted,
     }
 }

@@ -18,7 +18,12 @@ mod memory;
 mod meta;
 pub mod peers;
 #[cfg(feature = "store-sled")]
+#[doc(hidden)]
+pub mod sealed;
+#[cfg(feature = "store-sled")]
 mod sled_store;
+#[cfg(feature = "store-sled")]
+pub(crate) mod upgrade_sealed;
 
 pub use memory::MemoryStore;
 pub use meta::{DocMeta, LastEntry};
@@ -62,6 +67,9 @@ pub enum StoreError {
     /// (`private_dir::PrivateDirError`, as its sentence).
     #[error("{0}")]
     NotPrivate(String),
+    /// The store is encrypted and was opened without its key.
+    #[error("the data directory is encrypted: unlock it with its passphrase")]
+    Encrypted,
 }
 
 /// Key-value pairs in key order.

@@ -19,10 +19,17 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{Store, StoreError, StoreOp};
+use std::sync::Arc;
+
+use super::{sealed, Store, StoreError, StoreOp};
+use crate::atrest::Keys;
 
 const LOCK_FILE: &str = "huddle.lock";
-const DB_DIR: &str = "db";
+/// The plain database (an unencrypted data directory, or one from before
+/// encryption at rest, until it is upgraded).
+pub(super) const DB_DIR: &str = "db";
+/// The encrypted database.
+pub(super) const SEALED_DIR: &str = "sealed";
 const BLOB_DIR: &str = "blobs";
 /// The file inside the sled directory that sled itself `flock`s.
 const SLED_LOCKED_FILE: &str = "db";
@@ -34,6 +41,8 @@ const SLED_RELEASE_DEADLINE: Duration = Duration::from_secs(2);
 pub struct SledStore {
     // Field order matters: sled is dropped before the lock is released.
     db: sled::Db,
+    /// The data key's keys when the data directory is encrypted.
+    seal: Option<Arc<Keys>>,
     /// The attachments' files, under the same lock (`blobs/store.rs`).
     blobs: std::sync::Arc<crate::blobs::store::BlobStore>,
     /// Holds the exclusive lock on `huddle.lock` for the life of the store.
@@ -59,21 +68,58 @@ impl SledStore {
     /// `SledStore` in this one) has the directory open, and with
     /// [`StoreError::NewerFormat`] if the data was written by a newer huddle.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
+        if dir.join(crate::atrest::WRAP_FILE).exists() {
+            return Err(StoreError::Encrypted);
+        }
+        SledStore::open_as(dir, None)
+    }
+
+    /// Opens (creating if needed) the encrypted store in `dir` with the
+    /// data key's `keys` (storage.md §8). A plain store left in `db/` is
+    /// first rewritten, encrypted, into a new database, and its files are
+    /// removed: this is the upgrade of a data directory from before
+    /// encryption at rest, and it goes on after a crash from where it was.
+    pub fn open_sealed(dir: &Path, keys: Arc<Keys>) -> Result<SledStore, StoreError> {
+        SledStore::open_as(dir, Some(keys))
+    }
+
+    /// Encrypts this plain store in `dir` with `keys` (as
+    /// [`SledStore::open_sealed`] does a plain store it finds), without
+    /// letting go of the data directory's lock in between: `huddle
+    /// passphrase set` writes `key.wrap` while it holds this store, so no
+    /// other command can open the plain store meanwhile.
+    pub fn encrypt(self, dir: &Path, keys: Arc<Keys>) -> Result<SledStore, StoreError> {
+        let SledStore {
+            db, blobs, _lock, ..
+        } = self;
+        drop(blobs);
+        drop(db);
+        SledStore::open_locked(dir, Some(keys), _lock)
+    }
+
+    fn open_as(dir: &Path, seal: Option<Arc<Keys>>) -> Result<SledStore, StoreError> {
         create_private_dir(dir)?;
         // Before anything of ours goes in: a directory someone else could
         // write is refused, and what an earlier huddle left readable is
         // made owner-only.
         protect(dir)?;
         let lock = take_lock(&dir.join(LOCK_FILE))?;
+        SledStore::open_locked(dir, seal, lock)
+    }
 
-        let db_dir = dir.join(DB_DIR);
-        wait_for_sled_release(&db_dir.join(SLED_LOCKED_FILE))?;
-        let db = sled::Config::new().path(&db_dir).open().map_err(|e| {
-            sled_error(
-                &format!("cannot open the database in {}", db_dir.display()),
-                e,
-            )
-        })?;
+    fn open_locked(
+        dir: &Path,
+        seal: Option<Arc<Keys>>,
+        lock: Lock,
+    ) -> Result<SledStore, StoreError> {
+        let db_dir = match &seal {
+            None => dir.join(DB_DIR),
+            Some(keys) => {
+                super::upgrade_sealed::finish(dir, keys)?;
+                dir.join(SEALED_DIR)
+            }
+        };
+        let db = open_sled(&db_dir)?;
 
         // sled creates its files with the process's umask, which only the
         // binary sets (`private_dir::owner_only_umask`); a library user
@@ -81,20 +127,27 @@ impl SledStore {
         protect(dir)?;
 
         let blob_dir = dir.join(BLOB_DIR);
-        let blobs = crate::blobs::store::BlobStore::open(&blob_dir).map_err(|e| {
-            io_error(
-                "cannot open the attachments",
-                &blob_dir,
-                std::io::Error::other(e.to_string()),
-            )
-        })?;
+        let blobs =
+            crate::blobs::store::BlobStore::open(&blob_dir, seal.as_deref()).map_err(|e| {
+                io_error(
+                    "cannot open the attachments",
+                    &blob_dir,
+                    std::io::Error::other(e.to_string()),
+                )
+            })?;
         let mut store = SledStore {
             db,
+            seal,
             blobs: std::sync::Arc::new(blobs),
             _lock: lock,
         };
         super::check_format(&mut store)?;
         Ok(store)
+    }
+
+    /// Whether this store encrypts what it keeps.
+    pub fn is_sealed(&self) -> bool {
+        self.seal.is_some()
     }
 
     /// The attachments' files.
@@ -105,7 +158,7 @@ impl SledStore {
     /// A reader of documents for [`super::load_lazy`]: it shares the
     /// database, so it reads what this store has written.
     pub fn loader(&self) -> super::Loader {
-        super::Loader(std::sync::Arc::new(SledReader(self.db.clone())))
+        super::Loader(Arc::new(SledReader(self.db.clone(), self.seal.clone())))
     }
 
     /// Whether another process holds the store of `dir` open now, and its
@@ -139,6 +192,14 @@ impl Store for SledStore {
         // The ops are folded into one key -> final value map first, so that
         // a range delete also removes keys put earlier in the same batch
         // (which the tree cannot see yet) and a later put overrides it.
+        let sealed_ops;
+        let ops = match &self.seal {
+            None => ops,
+            Some(keys) => {
+                sealed_ops = seal_ops(keys, ops);
+                &sealed_ops
+            }
+        };
         let mut writes: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
         for op in ops {
             match op {
@@ -183,35 +244,87 @@ impl Store for SledStore {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.db
-            .get(key)
-            .map(|v| v.map(|v| v.to_vec()))
-            .map_err(|e| sled_error("cannot read the database", e))
+        let read = |key: &[u8]| {
+            self.db
+                .get(key)
+                .map(|v| v.map(|v| v.to_vec()))
+                .map_err(|e| sled_error("cannot read the database", e))
+        };
+        match &self.seal {
+            None => read(key),
+            Some(keys) => {
+                let stored = keys.names.physical(key);
+                read(&stored)?
+                    .map(|v| sealed::open_value(keys, key, &stored, &v))
+                    .transpose()
+            }
+        }
     }
 
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        scan(&self.db, prefix)
+        scan(&self.db, self.seal.as_deref(), prefix)
     }
+}
+
+/// The batch as stored in an encrypted database: hashed keys, sealed
+/// values (a range over one document maps to a range: `atrest::names`).
+fn seal_ops(keys: &Keys, ops: &[StoreOp]) -> Vec<StoreOp> {
+    ops.iter()
+        .map(|op| match op {
+            StoreOp::Put { key, value } => {
+                let (key, value) = sealed::seal(keys, key, value);
+                StoreOp::Put { key, value }
+            }
+            StoreOp::Delete { key } => StoreOp::Delete {
+                key: keys.names.physical(key),
+            },
+            StoreOp::DeleteRange { from, to } => StoreOp::DeleteRange {
+                from: keys.names.physical(from),
+                to: keys.names.physical(to),
+            },
+        })
+        .collect()
 }
 
 /// Every key-value pair under `prefix`, for the store and its reader alike.
-fn scan(db: &sled::Db, prefix: &[u8]) -> Result<super::KeyValues, StoreError> {
-    db.scan_prefix(prefix)
-        .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())))
-        .collect::<Result<_, _>>()
-        .map_err(|e| sled_error("cannot read the database", e))
-}
-
-struct SledReader(sled::Db);
-
-impl super::DocLoader for SledReader {
-    fn load_doc(&self, id: &[u8; 16]) -> Result<super::StoredDoc, StoreError> {
-        super::doc_from_records(scan(&self.0, &super::keys::doc_prefix(id))?)
+fn scan(db: &sled::Db, seal: Option<&Keys>, prefix: &[u8]) -> Result<super::KeyValues, StoreError> {
+    let stored = |prefix: &[u8]| {
+        db.scan_prefix(prefix).map(|kv| {
+            kv.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .map_err(|e| sled_error("cannot read the database", e))
+        })
+    };
+    match seal {
+        None => stored(prefix).collect(),
+        Some(keys) => sealed::open_scan(keys, prefix, stored(&keys.names.physical(prefix))),
     }
 }
 
+struct SledReader(sled::Db, Option<Arc<Keys>>);
+
+impl super::DocLoader for SledReader {
+    fn load_doc(&self, id: &[u8; 16]) -> Result<super::StoredDoc, StoreError> {
+        super::doc_from_records(scan(
+            &self.0,
+            self.1.as_deref(),
+            &super::keys::doc_prefix(id),
+        )?)
+    }
+}
+
+/// Opens the sled database in `db_dir`.
+pub(super) fn open_sled(db_dir: &Path) -> Result<sled::Db, StoreError> {
+    wait_for_sled_release(&db_dir.join(SLED_LOCKED_FILE))?;
+    sled::Config::new().path(db_dir).open().map_err(|e| {
+        sled_error(
+            &format!("cannot open the database in {}", db_dir.display()),
+            e,
+        )
+    })
+}
+
 /// Turns a sled error into one sentence: `doing` says what we were doing.
-fn sled_error(doing: &str, e: sled::Error) -> StoreError {
+pub(super) fn sled_error(doing: &str, e: sled::Error) -> StoreError {
     match e {
         sled::Error::Io(e) => StoreError::Io(format!("{doing}: {e}")),
         sled::Error::Corruption { at, .. } => StoreError::Corrupt(match at {
@@ -228,7 +341,7 @@ fn sled_error(doing: &str, e: sled::Error) -> StoreError {
     }
 }
 
-fn io_error(doing: &str, path: &Path, e: std::io::Error) -> StoreError {
+pub(super) fn io_error(doing: &str, path: &Path, e: std::io::Error) -> StoreError {
     StoreError::Io(format!("{doing} {}: {e}", path.display()))
 }
 

@@ -17,15 +17,52 @@ use serde_json::Value;
 /// How long any condition in these tests may take to become true.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
-/// `huddle --data-dir <dir>`, isolated from the environment.
+/// `huddle --data-dir <dir>`, isolated from the environment, with the
+/// directory's passphrase ([`unlock_env`]).
 pub fn huddle(dir: &Path) -> Command {
     let mut c = Command::cargo_bin("huddle").expect("the huddle binary is built");
     c.arg("--data-dir")
         .arg(dir)
         .env_remove("HUDDLE_DATA_DIR")
         .env_remove("RUST_LOG")
+        .envs(unlock_env(dir))
         .timeout(Duration::from_secs(60));
     c
+}
+
+/// The store of a data directory the CLI made, unlocked as the CLI does.
+pub fn open_store(dir: &Path) -> anyhow::Result<huddle::store::SledStore> {
+    let dir = huddle::datadir::DataDir::with_passphrase(
+        dir,
+        huddle::datadir::Passphrase::File(passphrase_file(dir)),
+    );
+    Ok(dir.open_store()??)
+}
+
+/// The passphrase file of the data directory `dir` in these tests (beside
+/// it, as `<dir>.passphrase`), written on first use.
+pub fn passphrase_file(dir: &Path) -> PathBuf {
+    let path = dir.with_extension("passphrase");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    if let Ok(mut f) = options.open(&path) {
+        std::io::Write::write_all(&mut f, b"a test passphrase\n").expect("write the passphrase");
+    }
+    path
+}
+
+/// What a `huddle` process on `dir` is given to unlock it: its passphrase
+/// file (so `init` encrypts the directory and every command opens it), and
+/// Argon2id's cheapest parameters (honoured by debug builds only: the suite
+/// starts hundreds of processes).
+pub fn unlock_env(dir: &Path) -> [(&'static str, std::ffi::OsString); 2] {
+    [
+        (
+            "HUDDLE_PASSPHRASE_FILE",
+            passphrase_file(dir).into_os_string(),
+        ),
+        ("HUDDLE_TEST_FAST_KDF", "1".into()),
+    ]
 }
 
 /// Runs `huddle --json <args>` and parses its stdout.
@@ -71,13 +108,25 @@ pub struct Device {
     pub member: String,
 }
 
-/// `huddle init` in `root/<slug>`.
+/// `huddle init` in `root/<slug>` (encrypted, with [`passphrase_file`]).
 pub fn init(root: &Path, slug: &str, name: &str, roles: &[&str]) -> anyhow::Result<Device> {
+    init_with(root, slug, name, roles, &[])
+}
+
+/// [`init`] with more `init` arguments.
+pub fn init_with(
+    root: &Path,
+    slug: &str,
+    name: &str,
+    roles: &[&str],
+    extra: &[&str],
+) -> anyhow::Result<Device> {
     let dir = root.join(slug);
     let mut args = vec!["init", "--name", name];
     for r in roles {
         args.extend(["--role", r]);
     }
+    args.extend(extra);
     ok(&dir, &args)?;
     let me = json(&dir, &["whoami"])?;
     Ok(Device {
@@ -171,6 +220,7 @@ impl Running {
             ])
             .env_remove("HUDDLE_DATA_DIR")
             .env_remove("RUST_LOG")
+            .envs(unlock_env(&dev.dir))
             .stdin(Stdio::null())
             .stdout(File::create(dev.dir.with_extension("stdout"))?)
             .stderr(File::create(&err_path)?);

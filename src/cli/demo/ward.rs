@@ -15,12 +15,11 @@ use tokio::task::JoinHandle;
 use crate::api::ApiServer;
 use crate::cli::{now_ms, CliError, Result};
 use crate::crypto::{AuthorityKey, DeviceKey};
-use crate::datadir::{DataDir, Profile};
+use crate::datadir::{DataDir, Passphrase, Profile};
 use crate::ids::{ConversationId, MemberId};
 use crate::membership::CertificateRequest;
 use crate::net::{self, NodeHandle, ShellConfig, ShellError};
 use crate::node::{Command, Node, NodeConfig, Reply};
-use crate::store::SledStore;
 
 /// Everyone the demo can cast, in order; a ward of n uses the first n.
 pub const CAST: [(&str, &str, &[&str]); 5] = [
@@ -61,9 +60,21 @@ impl Ward {
     pub fn create(root: &Path, n: usize, mdns: bool) -> Result<Ward> {
         let authority = AuthorityKey::generate(&mut OsRng);
         let now = now_ms();
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder
+            .create(root)
+            .map_err(|e| CliError::new(format!("cannot create {}: {e}", root.display())))?;
         let mut devices = Vec::new();
         for (slug, name, roles) in CAST.iter().take(n) {
-            let dir = DataDir::new(root.join(slug));
+            // Encrypted like any device, under a random passphrase kept
+            // beside it (a demonstration has no one to type it).
+            let pass_file = root.join(format!("{slug}.passphrase"));
+            write_passphrase(&pass_file)?;
+            let dir = DataDir::with_passphrase(root.join(slug), Passphrase::File(pass_file));
+            dir.encrypt()?;
             let key = DeviceKey::generate(&mut OsRng);
             let member = MemberId::random(&mut OsRng);
             let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
@@ -112,7 +123,7 @@ impl Ward {
         let d = &mut self.devices[i];
         let id = d.dir.identity()?;
         let cert = d.dir.certificate()?;
-        let store = SledStore::open(d.dir.path())?;
+        let store = d.dir.open_store()??;
         let config = ShellConfig {
             key: id.key,
             certificate: cert,
@@ -229,4 +240,20 @@ impl Ward {
         })
         .await
     }
+}
+
+/// A random passphrase in a new owner-only file.
+fn write_passphrase(path: &Path) -> Result<()> {
+    use std::io::Write;
+    let mut bytes = [0u8; 20];
+    rand_core::RngCore::fill_bytes(&mut OsRng, &mut bytes);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options
+        .open(path)
+        .map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))?;
+    writeln!(f, "{}", data_encoding::BASE32_NOPAD.encode(&bytes))
+        .map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))
 }

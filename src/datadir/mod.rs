@@ -7,22 +7,29 @@
 //!
 //! | file | holds |
 //! |---|---|
+//! | `key.wrap` | the data key, wrapped by the passphrase (`atrest::wrap`) |
 //! | `device.key` | the device's Ed25519 secret, hex |
 //! | `profile.json` | member id, display name, roles |
 //! | `certificate` | the membership certificate, as its text token |
 //! | `team.key` | the team authority's secret, hex (administrators only) |
 //! | `api.json` | url and bearer token of the running node's local API |
-//! | `db/`, `huddle.lock` | the sled store (see `store::SledStore`) |
+//! | `sealed/` (`db/` if unencrypted), `blobs/`, `huddle.lock` | the store (see `store::SledStore`) |
+//!
+//! In an encrypted data directory (one with `key.wrap`: storage.md §8) the
+//! four files of the identity are sealed with the data key (`unlock.rs`),
+//! and so is everything in the store; `api.json` is not (it lives only
+//! while the node runs, and tells other commands where to find it).
 //!
 //! Invariants: the CLI reads and writes only a directory that
 //! [`DataDir::protect`] has passed; a secret is never overwritten (creating
 //! an identity or an authority key where one exists is refused); every file
 //! is written whole (temporary file, fsync, rename) so a crash never leaves
-//! half a key.
+//! half a key; an encrypted directory is never written a plain secret.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -30,6 +37,10 @@ use thiserror::Error;
 use crate::crypto::{AuthorityKey, DeviceKey};
 use crate::ids::{DeviceId, MemberId};
 use crate::membership::{Certificate, TokenError};
+
+mod unlock;
+
+pub use unlock::{source as passphrase_source, Passphrase};
 
 const DEVICE_KEY: &str = "device.key";
 const PROFILE: &str = "profile.json";
@@ -43,8 +54,13 @@ const API: &str = "api.json";
 pub enum DataDirError {
     #[error("no identity in {0}: run `huddle init --name \"Your Name\" --role your-role` first")]
     NoIdentity(PathBuf),
-    #[error("{dir} already holds the identity of device {device}; refusing to overwrite it (use another --data-dir for a second identity)")]
-    IdentityExists { dir: PathBuf, device: DeviceId },
+    #[error("{dir} already holds the identity of {}; refusing to overwrite it (use another --data-dir for a second identity)", device.map(|d| format!("device {d}")).unwrap_or_else(|| "a device".into()))]
+    IdentityExists {
+        dir: PathBuf,
+        /// Named when it could be read (an encrypted directory needs its
+        /// passphrase for that, and is not asked for it here).
+        device: Option<DeviceId>,
+    },
     #[error("this device already holds a team authority key ({0}); refusing to overwrite it")]
     AuthorityExists(PathBuf),
     #[error("{0} holds a membership certificate from an older huddle: ask your team admin for a new token and install it with `huddle team join` (on the admin's own device, `huddle team show` renews it)")]
@@ -53,6 +69,12 @@ pub enum DataDirError {
     Damaged { path: PathBuf, why: String },
     #[error(transparent)]
     NotPrivate(#[from] crate::private_dir::PrivateDirError),
+    #[error("{0}")]
+    Locked(String),
+    #[error("wrong passphrase for {0}")]
+    WrongPassphrase(PathBuf),
+    #[error("{0}")]
+    Passphrase(String),
     #[error("cannot {doing} {path}: {error}")]
     Io {
         doing: &'static str,
@@ -93,15 +115,18 @@ pub struct ApiInfo {
     pub pid: u32,
 }
 
-/// One device's data directory.
+/// One device's data directory. Clones share its unlocked keys.
 #[derive(Clone, Debug)]
 pub struct DataDir {
     path: PathBuf,
+    unlock: Arc<unlock::Unlock>,
 }
 
 impl DataDir {
+    /// A data directory that asks for no passphrase (an encrypted one
+    /// then refuses to open: see [`DataDir::with_passphrase`]).
     pub fn new(path: impl Into<PathBuf>) -> DataDir {
-        DataDir { path: path.into() }
+        DataDir::with_passphrase(path, Passphrase::None)
     }
 
     /// The platform default: `<data dir>/huddle` (e.g.
@@ -144,32 +169,47 @@ impl DataDir {
         self.file(DEVICE_KEY).exists()
     }
 
+    /// [`DataDirError::NoIdentity`] unless an identity is there (without
+    /// reading it, so an encrypted directory is not unlocked for this).
+    pub fn identity_exists(&self) -> Result<(), DataDirError> {
+        if self.has_identity() {
+            Ok(())
+        } else {
+            Err(DataDirError::NoIdentity(self.path.clone()))
+        }
+    }
+
     /// Writes a new identity; refuses if one is there already.
     pub fn create_identity(&self, key: &DeviceKey, profile: &Profile) -> Result<(), DataDirError> {
         if self.has_identity() {
-            let existing = self.identity()?;
+            let device = match self.is_encrypted() {
+                true => None,
+                false => Some(self.identity()?.device_id()),
+            };
             return Err(DataDirError::IdentityExists {
                 dir: self.path.clone(),
-                device: existing.device_id(),
+                device,
             });
         }
         self.create()?;
         self.save_profile(profile)?;
-        write_private(&self.file(DEVICE_KEY), &hex_secret(&key.secret()))
+        self.write_secret(DEVICE_KEY, &hex_secret(&key.secret()))
     }
 
     /// Reads the device key and profile.
     pub fn identity(&self) -> Result<Identity, DataDirError> {
         let key_path = self.file(DEVICE_KEY);
-        let Some(text) = read_optional(&key_path)? else {
+        let Some(text) = self.read_secret(DEVICE_KEY)? else {
             return Err(DataDirError::NoIdentity(self.path.clone()));
         };
         let key = DeviceKey::from_secret(parse_secret(&key_path, &text)?);
         let profile_path = self.file(PROFILE);
-        let profile_text = read_optional(&profile_path)?.ok_or_else(|| DataDirError::Damaged {
-            path: profile_path.clone(),
-            why: "the file is missing".into(),
-        })?;
+        let profile_text = self
+            .read_secret(PROFILE)?
+            .ok_or_else(|| DataDirError::Damaged {
+                path: profile_path.clone(),
+                why: "the file is missing".into(),
+            })?;
         let profile = serde_json::from_str(&profile_text).map_err(|e| DataDirError::Damaged {
             path: profile_path,
             why: e.to_string(),
@@ -179,13 +219,19 @@ impl DataDir {
 
     pub fn save_profile(&self, profile: &Profile) -> Result<(), DataDirError> {
         let text = serde_json::to_string_pretty(profile).expect("a profile serializes");
-        write_private(&self.file(PROFILE), &(text + "\n"))
+        self.write_secret(PROFILE, &(text + "\n"))
+    }
+
+    /// Whether this device holds the team authority key (without reading
+    /// it, so an encrypted directory is not unlocked for this).
+    pub fn has_authority(&self) -> bool {
+        self.file(TEAM_KEY).exists()
     }
 
     /// The team authority key, if this device holds one.
     pub fn authority(&self) -> Result<Option<AuthorityKey>, DataDirError> {
         let path = self.file(TEAM_KEY);
-        match read_optional(&path)? {
+        match self.read_secret(TEAM_KEY)? {
             None => Ok(None),
             Some(text) => Ok(Some(AuthorityKey::from_secret(parse_secret(&path, &text)?))),
         }
@@ -197,13 +243,13 @@ impl DataDir {
         if path.exists() {
             return Err(DataDirError::AuthorityExists(path));
         }
-        write_private(&path, &hex_secret(&key.secret()))
+        self.write_secret(TEAM_KEY, &hex_secret(&key.secret()))
     }
 
     /// The installed membership certificate, if any.
     pub fn certificate(&self) -> Result<Option<Certificate>, DataDirError> {
         let path = self.file(CERTIFICATE);
-        match read_optional(&path)? {
+        match self.read_secret(CERTIFICATE)? {
             None => Ok(None),
             Some(text) => Certificate::from_token(&text)
                 .map(Some)
@@ -217,8 +263,14 @@ impl DataDir {
         }
     }
 
+    /// The installed certificate's token as it is stored (opened if it is
+    /// sealed), even when it does not parse as a current certificate.
+    pub fn certificate_token(&self) -> Result<Option<String>, DataDirError> {
+        Ok(self.read_secret(CERTIFICATE)?.map(|t| t.to_string()))
+    }
+
     pub fn save_certificate(&self, cert: &Certificate) -> Result<(), DataDirError> {
-        write_private(&self.file(CERTIFICATE), &(cert.to_token() + "\n"))
+        self.write_secret(CERTIFICATE, &(cert.to_token() + "\n"))
     }
 
     /// The running node's API, as it recorded it (the node may have died
@@ -278,6 +330,11 @@ fn read_optional(path: &Path) -> Result<Option<String>, DataDirError> {
 
 /// Writes `text` to `path` owner-only, whole or not at all.
 fn write_private(path: &Path, text: &str) -> Result<(), DataDirError> {
+    write_private_bytes(path, text.as_bytes())
+}
+
+/// Writes `bytes` to `path` owner-only, whole or not at all.
+fn write_private_bytes(path: &Path, bytes: &[u8]) -> Result<(), DataDirError> {
     let tmp = path.with_extension("tmp");
     let io = |doing: &'static str, error: std::io::Error| DataDirError::Io {
         doing,
@@ -290,7 +347,7 @@ fn write_private(path: &Path, text: &str) -> Result<(), DataDirError> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
     let mut f = opts.open(&tmp).map_err(|e| io("write", e))?;
-    f.write_all(text.as_bytes())
+    f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .map_err(|e| io("write", e))?;
     drop(f);
