@@ -19,7 +19,20 @@ pub(crate) struct Gen {
 
 impl Gen {
     pub(crate) fn open(id: &Ident, dir: &Path) -> Gen {
-        let store = SledStore::open(dir).expect("open store");
+        Gen::open_with(id, dir, None)
+    }
+
+    /// [`Gen::open`] on an encrypted store when given its keys.
+    pub(crate) fn open_with(
+        id: &Ident,
+        dir: &Path,
+        seal: Option<Arc<huddle::atrest::Keys>>,
+    ) -> Gen {
+        let store = match seal {
+            Some(keys) => SledStore::open_sealed(dir, keys),
+            None => SledStore::open(dir),
+        }
+        .expect("open store");
         let stored = huddle::store::load(&store).expect("load store");
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let node = Node::new(
