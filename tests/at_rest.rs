@@ -218,6 +218,7 @@ fn a_running_node_serves_commands_without_the_passphrase() -> anyhow::Result<()>
         &["chats"],
         &["history", "nurse"],
         &["team", "show"],
+        &["whoami"],
         &["oncall", "set", "nurse", "Ana Silva", "--for", "12h"],
     ] {
         let out = bare(args)?;

@@ -89,20 +89,29 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> Result<()> {
 }
 
 pub fn whoami(ctx: &Ctx) -> Result<()> {
-    let id = ctx.dir.identity()?;
-    let cert = ctx.dir.certificate()?;
-    let admin = ctx.dir.authority()?.is_some();
+    ctx.dir.identity_exists()?;
+    let admin = ctx.dir.has_authority();
     let node = super::lock::running_node(ctx);
+    // A running node says who it is: the encrypted files need not be
+    // opened (nor a passphrase asked for) to show it.
+    let status = node.as_ref().and_then(|c| c.status().ok());
+    let (who, id) = match status.as_ref().and_then(Who::of_status) {
+        Some(who) => (who, None),
+        None => {
+            let id = ctx.dir.identity()?;
+            (Who::of_files(&id, ctx.dir.certificate()?), Some(id))
+        }
+    };
     if ctx.out.json {
         ctx.out.print_json(&json!({
-            "device": id.device_id(),
-            "member": id.profile.member,
-            "name": id.profile.name,
-            "roles": id.profile.roles,
-            "team": cert.as_ref().map(|c| c.team),
-            "team_name": cert.as_ref().map(|c| c.team_name.clone()),
-            "fingerprint": cert.as_ref().map(|c| c.team.fingerprint()),
-            "expires": cert.as_ref().map(|c| c.expires),
+            "device": who.device,
+            "member": who.member,
+            "name": who.name,
+            "roles": who.roles,
+            "team": who.team.as_ref().map(|t| t.0),
+            "team_name": who.team.as_ref().map(|t| t.1.clone()),
+            "fingerprint": who.team.as_ref().map(|t| t.0.fingerprint()),
+            "expires": who.team.as_ref().map(|t| t.2),
             "administrator": admin,
             "node_running": node.is_some(),
             "api_url": node.as_ref().map(|c| c.url().to_owned()),
@@ -110,33 +119,35 @@ pub fn whoami(ctx: &Ctx) -> Result<()> {
         }));
         return Ok(());
     }
-    let roles = if id.profile.roles.is_empty() {
+    let roles = if who.roles.is_empty() {
         "no roles".into()
     } else {
-        id.profile.roles.join(", ")
+        who.roles.join(", ")
     };
-    outln!("{} ({roles})", id.profile.name);
-    outln!("device id: {}", id.device_id());
-    outln!("member id: {}", id.profile.member);
+    outln!("{} ({roles})", who.name);
+    outln!("device id: {}", who.device);
+    outln!("member id: {}", who.member);
     outln!("data dir:  {}", ctx.dir.path().display());
-    match &cert {
-        Some(c) => outln!(
+    match (&who.team, &id) {
+        (Some((team, team_name, expires)), _) => outln!(
             "team:      {} (fingerprint {}), member until {}{}",
-            c.team_name,
-            c.team.fingerprint(),
-            date(c.expires),
+            team_name,
+            team.fingerprint(),
+            date(*expires),
             if admin {
                 "; this device holds the team key"
             } else {
                 ""
             }
         ),
-        None => {
+        (None, id) => {
             outln!("team:      none yet");
-            ctx.out.note(format!(
-                "To join a team, ask its administrator to run:\n  {}\nthen run `huddle team join <token>` here.",
-                admit_hint(&id)
-            ));
+            if let Some(id) = id {
+                ctx.out.note(format!(
+                    "To join a team, ask its administrator to run:\n  {}\nthen run `huddle team join <token>` here.",
+                    admit_hint(id)
+                ));
+            }
         }
     }
     match node {
@@ -144,6 +155,38 @@ pub fn whoami(ctx: &Ctx) -> Result<()> {
         None => outln!("node:      not running (start it with `huddle run`)"),
     }
     Ok(())
+}
+
+/// What `whoami` shows: from the running node's status, or from the files.
+struct Who {
+    device: DeviceId,
+    member: MemberId,
+    name: String,
+    roles: Vec<String>,
+    /// Team, its name, and when this membership ends.
+    team: Option<(crate::ids::TeamId, String, u64)>,
+}
+
+impl Who {
+    fn of_status(s: &crate::api::types::Status) -> Option<Who> {
+        Some(Who {
+            device: s.device,
+            member: s.member?,
+            name: s.name.clone()?,
+            roles: s.roles.clone(),
+            team: Some((s.team?, s.team_name.clone()?, s.expires?)),
+        })
+    }
+
+    fn of_files(id: &Identity, cert: Option<Certificate>) -> Who {
+        Who {
+            device: id.device_id(),
+            member: id.profile.member,
+            name: id.profile.name.clone(),
+            roles: id.profile.roles.clone(),
+            team: cert.map(|c| (c.team, c.team_name, c.expires)),
+        }
+    }
 }
 
 pub fn team(ctx: &Ctx, cmd: TeamCmd) -> Result<()> {

@@ -101,8 +101,15 @@ impl DataDir {
         Ok(Some(u.keys.clone()))
     }
 
+    /// `key.wrap`, read up to one byte past its length (a longer file is
+    /// refused as damaged by `wrap::params_of`, never read whole).
     fn read_wrap(&self) -> Result<Option<Vec<u8>>, DataDirError> {
-        match std::fs::read(self.file(WRAP_FILE)) {
+        let read = std::fs::File::open(self.file(WRAP_FILE)).and_then(|f| {
+            let mut bytes = Vec::with_capacity(wrap::WRAP_LEN + 1);
+            f.take(wrap::WRAP_LEN as u64 + 1).read_to_end(&mut bytes)?;
+            Ok(bytes)
+        });
+        match read {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(error) => Err(DataDirError::Io {
