@@ -274,6 +274,11 @@ fn oncall_set(ctx: &Ctx, a: OncallSetArgs) -> Result<()> {
         })?;
     } else {
         // Not a holder of the role: as an administrator, with the team key.
+        if !ctx.dir.has_authority() {
+            return Err(CliError::new(format!(
+                "you do not hold the role \"{role}\": only its holders, or the device holding the team key, set who is on call"
+            )));
+        }
         let (key, _) = admin::authority(&ctx.dir, ctx.dir.certificate()?).map_err(|_| {
             CliError::new(format!(
                 "you do not hold the role \"{role}\": only its holders, or the device holding the team key, set who is on call"

@@ -201,6 +201,15 @@ impl DataDir {
             )));
         }
         let passphrase = self.passphrase(true)?;
+        // A plain temporary file a crash left beside a secret goes (this
+        // runs at `init` and under `passphrase set`'s lock, with no other
+        // writer).
+        for name in SECRETS {
+            let tmp = self.file(name).with_extension("tmp");
+            if let Err(e) = crate::store::upgrade_sealed::scrub_file(&tmp) {
+                tracing::warn!("could not remove {}: {e}", tmp.display());
+            }
+        }
         let key = DataKey::generate();
         self.write_wrap(&key, &passphrase)?;
         self.set_unlocked(Unlocked::new(key));
@@ -230,13 +239,14 @@ impl DataDir {
         write_private_bytes(&self.file(WRAP_FILE), &wrapped)
     }
 
-    /// Seals whichever identity files are still plain: the plain file is
-    /// overwritten with zeros before the sealed one replaces it, and a
-    /// temporary file a crash left is removed.
+    /// Seals whichever identity files are still plain. The sealed copy
+    /// replaces the plain one (written whole, renamed, the directory
+    /// synced) before the plain bytes, through a handle opened first, are
+    /// overwritten with zeros: a crash or a full disk at any point leaves
+    /// one readable copy.
     fn seal_plain_secrets(&self) -> Result<(), DataDirError> {
         for name in SECRETS {
             let path = self.file(name);
-            let _ = crate::store::upgrade_sealed::scrub_file(&path.with_extension("tmp"));
             let Some(bytes) = read_bytes(&path)? else {
                 continue;
             };
@@ -245,9 +255,11 @@ impl DataDir {
             }
             let bytes = Zeroizing::new(bytes);
             let text = Zeroizing::new(String::from_utf8_lossy(&bytes).into_owned());
-            let zero = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&path)
+            let old = std::fs::OpenOptions::new().write(true).open(&path);
+            self.write_secret(name, &text)?;
+            let zero = std::fs::File::open(&self.path)
+                .and_then(|d| d.sync_all())
+                .and(old)
                 .and_then(|mut f| {
                     f.write_all(&vec![0u8; bytes.len()])
                         .and_then(|()| f.sync_all())
@@ -255,7 +267,6 @@ impl DataDir {
             if let Err(e) = zero {
                 tracing::warn!("could not overwrite the plain {}: {e}", path.display());
             }
-            self.write_secret(name, &text)?;
         }
         Ok(())
     }
@@ -371,5 +382,52 @@ pub fn source(file: Option<PathBuf>) -> Passphrase {
         Some(f) => Passphrase::File(f),
         None if tty() => Passphrase::Prompt,
         None => Passphrase::None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::DeviceKey;
+    use crate::datadir::Profile;
+    use crate::ids::MemberId;
+
+    /// Sealing a plain secret that cannot be written (here its temporary
+    /// file's name is taken by a directory) leaves the plain one whole.
+    #[test]
+    fn a_secret_that_cannot_be_sealed_is_left_readable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("d");
+        let plain = DataDir::new(&path);
+        let key = DeviceKey::generate(&mut rand_core::OsRng);
+        let profile = Profile {
+            member: MemberId([1; 16]),
+            name: "Ana Silva".into(),
+            roles: vec!["nurse".into()],
+        };
+        plain.create_identity(&key, &profile).unwrap();
+        let before = std::fs::read(path.join(DEVICE_KEY)).unwrap();
+        let pass = tmp.path().join("pass");
+        std::fs::write(&pass, "a long passphrase").unwrap();
+        let wrapped = wrap::wrap(
+            &DataKey::generate(),
+            b"a long passphrase",
+            Params::FAST_FOR_TESTS,
+        )
+        .unwrap();
+        std::fs::write(path.join(WRAP_FILE), wrapped).unwrap();
+        std::fs::create_dir(path.join(DEVICE_KEY).with_extension("tmp")).unwrap();
+
+        let dir = DataDir::with_passphrase(&path, Passphrase::File(pass));
+        assert!(dir.keys().is_err(), "sealing device.key cannot succeed");
+        assert_eq!(std::fs::read(path.join(DEVICE_KEY)).unwrap(), before);
+        // The next unlock (the next command) seals it.
+        std::fs::remove_dir(path.join(DEVICE_KEY).with_extension("tmp")).unwrap();
+        let again = DataDir::with_passphrase(&path, Passphrase::File(tmp.path().join("pass")));
+        assert!(again.keys().unwrap().is_some());
+        assert_eq!(again.identity().unwrap().device_id(), key.device_id());
+        assert!(is_sealed_file(
+            &std::fs::read(path.join(DEVICE_KEY)).unwrap()
+        ));
     }
 }

@@ -91,14 +91,26 @@ fn scrub_and_remove(dir: &Path) -> Result<(), StoreError> {
     fs::remove_dir_all(dir).map_err(|e| io_error("cannot remove", dir, e))
 }
 
+/// Overwrites a file with zeros (and fsyncs it), leaving it in place. A
+/// stretch that reads as zeros already (a sparse file's holes among them)
+/// is not written, so a hole is never made real.
 fn zero(path: &Path) -> std::io::Result<()> {
-    let mut f = fs::OpenOptions::new().write(true).open(path)?;
-    let mut left = f.metadata()?.len();
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = fs::OpenOptions::new().read(true).write(true).open(path)?;
     let zeros = vec![0u8; 1 << 20];
-    while left > 0 {
-        let n = left.min(zeros.len() as u64) as usize;
-        f.write_all(&zeros[..n])?;
-        left -= n as u64;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    loop {
+        f.seek(SeekFrom::Start(at))?;
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().any(|b| *b != 0) {
+            f.seek(SeekFrom::Start(at))?;
+            f.write_all(&zeros[..n])?;
+        }
+        at += n as u64;
     }
     f.sync_all()
 }
@@ -110,12 +122,19 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 /// Overwrites a plain file with zeros, then removes it (a missing file is
-/// fine; the overwrite is best effort, as in [`finish`]).
+/// fine; the overwrite is best effort, as in [`finish`]: a failure to
+/// overwrite is logged and the file still removed).
 pub(crate) fn scrub_file(path: &Path) -> std::io::Result<()> {
     match zero(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
+        Err(e) => tracing::warn!(
+            "could not overwrite {} before removing it: {e}",
+            path.display()
+        ),
     }
-    fs::remove_file(path)
+    match fs::remove_file(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
 }

@@ -30,7 +30,7 @@ pub(super) fn seal_all(plain: &BlobStore, sealed: &BlobStore) -> Result<(), Blob
         if path.extension().is_none_or(|x| x != "meta") {
             continue;
         }
-        let Some(key) = key_of(plain, &path) else {
+        let Some(key) = key_of(plain, &path)? else {
             continue;
         };
         // A sealed `.meta` is written last, so one that loads means the
@@ -46,8 +46,10 @@ pub(super) fn seal_all(plain: &BlobStore, sealed: &BlobStore) -> Result<(), Blob
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e.into()),
             }
-            File::open(&plain.dir)?.sync_all()?;
         }
+        // The sealed copy's names on disk before a plain byte goes (also
+        // when an earlier run wrote it and a crash came before this).
+        File::open(&plain.dir)?.sync_all()?;
         // The plain `.meta` goes first: without it, nothing plain is read
         // as a blob again.
         for ext in ["meta", "data", "outline"] {
@@ -61,20 +63,31 @@ pub(super) fn seal_all(plain: &BlobStore, sealed: &BlobStore) -> Result<(), Blob
     Ok(())
 }
 
-/// The blob a `.meta` file of `store` names, if it is one of its own.
-fn key_of(store: &BlobStore, path: &std::path::Path) -> Option<Key> {
-    let meta = store
-        .disk
-        .read_small(path, META_PLACE, META_LEN as u64)
-        .ok()?;
+/// The blob a `.meta` file of `store` names, if it is one of its own:
+/// `None` for a file that is not (missing, too long, does not open, of
+/// another length or name); any other error is returned, so a read that
+/// failed for a moment never makes a blob look like a stray file.
+fn key_of(store: &BlobStore, path: &std::path::Path) -> io::Result<Option<Key>> {
+    let meta = match store.disk.read_small(path, META_PLACE, META_LEN as u64) {
+        Ok(meta) => meta,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::InvalidData
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
     if meta.len() != META_LEN {
-        return None;
+        return Ok(None);
     }
     let key = Key::new(
         ConversationId(meta[41..57].try_into().expect("16")),
         BlobHash(meta[9..41].try_into().expect("32")),
     );
-    (store.path(&key, "meta") == path).then_some(key)
+    Ok((store.path(&key, "meta") == path).then_some(key))
 }
 
 /// Removes (overwritten first) every file in the directory that is not a
@@ -86,7 +99,7 @@ fn remove_unsealed(sealed: &BlobStore) -> Result<(), BlobError> {
     for e in fs::read_dir(&sealed.dir)? {
         let path = e?.path();
         if path.extension().is_some_and(|x| x == "meta") {
-            if let Some(key) = key_of(sealed, &path) {
+            if let Some(key) = key_of(sealed, &path)? {
                 for ext in ["meta", "data", "outline"] {
                     keep.insert(sealed.path(&key, ext));
                 }
