@@ -138,23 +138,23 @@ impl BlobStore {
             let key = disk::plain_name_key(dir, KEY_FILE)?;
             return BlobStore::open_with(dir, key, Disk::new(None));
         };
-        let store = BlobStore::open_with(
-            dir,
-            keys.blob_names.clone(),
-            Disk::new(Some(keys.blobs.clone())),
-        )?;
-        if dir.join(KEY_FILE).exists() {
-            let plain =
-                BlobStore::open_with(dir, disk::plain_name_key(dir, KEY_FILE)?, Disk::new(None))?;
-            migrate::seal_all(&plain, &store)?;
-            fs::remove_file(dir.join(KEY_FILE))?;
-            sync_dir(dir)?;
+        let sealed = || {
+            BlobStore::open_with(
+                dir,
+                keys.blob_names.clone(),
+                Disk::new(Some(keys.blobs.clone())),
+            )
+        };
+        if !dir.join(KEY_FILE).exists() {
+            return sealed();
         }
-        BlobStore::open_with(
-            dir,
-            keys.blob_names.clone(),
-            Disk::new(Some(keys.blobs.clone())),
-        )
+        let plain =
+            BlobStore::open_with(dir, disk::plain_name_key(dir, KEY_FILE)?, Disk::new(None))?;
+        migrate::seal_all(&plain, &sealed()?)?;
+        fs::remove_file(dir.join(KEY_FILE))?;
+        sync_dir(dir)?;
+        // Opened again: its usage is counted from the sealed files alone.
+        sealed()
     }
 
     fn open_with(

@@ -317,8 +317,20 @@ fn parse_secret(path: &Path, text: &str) -> Result<[u8; 32], DataDirError> {
 }
 
 fn read_optional(path: &Path) -> Result<Option<String>, DataDirError> {
-    match fs::read_to_string(path) {
-        Ok(t) => Ok(Some(t)),
+    read_bytes(path)?
+        .map(String::from_utf8)
+        .transpose()
+        .map_err(|_| DataDirError::Io {
+            doing: "read",
+            path: path.to_owned(),
+            error: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
+        })
+}
+
+/// A file's bytes, or `None` if it is not there.
+fn read_bytes(path: &Path) -> Result<Option<Vec<u8>>, DataDirError> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(error) => Err(DataDirError::Io {
             doing: "read",

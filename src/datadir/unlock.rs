@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use zeroize::Zeroizing;
 
 use super::{
-    write_private_bytes, DataDir, DataDirError, CERTIFICATE, DEVICE_KEY, PROFILE, TEAM_KEY,
+    read_bytes, write_private_bytes, DataDir, DataDirError, CERTIFICATE, DEVICE_KEY, PROFILE,
+    TEAM_KEY,
 };
 use crate::atrest::wrap::{self, Params, WrapError, MAX_PASSPHRASE, MIN_PASSPHRASE};
 use crate::atrest::{is_sealed_file, DataKey, Keys, WRAP_FILE};
@@ -166,7 +167,7 @@ impl DataDir {
                 let ask = |what: &str| {
                     rpassword::prompt_password(what)
                         .map(Zeroizing::new)
-                        .map_err(|e| DataDirError::Passphrase(format!("cannot read a passphrase from the terminal: {e}")))
+                        .map_err(|e| DataDirError::Passphrase(format!("cannot read a passphrase from the terminal ({e}): give it with --passphrase-file FILE (for a new passphrase, `passphrase change --new-file FILE`)")))
                 };
                 if new {
                     let first = ask(&format!("New passphrase for {} (at least {MIN_PASSPHRASE} characters): ", self.path.display()))?;
@@ -319,18 +320,6 @@ impl DataDir {
             Some(keys) => SledStore::open_sealed(&self.path, keys),
             None => SledStore::open(&self.path),
         })
-    }
-}
-
-fn read_bytes(path: &std::path::Path) -> Result<Option<Vec<u8>>, DataDirError> {
-    match std::fs::read(path) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(DataDirError::Io {
-            doing: "read",
-            path: path.to_owned(),
-            error,
-        }),
     }
 }
 
