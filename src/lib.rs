@@ -40,6 +40,7 @@ pub mod private_dir;
 pub mod replica;
 pub mod store;
 pub mod team;
+pub mod trail;
 #[cfg(feature = "cli")]
 pub mod web;
 pub mod wire;

@@ -10,7 +10,9 @@ use crate::codec::{DecodeError, Reader, Writer};
 use crate::header::ConversationHeader;
 use crate::membership::{Pass, Revocation, Secret};
 
-/// The protocol version carried in `Hello`: 7 since messages may carry
+/// The protocol version carried in `Hello`: 8 since administrators ask
+/// members for their audit trails (`TrailAsk`, `Trail`: sync.md §8; a
+/// version-7 node would refuse both frames), 7 since messages may carry
 /// attachments (field 4, wire.md §7c) fetched over `/huddle/blob/1`
 /// (blobs.md), and an entry may be 32 KiB (a version-6 node would refuse
 /// both), 6 since messages may carry
@@ -26,7 +28,7 @@ use crate::membership::{Pass, Revocation, Secret};
 /// group and role ids are derived from their headers (wire.md §2; a version-2 node would take a
 /// header claiming any id), 2 since conversations' message lists are paged
 /// (sync.md §7.1; a version-1 node would read only page 0).
-pub const PROTOCOL_VERSION: u8 = 7;
+pub const PROTOCOL_VERSION: u8 = 8;
 /// The libp2p protocol id for frames.
 pub const PROTOCOL_ID: &str = "/huddle/sync/2";
 /// Hard upper bound on one frame, enforced by the transport and again here.
@@ -49,6 +51,13 @@ const TAG_SYNC: u8 = 5;
 const TAG_HEADS: u8 = 6;
 const TAG_IDENTIFY: u8 = 7;
 const TAG_REVOKED: u8 = 8;
+const TAG_TRAIL_ASK: u8 = 9;
+const TAG_TRAIL: u8 = 10;
+/// Most audit entries in one `Trail` frame (each at most
+/// [`crate::trail::MAX_ENTRY_LEN`] bytes).
+pub const MAX_TRAIL_ENTRIES: usize = 256;
+/// Most trails a `TrailAsk` lists.
+pub const MAX_TRAIL_CHAINS: usize = 4096;
 /// Bytes of a revocation in a `Revoked` frame (one is 122 or 138).
 const MAX_REVOCATION_LEN: usize = 256;
 
@@ -194,6 +203,31 @@ pub enum Frame {
     /// This is how changes travel past the first hop without every node
     /// pushing every change it hears to every peer.
     Heads { entries: Vec<HeadsEntry> },
+    /// An administrator asks for the audit trails the receiver holds
+    /// (sync.md §8): `proof` is the team authority's signature naming the
+    /// sender, `have` how much of each trail the sender holds already.
+    TrailAsk {
+        proof: [u8; 64],
+        have: Vec<TrailHave>,
+    },
+    /// Audit entries for an administrator, in trail order per device; `len`
+    /// and `head` are the sender's own trail as it stands; `more` is set
+    /// when the sender held back entries to stay within the frame's bound.
+    Trail {
+        len: u64,
+        head: [u8; 32],
+        entries: Vec<Vec<u8>>,
+        more: bool,
+    },
+}
+
+/// How much of one device's audit trail the sender of a `TrailAsk` holds:
+/// `len` entries, the last of them hashing to `head` (zeros when none).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrailHave {
+    pub device: [u8; 32],
+    pub len: u64,
+    pub head: [u8; 32],
 }
 
 impl Frame {
@@ -234,6 +268,27 @@ impl Frame {
                     for h in &e.heads {
                         w.raw(h);
                     }
+                }
+            }
+            Frame::TrailAsk { proof, have } => {
+                w.u8(TAG_TRAIL_ASK).raw(proof).varint(have.len() as u64);
+                for h in have {
+                    w.raw(&h.device).u64_be(h.len).raw(&h.head);
+                }
+            }
+            Frame::Trail {
+                len,
+                head,
+                entries,
+                more,
+            } => {
+                w.u8(TAG_TRAIL)
+                    .u64_be(*len)
+                    .raw(head)
+                    .u8(u8::from(*more))
+                    .varint(entries.len() as u64);
+                for e in entries {
+                    w.bytes(e);
                 }
             }
         }
@@ -292,6 +347,38 @@ impl Frame {
                     entries.push(HeadsEntry { doc, heads });
                 }
                 Frame::Heads { entries }
+            }
+            TAG_TRAIL_ASK => {
+                let proof = r.array("admin proof")?;
+                let n = r.count(MAX_TRAIL_CHAINS, 72, "trails")?;
+                let mut have = Vec::with_capacity(n);
+                for _ in 0..n {
+                    have.push(TrailHave {
+                        device: r.array("device")?,
+                        len: r.u64_be("trail length")?,
+                        head: r.array("trail head")?,
+                    });
+                }
+                Frame::TrailAsk { proof, have }
+            }
+            TAG_TRAIL => {
+                let len = r.u64_be("trail length")?;
+                let head = r.array("trail head")?;
+                let more = flag(&mut r, "more flag")?;
+                let n = r.count(MAX_TRAIL_ENTRIES, 1, "audit entries")?;
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    entries.push(
+                        r.bytes(crate::trail::MAX_ENTRY_LEN, "audit entry")?
+                            .to_vec(),
+                    );
+                }
+                Frame::Trail {
+                    len,
+                    head,
+                    entries,
+                    more,
+                }
             }
             t => return Err(DecodeError::Unknown("frame tag", t.into())),
         };

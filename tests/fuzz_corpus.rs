@@ -76,6 +76,11 @@ fn atrest() {
 }
 
 #[test]
+fn trail() {
+    replay("trail");
+}
+
+#[test]
 fn catalog() {
     replay("catalog");
 }

@@ -128,12 +128,13 @@ fn a_stored_erasure_is_set_aside_and_what_was_built_on_it_written_again() {
     assert_eq!(again, shown);
 }
 
-/// Format 4 → 5 → 6 (the index entry grew the list's badges and preview,
-/// storage.md §5): the version and an unknown index entry for every
+/// Format 4 → 5 → 6 → 7 (the index entry grew the list's badges and
+/// preview, storage.md §5; then held times and audit trails, key forms
+/// only): the version and an unknown index entry for every
 /// conversation, so the next start reads each document once and lists it
 /// exactly as before, now with its preview and badges.
 #[test]
-fn a_format_4_store_opens_as_6_and_lists_as_before() {
+fn a_format_4_store_opens_as_7_and_lists_as_before() {
     let mut m = Mesh::new(31);
     let ana = m.add_member("Ana", &[]);
     let ben = m.add_member("Ben", &[]);
@@ -167,7 +168,7 @@ fn a_format_4_store_opens_as_6_and_lists_as_before() {
     assert_eq!(
         changed,
         BTreeSet::from([
-            &(keys::FORMAT.to_vec(), 6u32.to_be_bytes().to_vec()),
+            &(keys::FORMAT.to_vec(), 7u32.to_be_bytes().to_vec()),
             &(keys::index(&id.0), Vec::new()),
         ]),
         "the version, and the entry now unknown"

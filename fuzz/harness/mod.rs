@@ -25,6 +25,7 @@ pub mod decoders;
 pub mod peer;
 pub mod stored;
 pub mod sync;
+pub mod trail;
 
 use arbitrary::{Arbitrary, Unstructured};
 
@@ -46,6 +47,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("member_peer", peer::member_peer),
     ("blobs", blobs::blobs),
     ("atrest", atrest::atrest),
+    ("trail", trail::trail_target),
 ];
 
 /// A damage done to genuine bytes (a frame, a record): the same kinds the

@@ -153,7 +153,10 @@ pub fn check_send(
             };
         }
         // Who we are: for members of the team only, like conversation bytes.
-        Frame::Identify { .. } => None,
+        Frame::Identify { .. } | Frame::TrailAsk { .. } => None,
+        // No simulated device holds the team key, so none is an
+        // administrator that may be sent audit entries (sync.md §8).
+        Frame::Trail { .. } => return leak("audit entries to a non-administrator".into()),
         Frame::Catalog { entries, .. } => entries.iter().map(|e| e.doc).find(|d| *d != TEAM_DOC_ID),
         Frame::Heads { entries } => entries.iter().map(|e| e.doc).find(|d| *d != TEAM_DOC_ID),
         Frame::Header { header } => Some(header.id.0),
@@ -227,6 +230,8 @@ pub fn frame_kind(f: &Frame) -> &'static str {
         Frame::Header { .. } => "Header",
         Frame::Sync { .. } => "Sync",
         Frame::Heads { .. } => "Heads",
+        Frame::TrailAsk { .. } => "TrailAsk",
+        Frame::Trail { .. } => "Trail",
     }
 }
 

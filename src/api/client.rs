@@ -107,6 +107,7 @@ impl ApiClient {
             .agent
             .get(format!("{}{path}", self.info.url))
             .header("Authorization", self.auth())
+            .header(super::audit::CLIENT_HEADER, "cli")
             .call();
         self.finish(r)
     }
@@ -120,6 +121,7 @@ impl ApiClient {
             .agent
             .post(format!("{}{path}", self.info.url))
             .header("Authorization", self.auth())
+            .header(super::audit::CLIENT_HEADER, "cli")
             .send_json(body);
         self.finish(r)
     }
@@ -152,9 +154,24 @@ impl ApiClient {
         &self,
         id: &ConversationId,
         since: Option<u64>,
+        fhir: bool,
     ) -> Result<crate::export::ExportInput, ClientError> {
-        let q = since.map(|s| format!("?since={s}")).unwrap_or_default();
-        self.get(&format!("/v1/conversations/{id}/export{q}"))
+        let format = if fhir { "fhir" } else { "json" };
+        let since = since.map(|s| format!("&since={s}")).unwrap_or_default();
+        self.get(&format!(
+            "/v1/conversations/{id}/export?format={format}{since}"
+        ))
+    }
+
+    /// Every audit trail the node holds, and its findings.
+    pub fn audit(&self) -> Result<super::audit::AuditDump, ClientError> {
+        self.get("/v1/audit")
+    }
+
+    /// Records what the CLI did without the node.
+    pub fn record(&self, r: &super::audit::AuditRecord) -> Result<(), ClientError> {
+        let _: serde_json::Value = self.post("/v1/audit", r)?;
+        Ok(())
     }
 
     pub fn directory(&self) -> Result<Vec<Member>, ClientError> {

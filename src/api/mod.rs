@@ -12,6 +12,7 @@ pub mod client;
 pub mod types;
 pub mod views;
 
+pub mod audit;
 mod blobs;
 mod clinical;
 mod server;

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Extension, Path, Query, Request, State};
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{self, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -85,6 +85,7 @@ impl Drop for ApiServer {
 pub(super) struct AppState {
     pub(super) handle: NodeHandle,
     web: Arc<Web>,
+    pub(super) reads: super::audit::Reads,
 }
 
 pub(super) type Shared = Arc<AppState>;
@@ -119,6 +120,7 @@ pub async fn start_with(
     let state = Arc::new(AppState {
         handle,
         web: web.clone(),
+        reads: Default::default(),
     });
     let app = router(state);
     // Small writes (an event, a short answer) go out at once, never held
@@ -154,6 +156,10 @@ fn router(state: Shared) -> Router {
         .route("/v1/peers", get(peers))
         .route("/v1/revocations", post(revoke))
         .route("/v1/events", get(events))
+        .route(
+            "/v1/audit",
+            get(super::audit::dump).post(super::audit::record),
+        )
         .merge(super::clinical::routes())
         .merge(super::blobs::routes())
         // Unknown paths too answer only with the token (then 404).
@@ -369,11 +375,14 @@ struct Page {
 
 async fn history(
     State(s): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<Page>,
 ) -> Answer<Vec<HistoryMessage>> {
     let id = conversation_id(&id)?;
     let before = q.before.as_deref().map(message_id).transpose()?;
+    super::audit::record_read(&s, &caller, &headers, id).await?;
     s.handle
         .query(move |n| {
             views::history_page(n, &id, before.as_ref(), q.limit.unwrap_or(usize::MAX))
@@ -392,6 +401,8 @@ struct Since {
     /// Only messages the author sent at or after this time (ms since the
     /// epoch).
     since: Option<u64>,
+    /// `fhir` when the export is for the patient record (for the trail).
+    format: Option<String>,
 }
 
 /// What an export of the conversation needs (`api::views::export_input`):
@@ -403,11 +414,17 @@ async fn export(
 ) -> Answer<crate::export::ExportInput> {
     let id = conversation_id(&id)?;
     let now = crate::net::now_ms();
-    s.handle
+    let input = s
+        .handle
         .query(move |n| views::export_input(n, &id, q.since, now).ok_or_else(|| n.missing(id)))
-        .await?
-        .map(Json)
-        .map_err(Fail::from)
+        .await??;
+    let action = crate::trail::Action::Exported {
+        conversation: id,
+        fhir: q.format.as_deref() == Some("fhir"),
+        since: q.since.unwrap_or(0),
+    };
+    s.handle.command(Command::Audit(action)).await?;
+    Ok(Json(input))
 }
 
 async fn send(

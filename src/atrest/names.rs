@@ -58,10 +58,29 @@ impl Names {
             (keys::INDEX_PREFIX, b'd'),
             (keys::REVOCATION_PREFIX, b'v'),
             (keys::PEER_PREFIX, b'p'),
+            (keys::TRAIL_HEAD_PREFIX, b'a'),
         ] {
             if let Some(id) = logical.strip_prefix(prefix) {
                 out.extend_from_slice(prefix);
                 self.hash_into(kind, id, &mut out);
+                return out;
+            }
+        }
+        // A device, then a sequence number kept as it is (so a trail's
+        // entries stay in order, and a partial one is a block's prefix) or
+        // a second device.
+        for (prefix, second) in [
+            (keys::TRAIL_PREFIX, None),
+            (keys::TRAIL_FINDING_PREFIX, Some(b'a')),
+        ] {
+            if let Some(rest) = logical.strip_prefix(prefix) {
+                out.extend_from_slice(prefix);
+                let (device, rest) = rest.split_at(rest.len().min(32));
+                self.hash_into(b'a', device, &mut out);
+                match second {
+                    Some(kind) => self.hash_into(kind, rest, &mut out),
+                    None => out.extend_from_slice(rest),
+                }
                 return out;
             }
         }
@@ -114,6 +133,15 @@ mod tests {
         let held = names.physical(&keys::held(&id, &[9; 16]));
         assert!(held.starts_with(keys::HELD_PREFIX) && !held.windows(16).any(|w| w == [9; 16]));
         assert_eq!(names.physical(keys::FORMAT), keys::FORMAT);
+        let d = crate::ids::DeviceId([4; 32]);
+        let entry = names.physical(&keys::trail(&d, 300));
+        assert!(entry.starts_with(&names.physical(&keys::trail_block(&d, 300))));
+        assert!(entry.starts_with(&names.physical(keys::TRAIL_PREFIX)));
+        assert!(!entry.windows(32).any(|w| w == d.0));
+        assert!(names.physical(&keys::trail(&d, 255)) < entry);
+        for key in [keys::trail_head(&d), keys::trail_finding(&d, &d)] {
+            assert!(!names.physical(&key).windows(32).any(|w| w == d.0));
+        }
     }
 
     #[test]

@@ -151,6 +151,15 @@ pub enum Cmd {
     )]
     Export(ExportArgs),
 
+    /// The audit trail: who unlocked, read, sent, acknowledged, exported,
+    /// admitted or revoked, on this device (and, on the device with the
+    /// team key, on every device of the team)
+    #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  huddle audit show --last 20\n  huddle audit verify\n  huddle audit export --out ward-audit.json"
+    )]
+    Audit(AuditCmd),
+
     /// Encrypt this data directory, or change its passphrase
     #[command(subcommand)]
     #[command(after_help = "Examples:\n  huddle passphrase change\n  huddle passphrase set")]
@@ -178,6 +187,34 @@ pub struct InitArgs {
     /// a lost laptop then gives away every message on it)
     #[arg(long)]
     pub unencrypted: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// List the entries, oldest first
+    #[command(
+        after_help = "Examples:\n  huddle audit show\n  huddle audit show --device 12D3KooW… --last 50"
+    )]
+    Show {
+        /// Only this device's trail (its id, or the start of it)
+        #[arg(long)]
+        device: Option<String>,
+        /// Only the last N entries of each trail
+        #[arg(long, value_name = "N")]
+        last: Option<usize>,
+    },
+    /// Check every trail: each entry signed by its device, chained to the
+    /// one before, none removed or moved, no tail cut shorter than an
+    /// administrator's copy (exit status 1 if not)
+    #[command(after_help = "Example:\n  huddle audit verify")]
+    Verify,
+    /// Write every trail held, with each entry's signed bytes, as JSON
+    #[command(after_help = "Example:\n  huddle audit export --out ward-audit.json")]
+    Export {
+        /// Write to FILE (created new; never written over) [default: stdout]
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,6 +4,7 @@
 
 use super::offline::Offline;
 use super::{lock, CliError, Ctx, Result};
+use crate::api::audit::{AuditDump, AuditRecord};
 use crate::api::client::ApiClient;
 use crate::api::types::{
     AttachmentView, Chat, HistoryMessage, Member, MessageRef, NewConversation, OnCallRequest, Peer,
@@ -15,6 +16,7 @@ use crate::ids::{ConversationId, MessageId};
 use crate::membership::Revocation;
 use crate::node::{Alert, OnCallView};
 use crate::node::{Command, Reply};
+use crate::trail::Action;
 
 pub enum Backend {
     Api(ApiClient),
@@ -93,15 +95,52 @@ impl Backend {
     }
 
     /// What an export of the conversation needs (`api::views::export_input`).
+    /// Recorded in the audit trail (by the node as it answers, or here).
     pub fn export_input(
-        &self,
+        &mut self,
         id: &ConversationId,
         since: Option<u64>,
+        fhir: bool,
     ) -> Result<crate::export::ExportInput> {
         match self {
-            Backend::Api(c) => Ok(c.export_input(id, since)?),
-            Backend::Offline(o) => views::export_input(o.node(), id, since, super::now_ms())
-                .ok_or_else(|| CliError::from(o.node().missing(*id))),
+            Backend::Api(c) => Ok(c.export_input(id, since, fhir)?),
+            Backend::Offline(o) => {
+                let input = views::export_input(o.node(), id, since, super::now_ms())
+                    .ok_or_else(|| CliError::from(o.node().missing(*id)))?;
+                o.command(Command::Audit(Action::Exported {
+                    conversation: *id,
+                    fhir,
+                    since: since.unwrap_or(0),
+                }))?;
+                Ok(input)
+            }
+        }
+    }
+
+    /// A conversation the CLI read without the node, for the audit trail
+    /// (a running node records what it serves itself).
+    pub fn record_read(&mut self, conversation: ConversationId) -> Result<()> {
+        if let Backend::Offline(o) = self {
+            let via = crate::trail::Via::Cli;
+            o.command(Command::Audit(Action::Opened { conversation, via }))?;
+        }
+        Ok(())
+    }
+
+    /// Records in this device's audit trail what the CLI did apart from
+    /// the node (a passphrase change, an admission).
+    pub fn record(&mut self, r: AuditRecord) -> Result<()> {
+        match self {
+            Backend::Api(c) => Ok(c.record(&r)?),
+            Backend::Offline(o) => o.command(Command::Audit(r.into())).map(drop),
+        }
+    }
+
+    /// Every audit trail this device holds, and its findings.
+    pub fn audit(&self) -> Result<AuditDump> {
+        match self {
+            Backend::Api(c) => Ok(c.audit()?),
+            Backend::Offline(o) => Ok(AuditDump::of(o.node())?),
         }
     }
 

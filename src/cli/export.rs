@@ -14,9 +14,9 @@ use super::{local_offset, now_ms, parse_duration, CliError, Ctx, Result};
 
 pub fn run(ctx: &Ctx, a: ExportArgs) -> Result<()> {
     let since = a.since.as_deref().map(parse_since).transpose()?;
-    let b = Backend::open(ctx)?;
+    let mut b = Backend::open(ctx)?;
     let chat = super::talk::find_chat(&b, &a.conversation)?;
-    let input = b.export_input(&chat.id, since)?;
+    let input = b.export_input(&chat.id, since, a.fhir)?;
     let value = if a.fhir {
         crate::export::fhir_bundle(&input)
     } else {
@@ -68,7 +68,7 @@ fn parse_since(s: &str) -> Result<u64> {
 }
 
 /// Writes `bytes` to a new owner-only file, whole or not at all.
-fn write_new(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+pub(super) fn write_new(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     let fail = |e: std::io::Error| CliError::new(format!("cannot write {}: {e}", path.display()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

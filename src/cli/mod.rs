@@ -11,6 +11,7 @@ mod output;
 pub(crate) mod admin;
 mod args;
 mod attach;
+mod audit;
 mod backend;
 mod clinical;
 mod demo;
@@ -201,6 +202,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Init(a) => setup::init(&ctx, a),
         Cmd::Passphrase(p) => passphrase::run(&ctx, p),
         Cmd::Export(a) => export::run(&ctx, a),
+        Cmd::Audit(a) => audit::run(&ctx, a),
         Cmd::Whoami => setup::whoami(&ctx),
         Cmd::Team(t) => setup::team(&ctx, t),
         Cmd::Run(a) => run::run(&ctx, a),

@@ -12,6 +12,7 @@ use super::{now_ms, Result};
 use crate::datadir::DataDir;
 use crate::node::{Command, Input, Node, NodeConfig, Output, Reply};
 use crate::store::{self, SledStore, Store};
+use crate::trail::{Action, Via};
 
 pub struct Offline {
     store: SledStore,
@@ -35,7 +36,22 @@ impl Offline {
         // document among them), index entries, held times.
         let outputs = offline.node.handle(now_ms(), Input::Start);
         offline.carry_out(outputs)?;
+        // This process asked for the passphrase: the audit trail says so.
+        if dir.is_encrypted() {
+            offline.record_unlock(dir, Via::Cli)?;
+        }
         Ok(offline)
+    }
+
+    /// Records an unlock of the data directory, after the wrong
+    /// passphrases given before it (`DataDir::take_failed_unlocks`).
+    fn record_unlock(&mut self, dir: &DataDir, via: Via) -> Result<()> {
+        let count = dir.take_failed_unlocks();
+        if count > 0 {
+            self.command(Command::Audit(Action::UnlockFailed { via, count }))?;
+        }
+        self.command(Command::Audit(Action::Unlocked { via }))?;
+        Ok(())
     }
 
     /// The attachments' files.

@@ -32,6 +32,7 @@ pub fn run(ctx: &Ctx, cmd: PassphraseCmd) -> Result<()> {
                 .ok_or_else(|| CliError::new("the data key was not kept"))?;
             // Rewrites the store encrypted and removes the plain one.
             drop(store.encrypt(ctx.dir.path(), keys)?);
+            record(ctx, true)?;
             done(ctx, "encrypted", "This data directory is now encrypted: a command that reads it without a running node needs its passphrase.");
         }
         PassphraseCmd::Change { new_file } => {
@@ -40,10 +41,18 @@ pub fn run(ctx: &Ctx, cmd: PassphraseCmd) -> Result<()> {
                 None => Passphrase::Prompt,
             };
             ctx.dir.change_passphrase(&source)?;
+            record(ctx, false)?;
             done(ctx, "changed", "The passphrase is changed.");
         }
     }
     Ok(())
+}
+
+/// The change goes into this device's audit trail (the directory is
+/// unlocked already in this process, so nothing more is asked).
+fn record(ctx: &Ctx, first: bool) -> Result<()> {
+    let r = crate::api::audit::AuditRecord::PassphraseChanged { first };
+    super::backend::Backend::open(ctx)?.record(r)
 }
 
 fn done(ctx: &Ctx, what: &str, text: &str) {

@@ -40,6 +40,23 @@ impl Drop for ApiFile<'_> {
     }
 }
 
+/// Records that `huddle run` unlocked the data directory, after the wrong
+/// passphrases given before (`DataDir::take_failed_unlocks`).
+async fn record_unlock(dir: &DataDir, handle: &NodeHandle) -> Result<()> {
+    use crate::trail::{Action, Via};
+    let count = dir.take_failed_unlocks();
+    if count > 0 {
+        let action = Action::UnlockFailed {
+            via: Via::Cli,
+            count,
+        };
+        handle.command(crate::node::Command::Audit(action)).await?;
+    }
+    let action = Action::Unlocked { via: Via::Run };
+    handle.command(crate::node::Command::Audit(action)).await?;
+    Ok(())
+}
+
 /// The node's listen addresses, once the swarm has reported them.
 pub(super) async fn listen_addrs(h: &NodeHandle) -> Result<Vec<libp2p::Multiaddr>> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -81,16 +98,28 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
     let team_name = cert.team_name.clone();
     let name = cert.display_name.clone();
     let device = id.device_id();
+    // The device holding the team key asks members for their audit trails.
+    let trail_admin = ctx
+        .dir
+        .authority()?
+        .filter(|k| k.team_id() == cert.team)
+        .map(|k| crate::trail::AdminProof::sign(&k, &device));
     let config = ShellConfig {
         key: id.key,
         certificate: Some(cert),
         listen,
         peers,
         mdns: !a.no_mdns,
-        node: NodeConfig::default(),
+        node: NodeConfig {
+            trail_admin,
+            ..NodeConfig::default()
+        },
     };
     rt.block_on(async move {
         let (handle, mut task) = net::start(config, store).await?;
+        if ctx.dir.is_encrypted() {
+            record_unlock(&ctx.dir, &handle).await?;
+        }
         let web = crate::web::WebOptions {
             lock_after,
             data_dir: Some(ctx.dir.clone()),

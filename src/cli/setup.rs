@@ -311,6 +311,10 @@ fn admit(ctx: &Ctx, a: AdmitArgs) -> Result<()> {
             expires: &a.expires,
         },
     )?;
+    super::backend::Backend::open(ctx)?.record(crate::api::audit::AuditRecord::Admitted {
+        member: cert.member,
+        device: cert.device,
+    })?;
     let token = cert.to_token();
     if ctx.out.json {
         ctx.out.print_json(&json!({

@@ -222,12 +222,13 @@ pub fn history(ctx: &Ctx, a: HistoryArgs) -> Result<()> {
             "--limit 0 would show nothing: give 1 or more, or leave --limit out for the whole conversation",
         ));
     }
-    let b = if a.follow {
+    let mut b = if a.follow {
         Backend::node(ctx, "follow new messages")?
     } else {
         Backend::open(ctx)?
     };
     let chat = find_chat(&b, &a.conversation)?;
+    b.record_read(chat.id)?;
     let msgs = b.history(&chat.id, a.limit)?;
     let names = render::names(&b.directory()?);
     if ctx.out.json {

@@ -60,6 +60,9 @@ impl Unlocked {
     }
 }
 
+/// Wrong passphrases not yet in the audit trail: a count, plain.
+pub const FAILED_FILE: &str = "unlock.failed";
+
 impl DataDir {
     /// A data directory unlocked, when it is encrypted, with the
     /// passphrase from `source`.
@@ -131,6 +134,7 @@ impl DataDir {
             match wrap::unwrap(wrapped, passphrase.as_bytes()) {
                 Ok(key) => return Ok(key),
                 Err(WrapError::WrongPassphrase) => {
+                    self.note_failed_unlock();
                     if tries > 1 {
                         eprintln!("That passphrase does not unlock {}.", self.path.display());
                     }
@@ -144,6 +148,36 @@ impl DataDir {
             }
         }
         Err(DataDirError::WrongPassphrase(self.path.clone()))
+    }
+
+    /// Counts a wrong passphrase in [`FAILED_FILE`] (plain: nothing but the
+    /// count), since without the key nothing can be written to the audit
+    /// trail; the next unlock records them ([`DataDir::take_failed_unlocks`]).
+    fn note_failed_unlock(&self) {
+        let path = self.file(FAILED_FILE);
+        let count = self.failed_unlocks().saturating_add(1);
+        if let Err(e) = std::fs::write(&path, count.to_string()) {
+            tracing::warn!("could not count a failed unlock in {}: {e}", path.display());
+        }
+    }
+
+    fn failed_unlocks(&self) -> u32 {
+        std::fs::read(self.file(FAILED_FILE))
+            .ok()
+            .filter(|b| b.len() <= 10)
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Wrong passphrases given since the last time this was asked (once
+    /// the directory is unlocked, for the audit trail), and forgets them.
+    pub fn take_failed_unlocks(&self) -> u32 {
+        let n = self.failed_unlocks();
+        if n > 0 {
+            let _ = std::fs::remove_file(self.file(FAILED_FILE));
+        }
+        n
     }
 
     /// The passphrase from this directory's source; `new` asks twice at a

@@ -274,3 +274,12 @@ impl Node {
         state.have_responded = true;
     }
 }
+
+/// Why a (document, peer) waits in `Node::lacking` for `Timer::Answer`.
+#[derive(Clone, Debug)]
+pub(crate) enum Lacking {
+    /// Its push left us lacking some of its heads (in its sync state).
+    Pushed,
+    /// It announced heads (kept in its sync state) some of which we lack.
+    Announced,
+}

@@ -12,6 +12,7 @@ use crate::membership::{valid_role, Revocation, MAX_NAME_LEN};
 use crate::message::{Draft, Fields, Message, Priority, ReceiptKind, MAX_BODY_LEN};
 use crate::store::{keys, StoreOp};
 use crate::team::TEAM_DOC_ID;
+use crate::trail::Action;
 
 impl Node {
     /// Carries out a user command. `_rng` is where a command would take its
@@ -35,10 +36,14 @@ impl Node {
         cmd: Command,
         fx: &mut Fx,
     ) -> Result<Reply, CommandError> {
-        if self.membership.is_none() {
+        if self.membership.is_none() && !matches!(cmd, Command::Audit(_)) {
             return Err(CommandError::NoMembership);
         }
         match cmd {
+            Command::Audit(action) => {
+                self.trail_append(now, action, fx);
+                Ok(Reply::Done)
+            }
             Command::CreateConversation { kind } => self.create(now, kind, fx),
             Command::Send {
                 conversation,
@@ -67,6 +72,15 @@ impl Node {
                     .validate()
                     .map_err(|e| CommandError::Invalid(e.to_string()))?;
                 let id = self.send(now, conversation, body, priority, reply_to, fields, fx)?;
+                let message = id;
+                self.trail_append(
+                    now,
+                    Action::Sent {
+                        conversation,
+                        message,
+                    },
+                    fx,
+                );
                 Ok(Reply::Message(id))
             }
             Command::MarkRead { conversation } => {
@@ -97,6 +111,11 @@ impl Node {
                 let pos = m.order_key();
                 if !conv.has_ack_from(&message, &self.device) {
                     self.write_receipt(now, conversation, ReceiptKind::Ack, pos, fx)?;
+                    let action = Action::Acknowledged {
+                        conversation,
+                        message,
+                    };
+                    self.trail_append(now, action, fx);
                 }
                 Ok(Reply::Done)
             }
@@ -177,6 +196,8 @@ impl Node {
                     ));
                 }
                 self.learn_revocation(now, &rev, fx)?;
+                let target = rev.target;
+                self.trail_append(now, Action::Revoked { target }, fx);
                 Ok(Reply::Done)
             }
         }

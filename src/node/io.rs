@@ -152,6 +152,11 @@ pub enum Command {
     },
     /// Installs an authority-signed revocation.
     Revoke(Revocation),
+    /// Records a security-relevant action in this device's audit trail
+    /// (sync.md §8): what the node does not see itself (an unlock, a
+    /// conversation read, an export, a passphrase change). Needs no
+    /// membership.
+    Audit(crate::trail::Action),
 }
 
 /// The immediate answer to a [`Command`].

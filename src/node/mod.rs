@@ -40,6 +40,7 @@ mod peer;
 mod pull;
 mod push;
 mod receive;
+mod trail;
 mod upgrade;
 mod view;
 
@@ -64,6 +65,7 @@ use crate::membership::{Certificate, Revocation};
 use crate::store::{keys, Loader, StoreOp, Stored, StoredDoc};
 use crate::team::{TeamDoc, TEAM_DOC_ID};
 use crate::wire::Reason;
+pub(crate) use answer::Lacking;
 pub(crate) use fx::Fx;
 use peer::Peer;
 pub(crate) use push::Send;
@@ -103,6 +105,9 @@ pub struct NodeConfig {
     /// checkers to show they catch it.
     #[doc(hidden)]
     pub clinical_fault: clinical::Fault,
+    /// The team authority's proof that this device holds the team key: it
+    /// then asks members for their audit trails (`trail.rs`).
+    pub trail_admin: Option<crate::trail::AdminProof>,
 }
 
 impl Default for NodeConfig {
@@ -118,6 +123,7 @@ impl Default for NodeConfig {
             max_reassembly_bytes: 64 * 1024 * 1024,
             append_only: true,
             clinical_fault: clinical::Fault::None,
+            trail_admin: None,
         }
     }
 }
@@ -185,6 +191,8 @@ pub struct Node {
     team_v1: Option<StoredDoc>,
     /// Open urgent messages and reminders (`clinical.rs`).
     clinical: clinical::Clinical,
+    /// The audit trails held (`trail.rs`).
+    trails: trail::Trails,
 }
 
 impl std::fmt::Debug for Node {
@@ -195,15 +203,6 @@ impl std::fmt::Debug for Node {
             .field("peers", &self.peers.len())
             .finish()
     }
-}
-
-/// Why a (document, peer) waits in `Node::lacking` for `Timer::Answer`.
-#[derive(Clone, Debug)]
-pub(crate) enum Lacking {
-    /// Its push left us lacking some of its heads (in its sync state).
-    Pushed,
-    /// It announced heads (kept in its sync state) some of which we lack.
-    Announced,
 }
 
 impl Node {
@@ -225,7 +224,7 @@ impl Node {
             device,
             actor,
             clock: HlcClock::default(),
-            config,
+            config: config.clone(),
             membership: None,
             convs: BTreeMap::new(),
             loader: stored.loader.clone(),
@@ -247,6 +246,7 @@ impl Node {
             team_audit_pending: false,
             team_v1: None,
             clinical: clinical::Clinical::from_store(&stored.held),
+            trails: trail::Trails::new(&stored, &config, cert.as_ref(), &device),
         };
         let Some(cert) = cert else {
             return Ok(node);
@@ -455,6 +455,7 @@ impl Node {
             }
             Timer::Maintenance => {
                 self.enforce_membership(now, fx);
+                self.trail_ask_all(fx);
                 fx.timers.push((
                     Timer::Maintenance,
                     now + self.config.maintenance_interval_ms,

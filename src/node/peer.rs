@@ -327,6 +327,13 @@ impl Node {
             Frame::Header { header } => self.on_header(now, peer, header, fx),
             Frame::Sync { doc, more, data } => self.on_sync(now, peer, doc, more, data, fx),
             Frame::Heads { entries } => self.on_heads(now, peer, entries, fx),
+            Frame::TrailAsk { proof, have } => self.on_trail_ask(now, peer, proof, have, fx),
+            Frame::Trail {
+                len,
+                head,
+                entries,
+                more,
+            } => self.on_trail(now, peer, len, head, entries, more, fx),
         }
     }
 
@@ -410,6 +417,7 @@ impl Node {
             p.state = PeerState::Member(Box::new(cert));
         }
         self.send_catalog(peer, fx);
+        self.trail_ask(peer, fx);
     }
 
     /// Our catalog for `peer`: the team document and every conversation it may have.

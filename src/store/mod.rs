@@ -34,8 +34,9 @@ pub use sled_store::SledStore;
 /// document index (`idx/`), 3 the upgrade pass of append-only documents,
 /// 4 remembered peers (`peer/`), 5 the list's badges in the index, 6 held
 /// times (`held/`) and the version-2 team document (which the node fills
-/// from version 1 at its next start); an older store is upgraded on open.
-pub const FORMAT_VERSION: u32 = 6;
+/// from version 1 at its next start), 7 the audit trail (`trail/`,
+/// `trailh/`, `trailx/`); an older store is upgraded on open.
+pub const FORMAT_VERSION: u32 = 7;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreOp {
@@ -94,6 +95,13 @@ pub mod keys {
     pub const REVOCATION_PREFIX: &[u8] = b"rev/";
     pub const PEER_PREFIX: &[u8] = b"peer/";
     pub const HELD_PREFIX: &[u8] = b"held/";
+    /// Audit entries: `trail/<device><seq u64 BE>` (sync.md §8).
+    pub const TRAIL_PREFIX: &[u8] = b"trail/";
+    /// How much of each trail is held: `trailh/<device>` → len ‖ head.
+    pub const TRAIL_HEAD_PREFIX: &[u8] = b"trailh/";
+    /// What one device showed of a trail that a held copy contradicts:
+    /// `trailx/<device><holder>` → a `trail::Finding`.
+    pub const TRAIL_FINDING_PREFIX: &[u8] = b"trailx/";
     /// Present while the team document awaits the upgrade pass (format 3).
     pub const AUDIT_TEAM: &[u8] = b"meta/audit-team";
 
@@ -135,6 +143,36 @@ pub mod keys {
         [HELD_PREFIX, conversation.as_slice(), message.as_slice()].concat()
     }
 
+    pub fn trail(device: &crate::ids::DeviceId, seq: u64) -> Vec<u8> {
+        [
+            TRAIL_PREFIX,
+            device.as_bytes().as_slice(),
+            &seq.to_be_bytes(),
+        ]
+        .concat()
+    }
+
+    /// The entries of `device`'s trail from `seq`, 256 at a time: every key
+    /// with the same first seven bytes of its sequence number.
+    pub fn trail_block(device: &crate::ids::DeviceId, seq: u64) -> Vec<u8> {
+        let mut k = trail(device, seq);
+        k.pop();
+        k
+    }
+
+    pub fn trail_head(device: &crate::ids::DeviceId) -> Vec<u8> {
+        [TRAIL_HEAD_PREFIX, device.as_bytes().as_slice()].concat()
+    }
+
+    pub fn trail_finding(device: &crate::ids::DeviceId, holder: &crate::ids::DeviceId) -> Vec<u8> {
+        [
+            TRAIL_FINDING_PREFIX,
+            device.as_bytes().as_slice(),
+            holder.as_bytes().as_slice(),
+        ]
+        .concat()
+    }
+
     pub fn revocation(key: &[u8; 16]) -> Vec<u8> {
         [REVOCATION_PREFIX, key.as_slice()].concat()
     }
@@ -172,7 +210,8 @@ pub fn check_format(store: &mut dyn Store) -> Result<(), StoreError> {
                 // 3 → 4 added a key form (`peer/`); 4 → 5 grew the index
                 // entry, so every entry becomes "unknown" and is written
                 // anew when its document is read at the next start; 5 → 6
-                // added a key form (`held/`) and a team document id.
+                // added a key form (`held/`) and a team document id; 6 → 7
+                // key forms (`trail/`, `trailh/`, `trailx/`).
                 let mut ops = Vec::new();
                 if found < 5 {
                     ops.extend(unknown_index_entries(store)?);
@@ -255,6 +294,8 @@ pub struct StoredDoc {
 /// writes to it, so a reader sees exactly what was there at start.
 pub trait DocLoader: Send + Sync {
     fn load_doc(&self, id: &[u8; 16]) -> Result<StoredDoc, StoreError>;
+    /// Every pair under `prefix` (the node reads older audit entries so).
+    fn scan(&self, prefix: &[u8]) -> Result<KeyValues, StoreError>;
 }
 
 /// A shared [`DocLoader`].
@@ -273,6 +314,10 @@ impl std::fmt::Debug for Loader {
 impl<S: Store + Send + Sync> DocLoader for S {
     fn load_doc(&self, id: &[u8; 16]) -> Result<StoredDoc, StoreError> {
         doc_from_records(self.scan_prefix(&keys::doc_prefix(id))?)
+    }
+
+    fn scan(&self, prefix: &[u8]) -> Result<KeyValues, StoreError> {
+        self.scan_prefix(prefix)
     }
 }
 
@@ -294,6 +339,10 @@ pub struct Stored {
     /// (conversation, message, ms): when this device first held each open
     /// urgent or STAT message ([`keys::held`]).
     pub held: Vec<([u8; 16], [u8; 16], u64)>,
+    /// How much of each audit trail is held: (device, entries, last hash).
+    pub trails: Vec<(crate::ids::DeviceId, u64, [u8; 32])>,
+    /// What devices showed of trails that held copies contradict.
+    pub findings: Vec<crate::trail::Finding>,
     /// Reads the documents marked [`StoredDoc::deferred`].
     pub loader: Option<Loader>,
 }
@@ -313,6 +362,26 @@ fn read_held(store: &dyn Store, out: &mut Stored) -> Result<(), StoreError> {
         let conv = ids[..16].try_into().expect("16 bytes");
         let msg = ids[16..].try_into().expect("16 bytes");
         out.held.push((conv, msg, u64::from_be_bytes(at)));
+    }
+    Ok(())
+}
+
+/// The audit trails' heads and findings (sync.md §8).
+fn read_trails(store: &dyn Store, out: &mut Stored) -> Result<(), StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("an audit trail's {what} record"));
+    for (k, v) in store.scan_prefix(keys::TRAIL_HEAD_PREFIX)? {
+        let device = <[u8; 32]>::try_from(&k[keys::TRAIL_HEAD_PREFIX.len()..])
+            .map_err(|_| corrupt("head"))?;
+        if v.len() != 40 {
+            return Err(corrupt("head"));
+        }
+        let len = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
+        let head = v[8..].try_into().expect("32 bytes");
+        out.trails.push((crate::ids::DeviceId(device), len, head));
+    }
+    for (_, v) in store.scan_prefix(keys::TRAIL_FINDING_PREFIX)? {
+        out.findings
+            .push(crate::trail::Finding::decode(&v).map_err(|_| corrupt("finding"))?);
     }
     Ok(())
 }
@@ -383,6 +452,7 @@ pub fn load(store: &dyn Store) -> Result<Stored, StoreError> {
         out.revocations.push(v);
     }
     read_held(store, &mut out)?;
+    read_trails(store, &mut out)?;
     mark_team_audit(store, &mut out)?;
     Ok(out)
 }
@@ -419,6 +489,7 @@ pub fn load_lazy(store: &dyn Store, loader: Loader) -> Result<Stored, StoreError
         out.revocations.push(v);
     }
     read_held(store, &mut out)?;
+    read_trails(store, &mut out)?;
     mark_team_audit(store, &mut out)?;
     out.loader = Some(loader);
     Ok(out)

@@ -310,6 +310,10 @@ impl super::DocLoader for SledReader {
             &super::keys::doc_prefix(id),
         )?)
     }
+
+    fn scan(&self, prefix: &[u8]) -> Result<super::KeyValues, StoreError> {
+        scan(&self.0, self.1.as_deref(), prefix)
+    }
 }
 
 /// Opens the sled database in `db_dir`.

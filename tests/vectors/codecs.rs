@@ -428,6 +428,26 @@ pub(crate) fn frame_json(f: &Frame) -> Value {
                 }))
                 .collect::<Vec<_>>(),
         }),
+        Frame::TrailAsk { proof, have } => json!({
+            "type": "trail_ask",
+            "proof": hex(proof),
+            "have": have
+                .iter()
+                .map(|h| json!({ "device": hex(&h.device), "len": h.len, "head": hex(&h.head) }))
+                .collect::<Vec<_>>(),
+        }),
+        Frame::Trail {
+            len,
+            head,
+            entries,
+            more,
+        } => json!({
+            "type": "trail",
+            "len": len,
+            "head": hex(head),
+            "more": more,
+            "entries": entries.iter().map(|e| hex(e)).collect::<Vec<_>>(),
+        }),
     }
 }
 
@@ -470,6 +490,29 @@ pub(crate) fn frame_from_json(v: &Value) -> Frame {
                 .map(|e| HeadsEntry {
                     doc: fixed(e, "doc"),
                     heads: hashes32(e, "heads"),
+                })
+                .collect(),
+        },
+        "trail_ask" => Frame::TrailAsk {
+            proof: fixed(v, "proof"),
+            have: list(v, "have")
+                .iter()
+                .map(|h| TrailHave {
+                    device: fixed(h, "device"),
+                    len: num(h, "len"),
+                    head: fixed(h, "head"),
+                })
+                .collect(),
+        },
+        "trail" => Frame::Trail {
+            len: num(v, "len"),
+            head: fixed(v, "head"),
+            more: flag(v, "more"),
+            entries: list(v, "entries")
+                .iter()
+                .map(|e| {
+                    let s = e.as_str().expect("an entry in hex");
+                    data_encoding::HEXLOWER.decode(s.as_bytes()).expect("hex")
                 })
                 .collect(),
         },

@@ -128,6 +128,47 @@ pub(crate) fn gen_frames(c: &Cast) -> Value {
             },
         ),
     ];
+    // The audit trail (sync.md §8): Chidi's laptop holds the team key and
+    // asks Ana's phone, which holds two entries of its own.
+    let chidi = c.dev("chidi-laptop");
+    let proof = huddle::trail::AdminProof::sign(&c.authority, &chidi);
+    let first = huddle::trail::Entry::sign(
+        c.key("ana-phone"),
+        None,
+        1_767_225_600_000,
+        huddle::trail::Action::Unlocked {
+            via: huddle::trail::Via::Run,
+        },
+    );
+    let second = huddle::trail::Entry::sign(
+        c.key("ana-phone"),
+        Some((0, first.hash())),
+        1_767_225_660_000,
+        huddle::trail::Action::Opened {
+            conversation: ConversationId(conv_doc),
+            via: huddle::trail::Via::Screen,
+        },
+    );
+    frames.push((
+        "trail_ask: an administrator holding one entry of Ana's trail".into(),
+        Frame::TrailAsk {
+            proof: proof.0,
+            have: vec![TrailHave {
+                device: c.dev("ana-phone").0,
+                len: 1,
+                head: first.hash(),
+            }],
+        },
+    ));
+    frames.push((
+        "trail: Ana's two entries".into(),
+        Frame::Trail {
+            len: 2,
+            head: second.hash(),
+            entries: vec![first.encode(), second.encode()],
+            more: false,
+        },
+    ));
     for (name, revocation) in revocations(c) {
         frames.push((format!("revoked: {name}"), Frame::Revoked { revocation }));
     }
@@ -168,7 +209,8 @@ pub(crate) fn gen_frames(c: &Cast) -> Value {
     let mut invalid = vec![
         bad(vec![], "empty frame", "Truncated", 10),
         bad(vec![0], "tag 0", "Unknown", 10),
-        bad(vec![9], "tag 9", "Unknown", 10),
+        bad(vec![11], "tag 11", "Unknown", 10),
+        bad(vec![9], "trail ask without a proof", "Truncated", 10),
         bad(vec![8], "revoked without a revocation", "Truncated", 10),
         bad(
             vec![8, 1, 1],
@@ -214,8 +256,14 @@ pub(crate) fn gen_frames(c: &Cast) -> Value {
             "Unknown",
             8,
         ),
-        bad(splice(&hello, 1, 1, &[8]), "hello version 8", "Unknown", 8),
-        bad(vec![1, 8], "hello version 8, nothing after", "Unknown", 8),
+        bad(
+            splice(&hello, 1, 1, &[7]),
+            "hello version 7 (no audit trail frames)",
+            "Unknown",
+            8,
+        ),
+        bad(splice(&hello, 1, 1, &[9]), "hello version 9", "Unknown", 8),
+        bad(vec![1, 9], "hello version 9, nothing after", "Unknown", 8),
         bad(vec![1], "hello without version", "Truncated", 10),
         bad(
             hello[..hello.len() - 1].to_vec(),

@@ -40,7 +40,9 @@ use huddle::node::{Command, Input, Node, NodeConfig, Output, Reply, Timer};
 use huddle::replica::{Entry, Replica};
 use huddle::store::{self, keys, MemoryStore, Store, StoreError, StoreOp, Stored};
 use huddle::team::TEAM_DOC_ID;
-use huddle::wire::{CatalogEntry, Frame, HeadsEntry, Reason, MAX_FRAME_LEN, PROTOCOL_VERSION};
+use huddle::wire::{
+    CatalogEntry, Frame, HeadsEntry, Reason, TrailHave, MAX_FRAME_LEN, PROTOCOL_VERSION,
+};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
