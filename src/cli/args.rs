@@ -156,6 +156,13 @@ pub enum Cmd {
     #[command(after_help = "Examples:\n  huddle passphrase change\n  huddle passphrase set")]
     Passphrase(PassphraseCmd),
 
+    /// Set or clear the PIN that unlocks this device's locked screen
+    #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  huddle pin set\n  huddle pin set --pin-file pin.txt\n  huddle pin clear"
+    )]
+    Pin(PinCmd),
+
     /// Print a shell completion script
     #[command(
         after_help = "Example:\n  huddle completions bash > ~/.local/share/bash-completion/completions/huddle"
@@ -178,6 +185,21 @@ pub struct InitArgs {
     /// a lost laptop then gives away every message on it)
     #[arg(long)]
     pub unencrypted: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PinCmd {
+    /// Set the PIN (4 to 64 characters; asks for the passphrase first in
+    /// an encrypted data directory). A running node uses it at once.
+    #[command(after_help = "Example:\n  huddle pin set")]
+    Set {
+        /// A file holding the PIN [default: ask at the terminal, twice]
+        #[arg(long, value_name = "FILE")]
+        pin_file: Option<PathBuf>,
+    },
+    /// Remove the PIN: the screen then unlocks only with the passphrase
+    #[command(after_help = "Example:\n  huddle pin clear")]
+    Clear,
 }
 
 #[derive(Debug, Subcommand)]

@@ -19,6 +19,7 @@ mod export;
 mod lock;
 mod offline;
 mod passphrase;
+mod pin;
 mod render;
 mod resolve;
 mod run;
@@ -200,6 +201,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Init(a) => setup::init(&ctx, a),
         Cmd::Passphrase(p) => passphrase::run(&ctx, p),
+        Cmd::Pin(p) => pin::run(&ctx, p),
         Cmd::Export(a) => export::run(&ctx, a),
         Cmd::Whoami => setup::whoami(&ctx),
         Cmd::Team(t) => setup::team(&ctx, t),
