@@ -392,6 +392,11 @@ pub struct RunArgs {
     /// 5m, 1h)
     #[arg(long, value_name = "DURATION", default_value = "5m")]
     pub lock_after: String,
+    /// Wrong passphrases or PINs in a row at the locked screen before each
+    /// further try waits (30 s, doubling up to 15 min)
+    #[arg(long, value_name = "N", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub unlock_attempts: u32,
 }
 
 #[derive(Debug, Args)]
