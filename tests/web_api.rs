@@ -1,7 +1,8 @@
 //! The screen's server side without a browser (issue 21): sign-in by a
 //! one-time URL, the per-device cookie, CSRF on writes, the Host and Origin
-//! guard, the Content-Security-Policy, the idle lock ending the session
-//! and its event stream, administrator actions confirmed by a fresh link,
+//! guard, the Content-Security-Policy, the idle lock (the session kept,
+//! locked) ending its event stream, signing out, administrator actions
+//! confirmed by a fresh link,
 //! and the history cursor. Requests are written by hand (net_common.rs).
 #![cfg(feature = "cli")]
 
@@ -9,6 +10,8 @@
 mod common;
 
 use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::*;
 use huddle::api::ApiServer;
@@ -39,7 +42,7 @@ async fn screen(lock_after: Duration) -> Screen {
     let node = start_node(&ana, dir.path(), Vec::new()).await;
     let options = WebOptions {
         lock_after,
-        data_dir: None,
+        ..WebOptions::default()
     };
     let server =
         huddle::api::start_with(node.handle.clone(), "127.0.0.1:0".parse().unwrap(), options)
@@ -247,10 +250,73 @@ async fn an_idle_session_locks_and_its_event_stream_ends() {
         )
         .await;
     assert_eq!(alive.status, 401, "a locked session stays locked");
+    let session = s.get("/web/session", &[("Cookie", &cookie)]).await;
+    assert_eq!(session.status, 200, "locked, not ended");
+    assert_eq!(session.json()["locked"], true);
+    // No passphrase, no PIN: only a new sign-in link opens it.
+    let unlock = s
+        .post(
+            "/web/unlock",
+            &[("Cookie", &cookie), ("x-huddle-csrf", &csrf)],
+            br#"{"secret": "anything"}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(unlock.status, 409);
+    assert!(unlock.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("huddle open"));
 }
 
 #[tokio::test]
-async fn a_person_keeps_the_session_open_and_lock_ends_it() {
+async fn the_lock_button_ends_the_event_stream_at_once() {
+    let s = screen(Duration::from_secs(3600)).await;
+    let (cookie, csrf) = sign_in(&s).await;
+    let with_cookie = [("Cookie", cookie.as_str())];
+    // The stream is open (its head read) before the lock.
+    let mut stream = tokio::net::TcpStream::connect(s.server.addr).await.unwrap();
+    let req = format!(
+        "GET /v1/events HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nCookie: {cookie}\r\n\r\n",
+        s.server.addr
+    );
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            stream.read(&mut byte).await.unwrap(),
+            1,
+            "the stream closed early"
+        );
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let events = async move {
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).await.map(|_| rest)
+    };
+    let lock = s
+        .post(
+            "/web/lock",
+            &[("Cookie", &cookie), ("x-huddle-csrf", &csrf)],
+            vec![],
+        )
+        .await;
+    assert_eq!(lock.status, 200);
+    let ended = tokio::time::timeout(Duration::from_secs(10), events).await;
+    assert!(
+        ended.is_ok(),
+        "the stream outlived the lock by 10 s (idle time: 1 h)"
+    );
+    assert_eq!(s.get("/v1/conversations", &with_cookie).await.status, 401);
+}
+
+#[tokio::test]
+async fn a_person_keeps_the_session_open_lock_locks_it_and_sign_out_ends_it() {
     let s = screen(Duration::from_millis(1500)).await;
     let (cookie, csrf) = sign_in(&s).await;
     let auth = [
@@ -265,9 +331,17 @@ async fn a_person_keeps_the_session_open_and_lock_ends_it() {
     }
     let lock = s.post("/web/lock", &auth, vec![]).await;
     assert_eq!(lock.status, 200);
-    assert!(lock.header("set-cookie").unwrap().contains("Max-Age=0"));
+    assert_eq!(lock.header("set-cookie"), None, "the cookie is kept");
     let after = s.get("/web/session", &[("Cookie", &cookie)]).await;
-    assert_eq!(after.status, 401);
+    assert_eq!(after.status, 200);
+    assert_eq!(after.json()["locked"], true);
+    let refused = s.get("/v1/conversations", &[("Cookie", &cookie)]).await;
+    assert_eq!(refused.status, 401);
+    let out = s.post("/web/signout", &auth, vec![]).await;
+    assert_eq!(out.status, 200);
+    assert!(out.header("set-cookie").unwrap().contains("Max-Age=0"));
+    let after = s.get("/web/session", &[("Cookie", &cookie)]).await;
+    assert_eq!(after.status, 401, "signed out");
 }
 
 #[tokio::test]

@@ -76,7 +76,7 @@ fn the_ward_screen_in_a_real_browser() {
     let a = Running::start(&ana, &[]).unwrap();
     let mut b = Running::spawn(&ben, &a.listen).unwrap();
     b.wait_started().unwrap();
-    let mut c = Running::spawn_with(&cara, &a.listen, &["--lock-after", "3s"]).unwrap();
+    let mut c = Running::spawn_with(&cara, &a.listen, &["--lock-after", "5s"]).unwrap();
     c.wait_started().unwrap();
     let url = |dir: &Path| ok(dir, &["open", "--print"]).unwrap();
 
@@ -91,6 +91,11 @@ fn the_ward_screen_in_a_real_browser() {
         // unlocks Dan's too.
         .envs(cli_support::unlock_env(&ana.dir))
         .env("ANA_DIR", &ana.dir)
+        .env("CARA_DIR", &cara.dir)
+        .env(
+            "CARA_PASSPHRASE_FILE",
+            cli_support::passphrase_file(&cara.dir),
+        )
         .env("DAN_DIR", &dan.dir)
         .env("DAN_DEVICE", &dan.device)
         .env("SHOTS", &shots)

@@ -554,18 +554,20 @@ async fn events(
 ) -> Sse<impl Stream<Item = Result<sse::Event, Infallible>>> {
     let rx = s.handle.subscribe();
     let session = match caller {
-        Caller::Session(id) => Some((s.web.clone(), id)),
+        Caller::Session(id) => Some((s.web.clone(), id, s.web.lock_changes())),
         Caller::Token => None,
     };
-    let stream = futures::stream::unfold((rx, session), |(mut rx, session)| async move {
+    let stream = futures::stream::unfold((rx, session), |(mut rx, mut session)| async move {
         let next = loop {
-            let Some((web, id)) = &session else {
+            let Some((web, id, locks)) = &mut session else {
                 break rx.recv().await;
             };
             let locks_at = web.locks_at(id)?;
             tokio::select! {
-                e = rx.recv() => break e,
+                // Nothing reaches a session that locked while it waited.
+                e = rx.recv() => { web.locks_at(id)?; break e }
                 () = tokio::time::sleep_until(locks_at.into()) => {}
+                _ = locks.changed() => {}
             }
         };
         let json = match next {

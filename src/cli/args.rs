@@ -165,6 +165,13 @@ pub enum Cmd {
     #[command(after_help = "Examples:\n  huddle passphrase change\n  huddle passphrase set")]
     Passphrase(PassphraseCmd),
 
+    /// Set or clear the PIN that unlocks this device's locked screen
+    #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  huddle pin set\n  huddle pin set --pin-file pin.txt\n  huddle pin clear"
+    )]
+    Pin(PinCmd),
+
     /// Print a shell completion script
     #[command(
         after_help = "Example:\n  huddle completions bash > ~/.local/share/bash-completion/completions/huddle"
@@ -215,6 +222,21 @@ pub enum AuditCmd {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PinCmd {
+    /// Set the PIN (4 to 64 characters; asks for the passphrase first in
+    /// an encrypted data directory). A running node uses it at once.
+    #[command(after_help = "Example:\n  huddle pin set")]
+    Set {
+        /// A file holding the PIN [default: ask at the terminal, twice]
+        #[arg(long, value_name = "FILE")]
+        pin_file: Option<PathBuf>,
+    },
+    /// Remove the PIN: the screen then unlocks only with the passphrase
+    #[command(after_help = "Example:\n  huddle pin clear")]
+    Clear,
 }
 
 #[derive(Debug, Subcommand)]
@@ -407,6 +429,11 @@ pub struct RunArgs {
     /// 5m, 1h)
     #[arg(long, value_name = "DURATION", default_value = "5m")]
     pub lock_after: String,
+    /// Wrong passphrases or PINs in a row at the locked screen before each
+    /// further try waits (30 s, doubling up to 15 min)
+    #[arg(long, value_name = "N", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub unlock_attempts: u32,
 }
 
 #[derive(Debug, Args)]

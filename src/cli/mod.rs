@@ -20,6 +20,7 @@ mod export;
 mod lock;
 mod offline;
 mod passphrase;
+mod pin;
 mod render;
 mod resolve;
 mod run;
@@ -201,6 +202,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Init(a) => setup::init(&ctx, a),
         Cmd::Passphrase(p) => passphrase::run(&ctx, p),
+        Cmd::Pin(p) => pin::run(&ctx, p),
         Cmd::Export(a) => export::run(&ctx, a),
         Cmd::Audit(a) => audit::run(&ctx, a),
         Cmd::Whoami => setup::whoami(&ctx),

@@ -123,6 +123,8 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
         let web = crate::web::WebOptions {
             lock_after,
             data_dir: Some(ctx.dir.clone()),
+            unlock_attempts: a.unlock_attempts,
+            first_backoff: crate::web::first_backoff(),
         };
         let (api, moved) = start_api(handle.clone(), a.api, web).await?;
         ctx.dir.write_api_info(&api.info())?;

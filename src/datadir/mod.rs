@@ -12,11 +12,12 @@
 //! | `profile.json` | member id, display name, roles |
 //! | `certificate` | the membership certificate, as its text token |
 //! | `team.key` | the team authority's secret, hex (administrators only) |
+//! | `pin` | the screen's PIN as an Argon2id hash, hex (only if one is set: `pin.rs`) |
 //! | `api.json` | url and bearer token of the running node's local API |
 //! | `sealed/` (`db/` if unencrypted), `blobs/`, `huddle.lock` | the store (see `store::SledStore`) |
 //!
 //! In an encrypted data directory (one with `key.wrap`: storage.md §8) the
-//! four files of the identity are sealed with the data key (`unlock.rs`),
+//! identity's files (and the PIN) are sealed with the data key (`unlock.rs`),
 //! and so is everything in the store; `api.json` is not (it lives only
 //! while the node runs, and tells other commands where to find it).
 //!
@@ -38,8 +39,10 @@ use crate::crypto::{AuthorityKey, DeviceKey};
 use crate::ids::{DeviceId, MemberId};
 use crate::membership::{Certificate, TokenError};
 
+mod pin;
 mod unlock;
 
+pub use pin::{PinError, MAX_PIN, MIN_PIN};
 pub use unlock::{source as passphrase_source, Passphrase};
 
 const DEVICE_KEY: &str = "device.key";

@@ -25,7 +25,13 @@ use crate::atrest::{is_sealed_file, DataKey, Keys, WRAP_FILE};
 use crate::store::{SledStore, StoreError};
 
 /// The files sealed with the data key.
-const SECRETS: [&str; 4] = [DEVICE_KEY, PROFILE, CERTIFICATE, TEAM_KEY];
+const SECRETS: [&str; 5] = [
+    DEVICE_KEY,
+    PROFILE,
+    CERTIFICATE,
+    TEAM_KEY,
+    super::pin::PIN_FILE,
+];
 /// Tries at a terminal before giving up.
 const PROMPT_TRIES: usize = 3;
 
@@ -107,7 +113,7 @@ impl DataDir {
 
     /// `key.wrap`, read up to one byte past its length (a longer file is
     /// refused as damaged by `wrap::params_of`, never read whole).
-    fn read_wrap(&self) -> Result<Option<Vec<u8>>, DataDirError> {
+    pub(super) fn read_wrap(&self) -> Result<Option<Vec<u8>>, DataDirError> {
         let read = std::fs::File::open(self.file(WRAP_FILE)).and_then(|f| {
             let mut bytes = Vec::with_capacity(wrap::WRAP_LEN + 1);
             f.take(wrap::WRAP_LEN as u64 + 1).read_to_end(&mut bytes)?;

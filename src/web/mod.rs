@@ -14,8 +14,11 @@
 //! - a write made with the cookie carries the session's CSRF token in the
 //!   `x-huddle-csrf` header (a cross-site page can neither read the token
 //!   nor send the header without a preflight we never grant);
-//! - a session ends after `lock_after` without a sign of a person
-//!   ([`session`]); its event stream ends with it;
+//! - a session locks after `lock_after` without a sign of a person, or
+//!   at the Lock button ([`session`]); its event stream ends with it, and
+//!   it opens nothing until its person gives the data directory's
+//!   passphrase or the device's PIN (`unlock.rs`: the only way back besides
+//!   a new sign-in link); wrong secrets back off for the whole node;
 //! - every response forbids inline script, framing and third-party loads
 //!   (Content-Security-Policy).
 
@@ -23,6 +26,7 @@ pub mod session;
 
 mod admin;
 mod routes;
+mod unlock;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -32,7 +36,8 @@ use axum::http::{header, HeaderMap, HeaderValue, Method};
 
 pub use admin::{AdmitForm, Admitted, RevokeForm};
 pub use routes::{routes, LoginUrl};
-pub use session::{Opened, Sessions};
+pub use session::{Opened, SessionState, Sessions};
+pub use unlock::{first_backoff, record, ScreenAudit, UnlockWith};
 
 use crate::ids::DeviceId;
 
@@ -56,6 +61,10 @@ pub struct WebOptions {
     /// The node's data directory: when it holds the team key, the Team
     /// page admits and revokes (each confirmed with a fresh login URL).
     pub data_dir: Option<crate::datadir::DataDir>,
+    /// Wrong unlock secrets in a row before each attempt waits.
+    pub unlock_attempts: u32,
+    /// The first wait; it doubles with each wrong secret after it.
+    pub first_backoff: Duration,
 }
 
 impl Default for WebOptions {
@@ -63,6 +72,8 @@ impl Default for WebOptions {
         WebOptions {
             lock_after: DEFAULT_LOCK_AFTER,
             data_dir: None,
+            unlock_attempts: session::DEFAULT_UNLOCK_ATTEMPTS,
+            first_backoff: session::FIRST_BACKOFF,
         }
     }
 }
@@ -76,6 +87,15 @@ pub struct Web {
     hosts: Vec<String>,
     origin: String,
     admin: Option<admin::Admin>,
+    /// Where the passphrase's `key.wrap` and the PIN are read at each
+    /// unlock attempt.
+    dir: Option<crate::datadir::DataDir>,
+    backoff: Mutex<session::Backoff>,
+    /// Held while one unlock attempt is checked: attempts never run side
+    /// by side (each would pass the backoff before the others failed).
+    checking: std::sync::atomic::AtomicBool,
+    /// Told of every lock and sign-out, so event streams end at once.
+    locks: tokio::sync::watch::Sender<()>,
 }
 
 /// How a request proved who it is.
@@ -103,6 +123,13 @@ impl Web {
         }
         Arc::new(Web {
             sessions: Mutex::new(Sessions::new(options.lock_after)),
+            backoff: Mutex::new(session::Backoff::new(
+                options.unlock_attempts,
+                options.first_backoff,
+            )),
+            checking: std::sync::atomic::AtomicBool::new(false),
+            locks: tokio::sync::watch::Sender::new(()),
+            dir: options.data_dir.clone(),
             token,
             admin: options
                 .data_dir
@@ -155,6 +182,25 @@ impl Web {
         Some((id.to_owned(), csrf))
     }
 
+    /// The session this request's cookie names, open or locked.
+    pub fn session_state(&self, headers: &HeaderMap) -> Option<(String, SessionState)> {
+        let id = cookie(headers, &self.cookie)?;
+        let state = self.sessions().state(id, Instant::now())?;
+        Some((id.to_owned(), state))
+    }
+
+    /// Locks the session now; its event streams end.
+    pub fn lock(&self, id: &str) -> bool {
+        let locked = self.sessions().lock(id, Instant::now());
+        self.locks.send_replace(());
+        locked
+    }
+
+    /// Told of every lock and sign-out (an event stream checks its session).
+    pub fn lock_changes(&self) -> tokio::sync::watch::Receiver<()> {
+        self.locks.subscribe()
+    }
+
     pub fn alive(&self, id: &str) -> Option<Instant> {
         let mut s = self.sessions();
         s.alive(id, Instant::now())
@@ -171,6 +217,7 @@ impl Web {
 
     pub fn end(&self, id: &str) {
         self.sessions().end(id);
+        self.locks.send_replace(());
     }
 
     /// Refuses a request that does not name this node in `Host` (and in

@@ -1,17 +1,17 @@
 //! The screen's own routes: the page and its assets, sign-in, the idle
-//! lock and QR codes. The `/v1` API the page uses is the CLI's
+//! lock (unlocking is `unlock.rs`), sign-out and QR codes. The `/v1` API the page uses is the CLI's
 //! (`crate::api`), authorized by [`Web::caller`].
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::{Caller, Web};
+use super::{Caller, SessionState, UnlockWith, Web};
 use crate::api::types::ErrorBody;
 
 const INDEX: &str = include_str!("assets/index.html");
@@ -53,6 +53,12 @@ pub fn routes(web: Arc<Web>) -> Router {
         .route("/web/session", get(session))
         .route("/web/alive", post(alive))
         .route("/web/lock", post(lock))
+        .route(
+            "/web/unlock",
+            post(super::unlock::unlock)
+                .layer(DefaultBodyLimit::max(super::unlock::MAX_UNLOCK_BODY)),
+        )
+        .route("/web/signout", post(signout))
         .route("/web/qr", get(qr))
         .route("/web/admin/admit", post(super::admin::admit))
         .route("/web/admin/revoke", post(super::admin::revoke))
@@ -124,30 +130,63 @@ struct SessionInfo {
     lock_after_ms: u64,
     /// This device holds the team key: the Team page admits and revokes.
     admin: bool,
+    /// The session is locked: only `/web/unlock` (or a new link) opens it.
+    locked: bool,
+    /// What unlocks it on this device.
+    unlock_with: UnlockWith,
 }
 
-fn signed_out() -> Response {
+pub(super) fn signed_out() -> Response {
     signed_out_refusal().into_response()
 }
 
 fn signed_out_refusal() -> Refusal {
     Refusal(
         StatusCode::UNAUTHORIZED,
-        "this screen is locked or signed out: run `huddle open` for a new sign-in link".into(),
+        "this screen is locked or signed out: unlock it, or run `huddle open` for a new sign-in link".into(),
     )
 }
 
-/// `GET /web/session`: the page's CSRF token and idle time.
+/// `GET /web/session`: the page's CSRF token and idle time, and whether
+/// it is locked (a locked session learns nothing else).
 async fn session(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
-    match web.session(&headers) {
-        Some((_, csrf)) => Json(SessionInfo {
-            csrf,
+    match web.session_state(&headers) {
+        Some((_, state)) => Json(SessionInfo {
+            admin: !state.locked && web.admin.as_ref().is_some_and(|a| a.holds_key()),
+            csrf: state.csrf,
             lock_after_ms: web.lock_after().as_millis() as u64,
-            admin: web.admin.as_ref().is_some_and(|a| a.holds_key()),
+            locked: state.locked,
+            unlock_with: web.unlock_with(),
         })
         .into_response(),
         None => signed_out(),
     }
+}
+
+/// A write from a session's page, open or locked (its CSRF header
+/// checked): locking, unlocking, signing out.
+pub(super) fn any_session_writer(
+    web: &Web,
+    headers: &HeaderMap,
+) -> Result<(String, SessionState), Refusal> {
+    if headers.contains_key(header::AUTHORIZATION) {
+        return Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            "this is for the screen's session".into(),
+        ));
+    }
+    let (id, state) = web.session_state(headers).ok_or_else(signed_out_refusal)?;
+    let given = headers.get(super::CSRF_HEADER).map(|v| v.as_bytes());
+    if !given.is_some_and(|g| super::constant_time_eq(g, state.csrf.as_bytes())) {
+        return Err(Refusal(
+            StatusCode::FORBIDDEN,
+            format!(
+                "a write from the screen must carry the {} header",
+                super::CSRF_HEADER
+            ),
+        ));
+    }
+    Ok((id, state))
 }
 
 pub(super) fn session_writer(web: &Web, headers: &HeaderMap) -> Result<String, Refusal> {
@@ -183,10 +222,20 @@ async fn alive(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
     }
 }
 
-/// `POST /web/lock`: ends the session.
+/// `POST /web/lock`: locks the session (the Lock button, or the page's
+/// own idle timer); it keeps its cookie, to be unlocked.
 async fn lock(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
-    let id = match session_writer(&web, &headers) {
-        Ok(id) => id,
+    match any_session_writer(&web, &headers) {
+        Ok((id, _)) if web.lock(&id) => Json(serde_json::json!({})).into_response(),
+        Ok(_) => signed_out(),
+        Err(r) => r.into_response(),
+    }
+}
+
+/// `POST /web/signout`: ends the session, open or locked, and its cookie.
+async fn signout(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
+    let id = match any_session_writer(&web, &headers) {
+        Ok((id, _)) => id,
         Err(r) => return r.into_response(),
     };
     web.end(&id);

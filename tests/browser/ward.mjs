@@ -1,8 +1,10 @@
 // The ward's screen in real headless Chromium, against real huddle nodes
 // that tests/web_screen.rs started. Exits non-zero with a sentence on the
 // first check that fails. Env: ANA_URL, BEN_URL, CARA_URL (one-time
-// sign-in links), HUDDLE (the binary), ANA_DIR (for fresh links), DAN_DIR
-// and DAN_DEVICE (a device to admit), SHOTS (where screenshots go).
+// sign-in links), HUDDLE (the binary), ANA_DIR (for fresh links), CARA_DIR
+// and CARA_PASSPHRASE_FILE (her locked node, read by the CLI; the
+// passphrase that unlocks her screen), DAN_DIR and DAN_DEVICE (a device to
+// admit), SHOTS (where screenshots go).
 import { chromium } from 'playwright-core';
 import { readFileSync, mkdirSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
@@ -135,6 +137,64 @@ async function attachments(ana, ben) {
   await shots(ben, 'attachments');
 }
 
+// Cara's node locks its screen after 5 s idle. Locked, her page holds no
+// patient text; her node still syncs (a message Ana sends meanwhile reaches
+// it, read through its API by the CLI); a wrong passphrase is refused; the
+// right one returns her to the conversation she had open, with the message.
+async function lockedCara(ana) {
+  step('Cara\'s page locks after its idle time (--lock-after 5s), and nothing a patient could be named in stays in the page');
+  const cara = await page(env('CARA_URL'));
+  await conv(cara, 'Sepsis review').click({ timeout: T });
+  await messages(cara).getByRole('listitem').filter({ hasText: 'lactate 4.1' }).waitFor({ timeout: T });
+  const heading = cara.getByRole('heading', { name: 'This screen is locked' });
+  await heading.waitFor({ timeout: T });
+  const field = cara.getByRole('textbox', { name: 'Passphrase' });
+  await field.waitFor({ timeout: T });
+  const leaks = async () => {
+    const html = await cara.evaluate(() => document.documentElement.outerHTML);
+    return ['lactate', 'Sepsis review', 'bed 9', 'handover'].filter((t) => html.includes(t));
+  };
+  const shown = await leaks();
+  if (shown.length) throw new Error(`the locked page still holds: ${shown.join(', ')}`);
+  if (!(await cara.evaluate(() => document.getElementById('app').inert && document.getElementById('app').hidden))) throw new Error('the page behind the lock is not hidden and inert');
+  if (await cara.evaluate(() => document.activeElement.id) !== 'unlock-secret') throw new Error('the passphrase field does not have the focus');
+  await axe(cara, 'the locked screen');
+  await shots(cara, 'locked');
+
+  step('locked, Cara\'s node keeps syncing: Ana\'s message reaches it, not her page');
+  await ana.getByRole('button', { name: 'Conversations' }).click();
+  await conv(ana, 'Sepsis review').click();
+  await say(ana, 'Sent while Cara was away: bed 12 repeat lactate 2.0');
+  const history = () => execFileSync(env('HUDDLE'), ['--data-dir', env('CARA_DIR'), '--json', 'history', 'Sepsis review'], { encoding: 'utf8' });
+  const deadline = Date.now() + T;
+  while (!history().includes('repeat lactate 2.0')) {
+    if (Date.now() > deadline) throw new Error('Cara\'s locked node did not receive Ana\'s message');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  if ((await leaks()).length) throw new Error('the message reached the locked page');
+
+  step('a wrong passphrase is refused and said so; the right one (Enter) returns to the conversation, with the new message, live again');
+  await field.fill('not the passphrase');
+  await field.press('Enter');
+  await cara.getByRole('alert').filter({ hasText: 'Wrong passphrase or PIN' }).waitFor({ timeout: T });
+  await axe(cara, 'the locked screen after a wrong passphrase');
+  if (await field.inputValue() !== '') throw new Error('the refused passphrase stays in the field');
+  await field.fill(readFileSync(env('CARA_PASSPHRASE_FILE'), 'utf8').replace(/\n$/, ''));
+  await field.press('Enter');
+  await heading.waitFor({ state: 'hidden', timeout: T });
+  await messages(cara).getByRole('listitem').filter({ hasText: 'repeat lactate 2.0' }).waitFor({ timeout: T });
+  await say(ana, 'And live again after the unlock');
+  await messages(cara).getByRole('listitem').filter({ hasText: 'live again after the unlock' }).waitFor({ timeout: T });
+  step('the Lock button locks at once; a reload keeps the session locked');
+  await cara.getByRole('button', { name: 'Lock', exact: true }).click();
+  await heading.waitFor({ timeout: T });
+  if ((await leaks()).length) throw new Error('the page locked by its button still holds patient text');
+  await cara.reload();
+  await field.waitFor({ timeout: T });
+  if ((await leaks()).length) throw new Error('the reloaded locked page holds patient text');
+  await ana.getByRole('button', { name: 'Team' }).click();
+}
+
 async function run() {
   const ana = await page(env('ANA_URL'));
   const ben = await page(env('BEN_URL'));
@@ -232,13 +292,7 @@ async function run() {
   await axe(ana, 'team');
   await shots(ana, 'team');
 
-  step('the page locks after its idle time (Cara\'s node: --lock-after 3s), ending the session');
-  const cara = await page(env('CARA_URL'));
-  await cara.getByRole('heading', { name: 'This screen is locked' }).waitFor({ timeout: T });
-  await cara.reload();
-  await cara.getByRole('heading', { name: 'This screen is locked' }).waitFor({ timeout: T });
-  await axe(cara, 'the locked screen');
-  await shots(cara, 'locked');
+  await lockedCara(ana);
 
   step('Ana admits Dan\'s device from her Team page, confirmed with a fresh link; Dan joins with the token');
   const fresh = () => execFileSync(env('HUDDLE'), ['--data-dir', env('ANA_DIR'), 'open', '--print'], { encoding: 'utf8' }).trim();

@@ -1,4 +1,5 @@
-// huddle's screen: state, the API, the live event stream and the idle lock.
+// huddle's screen: state, the API, the live event stream, the idle lock and
+// unlocking with the passphrase or the PIN.
 import { h, time, nameOf, conversationItem, messageItem, peerRow, memberItem } from './views.js';
 import * as attach from './attach.js';
 
@@ -9,7 +10,7 @@ const S = {
   csrf: null, lockAfter: 300000, lastInput: Date.now(), aliveSent: 0,
   status: null, dir: new Map(), chats: [], peers: [],
   open: null, messages: [], more: false, pending: [], replyTo: null,
-  leftAt: new Map(), live: false, locked: false, admin: false,
+  leftAt: new Map(), live: false, locked: false, admin: false, unlockWith: null, draft: '', screen: 'chats',
   shown: new Map(), dirVersion: 0, alerts: [], oncall: [], fetching: new Set(),
 };
 
@@ -26,7 +27,7 @@ async function api(method, path, body) {
     credentials: 'same-origin',
   });
   const data = await res.json().catch(() => ({}));
-  if (res.status === 401) { lock('signed-out'); throw new ApiError(401, data.error || 'signed out'); }
+  if (res.status === 401) { if (!S.locked) lock('refused'); throw new ApiError(401, data.error || 'signed out'); }
   if (!res.ok) throw new ApiError(res.status, data.error || `the node answered ${res.status}`);
   return data;
 }
@@ -129,6 +130,7 @@ function markRead() {
 function currentChat() { return S.chats.find((c) => c.id === S.open); }
 
 function renderChats() {
+  if (S.locked) return;
   const f = $('filter').value.trim().toLowerCase();
   const list = $('conv-list');
   list.replaceChildren(...S.chats
@@ -138,6 +140,7 @@ function renderChats() {
 }
 
 function renderThread(scrollToEnd) {
+  if (S.locked) return;
   const chat = currentChat();
   $('composer').hidden = !chat;
   if (!chat) { $('messages').replaceChildren(); $('older').hidden = true; return; }
@@ -171,11 +174,12 @@ function renderThread(scrollToEnd) {
 }
 
 function renderPeers() {
+  if (S.locked) return;
   $('peers-table').tBodies[0].replaceChildren(...S.peers.map((p) => peerRow(p, S.dir)));
 }
 
 function renderTeam() {
-  if (!S.status) return;
+  if (!S.status || S.locked) return;
   $('my-device').textContent = S.status.device;
   const qr = `/web/qr?text=${encodeURIComponent(S.status.device)}`;
   if ($('my-qr').getAttribute('src') !== qr) $('my-qr').src = qr;
@@ -234,7 +238,7 @@ async function admit(e) {
 
 // What is true of the network, in one line.
 function renderStatus() {
-  if (!S.status) return;
+  if (!S.status || S.locked) return;
   const line = $('status');
   if (!S.live) { line.textContent = 'Live updates lost: reconnecting to this device\'s node…'; line.classList.add('warn'); return; }
   if (S.status.revoked) { line.textContent = 'This device\'s membership was revoked: the team accepts nothing more from it.'; line.classList.add('warn'); return; }
@@ -378,7 +382,10 @@ function connect() {
 
 async function checkSession() {
   if (S.locked) return;
-  try { await api('GET', '/web/session'); connect(); } catch (e) { if (!(e instanceof ApiError && e.status === 401)) setTimeout(checkSession, 3000); }
+  try {
+    const s = await api('GET', '/web/session');
+    if (s.locked) lock('refused'); else connect();
+  } catch (e) { if (!(e instanceof ApiError && e.status === 401)) setTimeout(checkSession, 3000); }
 }
 
 function notify(e, what) {
@@ -396,6 +403,7 @@ function notify(e, what) {
 const refreshAlerts = coalesce(async () => { S.alerts = await api('GET', '/v1/alerts'); renderAlerts(); });
 
 function renderAlerts() {
+  if (S.locked) return;
   $('alerts').hidden = S.alerts.length === 0;
   $('alert-list').replaceChildren(...S.alerts.map((a) => {
     const kind = a.kind === 'reminder' ? 'reminder' : a.priority;
@@ -444,18 +452,119 @@ function ring() {
   } catch { /* no audio here: the banner says it */ }
 }
 
-// ---- the idle lock ----
+// ---- the lock ----
 
-function lock(why) {
-  if (S.locked) { if (why === 'link-used') $('locked-why').textContent = 'That sign-in link was already used or is out of date.'; return; }
-  S.locked = true;
-  if (stream) stream.close();
-  if (why === 'idle') fetch('/web/lock', { method: 'POST', headers: { 'x-huddle-csrf': S.csrf } }).catch(() => {});
-  $('app').remove();
-  $('locked').hidden = false;
-  if (why === 'link-used') $('locked-why').textContent = 'That sign-in link was already used or is out of date.';
-  else if (why === 'signed-out') $('locked-why').textContent = 'This screen is signed out: it locked after a while without use, or its node restarted.';
-  document.title = 'huddle (locked)';
+// Locks the page: everything a person could read goes from the DOM (the
+// page behind the lock is hidden and inert), then the lock screen asks for
+// the passphrase or PIN, or says to sign in again. `why`: 'idle' (the timer
+// or the Lock button: the node is told), 'refused' (the node refused a
+// request: it locked, or the session is gone: asked which), 'signed-out',
+// 'link-used'.
+async function lock(why) {
+  if (!S.locked) {
+    S.locked = true;
+    if (stream) { stream.close(); stream = null; }
+    S.live = false;
+    const app = $('app');
+    app.hidden = true; app.inert = true; app.setAttribute('aria-hidden', 'true');
+    for (const d of document.querySelectorAll('dialog[open]')) d.close();
+    S.draft = $('body').value; $('body').value = '';
+    S.chats = []; S.messages = []; S.alerts = []; S.peers = []; S.oncall = []; S.shown = new Map();
+    for (const id of ['conv-list', 'messages', 'alert-list', 'members', 'draft', 'replying-text', 'who']) $(id).replaceChildren();
+    for (const t of ['peers-table', 'oncall-table']) $(t).tBodies[0].replaceChildren();
+    $('thread-title').textContent = 'Choose a conversation';
+    $('admit-token').value = ''; $('admitted').hidden = true; $('alerts').hidden = true;
+    $('locked').hidden = false;
+    document.title = 'huddle (locked)';
+  }
+  if (why === 'link-used' || why === 'signed-out') return lockedFor(why);
+  if (why === 'idle') await fetch('/web/lock', { method: 'POST', headers: { 'x-huddle-csrf': S.csrf } }).catch(() => {});
+  const res = await fetch('/web/session', { credentials: 'same-origin' }).catch(() => null);
+  const s = res && res.ok ? await res.json().catch(() => null) : null;
+  if (!s) return lockedFor('signed-out');
+  if (!s.locked) return reopen();
+  S.csrf = s.csrf; S.unlockWith = s.unlock_with;
+  lockedFor(s.unlock_with.passphrase || s.unlock_with.pin ? 'unlockable' : 'no-secret');
+}
+
+// What the lock screen says and offers.
+function lockedFor(state) {
+  const w = S.unlockWith || {};
+  $('locked-why').textContent = {
+    unlockable: 'It locked to keep patient details private. Messages keep arriving on this device meanwhile.',
+    'no-secret': 'It locked to keep patient details private. This device has no passphrase or PIN to unlock it with.',
+    'signed-out': 'This screen is signed out: it was locked for too long, signed out, or its node restarted.',
+    'link-used': 'That sign-in link was already used or is out of date.',
+    'signed-out-now': 'You signed out.',
+  }[state];
+  const form = $('unlock-form');
+  form.hidden = state !== 'unlockable';
+  $('signout').hidden = !(state === 'unlockable' || state === 'no-secret');
+  $('unlock-label').textContent = w.passphrase && w.pin ? 'Passphrase or PIN' : (w.pin ? 'PIN' : 'Passphrase');
+  const link = $('locked-link');
+  link.replaceChildren(state === 'unlockable' ? 'Or sign in again: run ' : 'To open it again, run ',
+    h('code', {}, 'huddle open'), ' on this computer (or ', h('code', {}, 'huddle open --print'), ' for a sign-in link).');
+  if (state === 'no-secret') link.append(' ', h('code', {}, 'huddle pin set'), ' sets a PIN for next time.');
+  if (!form.hidden) $('unlock-secret').focus();
+}
+
+// A backoff: the Unlock button waits, and says how long.
+let waitTimer = null;
+function waitThen(ms) {
+  const until = Date.now() + ms;
+  clearInterval(waitTimer);
+  const tick = () => {
+    const left = Math.ceil((until - Date.now()) / 1000);
+    $('unlock-go').disabled = left > 0;
+    $('unlock-wait').textContent = left > 0 ? `Too many wrong tries: wait ${left} s before the next.` : '';
+    if (left <= 0) clearInterval(waitTimer);
+  };
+  tick(); waitTimer = setInterval(tick, 1000);
+}
+
+async function unlock(e) {
+  e.preventDefault();
+  const field = $('unlock-secret');
+  if (!field.value || $('unlock-go').disabled) return;
+  const body = JSON.stringify({ secret: field.value });
+  field.value = '';
+  $('unlock-error').textContent = '';
+  $('unlock-go').disabled = true;
+  let res = null; let data = {};
+  try {
+    res = await fetch('/web/unlock', { method: 'POST', body, credentials: 'same-origin', headers: { 'x-huddle-csrf': S.csrf, 'content-type': 'application/json' } });
+    data = await res.json().catch(() => ({}));
+  } catch { /* said below */ }
+  $('unlock-go').disabled = false;
+  if (res && res.ok) return reopen();
+  if (res && res.status === 401) return lockedFor('signed-out');
+  if (!res) $('unlock-error').textContent = 'The node did not answer: is huddle still running?';
+  else if (res.status === 403) $('unlock-error').textContent = 'Wrong passphrase or PIN.';
+  else if (res.status !== 429) $('unlock-error').textContent = data.error || `The node answered ${res.status}.`;
+  if (data.retry_after_ms) waitThen(data.retry_after_ms);
+  field.focus();
+}
+
+// Unlocked: the page as the person left it, read again, live again.
+async function reopen() {
+  const s = await api('GET', '/web/session');
+  S.csrf = s.csrf; S.lockAfter = s.lock_after_ms; S.admin = s.admin;
+  S.locked = false; S.lastInput = Date.now();
+  $('locked').hidden = true; $('unlock-error').textContent = '';
+  const app = $('app');
+  app.inert = false; app.removeAttribute('aria-hidden'); app.hidden = false;
+  $('body').value = S.draft; S.draft = '';
+  attach.renderDraft($('draft'));
+  document.title = 'huddle';
+  show(S.screen);
+  await readAll();
+  connect();
+  if (S.open && S.screen === 'chats') $('body').focus();
+}
+
+async function signout() {
+  await fetch('/web/signout', { method: 'POST', headers: { 'x-huddle-csrf': S.csrf } }).catch(() => {});
+  lockedFor('signed-out-now');
 }
 
 function watchIdle() {
@@ -480,6 +589,7 @@ function show(screen) {
   $('screen-chats').hidden = screen !== 'chats';
   $('screen-peers').hidden = screen !== 'peers';
   $('screen-team').hidden = screen !== 'team';
+  S.screen = screen;
   if (screen === 'peers') refreshPeers();
   if (screen === 'team') refreshOnCall();
 }
@@ -487,13 +597,12 @@ function show(screen) {
 async function start() {
   const linkUsed = location.hash === '#link-used';
   if (linkUsed) history.replaceState(null, '', '/');
-  let session;
-  try { session = await api('GET', '/web/session'); } catch (e) {
-    lock(linkUsed ? 'link-used' : 'signed-out');
-    return;
-  }
+  $('unlock-form').addEventListener('submit', unlock);
+  $('signout').addEventListener('click', signout);
+  const res = await fetch('/web/session', { credentials: 'same-origin' }).catch(() => null);
+  const session = res && res.ok ? await res.json().catch(() => null) : null;
+  if (!session) { lock(linkUsed ? 'link-used' : 'signed-out'); return; }
   S.csrf = session.csrf; S.lockAfter = session.lock_after_ms; S.admin = session.admin;
-  $('app').hidden = false;
   for (const b of document.querySelectorAll('[data-screen]')) b.addEventListener('click', () => show(b.dataset.screen));
   $('lock').addEventListener('click', () => lock('idle'));
   $('filter').addEventListener('input', renderChats);
@@ -526,8 +635,13 @@ async function start() {
     $('notify').addEventListener('click', async () => { await Notification.requestPermission(); $('notify').hidden = true; });
   }
   watchIdle();
-  await readAll();
-  connect();
+  if (session.locked) {
+    await lock('refused');
+  } else {
+    $('app').hidden = false;
+    await readAll();
+    connect();
+  }
   document.body.dataset.ready = 'true';
   // For profiling and the benchmark (User Timing): the list is interactive.
   performance.mark('huddle:ready');
