@@ -114,5 +114,35 @@ fn the_ward_screen_in_a_real_browser() {
         a.stderr(),
         b.stderr()
     );
+    // What the screens did is in the audit trail, and Ana's device (it
+    // holds the team key) holds Ben's and Cara's: the conversations Ben's
+    // screen opened, Cara's screen unlocked.
+    let by_screen = |trail: &[serde_json::Value], kind: &str| {
+        trail.iter().any(|e| {
+            e["action"] == kind
+                && e["description"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("the screen")
+        })
+    };
+    cli_support::eventually(
+        "Ben's and Cara's screens in Ana's copy of their trails",
+        || {
+            let trails = cli_support::json(&ana.dir, &["audit", "show"])?;
+            let trail = |d: &str| -> Vec<serde_json::Value> {
+                let t = trails
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|t| t["device"] == d);
+                t.and_then(|t| t["entries"].as_array().cloned())
+                    .unwrap_or_default()
+            };
+            let (ben_t, cara_t) = (trail(&ben.device), trail(&cara.device));
+            Ok((by_screen(&ben_t, "opened") && by_screen(&cara_t, "unlocked")).then_some(()))
+        },
+    )
+    .unwrap();
     drop((a, b, c));
 }

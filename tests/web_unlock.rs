@@ -129,7 +129,7 @@ fn the_passphrase_or_the_pin_unlocks_and_wrong_secrets_back_off_for_the_node() {
     // the node's.
     let other = Screen::sign_in(&ana);
     other.lock();
-    let wrong = other.unlock("1234");
+    let wrong = other.unlock("13572468");
     assert_eq!(wrong.status, 403, "{}", wrong.body);
     assert!(json(&wrong)["retry_after_ms"].as_u64().unwrap() > 0);
     for who in [&s, &other] {
@@ -168,7 +168,7 @@ fn the_passphrase_or_the_pin_unlocks_and_wrong_secrets_back_off_for_the_node() {
 
     // A PIN set while the node runs unlocks at once; cleared, it does not.
     let pin_file = tmp.path().join("pin.txt");
-    std::fs::write(&pin_file, "2468\n").unwrap();
+    std::fs::write(&pin_file, "86420975\n").unwrap();
     ok(
         &ana.dir,
         &["pin", "set", "--pin-file", pin_file.to_str().unwrap()],
@@ -176,11 +176,11 @@ fn the_passphrase_or_the_pin_unlocks_and_wrong_secrets_back_off_for_the_node() {
     .unwrap();
     s.lock();
     assert_eq!(s.session()["unlock_with"]["pin"], true);
-    assert_eq!(s.unlock("2468").status, 200);
+    assert_eq!(s.unlock("86420975").status, 200);
     assert_eq!(s.get("/v1/conversations").status, 200);
     ok(&ana.dir, &["pin", "clear"]).unwrap();
     s.lock();
-    assert_eq!(s.unlock("2468").status, 403);
+    assert_eq!(s.unlock("86420975").status, 403);
     assert_eq!(s.unlock(PASSPHRASE).status, 200);
 
     // Signing out ends the session: nothing is left to unlock.
@@ -194,10 +194,34 @@ fn the_passphrase_or_the_pin_unlocks_and_wrong_secrets_back_off_for_the_node() {
     let log = node.stderr();
     assert!(log.contains("screen unlocked"), "{log}");
     assert!(log.contains("screen unlock failed"), "{log}");
-    for secret in [PASSPHRASE, "2468", "not the passphrase", "1234"] {
+    for secret in [PASSPHRASE, "86420975", "not the passphrase", "13572468"] {
         assert!(!log.contains(secret), "the log holds a secret: {log}");
     }
     assert!(!log.contains(s.cookie.split('=').nth(1).unwrap()));
+
+    // ...and the audit trail holds each unlock and each secret checked and
+    // found wrong at the screen (not the attempts refused unchecked), and
+    // the PIN's changes.
+    let screen = |e: &Value, kind: &str| {
+        e["action"] == kind
+            && e["description"]
+                .as_str()
+                .unwrap_or("")
+                .contains("the screen")
+    };
+    eventually("the screen's unlocks in the audit trail", || {
+        let trails = cli_support::json(&ana.dir, &["audit", "show"])?;
+        let entries = trails[0]["entries"].as_array().cloned().unwrap_or_default();
+        let count = |kind: &str| entries.iter().filter(|e| screen(e, kind)).count();
+        let pins = entries
+            .iter()
+            .filter(|e| e["action"] == "pin_changed")
+            .count();
+        Ok((count("unlocked"), count("unlock_failed"), pins)
+            .eq(&(3, 4, 2))
+            .then_some(()))
+    })
+    .unwrap();
 }
 
 #[test]

@@ -27,6 +27,7 @@ pub fn run(ctx: &Ctx, cmd: PinCmd) -> Result<()> {
                 None => prompt()?,
             };
             ctx.dir.set_pin(&pin)?;
+            record(ctx, false)?;
             done(
                 ctx,
                 "set",
@@ -35,6 +36,7 @@ pub fn run(ctx: &Ctx, cmd: PinCmd) -> Result<()> {
         }
         PinCmd::Clear => {
             if ctx.dir.clear_pin()? {
+                record(ctx, true)?;
                 done(
                     ctx,
                     "cleared",
@@ -79,6 +81,13 @@ fn prompt() -> Result<Zeroizing<String>> {
         return Err(CliError::new("the two PINs differ; nothing was changed"));
     }
     Ok(first)
+}
+
+/// The change goes into this device's audit trail (through the running
+/// node, or on the store).
+fn record(ctx: &Ctx, cleared: bool) -> Result<()> {
+    let r = crate::api::audit::AuditRecord::PinChanged { cleared };
+    super::backend::Backend::open(ctx)?.record(r)
 }
 
 fn done(ctx: &Ctx, what: &str, text: &str) {

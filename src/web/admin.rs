@@ -119,6 +119,15 @@ pub(super) async fn admit(
         )
         .map_err(|e| e.to_string())
     });
+    if let Ok(cert) = &minted {
+        let action = crate::trail::Action::Admitted {
+            member: cert.member,
+            device: cert.device,
+        };
+        if let Err(e) = admin.handle.command(Command::Audit(action)).await {
+            tracing::warn!("could not record an admission in the audit trail: {e}");
+        }
+    }
     match minted {
         Ok(cert) => Json(Admitted {
             token: cert.to_token(),

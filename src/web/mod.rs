@@ -87,6 +87,8 @@ pub struct Web {
     hosts: Vec<String>,
     origin: String,
     admin: Option<admin::Admin>,
+    /// Where the screen's unlocks go into the audit trail.
+    node: Option<crate::net::NodeHandle>,
     /// Where the passphrase's `key.wrap` and the PIN are read at each
     /// unlock attempt.
     dir: Option<crate::datadir::DataDir>,
@@ -131,6 +133,7 @@ impl Web {
             locks: tokio::sync::watch::Sender::new(()),
             dir: options.data_dir.clone(),
             token,
+            node: handle.clone(),
             admin: options
                 .data_dir
                 .zip(handle)

@@ -53,17 +53,39 @@ pub enum ScreenAudit {
     },
 }
 
-/// The screen's one audit hook: every unlock, and every failed attempt.
-pub fn record(_web: &Web, event: ScreenAudit) {
-    match event {
+/// The screen's one audit hook: every unlock, and every secret checked and
+/// found wrong, goes into the audit trail (sync.md §8) as the screen's; an
+/// attempt refused unchecked during a backoff is only logged, so a locked
+/// page that keeps trying cannot flood the trail.
+pub fn record(web: &Web, event: ScreenAudit) {
+    use crate::trail::{Action, Via};
+    let action = match event {
         ScreenAudit::Unlocked { session_tag } => {
-            tracing::info!(session = %session_tag, "screen unlocked")
+            tracing::info!(session = %session_tag, "screen unlocked");
+            Action::Unlocked { via: Via::Screen }
         }
         ScreenAudit::UnlockFailed {
             session_tag,
             backed_off,
-        } => tracing::info!(session = %session_tag, backed_off, "screen unlock failed"),
-    }
+        } => {
+            tracing::info!(session = %session_tag, backed_off, "screen unlock failed");
+            if backed_off {
+                return;
+            }
+            Action::UnlockFailed {
+                via: Via::Screen,
+                count: 1,
+            }
+        }
+    };
+    let Some(node) = web.node.clone() else { return };
+    // Called from the blocking check too: the node records it in order
+    // with everything else, without holding the check up.
+    tokio::spawn(async move {
+        if let Err(e) = node.command(crate::node::Command::Audit(action)).await {
+            tracing::warn!("could not record a screen unlock in the audit trail: {e}");
+        }
+    });
 }
 
 /// The short tag the audit trail names a session by.
