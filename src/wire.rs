@@ -211,13 +211,15 @@ pub enum Frame {
         have: Vec<TrailHave>,
     },
     /// Audit entries for an administrator, in trail order per device; `len`
-    /// and `head` are the sender's own trail as it stands; `more` is set
-    /// when the sender held back entries to stay within the frame's bound.
+    /// and `head` are the sender's own trail as it stands; `answer` is set
+    /// on the answer to a `TrailAsk` (else the frame pushes one new entry);
+    /// `more` when the sender held back entries to stay within the bound.
     Trail {
         len: u64,
         head: [u8; 32],
-        entries: Vec<Vec<u8>>,
+        answer: bool,
         more: bool,
+        entries: Vec<Vec<u8>>,
     },
 }
 
@@ -279,12 +281,14 @@ impl Frame {
             Frame::Trail {
                 len,
                 head,
-                entries,
+                answer,
                 more,
+                entries,
             } => {
                 w.u8(TAG_TRAIL)
                     .u64_be(*len)
                     .raw(head)
+                    .u8(u8::from(*answer))
                     .u8(u8::from(*more))
                     .varint(entries.len() as u64);
                 for e in entries {
@@ -364,6 +368,7 @@ impl Frame {
             TAG_TRAIL => {
                 let len = r.u64_be("trail length")?;
                 let head = r.array("trail head")?;
+                let answer = flag(&mut r, "answer flag")?;
                 let more = flag(&mut r, "more flag")?;
                 let n = r.count(MAX_TRAIL_ENTRIES, 1, "audit entries")?;
                 let mut entries = Vec::with_capacity(n);
@@ -376,8 +381,9 @@ impl Frame {
                 Frame::Trail {
                     len,
                     head,
-                    entries,
+                    answer,
                     more,
+                    entries,
                 }
             }
             t => return Err(DecodeError::Unknown("frame tag", t.into())),

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use huddle::node::{Command, Event};
+use huddle::node::{Command, Event, Input, Timer};
 use huddle::store::{keys, Store, StoreOp};
 use huddle::trail::{verify_chain, Action, AdminProof, Entry, Via};
 use huddle::wire::{Frame, TrailHave};
@@ -187,9 +187,12 @@ fn a_trail_rewritten_under_a_held_copy_is_named() {
     m.run_until_quiet();
     m.disconnect(ana, chidi);
     cut_last_entry(&mut m, ana);
-    // A different, validly signed entry 1 in its place.
-    audit(&mut m, ana, Action::Unlocked { via: Via::Cli });
-    audit(&mut m, ana, Action::Unlocked { via: Via::Cli });
+    // A different, validly signed entry 1 in its place, and more after it:
+    // the copy takes none of them, and nobody asks round in circles (the
+    // mesh would never become quiet).
+    for _ in 0..4 {
+        audit(&mut m, ana, Action::Unlocked { via: Via::Cli });
+    }
     m.connect(ana, chidi);
     m.run_until_quiet();
     let f: Vec<_> = m.devices[chidi].node.trail_findings().cloned().collect();
@@ -240,8 +243,9 @@ fn entries_pushed_to_a_member_that_is_no_administrator_are_refused() {
     let frame = Frame::Trail {
         len: 1,
         head: entry.hash(),
-        entries: vec![entry.encode()],
+        answer: false,
         more: false,
+        entries: vec![entry.encode()],
     };
     m.queue.push_back((ana, ben, frame.encode()));
     m.run_until_quiet();
@@ -269,8 +273,9 @@ fn an_entry_that_does_not_verify_costs_the_member_its_session() {
     let frame = Frame::Trail {
         len: 1,
         head: [0; 32],
-        entries: vec![bytes],
+        answer: false,
         more: false,
+        entries: vec![bytes],
     };
     m.queue.push_back((ana, chidi, frame.encode()));
     m.run_until_quiet();
@@ -280,4 +285,134 @@ fn an_entry_that_does_not_verify_costs_the_member_its_session() {
         .events
         .iter()
         .any(|e| matches!(e, Event::PeerRefused { peer, by_us: true, .. } if *peer == ana_id)));
+}
+
+/// Every `TrailAsk` device `i` was sent, decoded.
+fn asks_to(m: &Mesh, i: usize) -> Vec<Vec<TrailHave>> {
+    m.devices[i]
+        .received
+        .iter()
+        .filter_map(|f| match Frame::decode(f) {
+            Ok(Frame::TrailAsk { have, .. }) => Some(have),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_member_is_told_nothing_of_anyone_elses_trail() {
+    let (mut m, ana, ben, chidi) = ward();
+    audit(&mut m, ben, Action::Unlocked { via: Via::Run });
+    m.connect_all(&[ben, chidi]);
+    m.run_until_quiet();
+    m.connect_all(&[ana, ben, chidi]);
+    m.run_until_quiet();
+    // Chidi holds Ben's trail (and his own); his ask to Ana lists only hers.
+    assert_eq!(held(&m, chidi, ben), 1);
+    let asks = asks_to(&m, ana);
+    assert!(!asks.is_empty());
+    for have in asks {
+        let devices: Vec<[u8; 32]> = have.iter().map(|h| h.device).collect();
+        assert_eq!(devices, vec![m.devices[ana].id().0]);
+    }
+}
+
+#[test]
+fn administrators_fill_each_others_copies() {
+    let (mut m, ana, _ben, chidi) = ward();
+    let dana = m.add_member("Dana", &["charge"]);
+    make_admin(&mut m, dana);
+    for _ in 0..3 {
+        audit(&mut m, ana, Action::Unlocked { via: Via::Cli });
+    }
+    // Ana meets Chidi only; Dana meets Chidi only, later.
+    m.connect(ana, chidi);
+    m.run_until_quiet();
+    m.disconnect(ana, chidi);
+    m.connect(dana, chidi);
+    m.run_until_quiet();
+    // Once Dana knows Ana (the team document) she lists her, at the latest
+    // at the next maintenance, and Chidi serves his copy.
+    m.run_until(m.now + 31_000);
+    m.run_until_quiet();
+    assert_eq!(held(&m, dana, ana), 3);
+    let ana_id = m.devices[ana].id();
+    assert_eq!(stored(&m, dana, ana_id), stored(&m, ana, ana_id));
+}
+
+#[test]
+fn entries_that_overtake_an_answer_are_not_taken_for_a_cut() {
+    // An administrator's copy grows (through another administrator, or a
+    // push) while the member's answer to its older ask is on the way: the
+    // answer is shorter than the copy, and that is no cut.
+    let (mut m, ana, _ben, chidi) = ward();
+    audit(&mut m, ana, Action::Unlocked { via: Via::Run });
+    m.connect(ana, chidi);
+    m.run_until_quiet();
+    assert_eq!(held(&m, chidi, ana), 1);
+    // Maintenance: Chidi asks again; Ana answers (length 1)...
+    assert!(m.queue.is_empty());
+    let out = m.devices[chidi]
+        .node
+        .handle(m.now, Input::Timer(Timer::Maintenance));
+    m.apply(chidi, out);
+    while m.queue.iter().any(|(from, _, _)| *from == chidi) {
+        m.step();
+    }
+    let answer = m
+        .queue
+        .iter()
+        .position(|(from, to, f)| {
+            (*from, *to) == (ana, chidi)
+                && matches!(Frame::decode(f), Ok(Frame::Trail { answer: true, .. }))
+        })
+        .expect("Ana's answer is on its way");
+    let held_back = m.queue.remove(answer).unwrap();
+    // ...and before it arrives, her next entry does.
+    audit(&mut m, ana, Action::Unlocked { via: Via::Cli });
+    m.run_until_quiet();
+    assert_eq!(held(&m, chidi, ana), 2);
+    m.queue.push_back(held_back);
+    m.run_until_quiet();
+    let f: Vec<_> = m.devices[chidi].node.trail_findings().cloned().collect();
+    assert!(
+        f.is_empty(),
+        "an honest trail was taken for a cut one: {f:?}"
+    );
+}
+
+#[test]
+fn only_an_answer_may_carry_more_than_one_entry() {
+    let (mut m, ana, _ben, chidi) = ward();
+    m.connect(ana, chidi);
+    m.run_until_quiet();
+    let key = m.devices[ana].key.clone();
+    let first = Entry::sign(&key, None, T0, Action::Unlocked { via: Via::Run });
+    let second = Entry::sign(
+        &key,
+        Some((0, first.hash())),
+        T0,
+        Action::Unlocked { via: Via::Run },
+    );
+    for answer in [false, true] {
+        let frame = Frame::Trail {
+            len: 2,
+            head: second.hash(),
+            answer,
+            more: false,
+            entries: vec![first.encode(), second.encode()],
+        };
+        m.queue.push_back((ana, chidi, frame.encode()));
+        m.run_until_quiet();
+        assert_eq!(held(&m, chidi, ana), 0, "answer {answer}: unasked");
+        let ana_id = m.devices[ana].id();
+        assert!(m.devices[chidi]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::PeerRefused { peer, by_us: true, .. } if *peer == ana_id)));
+        m.disconnect(ana, chidi);
+        m.devices[chidi].events.clear();
+        m.connect(ana, chidi);
+        m.run_until_quiet();
+    }
 }

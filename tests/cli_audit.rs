@@ -70,6 +70,15 @@ fn a_members_trail_reaches_the_administrator_and_tampering_is_named() -> anyhow:
     let ben = init(root.path(), "ben", "Ben Okafor", &["nurse"])?;
     admit(&ana, &ben, "Ben Okafor", &["nurse"])?;
     ok(&ana.dir, &["chat", "new", "--role", "nurse"])?;
+    // A wrong passphrase cannot be written down at once (nothing opens
+    // without the key): the next unlock records it.
+    let wrong = root.path().join("wrong.passphrase");
+    std::fs::write(&wrong, "not Ben's passphrase\n")?;
+    let refused = cli_support::huddle(&ben.dir)
+        .env("HUDDLE_PASSPHRASE_FILE", &wrong)
+        .arg("chats")
+        .output()?;
+    assert!(!refused.status.success());
 
     let a = Running::start(&ana, &[])?;
     let b = Running::start(&ben, &a.listen)?;
@@ -83,7 +92,7 @@ fn a_members_trail_reaches_the_administrator_and_tampering_is_named() -> anyhow:
     // Ben's own trail, through his node: his unlock, send, read and export.
     let own = trail_of(&ben.dir, &ben.device)?;
     let kinds: Vec<&str> = own.iter().filter_map(|e| e["action"].as_str()).collect();
-    for kind in ["unlocked", "sent", "opened", "exported"] {
+    for kind in ["unlock_failed", "unlocked", "sent", "opened", "exported"] {
         assert!(kinds.contains(&kind), "no {kind} in {kinds:?}");
     }
     let opened = own

@@ -133,35 +133,44 @@ pub struct TrailDump {
 }
 
 impl AuditDump {
-    /// What `node` holds (read from its store).
-    pub fn of(node: &crate::node::Node) -> Result<AuditDump, crate::store::StoreError> {
-        let (trails, findings) = node.trail_records()?;
+    /// What a node holds, read from its store with `reader`.
+    pub fn read(
+        device: DeviceId,
+        admin: bool,
+        reader: &crate::node::TrailReader,
+    ) -> Result<AuditDump, crate::store::StoreError> {
         let hex = |b: &[u8]| data_encoding::HEXLOWER.encode(b);
         Ok(AuditDump {
-            device: Some(node.device_id()),
-            admin: node.is_trail_admin(),
-            trails: trails
+            device: Some(device),
+            admin,
+            trails: reader
+                .trails()?
                 .into_iter()
                 .map(|(device, entries)| TrailDump {
                     device,
                     entries: entries.iter().map(|(p, e)| (*p, hex(e))).collect(),
                 })
                 .collect(),
-            findings: findings.iter().map(|f| hex(f)).collect(),
+            findings: reader.findings.iter().map(|f| hex(f)).collect(),
         })
     }
 }
 
-/// `GET /v1/audit`.
+/// `GET /v1/audit`: read off the node's loop, which goes on syncing.
 pub(super) async fn dump(State(s): State<Shared>) -> Answer<AuditDump> {
-    s.handle
-        .query(AuditDump::of)
-        .await?
+    let (device, admin, reader) = s
+        .handle
+        .query(|n| (n.device_id(), n.is_trail_admin(), n.trail_reader()))
+        .await?;
+    let fail = |why: String| {
+        Fail(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the audit trail could not be read: {why}"),
+        )
+    };
+    tokio::task::spawn_blocking(move || AuditDump::read(device, admin, &reader))
+        .await
+        .map_err(|e| fail(e.to_string()))?
         .map(Json)
-        .map_err(|e: crate::store::StoreError| {
-            Fail(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the audit trail could not be read: {e}"),
-            )
-        })
+        .map_err(|e| fail(e.to_string()))
 }

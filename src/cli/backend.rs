@@ -140,7 +140,14 @@ impl Backend {
     pub fn audit(&self) -> Result<AuditDump> {
         match self {
             Backend::Api(c) => Ok(c.audit()?),
-            Backend::Offline(o) => Ok(AuditDump::of(o.node())?),
+            Backend::Offline(o) => {
+                let n = o.node();
+                Ok(AuditDump::read(
+                    n.device_id(),
+                    n.is_trail_admin(),
+                    &n.trail_reader(),
+                )?)
+            }
         }
     }
 

@@ -44,11 +44,13 @@ impl Offline {
     }
 
     /// Records an unlock of the data directory, after the wrong
-    /// passphrases given before it (`DataDir::take_failed_unlocks`).
+    /// passphrases given before it (`DataDir::failed_unlocks`), forgotten
+    /// only once recorded.
     fn record_unlock(&mut self, dir: &DataDir, via: Via) -> Result<()> {
-        let count = dir.take_failed_unlocks();
+        let count = dir.failed_unlocks();
         if count > 0 {
             self.command(Command::Audit(Action::UnlockFailed { via, count }))?;
+            dir.clear_failed_unlocks();
         }
         self.command(Command::Audit(Action::Unlocked { via }))?;
         Ok(())

@@ -41,16 +41,18 @@ impl Drop for ApiFile<'_> {
 }
 
 /// Records that `huddle run` unlocked the data directory, after the wrong
-/// passphrases given before (`DataDir::take_failed_unlocks`).
+/// passphrases given before (`DataDir::failed_unlocks`: by any huddle
+/// command, so named as the CLI's), forgotten only once recorded.
 async fn record_unlock(dir: &DataDir, handle: &NodeHandle) -> Result<()> {
     use crate::trail::{Action, Via};
-    let count = dir.take_failed_unlocks();
+    let count = dir.failed_unlocks();
     if count > 0 {
         let action = Action::UnlockFailed {
             via: Via::Cli,
             count,
         };
         handle.command(crate::node::Command::Audit(action)).await?;
+        dir.clear_failed_unlocks();
     }
     let action = Action::Unlocked { via: Via::Run };
     handle.command(crate::node::Command::Audit(action)).await?;

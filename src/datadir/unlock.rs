@@ -158,7 +158,7 @@ impl DataDir {
 
     /// Counts a wrong passphrase in [`FAILED_FILE`] (plain: nothing but the
     /// count), since without the key nothing can be written to the audit
-    /// trail; the next unlock records them ([`DataDir::take_failed_unlocks`]).
+    /// trail; the next unlock records them ([`DataDir::failed_unlocks`]).
     fn note_failed_unlock(&self) {
         let path = self.file(FAILED_FILE);
         let count = self.failed_unlocks().saturating_add(1);
@@ -167,7 +167,9 @@ impl DataDir {
         }
     }
 
-    fn failed_unlocks(&self) -> u32 {
+    /// Wrong passphrases given since they were last cleared
+    /// ([`DataDir::clear_failed_unlocks`], once recorded in the trail).
+    pub fn failed_unlocks(&self) -> u32 {
         std::fs::read(self.file(FAILED_FILE))
             .ok()
             .filter(|b| b.len() <= 10)
@@ -176,14 +178,15 @@ impl DataDir {
             .unwrap_or(0)
     }
 
-    /// Wrong passphrases given since the last time this was asked (once
-    /// the directory is unlocked, for the audit trail), and forgets them.
-    pub fn take_failed_unlocks(&self) -> u32 {
-        let n = self.failed_unlocks();
-        if n > 0 {
-            let _ = std::fs::remove_file(self.file(FAILED_FILE));
+    /// Forgets the wrong passphrases counted: called once the audit trail
+    /// holds them.
+    pub fn clear_failed_unlocks(&self) {
+        match std::fs::remove_file(self.file(FAILED_FILE)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!("could not remove {FAILED_FILE}: {e}");
+            }
+            _ => {}
         }
-        n
     }
 
     /// The passphrase from this directory's source; `new` asks twice at a

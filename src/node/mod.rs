@@ -41,6 +41,7 @@ mod pull;
 mod push;
 mod receive;
 mod trail;
+pub use trail::TrailReader;
 mod upgrade;
 mod view;
 

@@ -331,9 +331,18 @@ impl Node {
             Frame::Trail {
                 len,
                 head,
-                entries,
+                answer,
                 more,
-            } => self.on_trail(now, peer, len, head, entries, more, fx),
+                entries,
+            } => {
+                let shown = super::trail::Shown {
+                    len,
+                    head,
+                    answer,
+                    more,
+                };
+                self.on_trail(now, peer, shown, entries, fx)
+            }
         }
     }
 

@@ -25,6 +25,40 @@ use crate::wire::{Frame, Reason, TrailHave, MAX_TRAIL_CHAINS, MAX_TRAIL_ENTRIES}
 
 /// Entries of each trail kept in memory to serve without reading the store.
 const RECENT: usize = MAX_TRAIL_ENTRIES;
+/// The most entries of another device's trail an administrator keeps
+/// (about 50 MB): a hostile member cannot fill its disk.
+pub const MAX_HELD_ENTRIES: u64 = 1 << 18;
+
+/// What `huddle audit` reads: a store reader and the findings.
+pub struct TrailReader {
+    loader: Option<crate::store::Loader>,
+    pub findings: Vec<Vec<u8>>,
+}
+
+impl TrailReader {
+    /// Every trail's entries by device, (place, bytes) in place order.
+    #[allow(clippy::type_complexity)]
+    pub fn trails(
+        &self,
+    ) -> Result<BTreeMap<DeviceId, Vec<(u64, Vec<u8>)>>, crate::store::StoreError> {
+        Ok(match &self.loader {
+            Some(l) => crate::trail::group_records(l.0.scan(keys::TRAIL_PREFIX)?),
+            None => BTreeMap::new(),
+        })
+    }
+}
+
+/// What a `Trail` frame says beside its entries.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Shown {
+    /// The sender's own trail: its length and last hash.
+    pub len: u64,
+    pub head: EntryHash,
+    /// It answers our ask (else it pushes one new entry).
+    pub answer: bool,
+    /// The sender held some back.
+    pub more: bool,
+}
 
 #[derive(Clone, Default)]
 pub(crate) struct Trails {
@@ -36,6 +70,15 @@ pub(crate) struct Trails {
     admin: Option<AdminProof>,
     /// Connected peers that showed an administrator's proof.
     admins: BTreeSet<DeviceId>,
+    /// Our one outstanding ask to each peer, with what we held of the
+    /// peer's own trail when we sent it: everything in it existed on the
+    /// peer before it answered, so an answer shorter than it (or the same
+    /// length, other) shows a cut or a rewrite, however our copy has grown
+    /// since through others.
+    asked: BTreeMap<DeviceId, (u64, EntryHash)>,
+    /// Peers that showed an administrator's proof while our ask to them
+    /// (listing only their own trail) was out: asked again, in full.
+    reask: BTreeSet<DeviceId>,
     findings: BTreeMap<(DeviceId, DeviceId), Finding>,
 }
 
@@ -69,16 +112,13 @@ impl Trails {
         self.held.get(device).copied().unwrap_or((0, [0; 32]))
     }
 
-    fn have(&self) -> Vec<TrailHave> {
-        self.held
-            .iter()
-            .take(MAX_TRAIL_CHAINS)
-            .map(|(d, (len, head))| TrailHave {
-                device: d.0,
-                len: *len,
-                head: *head,
-            })
-            .collect()
+    fn have_of(&self, device: &DeviceId) -> TrailHave {
+        let (len, head) = self.head(device);
+        TrailHave {
+            device: device.0,
+            len,
+            head,
+        }
     }
 }
 
@@ -103,19 +143,14 @@ impl Node {
         self.trails.admin.is_some()
     }
 
-    /// Every trail this node holds, as stored, and its findings encoded:
-    /// for `huddle audit` through the API.
-    #[allow(clippy::type_complexity)]
-    pub fn trail_records(
-        &self,
-    ) -> Result<(BTreeMap<DeviceId, Vec<(u64, Vec<u8>)>>, Vec<Vec<u8>>), crate::store::StoreError>
-    {
-        let trails = match &self.loader {
-            Some(l) => crate::trail::group_records(l.0.scan(keys::TRAIL_PREFIX)?),
-            None => BTreeMap::new(),
-        };
-        let findings = self.trails.findings.values().map(Finding::encode).collect();
-        Ok((trails, findings))
+    /// Reads every trail this node holds, as stored, off the node's own
+    /// thread (`huddle audit`): the store's reader, and the findings
+    /// encoded.
+    pub fn trail_reader(&self) -> TrailReader {
+        TrailReader {
+            loader: self.loader.clone(),
+            findings: self.trails.findings.values().map(Finding::encode).collect(),
+        }
     }
 
     /// What devices showed of trails that this node's copies contradict.
@@ -137,8 +172,9 @@ impl Node {
             let frame = Frame::Trail {
                 len,
                 head,
-                entries: vec![bytes.clone()],
+                answer: false,
                 more: false,
+                entries: vec![bytes.clone()],
             };
             fx.send.push((peer, frame.encode()));
         }
@@ -164,15 +200,41 @@ impl Node {
         }
     }
 
-    /// A member became known: an administrator asks for its trails.
+    /// A member became known (or answered, or maintenance came round): an
+    /// administrator asks for its trails, unless an ask to it is still
+    /// unanswered.
     pub(super) fn trail_ask(&mut self, peer: DeviceId, fx: &mut Fx) {
-        if let Some(proof) = self.trails.admin {
-            let frame = Frame::TrailAsk {
-                proof: proof.0,
-                have: self.trails.have(),
-            };
-            fx.send.push((peer, frame.encode()));
+        let Some(proof) = self.trails.admin else {
+            return;
+        };
+        if self.trails.asked.contains_key(&peer) {
+            return;
         }
+        self.trails.asked.insert(peer, self.trails.head(&peer));
+        let frame = Frame::TrailAsk {
+            proof: proof.0,
+            have: self.trail_have(&peer),
+        };
+        fx.send.push((peer, frame.encode()));
+    }
+
+    /// What an ask to `peer` lists: for an administrator, every trail held
+    /// and every other device in the directory (at 0 when none is held, so
+    /// it serves its copies of them); for anyone else only its own (a
+    /// member is never told how long others' trails are).
+    fn trail_have(&self, peer: &DeviceId) -> Vec<TrailHave> {
+        if !self.trails.admins.contains(peer) {
+            return vec![self.trails.have_of(peer)];
+        }
+        let mut devices: BTreeSet<DeviceId> = self.trails.held.keys().copied().collect();
+        if let Some(m) = &self.membership {
+            devices.extend(m.team.directory.keys());
+        }
+        devices
+            .iter()
+            .take(MAX_TRAIL_CHAINS)
+            .map(|d| self.trails.have_of(d))
+            .collect()
     }
 
     /// Asks every connected member again (maintenance): entries cut off by
@@ -194,6 +256,8 @@ impl Node {
 
     pub(super) fn trail_peer_gone(&mut self, peer: &DeviceId) {
         self.trails.admins.remove(peer);
+        self.trails.asked.remove(peer);
+        self.trails.reask.remove(peer);
     }
 
     /// An administrator's ask: our trails from where it stands.
@@ -210,7 +274,14 @@ impl Node {
             self.refuse(peer, Reason::BadSignature, fx);
             return;
         }
-        self.trails.admins.insert(peer);
+        if self.trails.admins.insert(peer) && self.trails.admin.is_some() {
+            // A fellow administrator: our ask to it lists every trail.
+            if self.trails.asked.contains_key(&peer) {
+                self.trails.reask.insert(peer);
+            } else {
+                self.trail_ask(peer, fx);
+            }
+        }
         let me = self.device;
         let theirs: BTreeMap<DeviceId, (u64, EntryHash)> = have
             .iter()
@@ -222,10 +293,16 @@ impl Node {
                 self.note_finding(now, me, peer, len, held, held == len, fx);
             }
         }
-        // Ours first, then (an administrator's) copies of others'.
+        // Ours first, then (an administrator's) copies of the others it
+        // listed.
         let mut chains = vec![me];
         if self.trails.admin.is_some() {
-            chains.extend(self.trails.held.keys().filter(|d| **d != me));
+            chains.extend(
+                self.trails
+                    .held
+                    .keys()
+                    .filter(|d| **d != me && theirs.contains_key(d)),
+            );
         }
         let mut entries = Vec::new();
         let mut more = false;
@@ -247,8 +324,9 @@ impl Node {
         let frame = Frame::Trail {
             len,
             head,
-            entries,
+            answer: true,
             more,
+            entries,
         };
         fx.send.push((peer, frame.encode()));
     }
@@ -299,25 +377,34 @@ impl Node {
         }
     }
 
-    /// A member's entries, for us as an administrator.
-    #[allow(clippy::too_many_arguments)]
+    /// A member's entries, for us as an administrator: the answer to our
+    /// ask, or one new entry pushed.
     pub(super) fn on_trail(
         &mut self,
         now: Millis,
         peer: DeviceId,
-        len: u64,
-        head: EntryHash,
+        shown: Shown,
         entries: Vec<Vec<u8>>,
-        more: bool,
         fx: &mut Fx,
     ) {
-        if self.trails.admin.is_none() {
-            // Only an administrator asks, and only it is sent entries.
+        // Only an administrator asks, and only it is sent entries; an
+        // answer answers an ask, and a push carries one entry.
+        let asked = if shown.answer {
+            self.trails.asked.remove(&peer)
+        } else {
+            None
+        };
+        let pushed_one = !shown.answer && !shown.more && entries.len() <= 1;
+        if self.trails.admin.is_none()
+            || (shown.answer && asked.is_none())
+            || !(shown.answer || pushed_one)
+        {
             self.refuse(peer, Reason::ProtocolViolation, fx);
             return;
         }
         let me = self.device;
-        let mut gap = false;
+        let (mut gap, mut progress) = (false, false);
+        let mut diverged = BTreeSet::new();
         for bytes in entries {
             let entry = match crate::trail::Entry::decode(&bytes) {
                 Ok(e) if e.verify() => e,
@@ -332,7 +419,8 @@ impl Node {
                     .as_ref()
                     .is_some_and(|m| m.team.directory.contains_key(&entry.device));
             let (held, held_head) = self.trails.head(&entry.device);
-            if !known || entry.device == me || entry.seq < held {
+            if !known || entry.device == me || entry.seq < held || diverged.contains(&entry.device)
+            {
                 continue;
             }
             if entry.seq > held {
@@ -341,19 +429,33 @@ impl Node {
             }
             if entry.prev != held_head {
                 // Signed by its device, yet not after what we hold: its
-                // trail was rewritten from before our copy's end.
+                // trail was rewritten from before our copy's end. Nothing
+                // more of it is taken, and it is not asked for again.
                 self.note_finding(now, entry.device, me, entry.seq, held, true, fx);
+                diverged.insert(entry.device);
+                continue;
+            }
+            if held >= MAX_HELD_ENTRIES {
+                tracing::warn!(device = %entry.device.short(), "a copy of an audit trail is full; its later entries are not kept");
+                diverged.insert(entry.device);
                 continue;
             }
             self.hold(&entry, bytes, fx);
+            progress = true;
         }
-        let (held, held_head) = self.trails.head(&peer);
-        if len < held {
-            self.note_finding(now, peer, me, len, held, false, fx);
-        } else if len == held && held > 0 && head != held_head {
-            self.note_finding(now, peer, me, len, held, true, fx);
+        // The peer's own trail against what we held of it when we asked.
+        if let Some((held, held_head)) = asked {
+            if shown.len < held {
+                self.note_finding(now, peer, me, shown.len, held, false, fx);
+            } else if shown.len == held && held > 0 && shown.head != held_head {
+                self.note_finding(now, peer, me, shown.len, held, true, fx);
+            }
         }
-        if more || gap {
+        // Asked again only when this answer moved us on (so two devices
+        // never ask each other round in circles), or when the peer has
+        // since shown it is an administrator (a full ask is owed).
+        let again = self.trails.reask.remove(&peer);
+        if shown.answer && (again || (progress && (shown.more || gap))) {
             self.trail_ask(peer, fx);
         }
     }

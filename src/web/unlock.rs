@@ -54,9 +54,14 @@ pub enum ScreenAudit {
 }
 
 /// The screen's one audit hook: every unlock, and every secret checked and
-/// found wrong, goes into the audit trail (sync.md §8) as the screen's; an
-/// attempt refused unchecked during a backoff is only logged, so a locked
-/// page that keeps trying cannot flood the trail.
+/// found wrong, goes into the audit trail (sync.md §8) as the screen's,
+/// durably before the attempt's answer (and before an unlocked session
+/// reads anything); an attempt refused unchecked during a backoff is only
+/// logged, so a locked page that keeps trying cannot flood the trail.
+///
+/// A checked attempt is recorded from the blocking thread that checked it
+/// (it waits for the node there); the async handlers only ever record
+/// attempts refused unchecked.
 pub fn record(web: &Web, event: ScreenAudit) {
     use crate::trail::{Action, Via};
     let action = match event {
@@ -78,14 +83,12 @@ pub fn record(web: &Web, event: ScreenAudit) {
             }
         }
     };
-    let Some(node) = web.node.clone() else { return };
-    // Called from the blocking check too: the node records it in order
-    // with everything else, without holding the check up.
-    tokio::spawn(async move {
-        if let Err(e) = node.command(crate::node::Command::Audit(action)).await {
-            tracing::warn!("could not record a screen unlock in the audit trail: {e}");
-        }
-    });
+    let (Some(node), Ok(rt)) = (&web.node, tokio::runtime::Handle::try_current()) else {
+        return;
+    };
+    if let Err(e) = rt.block_on(node.command(crate::node::Command::Audit(action))) {
+        tracing::warn!("could not record a screen unlock in the audit trail: {e}");
+    }
 }
 
 /// The short tag the audit trail names a session by.
@@ -278,10 +281,11 @@ impl Web {
         match result {
             Ok(true) => {
                 self.backoff().succeeded();
+                // In the trail before the session reads anything.
+                record(self, ScreenAudit::Unlocked { session_tag: tag });
                 if !self.sessions().unlock(id, Instant::now()) {
                     return Outcome::Gone;
                 }
-                record(self, ScreenAudit::Unlocked { session_tag: tag });
                 Outcome::Unlocked
             }
             Ok(false) => {
@@ -295,7 +299,19 @@ impl Web {
                 );
                 Outcome::Wrong(delay)
             }
-            Err(e) => Outcome::Unchecked(e.to_string()),
+            // A damaged `key.wrap` or PIN file matched nothing: counted,
+            // so that damage cannot lift the backoff.
+            Err(e) => {
+                self.backoff().failed(Instant::now());
+                record(
+                    self,
+                    ScreenAudit::UnlockFailed {
+                        session_tag: tag,
+                        backed_off: false,
+                    },
+                );
+                Outcome::Unchecked(e.to_string())
+            }
         }
     }
 }

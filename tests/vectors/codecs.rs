@@ -439,12 +439,14 @@ pub(crate) fn frame_json(f: &Frame) -> Value {
         Frame::Trail {
             len,
             head,
-            entries,
+            answer,
             more,
+            entries,
         } => json!({
             "type": "trail",
             "len": len,
             "head": hex(head),
+            "answer": answer,
             "more": more,
             "entries": entries.iter().map(|e| hex(e)).collect::<Vec<_>>(),
         }),
@@ -507,6 +509,7 @@ pub(crate) fn frame_from_json(v: &Value) -> Frame {
         "trail" => Frame::Trail {
             len: num(v, "len"),
             head: fixed(v, "head"),
+            answer: flag(v, "answer"),
             more: flag(v, "more"),
             entries: list(v, "entries")
                 .iter()

@@ -161,12 +161,13 @@ pub(crate) fn gen_frames(c: &Cast) -> Value {
         },
     ));
     frames.push((
-        "trail: Ana's two entries".into(),
+        "trail: Ana's two entries, answering".into(),
         Frame::Trail {
             len: 2,
             head: second.hash(),
-            entries: vec![first.encode(), second.encode()],
+            answer: true,
             more: false,
+            entries: vec![first.encode(), second.encode()],
         },
     ));
     for (name, revocation) in revocations(c) {
