@@ -1,6 +1,7 @@
 //! Encryption at rest's decoders (protocol/storage.md §8): the wrapped data
 //! key (`key.wrap`), a sealed store pair, a sealed file of the data
-//! directory, and the map from a store key to its hashed form.
+//! directory, the map from a store key to its hashed form, and the screen
+//! PIN's record.
 //!
 //! Promises checked: nothing panics on any bytes; a genuine wrap, pair or
 //! file damaged in any way opens to exactly what was sealed or not at all;
@@ -14,6 +15,7 @@ use std::sync::OnceLock;
 use arbitrary::Arbitrary;
 use huddle::atrest::wrap::{self, Params};
 use huddle::atrest::{DataKey, Keys};
+use huddle::datadir::pin;
 use huddle::store::{keys, sealed};
 
 use super::{structured, Damage};
@@ -61,6 +63,9 @@ enum Case {
     },
     /// Any key through the map.
     Name { key: Vec<u8> },
+    /// The screen PIN's record (`datadir/pin.rs`), genuine and damaged,
+    /// checked against the PIN or another.
+    Pin { damage: Vec<Damage>, right: bool },
 }
 
 pub fn atrest(data: &[u8]) {
@@ -172,6 +177,34 @@ pub fn atrest(data: &[u8]) {
                 assert!(physical.starts_with(&b.keys.names.physical(&keys::doc_prefix(&id))[..20]));
             }
             let _ = &b.key;
+        }
+        Case::Pin { damage, right } => {
+            let genuine = pin::encode("4711", Params::FAST_FOR_TESTS, [3; pin::SALT_LEN])
+                .expect("a PIN record");
+            let mut record = genuine.clone();
+            for d in &damage {
+                d.apply(&mut record);
+            }
+            // Large parameters are refused before Argon2id runs; only small
+            // ones are run here, so the fuzzer stays fast.
+            let word = |i: usize| {
+                record
+                    .get(1 + 4 * i..5 + 4 * i)
+                    .map_or(0, |w| u32::from_be_bytes(w.try_into().expect("4")))
+            };
+            if word(0) > 1024 || word(1) > 2 || word(2) > 2 {
+                return;
+            }
+            let given: &[u8] = if right { b"4711" } else { b"4712" };
+            if let Ok(true) = pin::verify(&record, given) {
+                assert!(right, "a wrong PIN was taken");
+                assert_eq!(&record[..13], &genuine[..13], "damaged parameters verified");
+            } else {
+                assert!(
+                    !right || record != genuine,
+                    "the genuine record refused its PIN"
+                );
+            }
         }
     }
 }

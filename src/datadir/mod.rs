@@ -39,7 +39,8 @@ use crate::crypto::{AuthorityKey, DeviceKey};
 use crate::ids::{DeviceId, MemberId};
 use crate::membership::{Certificate, TokenError};
 
-mod pin;
+/// The PIN's record (public for the fuzz target).
+pub mod pin;
 mod unlock;
 
 pub use pin::{PinError, MAX_PIN, MIN_PIN};

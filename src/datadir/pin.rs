@@ -28,7 +28,7 @@ pub const MIN_PIN: usize = 4;
 pub const MAX_PIN: usize = 64;
 
 const VERSION: u8 = 1;
-const SALT_LEN: usize = 16;
+pub const SALT_LEN: usize = 16;
 const HASH_LEN: usize = 32;
 /// The record's length in bytes.
 pub const RECORD_LEN: usize = 1 + 12 + SALT_LEN + HASH_LEN;

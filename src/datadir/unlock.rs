@@ -170,7 +170,14 @@ impl DataDir {
     /// Wrong passphrases given since they were last cleared
     /// ([`DataDir::clear_failed_unlocks`], once recorded in the trail).
     pub fn failed_unlocks(&self) -> u32 {
-        std::fs::read(self.file(FAILED_FILE))
+        // A count is at most 10 digits: a longer file is not one, and is
+        // never read whole.
+        std::fs::File::open(self.file(FAILED_FILE))
+            .and_then(|f| {
+                let mut bytes = Vec::with_capacity(11);
+                f.take(11).read_to_end(&mut bytes)?;
+                Ok(bytes)
+            })
             .ok()
             .filter(|b| b.len() <= 10)
             .and_then(|b| String::from_utf8(b).ok())

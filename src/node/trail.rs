@@ -363,12 +363,10 @@ impl Node {
             return BTreeMap::new();
         };
         match loader.0.scan(&keys::trail_block(device, seq)) {
-            Ok(pairs) => pairs
+            Ok(pairs) => crate::trail::group_records(pairs)
+                .remove(device)
+                .unwrap_or_default()
                 .into_iter()
-                .filter_map(|(k, v)| {
-                    let seq = k.len().checked_sub(8).map(|i| &k[i..])?;
-                    Some((u64::from_be_bytes(seq.try_into().ok()?), v))
-                })
                 .collect(),
             Err(e) => {
                 tracing::warn!("could not read the audit trail: {e}");

@@ -134,7 +134,21 @@ struct UnlockBody {
 }
 
 /// `429` with how long to wait.
-fn wait(why: &str, wait: Duration) -> Response {
+/// An attempt refused without checking its secret (logged, not in the
+/// trail: `record`), told how long to wait.
+fn unchecked(web: &Web, session_tag: String, why: &str, wait: Duration) -> Response {
+    let backed_off = true;
+    record(
+        web,
+        ScreenAudit::UnlockFailed {
+            session_tag,
+            backed_off,
+        },
+    );
+    too_many(why, wait)
+}
+
+fn too_many(why: &str, wait: Duration) -> Response {
     let ms = wait.as_millis().max(1) as u64;
     let mut res = (
         StatusCode::TOO_MANY_REQUESTS,
@@ -194,27 +208,17 @@ pub(super) async fn unlock(
     };
     let tag = session_tag(&id);
     let Some(turn) = Turn::take(&web) else {
-        record(
+        return unchecked(
             &web,
-            ScreenAudit::UnlockFailed {
-                session_tag: tag,
-                backed_off: true,
-            },
-        );
-        return wait(
+            tag,
             "another unlock attempt is being checked: try again in a moment",
             Duration::from_secs(1),
         );
     };
     if let Err(left) = web.backoff().check(Instant::now()) {
-        record(
+        return unchecked(
             &web,
-            ScreenAudit::UnlockFailed {
-                session_tag: tag,
-                backed_off: true,
-            },
-        );
-        return wait(
+            tag,
             &format!(
                 "too many wrong passphrases or PINs: wait {} s, then try again",
                 left.as_secs().max(1)
