@@ -4,12 +4,14 @@
 //! invariants of DESIGN.md after every scenario. See sim/README.md.
 //!
 //! Crate map:
-//! - [`scenario`]: the TOML scenario schema and the built-in scenarios.
+//! - [`scenario`]: the TOML scenario schema and the built-in scenarios;
+//!   [`dur`]: durations as they are written there.
 //! - [`world`]: the event loop; [`carry`]: carrying out node outputs;
 //!   [`queue`] the event queue; [`device`] one device (store + node).
 //! - [`net`]: connections with session ids, latency, bandwidth, loss;
 //!   [`topo`]: discovery, dialing, partitions, links, the final heal.
-//! - [`actions`]: workload, scripted events, random faults, the forger.
+//! - [`actions`]: workload, scripted events, random faults;
+//!   [`forger`]: the malicious member.
 //! - [`check`]: the invariants; [`watch`]: time to converge;
 //!   [`acct`]: bytes and changes on the wire; [`metrics`]: per-run figures
 //!   and the sweep table; [`trace`]: digest and recent events.
@@ -26,6 +28,8 @@ pub mod check;
 pub mod clinical;
 pub mod clinical_work;
 pub mod device;
+pub mod dur;
+pub mod forger;
 pub mod metrics;
 pub mod net;
 pub mod queue;
