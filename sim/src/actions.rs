@@ -222,6 +222,14 @@ pub fn traffic(w: &mut World) {
     };
     let reminder = crate::clinical_work::maybe_reminder(w, dev, &conversation);
     let body = body(w);
+    // Recorded before the node sees it: its first frames go out in this step.
+    if let Some(c) = w.devs[dev]
+        .node
+        .as_ref()
+        .and_then(|n| n.conversation(&conversation))
+    {
+        w.ledger.bodies.record(&c.header, body.as_bytes());
+    }
     let fields = huddle::message::Fields {
         reminder: reminder.clone(),
         ..Default::default()

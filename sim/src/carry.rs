@@ -308,7 +308,14 @@ impl World {
                 return;
             }
         };
-        if let Err(v) = check::check_send(&self.devs, &self.ledger, from, to, &decoded, self.now) {
+        if let Err(v) = check::check_send(
+            &self.devs,
+            &self.ledger,
+            from,
+            to,
+            (&decoded, &frame),
+            self.now,
+        ) {
             self.violation = Some(v);
             return;
         }

@@ -12,7 +12,8 @@
 //!   [`topo`]: discovery, dialing, partitions, links, the final heal.
 //! - [`actions`]: workload, scripted events, random faults;
 //!   [`forger`]: the malicious member.
-//! - [`check`]: the invariants; [`watch`]: time to converge;
+//! - [`check`]: the invariants; [`leak`]: message bodies searched for in
+//!   frames and stores; [`watch`]: time to converge;
 //!   [`acct`]: bytes and changes on the wire; [`metrics`]: per-run figures
 //!   and the sweep table; [`trace`]: digest and recent events.
 //! - [`sweep`]: many seeds under a wall-clock budget.
@@ -30,6 +31,7 @@ pub mod clinical_work;
 pub mod device;
 pub mod dur;
 pub mod forger;
+pub mod leak;
 pub mod metrics;
 pub mod net;
 pub mod queue;

@@ -229,7 +229,8 @@ impl World {
         if self.violation.is_some() {
             return;
         }
-        if let Err(v) = check::check_final(&self.devs, &self.ledger, self.now)
+        if let Err(v) = crate::leak::check_stores(&self.devs, &self.ledger.bodies, self.now)
+            .and_then(|()| check::check_final(&self.devs, &self.ledger, self.now))
             .and_then(|()| crate::clinical::check_final(self, self.now))
         {
             self.violation = Some(v);
@@ -408,6 +409,10 @@ impl World {
             .log(self.now, trace::Kind::Crash, Some(dev), None, x, 0);
         self.counters.crashes += 1;
         self.devs[dev].crash();
+        // What survived the power cut, byte for byte (no leak by holding).
+        if let Err(v) = crate::leak::check_store(&self.devs, &self.ledger.bodies, dev, self.now) {
+            self.fail(v.invariant, v.devices, v.detail);
+        }
         for id in self.net.sessions_of(dev) {
             topo::break_session(self, id);
         }

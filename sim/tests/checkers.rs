@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use huddle::node::Output;
-use huddle::wire::Frame;
+use huddle::store::{keys, StoreOp};
+use huddle::team::TEAM_DOC_ID;
+use huddle::wire::{Frame, HeadsEntry};
 use huddle::DeviceId;
 use huddle_sim::{replay_command, run, Invariant, Options, Outcome, Scenario, Tamper};
 
@@ -268,5 +270,153 @@ fn wrong_escalations_are_caught() {
         assert_caught(&out, Invariant::Clinical);
         let detail = &out.violation.as_ref().expect("caught").detail;
         assert!(detail.contains(what), "{fault:?}: {detail}");
+    }
+}
+
+/// The no-leak-by-content checks' ground: "Left" is devices 0 and 1,
+/// "Right" devices 2 and 3; device 3 loses power at 4 minutes.
+fn two_groups() -> Scenario {
+    scenario(include_str!("scenarios/two-groups.toml"))
+}
+
+/// A chunk of a conversation (not the team document) in a `Persist`.
+fn conversation_chunk(op: &StoreOp) -> Option<&[u8]> {
+    let StoreOp::Put { key, value } = op else {
+        return None;
+    };
+    let rest = key.strip_prefix(keys::DOC_PREFIX)?;
+    let chunk = rest.len() == 16 + 3 + 8 && &rest[16..19] == b"/c/";
+    (chunk && rest[..16] != TEAM_DOC_ID).then_some(value.as_slice())
+}
+
+fn chunks_written(outputs: &[Output]) -> Vec<Vec<u8>> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Persist(ops) => Some(ops),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(conversation_chunk)
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// A carrier that keeps the plaintext: every change device 0 writes into
+/// "Left" is also put, as it is, into device 3's store under `mail/` (where
+/// a sealed mailbox would keep envelopes), in device 3's next step that
+/// flushes, just before its flush. Device 3 is in "Right" only.
+#[derive(Default)]
+struct PlainMailbox {
+    pending: Vec<Vec<u8>>,
+    planted: u64,
+}
+
+impl Tamper for PlainMailbox {
+    fn outputs(&mut self, device: usize, outputs: &mut Vec<Output>) {
+        if device == 0 {
+            self.pending.extend(chunks_written(outputs));
+        } else if device == 3 && !self.pending.is_empty() {
+            let Some(flush) = outputs.iter().position(|o| matches!(o, Output::Flush)) else {
+                return;
+            };
+            let mut ops = Vec::new();
+            for value in self.pending.drain(..) {
+                self.planted += 1;
+                let key = [b"mail/".as_slice(), &self.planted.to_be_bytes()].concat();
+                ops.push(StoreOp::Put { key, value });
+            }
+            outputs.insert(flush, Output::Persist(ops));
+        }
+    }
+}
+
+#[test]
+fn plaintext_in_a_non_members_store_is_caught() {
+    let sc = two_groups();
+    for seed in 1..=2 {
+        let out = broken_run(&sc, seed, Box::<PlainMailbox>::default(), true);
+        assert_caught(&out, Invariant::NoLeak);
+        let v = out.violation.expect("caught");
+        assert!(
+            v.detail.contains("d3's store holds, under key mail/"),
+            "{}",
+            v.detail
+        );
+        assert!(v.detail.contains("(\"Left\")"), "{}", v.detail);
+        // Found when the power cut leaves it behind, before the end.
+        assert_eq!(v.at, 4 * 60 * 1_000_000, "{}", v.detail);
+    }
+}
+
+/// A node that tells every peer it ever met, in a `Heads` frame for the
+/// team document (which any team device may receive), "heads" made of the
+/// bytes of each change it writes into "Left": plaintext in a frame kind
+/// no conversation gate looks inside.
+#[derive(Default)]
+struct PlainHeads(BTreeSet<DeviceId>);
+
+impl Tamper for PlainHeads {
+    fn outputs(&mut self, device: usize, outputs: &mut Vec<Output>) {
+        if device != 0 {
+            return;
+        }
+        for o in outputs.iter() {
+            if let Output::Send { peer, .. } = o {
+                self.0.insert(*peer);
+            }
+        }
+        for chunk in chunks_written(outputs) {
+            let heads = chunk
+                .chunks(32)
+                .map(|c| {
+                    let mut h = [0u8; 32];
+                    h[..c.len()].copy_from_slice(c);
+                    h
+                })
+                .collect();
+            let entries = vec![HeadsEntry {
+                doc: TEAM_DOC_ID,
+                heads,
+            }];
+            let frame = Frame::Heads { entries }.encode();
+            for peer in &self.0 {
+                outputs.push(Output::Send {
+                    peer: *peer,
+                    frame: frame.clone(),
+                });
+            }
+        }
+    }
+}
+
+#[test]
+fn plaintext_in_a_frame_to_a_non_member_is_caught() {
+    let sc = two_groups();
+    for seed in 1..=2 {
+        let out = broken_run(&sc, seed, Box::<PlainHeads>::default(), true);
+        assert_caught(&out, Invariant::NoLeak);
+        let v = out.violation.expect("caught");
+        assert!(
+            v.detail.contains("d0 sent d2 a Heads frame holding")
+                || v.detail.contains("d0 sent d3 a Heads frame holding"),
+            "{}",
+            v.detail
+        );
+        assert!(v.detail.contains("(\"Left\")"), "{}", v.detail);
+    }
+}
+
+#[test]
+fn honest_nodes_leak_nothing_in_two_groups() {
+    let sc = two_groups();
+    for seed in 1..=3 {
+        let out = run(&sc, seed, Options::default());
+        assert!(
+            out.passed(),
+            "{}",
+            out.failure_report(&replay_command(&sc.name, seed))
+        );
+        assert!(out.metrics.messages > 20, "seed {seed}: little traffic");
     }
 }
