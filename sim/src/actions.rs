@@ -329,6 +329,22 @@ pub fn script(w: &mut World, i: usize) {
                 w.q.push(w.now + RETRY_US, Ev::Script(i));
             }
         }
+        Action::Link { link, up } => {
+            let l =
+                w.sc.link
+                    .iter()
+                    .position(|l| l.name == link)
+                    .expect("validated");
+            if w.net.links[l].up != up {
+                w.net.links[l].up = up;
+                w.trace
+                    .log(w.now, Kind::Link, None, None, l as u64, u64::from(up));
+                topo::rewire_all(w);
+                if up {
+                    topo::mark_heal(w);
+                }
+            }
+        }
         Action::CheckCarried { from, to, before } => check_carried(w, &from, &to, before.us()),
     }
 }

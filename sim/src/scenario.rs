@@ -21,6 +21,14 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("field-team", include_str!("../scenarios/field-team.toml")),
     ("churn-200", include_str!("../scenarios/churn-200.toml")),
     ("urgent-ward", include_str!("../scenarios/urgent-ward.toml")),
+    (
+        "hospital-sites",
+        include_str!("../scenarios/hospital-sites.toml"),
+    ),
+    (
+        "field-carrier",
+        include_str!("../scenarios/field-carrier.toml"),
+    ),
 ];
 
 /// A set of devices: `"all"`, `"site:ward"`, or indices and ranges `"0-9,12"`.
@@ -242,8 +250,13 @@ pub enum Action {
     /// A member device turns malicious: forged entries appear in its copy
     /// of conversation number `conversation`, and it syncs them.
     Forge { device: usize, conversation: usize },
+    /// Inter-site link `link` goes down now (`up = false`: a site is cut
+    /// off) or comes back up (a heal). An intermittent link's next
+    /// scheduled flip still comes; the final heal brings every link up.
+    Link { link: String, up: bool },
     /// Every message confirmed before `before` by a device whose home is
-    /// site `from` is, by now, on every member device whose home is `to`.
+    /// site `from` is, by now, on every member device whose home is `to`
+    /// (the devices that carried it need not be members of anything).
     CheckCarried {
         from: String,
         to: String,
@@ -491,6 +504,11 @@ impl Scenario {
                 Action::CheckCarried { from, to, .. } => {
                     self.site_index(from)?;
                     self.site_index(to)?;
+                }
+                Action::Link { link, .. } => {
+                    if !self.link.iter().any(|l| &l.name == link) {
+                        return Err(format!("no link named \"{link}\""));
+                    }
                 }
                 Action::Heal => {}
             }
