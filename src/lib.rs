@@ -38,6 +38,7 @@ pub mod node;
 #[cfg(feature = "store-sled")]
 pub mod private_dir;
 pub mod replica;
+pub mod sealed;
 pub mod store;
 pub mod team;
 pub mod trail;

@@ -49,7 +49,7 @@ pub use persist::Persist;
 pub use rules::{
     Breach, EntryRule, Rule, Write, MAX_CHANGE_LEN, MAX_ENTRY_LEN, MAX_OPS_PER_CHANGE,
 };
-pub use sync_message::LocalPush;
+pub use sync_message::{sync_change_hashes, LocalPush};
 
 /// The root objects of a document kind.
 #[derive(Clone, Copy, Debug)]
@@ -366,6 +366,47 @@ impl Replica {
 
     pub fn heads(&self) -> Vec<ChangeHash> {
         self.doc.get_heads()
+    }
+
+    /// The whole history as pushes of at most `max_bytes` of changes
+    /// ([`LocalPush::history`]): what a sealed envelope carries to a member
+    /// device that was unknown when the changes were written.
+    pub fn history_pushes(&self, max_bytes: usize) -> Vec<LocalPush> {
+        LocalPush::history(&self.doc, max_bytes)
+    }
+
+    /// The changes of `hashes` the document holds, in that order.
+    pub fn changes_by_hash(&self, hashes: &[ChangeHash]) -> Vec<automerge::Change> {
+        hashes
+            .iter()
+            .filter_map(|h| self.doc.get_change_by_hash(h))
+            .collect()
+    }
+
+    /// The changes not covered by `heads` (all of them if some of `heads`
+    /// are not held), in causal order.
+    pub fn changes_since(&self, heads: &[ChangeHash]) -> Vec<automerge::Change> {
+        if self.has_all(heads) {
+            self.doc.get_changes(heads)
+        } else {
+            self.doc.get_changes(&[])
+        }
+    }
+
+    /// Whether every one of `changes` is `heads` or one of their
+    /// ancestors (a peer at `heads` holds them). Costs the changes after
+    /// `heads`.
+    pub fn covers(&self, heads: &[ChangeHash], changes: &[ChangeHash]) -> bool {
+        if !self.has_all(heads) || !self.has_all(changes) {
+            return false;
+        }
+        let after: std::collections::HashSet<ChangeHash> = self
+            .doc
+            .get_changes_meta(heads)
+            .into_iter()
+            .map(|m| m.hash)
+            .collect();
+        changes.iter().all(|c| !after.contains(c))
     }
 
     /// A 16-byte digest of the heads, used by the catalog to tell cheaply

@@ -51,6 +51,9 @@ const SCHEMA_V1: Schema = Schema {
 #[derive(Clone, Debug, Default)]
 pub struct TeamApplied {
     pub certificates: Vec<Certificate>,
+    /// Those of `certificates` for devices the directory did not hold (not
+    /// renewals).
+    pub new_devices: Vec<Certificate>,
     pub revocations: Vec<Revocation>,
     /// The clinical policy or the roster changed.
     pub clinical: bool,
@@ -223,7 +226,11 @@ impl TeamDoc {
                     Ok(c) if c.is_signed_by(&self.team) => {
                         let e = self.published.entry(c.device).or_default();
                         *e = (*e).max(c.expires);
+                        let new = !self.directory.contains_key(&c.device);
                         if self.learn_certificate(c.clone()) {
+                            if new {
+                                applied.new_devices.push(c.clone());
+                            }
                             applied.certificates.push(c);
                         }
                     }

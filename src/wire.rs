@@ -10,7 +10,11 @@ use crate::codec::{DecodeError, Reader, Writer};
 use crate::header::ConversationHeader;
 use crate::membership::{Pass, Revocation, Secret};
 
-/// The protocol version carried in `Hello`: 8 since administrators ask
+/// The protocol version carried in `Hello`: 9 since team devices carry
+/// sealed envelopes for conversations they are not in (`Sealed`,
+/// `MailIds`, `MailWant`, `MailDone`: sealed.md; a version-8 node would
+/// refuse them),
+/// 8 since administrators ask
 /// members for their audit trails (`TrailAsk`, `Trail`: sync.md §8; a
 /// version-7 node would refuse both frames), 7 since messages may carry
 /// attachments (field 4, wire.md §7c) fetched over `/huddle/blob/1`
@@ -28,7 +32,7 @@ use crate::membership::{Pass, Revocation, Secret};
 /// group and role ids are derived from their headers (wire.md §2; a version-2 node would take a
 /// header claiming any id), 2 since conversations' message lists are paged
 /// (sync.md §7.1; a version-1 node would read only page 0).
-pub const PROTOCOL_VERSION: u8 = 8;
+pub const PROTOCOL_VERSION: u8 = 9;
 /// The libp2p protocol id for frames.
 pub const PROTOCOL_ID: &str = "/huddle/sync/2";
 /// Hard upper bound on one frame, enforced by the transport and again here.
@@ -53,6 +57,16 @@ const TAG_IDENTIFY: u8 = 7;
 const TAG_REVOKED: u8 = 8;
 const TAG_TRAIL_ASK: u8 = 9;
 const TAG_TRAIL: u8 = 10;
+const TAG_SEALED: u8 = 11;
+const TAG_MAIL_IDS: u8 = 12;
+const TAG_MAIL_DONE: u8 = 13;
+const TAG_MAIL_WANT: u8 = 14;
+/// Most envelopes one `Sealed` frame carries.
+pub const MAX_SEALED_PER_FRAME: usize = 64;
+/// Most ids a `MailIds` or `MailWant` frame lists.
+pub const MAX_MAIL_IDS: usize = 24 * 1024;
+/// Most done secrets in one `MailDone` frame.
+pub const MAX_MAIL_DONE: usize = 8 * 1024;
 /// Most audit entries in one `Trail` frame (each at most
 /// [`crate::trail::MAX_ENTRY_LEN`] bytes).
 pub const MAX_TRAIL_ENTRIES: usize = 256;
@@ -221,6 +235,28 @@ pub enum Frame {
         more: bool,
         entries: Vec<Vec<u8>>,
     },
+    /// Sealed envelopes for the receiver to carry (sealed.md §4): any team
+    /// device may receive them; only their recipients can open them.
+    Sealed { envelopes: Vec<Vec<u8>> },
+    /// Envelopes the sender holds or deleted as delivered: all of them when
+    /// a session starts, then each one it takes. The receiver asks for
+    /// those it lacks (`MailWant`), from one peer at a time.
+    MailIds { ids: Vec<[u8; 32]> },
+    /// Send me these envelopes (answered with `Sealed`, each at most once
+    /// a session).
+    MailWant { ids: Vec<[u8; 32]> },
+    /// Recipients' done secrets: a carrier deletes an envelope once every
+    /// slot's secret is shown.
+    MailDone { done: Vec<MailDoneEntry> },
+}
+
+/// Slot `slot` of envelope `id` was opened by its recipient, which showed
+/// `secret` (its commitment is in the slot).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailDoneEntry {
+    pub id: [u8; 32],
+    pub slot: u16,
+    pub secret: [u8; 32],
 }
 
 /// How much of one device's audit trail the sender of a `TrailAsk` holds:
@@ -293,6 +329,30 @@ impl Frame {
                     .varint(entries.len() as u64);
                 for e in entries {
                     w.bytes(e);
+                }
+            }
+            Frame::Sealed { envelopes } => {
+                w.u8(TAG_SEALED).varint(envelopes.len() as u64);
+                for e in envelopes {
+                    w.bytes(e);
+                }
+            }
+            Frame::MailIds { ids } => {
+                w.u8(TAG_MAIL_IDS).varint(ids.len() as u64);
+                for id in ids {
+                    w.raw(id);
+                }
+            }
+            Frame::MailWant { ids } => {
+                w.u8(TAG_MAIL_WANT).varint(ids.len() as u64);
+                for id in ids {
+                    w.raw(id);
+                }
+            }
+            Frame::MailDone { done } => {
+                w.u8(TAG_MAIL_DONE).varint(done.len() as u64);
+                for d in done {
+                    w.raw(&d.id).raw(&d.slot.to_be_bytes()).raw(&d.secret);
                 }
             }
         }
@@ -385,6 +445,45 @@ impl Frame {
                     more,
                     entries,
                 }
+            }
+            TAG_SEALED => {
+                let n = r.count(MAX_SEALED_PER_FRAME, 1, "envelopes")?;
+                let mut envelopes = Vec::with_capacity(n);
+                for _ in 0..n {
+                    envelopes.push(
+                        r.bytes(crate::sealed::MAX_ENVELOPE_LEN, "envelope")?
+                            .to_vec(),
+                    );
+                }
+                Frame::Sealed { envelopes }
+            }
+            TAG_MAIL_IDS => {
+                let n = r.count(MAX_MAIL_IDS, 32, "mailbox ids")?;
+                let mut ids = Vec::with_capacity(n);
+                for _ in 0..n {
+                    ids.push(r.array("envelope id")?);
+                }
+                Frame::MailIds { ids }
+            }
+            TAG_MAIL_WANT => {
+                let n = r.count(MAX_MAIL_IDS, 32, "wanted ids")?;
+                let mut ids = Vec::with_capacity(n);
+                for _ in 0..n {
+                    ids.push(r.array("envelope id")?);
+                }
+                Frame::MailWant { ids }
+            }
+            TAG_MAIL_DONE => {
+                let n = r.count(MAX_MAIL_DONE, 66, "done secrets")?;
+                let mut done = Vec::with_capacity(n);
+                for _ in 0..n {
+                    done.push(MailDoneEntry {
+                        id: r.array("envelope id")?,
+                        slot: u16::from_be_bytes(r.array("slot")?),
+                        secret: r.array("done secret")?,
+                    });
+                }
+                Frame::MailDone { done }
             }
             t => return Err(DecodeError::Unknown("frame tag", t.into())),
         };

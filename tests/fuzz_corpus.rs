@@ -81,6 +81,11 @@ fn trail() {
 }
 
 #[test]
+fn sealed() {
+    replay("sealed");
+}
+
+#[test]
 fn catalog() {
     replay("catalog");
 }

@@ -14,6 +14,7 @@ use automerge::transaction::Transactable;
 use automerge::ReadDoc;
 use common::Mesh;
 use huddle::node::{Command, Event, Input};
+use huddle::store::FORMAT_VERSION;
 use huddle::store::{check_format, keys, Store, StoreOp};
 use huddle::{ConversationId, Priority};
 
@@ -134,7 +135,7 @@ fn a_stored_erasure_is_set_aside_and_what_was_built_on_it_written_again() {
 /// conversation, so the next start reads each document once and lists it
 /// exactly as before, now with its preview and badges.
 #[test]
-fn a_format_4_store_opens_as_7_and_lists_as_before() {
+fn a_format_4_store_opens_as_current_and_lists_as_before() {
     let mut m = Mesh::new(31);
     let ana = m.add_member("Ana", &[]);
     let ben = m.add_member("Ben", &[]);
@@ -168,7 +169,7 @@ fn a_format_4_store_opens_as_7_and_lists_as_before() {
     assert_eq!(
         changed,
         BTreeSet::from([
-            &(keys::FORMAT.to_vec(), 7u32.to_be_bytes().to_vec()),
+            &(keys::FORMAT.to_vec(), FORMAT_VERSION.to_be_bytes().to_vec()),
             &(keys::index(&id.0), Vec::new()),
         ]),
         "the version, and the entry now unknown"

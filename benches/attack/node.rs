@@ -157,6 +157,11 @@ impl Sample {
                 slowed_reads: a.slowed_reads.max(b.slowed_reads),
                 reassembly_bytes: a.reassembly_bytes.max(b.reassembly_bytes),
                 contained_panics: a.contained_panics.max(b.contained_panics),
+                mailbox_envelopes: a.mailbox_envelopes.max(b.mailbox_envelopes),
+                mailbox_bytes: a.mailbox_bytes.max(b.mailbox_bytes),
+                mailbox_dropped: [0, 1, 2, 3]
+                    .map(|i| a.mailbox_dropped[i].max(b.mailbox_dropped[i])),
+                envelopes_refused: a.envelopes_refused.max(b.envelopes_refused),
             },
         }
     }

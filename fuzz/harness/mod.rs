@@ -23,6 +23,7 @@ pub mod atrest;
 pub mod blobs;
 pub mod decoders;
 pub mod peer;
+pub mod sealed;
 pub mod stored;
 pub mod sync;
 pub mod trail;
@@ -48,6 +49,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("blobs", blobs::blobs),
     ("atrest", atrest::atrest),
     ("trail", trail::trail_target),
+    ("sealed", sealed::sealed_target),
 ];
 
 /// A damage done to genuine bytes (a frame, a record): the same kinds the

@@ -202,10 +202,13 @@ fn check_gates(
         Frame::Heads { entries } => entries.iter().map(|e| e.doc).find(|d| *d != TEAM_DOC_ID),
         Frame::Header { header } => Some(header.id.0),
         Frame::Sync { doc, .. } => Some(*doc),
-        // A frame kind added to the core after this checker: for proven
-        // team devices only, and searched for bodies by `check_send`.
-        #[allow(unreachable_patterns)]
-        _ => None,
+        // Sealed relaying (protocol/sealed.md): for any proven team device,
+        // member of the conversation or not; what they carry is searched
+        // for bodies by `check_send` like every frame but `Sync`.
+        Frame::Sealed { .. }
+        | Frame::MailIds { .. }
+        | Frame::MailWant { .. }
+        | Frame::MailDone { .. } => None,
     };
     if !rx.is_member() {
         return leak(format!(
@@ -277,9 +280,10 @@ pub fn frame_kind(f: &Frame) -> &'static str {
         Frame::Heads { .. } => "Heads",
         Frame::TrailAsk { .. } => "TrailAsk",
         Frame::Trail { .. } => "Trail",
-        // A kind added to the core after this checker.
-        #[allow(unreachable_patterns)]
-        _ => "new kind of",
+        Frame::Sealed { .. } => "Sealed",
+        Frame::MailIds { .. } => "MailIds",
+        Frame::MailWant { .. } => "MailWant",
+        Frame::MailDone { .. } => "MailDone",
     }
 }
 

@@ -59,6 +59,8 @@ impl Names {
             (keys::REVOCATION_PREFIX, b'v'),
             (keys::PEER_PREFIX, b'p'),
             (keys::TRAIL_HEAD_PREFIX, b'a'),
+            (keys::MAIL_PREFIX, b'e'),
+            (keys::MAIL_QUEUE_PREFIX, b'd'),
         ] {
             if let Some(id) = logical.strip_prefix(prefix) {
                 out.extend_from_slice(prefix);

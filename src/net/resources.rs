@@ -48,11 +48,25 @@ pub struct Resources {
     /// (that peer cut, that document read back), since the start.
     #[serde(default)]
     pub contained_panics: u64,
+    /// Sealed envelopes the mailbox holds for others, and their bytes
+    /// (protocol/sealed.md §4).
+    #[serde(default)]
+    pub mailbox_envelopes: usize,
+    #[serde(default)]
+    pub mailbox_bytes: usize,
+    /// Envelopes dropped or not taken for a full mailbox, routine / urgent
+    /// / STAT / not taken, since the start.
+    #[serde(default)]
+    pub mailbox_dropped: [u64; 4],
+    /// Envelopes sealed to us whose contents were refused, since the start.
+    #[serde(default)]
+    pub envelopes_refused: u64,
 }
 
 impl Shell {
     pub(super) fn resources(&self) -> Resources {
         let c = &self.counters;
+        let mail = self.node.mail_stats();
         Resources {
             sessions: self.links.len(),
             reader_tasks: c.readers.load(Ordering::SeqCst),
@@ -63,6 +77,15 @@ impl Shell {
             slowed_reads: c.slowed.load(Ordering::SeqCst),
             reassembly_bytes: self.node.reassembly_bytes(),
             contained_panics: self.node.contained_panics(),
+            mailbox_envelopes: mail.envelopes,
+            mailbox_bytes: mail.bytes,
+            mailbox_dropped: [
+                mail.dropped.routine,
+                mail.dropped.urgent,
+                mail.dropped.stat,
+                mail.dropped.refused,
+            ],
+            envelopes_refused: mail.refused,
         }
     }
 

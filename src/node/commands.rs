@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{Command, CommandError, Event, Fx, Node, Output, Reply};
+use super::{sealing, Command, CommandError, Event, Fx, Node, Output, Reply};
 use crate::header::conversation_id;
 use crate::header::{ConversationHeader, ConversationKind, MAX_GROUP_MEMBERS};
 use crate::ids::{ConversationId, MemberId, MessageId, Millis};
@@ -264,7 +264,13 @@ impl Node {
             conversation,
             message: id,
         });
-        self.push_local(&conversation.0, &before, fx);
+        self.push_local(
+            now,
+            &conversation.0,
+            &before,
+            Some(sealing::class_of(priority)),
+            fx,
+        );
         Ok(id)
     }
 
@@ -332,7 +338,7 @@ impl Node {
         let changed = write(&mut m.team, now).map_err(|e| CommandError::Document(e.to_string()))?;
         if changed {
             self.persist_team(fx);
-            self.push_local(&TEAM_DOC_ID, &before, fx);
+            self.push_local(now, &TEAM_DOC_ID, &before, None, fx);
             self.clinical_retrack(now, fx);
         }
         Ok(())
@@ -393,8 +399,13 @@ impl Node {
             conversation: id,
             title,
         });
-        // push_doc sends the header first to peers that do not know it.
+        // push_doc sends the header first to peers that do not know it;
+        // members out of reach get it sealed.
         self.push_doc_to_all(&id.0, fx);
+        if let Some(heads) = self.replica_of(&id.0).map(crate::replica::Replica::heads) {
+            let push = crate::replica::LocalPush::heads_only(heads.clone());
+            self.seal_local(now, &id.0, &heads, &push, crate::sealed::Class::Routine, fx);
+        }
         Ok(Reply::Conversation(id))
     }
 
@@ -429,7 +440,12 @@ impl Node {
             .map_err(|e| CommandError::Document(e.to_string()))?;
         self.persist_conv(&conversation, fx);
         fx.emit.push(Event::ReceiptsChanged { conversation });
-        self.push_local(&conversation.0, &before, fx);
+        // An acknowledgement closes an urgent message: it travels as urgent.
+        let class = match kind {
+            ReceiptKind::Ack => crate::sealed::Class::Urgent,
+            _ => crate::sealed::Class::Routine,
+        };
+        self.push_local(now, &conversation.0, &before, Some(class), fx);
         self.clinical_receipt(now, conversation, pos.1, kind, fx);
         Ok(())
     }

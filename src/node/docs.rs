@@ -275,3 +275,22 @@ impl Node {
         });
     }
 }
+
+impl Node {
+    /// Adds a stored conversation at start, or says why it cannot be read.
+    pub(super) fn open_stored(&mut self, id: ConversationId, doc: StoredDoc) -> Result<(), String> {
+        if let Some(meta) = &doc.meta {
+            // Never issue a timestamp below one this device wrote, even
+            // into a conversation that turns out damaged.
+            self.clock.observe(u64::MAX, crate::hlc::Hlc(meta.clock));
+        }
+        let bytes = doc.header.as_deref().ok_or("its header is missing")?;
+        let header = ConversationHeader::decode(bytes).map_err(|e| e.to_string())?;
+        if header.id != id {
+            return Err("its header names another conversation".into());
+        }
+        let slot = self.slot_from_store(id, header, doc)?;
+        self.convs.insert(id, slot);
+        Ok(())
+    }
+}

@@ -60,6 +60,8 @@ pub enum Timer {
     Publish,
     /// Re-notifications, escalations or reminders are due (`clinical.rs`).
     Clinical,
+    /// Seal the changes written since the last envelope (`sealing.rs`).
+    Seal,
 }
 
 /// An effect for the shell to carry out, in order.

@@ -40,7 +40,9 @@ mod peer;
 mod pull;
 mod push;
 mod receive;
+mod sealing;
 mod trail;
+pub use sealing::MailStats;
 pub use trail::TrailReader;
 mod upgrade;
 mod view;
@@ -59,7 +61,6 @@ pub use view::{
 
 use crate::conversation::{Applied, Conversation};
 use crate::crypto::DeviceKey;
-use crate::header::ConversationHeader;
 use crate::hlc::HlcClock;
 use crate::ids::{ConversationId, DeviceId, MemberId, Millis, TeamId};
 use crate::membership::{Certificate, Revocation};
@@ -109,6 +110,8 @@ pub struct NodeConfig {
     /// The team authority's proof that this device holds the team key: it
     /// then asks members for their audit trails (`trail.rs`).
     pub trail_admin: Option<crate::trail::AdminProof>,
+    /// How much the mailbox of sealed envelopes holds (sealed.md §4.1).
+    pub mailbox: crate::sealed::mailbox::Limits,
 }
 
 impl Default for NodeConfig {
@@ -125,6 +128,7 @@ impl Default for NodeConfig {
             append_only: true,
             clinical_fault: clinical::Fault::None,
             trail_admin: None,
+            mailbox: crate::sealed::mailbox::Limits::default(),
         }
     }
 }
@@ -194,6 +198,8 @@ pub struct Node {
     clinical: clinical::Clinical,
     /// The audit trails held (`trail.rs`).
     trails: trail::Trails,
+    /// The mailbox of sealed envelopes (`sealing.rs`).
+    mail: sealing::Mail,
 }
 
 impl std::fmt::Debug for Node {
@@ -220,6 +226,7 @@ impl Node {
         rng.fill_bytes(&mut actor);
         let actor = ActorId::from(actor.as_slice());
         let device = key.device_id();
+        let mail = sealing::Mail::new(&key, &config, &stored, rng);
         let mut node = Node {
             key,
             device,
@@ -248,6 +255,7 @@ impl Node {
             team_v1: None,
             clinical: clinical::Clinical::from_store(&stored.held),
             trails: trail::Trails::new(&stored, &config, cert.as_ref(), &device),
+            mail,
         };
         let Some(cert) = cert else {
             return Ok(node);
@@ -286,23 +294,6 @@ impl Node {
         }
         node.membership = Some(Membership { cert, team });
         Ok(node)
-    }
-
-    /// Adds a stored conversation at start, or says why it cannot be read.
-    fn open_stored(&mut self, id: ConversationId, doc: StoredDoc) -> Result<(), String> {
-        if let Some(meta) = &doc.meta {
-            // Never issue a timestamp below one this device wrote, even
-            // into a conversation that turns out damaged.
-            self.clock.observe(u64::MAX, crate::hlc::Hlc(meta.clock));
-        }
-        let bytes = doc.header.as_deref().ok_or("its header is missing")?;
-        let header = ConversationHeader::decode(bytes).map_err(|e| e.to_string())?;
-        if header.id != id {
-            return Err("its header names another conversation".into());
-        }
-        let slot = self.slot_from_store(id, header, doc)?;
-        self.convs.insert(id, slot);
-        Ok(())
     }
 
     /// Stored conversations that could not be read at start, and why. They
@@ -373,6 +364,7 @@ impl Node {
             Input::PeerConnected { peer } => self.on_connected(now, peer, &mut fx),
             Input::PeerDisconnected { peer } => {
                 if let Some(p) = self.peers.remove(&peer) {
+                    self.seal_unconfirmed(now, peer, &p, &mut fx);
                     self.kept_sync.keep(peer, p);
                     fx.emit.push(Event::PeerLeft { peer });
                 }
@@ -397,6 +389,7 @@ impl Node {
             self.persist_index(&id, fx);
         }
         self.clinical_start(now, fx);
+        self.mail_start(now, fx);
         let Some(m) = &mut self.membership else {
             return;
         };
@@ -425,7 +418,7 @@ impl Node {
         match m.team.add_certificate(now, &cert) {
             Ok(true) => {
                 self.persist_team(fx);
-                self.push_local(&TEAM_DOC_ID, &before, fx);
+                self.push_local(now, &TEAM_DOC_ID, &before, None, fx);
             }
             Ok(false) => {}
             Err(e) => tracing::warn!("could not publish our certificate: {e}"),
@@ -446,6 +439,7 @@ impl Node {
             Timer::Pull(doc) => self.pull_timer(now, doc, fx),
             Timer::Publish => self.publish_certificate(now, fx),
             Timer::Clinical => self.clinical_tick(now, fx),
+            Timer::Seal => self.on_mail_timer(now, fx),
             Timer::Announce => {
                 self.announce_timer_set = false;
                 self.announce_heads(fx);
@@ -457,6 +451,7 @@ impl Node {
             Timer::Maintenance => {
                 self.enforce_membership(now, fx);
                 self.trail_ask_all(fx);
+                self.mail_expire(now, fx);
                 fx.timers.push((
                     Timer::Maintenance,
                     now + self.config.maintenance_interval_ms,

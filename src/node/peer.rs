@@ -328,6 +328,10 @@ impl Node {
             Frame::Sync { doc, more, data } => self.on_sync(now, peer, doc, more, data, fx),
             Frame::Heads { entries } => self.on_heads(now, peer, entries, fx),
             Frame::TrailAsk { proof, have } => self.on_trail_ask(now, peer, proof, have, fx),
+            Frame::Sealed { envelopes } => self.on_sealed(now, peer, envelopes, fx),
+            Frame::MailIds { ids } => self.on_mail_ids(now, peer, ids, fx),
+            Frame::MailWant { ids } => self.mail_send(peer, &ids, fx),
+            Frame::MailDone { done } => self.on_mail_done(now, peer, done, fx),
             Frame::Trail {
                 len,
                 head,
@@ -427,6 +431,7 @@ impl Node {
         }
         self.send_catalog(peer, fx);
         self.trail_ask(peer, fx);
+        self.mail_hello(peer, fx);
     }
 
     /// Our catalog for `peer`: the team document and every conversation it may have.

@@ -172,6 +172,7 @@ impl Node {
     /// `peer` left: a pull from it ends.
     pub(super) fn peer_gone(&mut self, now: Millis, peer: DeviceId, fx: &mut Fx) {
         self.trail_peer_gone(&peer);
+        self.mail.peer_gone(&peer);
         let docs: Vec<[u8; 16]> = self
             .pulls
             .open

@@ -106,10 +106,14 @@ impl Node {
     /// from its authors or by announcement, and a peer that lacks what the
     /// change depends on asks us for it (`Node::answer`). So a push costs
     /// one small message per peer, however stale our view of the peer.
+    /// A conversation's change is also sealed, in `class`, to its member
+    /// devices not connected now (`sealing.rs`).
     pub(super) fn push_local(
         &mut self,
+        now: Millis,
         doc: &[u8; 16],
         before: &[automerge::ChangeHash],
+        class: Option<crate::sealed::Class>,
         fx: &mut Fx,
     ) {
         let Some(push) = self.replica_of(doc).and_then(|r| r.local_push()) else {
@@ -136,6 +140,9 @@ impl Node {
                 state.their_heads = Some(push.heads().to_vec());
             }
             peer::push_sync_frames(peer, *doc, &msg, &mut fx.send);
+        }
+        if let Some(class) = class {
+            self.seal_local(now, doc, before, &push, class, fx);
         }
     }
 

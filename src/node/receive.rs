@@ -117,6 +117,8 @@ impl Node {
             if lazy {
                 fx.lazy = fx.persist.len();
             }
+            // After the lazy part: a done secret shown is flushed first.
+            self.mail_settle(now, &id, fx);
         }
         if let Some(t) = team_applied {
             self.persist_team(fx);
@@ -129,6 +131,10 @@ impl Node {
             }
             if !t.revocations.is_empty() {
                 self.enforce_membership(now, fx);
+            }
+            self.seal_history_for(now, &t.new_devices, fx);
+            if !t.new_devices.is_empty() {
+                self.mail_retry_unknown(now, fx);
             }
             if t.clinical || !t.certificates.is_empty() || !t.revocations.is_empty() {
                 self.clinical_retrack(now, fx);

@@ -148,6 +148,23 @@ fn advance_heads(
     out
 }
 
+/// The hashes of the changes a sync message carries (a sealed envelope's,
+/// to tell when they are all applied). The message is checked first, like
+/// any peer's (`check_sync_message`).
+pub fn sync_change_hashes(bytes: &[u8]) -> Result<Vec<ChangeHash>, super::ReplicaError> {
+    super::check_sync_message(bytes).map_err(super::ReplicaError::Refused)?;
+    let msg =
+        sync::Message::decode(bytes).map_err(|e| super::ReplicaError::SyncDecode(e.to_string()))?;
+    msg.changes
+        .iter()
+        .map(|c| {
+            automerge::Change::try_from(c)
+                .map(|c| c.hash())
+                .map_err(|e| super::ReplicaError::SyncDecode(e.to_string()))
+        })
+        .collect()
+}
+
 /// A change this replica just wrote, with the heads it left.
 pub struct LocalPush {
     /// The change, after the page change it needed, if any.
@@ -196,6 +213,59 @@ impl LocalPush {
 
     pub fn heads(&self) -> &[ChangeHash] {
         &self.heads
+    }
+
+    /// A push of `changes` (in the order written) with our `heads`.
+    pub fn of(changes: Vec<automerge::Change>, heads: Vec<ChangeHash>) -> LocalPush {
+        LocalPush { changes, heads }
+    }
+
+    /// The changes pushed.
+    pub fn raw_changes(&self) -> &[automerge::Change] {
+        &self.changes
+    }
+
+    /// A push of no change: our heads only (what a sealed envelope carries
+    /// to tell a member of a conversation it has not seen yet).
+    pub fn heads_only(heads: Vec<ChangeHash>) -> LocalPush {
+        LocalPush {
+            changes: Vec::new(),
+            heads,
+        }
+    }
+
+    /// The document's whole history (every change, genesis too, in causal
+    /// order) as pushes of at most `max_bytes` of changes each (a change
+    /// larger than that goes alone).
+    pub fn history(doc: &Automerge, max_bytes: usize) -> Vec<LocalPush> {
+        let heads = doc.get_heads();
+        let mut out = Vec::new();
+        let mut cur: Vec<automerge::Change> = Vec::new();
+        let mut len = 0;
+        for c in doc.get_changes(&[]) {
+            let n = c.raw_bytes().len();
+            if !cur.is_empty() && len + n > max_bytes {
+                out.push(LocalPush {
+                    changes: std::mem::take(&mut cur),
+                    heads: heads.clone(),
+                });
+                len = 0;
+            }
+            len += n;
+            cur.push(c);
+        }
+        if !cur.is_empty() {
+            out.push(LocalPush {
+                changes: cur,
+                heads,
+            });
+        }
+        out
+    }
+
+    /// The hashes of the changes pushed.
+    pub fn changes(&self) -> Vec<ChangeHash> {
+        self.changes.iter().map(automerge::Change::hash).collect()
     }
 }
 

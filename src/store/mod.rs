@@ -35,8 +35,9 @@ pub use sled_store::SledStore;
 /// 4 remembered peers (`peer/`), 5 the list's badges in the index, 6 held
 /// times (`held/`) and the version-2 team document (which the node fills
 /// from version 1 at its next start), 7 the audit trail (`trail/`,
-/// `trailh/`, `trailx/`); an older store is upgraded on open.
-pub const FORMAT_VERSION: u32 = 7;
+/// `trailh/`, `trailx/`), 8 the mailbox of sealed envelopes (`mail/`); an
+/// older store is upgraded on open.
+pub const FORMAT_VERSION: u32 = 8;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreOp {
@@ -87,6 +88,9 @@ pub trait Store {
     fn scan_prefix(&self, prefix: &[u8]) -> Result<KeyValues, StoreError>;
 }
 
+mod records;
+use records::{read_held, read_mail, read_trails};
+
 /// The key layout (protocol/storage.md).
 pub mod keys {
     pub const FORMAT: &[u8] = b"meta/format";
@@ -102,6 +106,12 @@ pub mod keys {
     /// What one device showed of a trail that a held copy contradicts:
     /// `trailx/<device><holder>` → a `trail::Finding`.
     pub const TRAIL_FINDING_PREFIX: &[u8] = b"trailx/";
+    /// The mailbox of sealed envelopes: `mail/<envelope id>` → a record
+    /// (sealed.md §4).
+    pub const MAIL_PREFIX: &[u8] = b"mail/";
+    /// Changes written to a conversation and not sealed yet:
+    /// `mailq/<id>` → the document's heads before them (sealed.md §3).
+    pub const MAIL_QUEUE_PREFIX: &[u8] = b"mailq/";
     /// Present while the team document awaits the upgrade pass (format 3).
     pub const AUDIT_TEAM: &[u8] = b"meta/audit-team";
 
@@ -160,6 +170,14 @@ pub mod keys {
         k
     }
 
+    pub fn mail(id: &[u8; 32]) -> Vec<u8> {
+        [MAIL_PREFIX, id.as_slice()].concat()
+    }
+
+    pub fn mail_queue(conversation: &[u8; 16]) -> Vec<u8> {
+        [MAIL_QUEUE_PREFIX, conversation.as_slice()].concat()
+    }
+
     pub fn trail_head(device: &crate::ids::DeviceId) -> Vec<u8> {
         [TRAIL_HEAD_PREFIX, device.as_bytes().as_slice()].concat()
     }
@@ -211,7 +229,8 @@ pub fn check_format(store: &mut dyn Store) -> Result<(), StoreError> {
                 // entry, so every entry becomes "unknown" and is written
                 // anew when its document is read at the next start; 5 → 6
                 // added a key form (`held/`) and a team document id; 6 → 7
-                // key forms (`trail/`, `trailh/`, `trailx/`).
+                // key forms (`trail/`, `trailh/`, `trailx/`); 7 → 8 one
+                // (`mail/`).
                 let mut ops = Vec::new();
                 if found < 5 {
                     ops.extend(unknown_index_entries(store)?);
@@ -343,47 +362,14 @@ pub struct Stored {
     pub trails: Vec<(crate::ids::DeviceId, u64, [u8; 32])>,
     /// What devices showed of trails that held copies contradict.
     pub findings: Vec<crate::trail::Finding>,
+    /// The mailbox's records, by envelope id (a key of another length is
+    /// skipped: nothing we wrote).
+    pub mail: Vec<([u8; 32], Vec<u8>)>,
+    /// Conversations with changes written and not sealed, and the heads
+    /// before them.
+    pub mail_queue: Vec<([u8; 16], Vec<u8>)>,
     /// Reads the documents marked [`StoredDoc::deferred`].
     pub loader: Option<Loader>,
-}
-
-fn read_held(store: &dyn Store, out: &mut Stored) -> Result<(), StoreError> {
-    for (k, v) in store.scan_prefix(keys::HELD_PREFIX)? {
-        let rest = &k[keys::HELD_PREFIX.len()..];
-        let (Ok(ids), Ok(at)) = (
-            <[u8; 32]>::try_from(rest),
-            <[u8; 8]>::try_from(v.as_slice()),
-        ) else {
-            return Err(StoreError::Corrupt(format!(
-                "a held-time record of {} bytes",
-                v.len()
-            )));
-        };
-        let conv = ids[..16].try_into().expect("16 bytes");
-        let msg = ids[16..].try_into().expect("16 bytes");
-        out.held.push((conv, msg, u64::from_be_bytes(at)));
-    }
-    Ok(())
-}
-
-/// The audit trails' heads and findings (sync.md §8).
-fn read_trails(store: &dyn Store, out: &mut Stored) -> Result<(), StoreError> {
-    let corrupt = |what: &str| StoreError::Corrupt(format!("an audit trail's {what} record"));
-    for (k, v) in store.scan_prefix(keys::TRAIL_HEAD_PREFIX)? {
-        let device = <[u8; 32]>::try_from(&k[keys::TRAIL_HEAD_PREFIX.len()..])
-            .map_err(|_| corrupt("head"))?;
-        if v.len() != 40 {
-            return Err(corrupt("head"));
-        }
-        let len = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
-        let head = v[8..].try_into().expect("32 bytes");
-        out.trails.push((crate::ids::DeviceId(device), len, head));
-    }
-    for (_, v) in store.scan_prefix(keys::TRAIL_FINDING_PREFIX)? {
-        out.findings
-            .push(crate::trail::Finding::decode(&v).map_err(|_| corrupt("finding"))?);
-    }
-    Ok(())
 }
 
 /// `doc/<id><suffix>` → (id, suffix).
@@ -453,6 +439,7 @@ pub fn load(store: &dyn Store) -> Result<Stored, StoreError> {
     }
     read_held(store, &mut out)?;
     read_trails(store, &mut out)?;
+    read_mail(store, &mut out)?;
     mark_team_audit(store, &mut out)?;
     Ok(out)
 }
@@ -490,6 +477,7 @@ pub fn load_lazy(store: &dyn Store, loader: Loader) -> Result<Stored, StoreError
     }
     read_held(store, &mut out)?;
     read_trails(store, &mut out)?;
+    read_mail(store, &mut out)?;
     mark_team_audit(store, &mut out)?;
     out.loader = Some(loader);
     Ok(out)

@@ -450,6 +450,25 @@ pub(crate) fn frame_json(f: &Frame) -> Value {
             "more": more,
             "entries": entries.iter().map(|e| hex(e)).collect::<Vec<_>>(),
         }),
+        Frame::Sealed { envelopes } => json!({
+            "type": "sealed",
+            "envelopes": envelopes.iter().map(|e| hex(e)).collect::<Vec<_>>(),
+        }),
+        Frame::MailIds { ids } => json!({
+            "type": "mail_ids",
+            "ids": ids.iter().map(|i| hex(i)).collect::<Vec<_>>(),
+        }),
+        Frame::MailWant { ids } => json!({
+            "type": "mail_want",
+            "ids": ids.iter().map(|i| hex(i)).collect::<Vec<_>>(),
+        }),
+        Frame::MailDone { done } => json!({
+            "type": "mail_done",
+            "done": done
+                .iter()
+                .map(|d| json!({ "id": hex(&d.id), "slot": d.slot, "secret": hex(&d.secret) }))
+                .collect::<Vec<_>>(),
+        }),
     }
 }
 
@@ -516,6 +535,28 @@ pub(crate) fn frame_from_json(v: &Value) -> Frame {
                 .map(|e| {
                     let s = e.as_str().expect("an entry in hex");
                     data_encoding::HEXLOWER.decode(s.as_bytes()).expect("hex")
+                })
+                .collect(),
+        },
+        "sealed" => Frame::Sealed {
+            envelopes: list(v, "envelopes")
+                .iter()
+                .map(|e| unhex(e.as_str().expect("an envelope in hex")))
+                .collect(),
+        },
+        "mail_ids" => Frame::MailIds {
+            ids: hashes32(v, "ids"),
+        },
+        "mail_want" => Frame::MailWant {
+            ids: hashes32(v, "ids"),
+        },
+        "mail_done" => Frame::MailDone {
+            done: list(v, "done")
+                .iter()
+                .map(|d| huddle::wire::MailDoneEntry {
+                    id: fixed(d, "id"),
+                    slot: u16::try_from(num(d, "slot")).expect("u16"),
+                    secret: fixed(d, "secret"),
                 })
                 .collect(),
         },

@@ -170,6 +170,36 @@ pub(crate) fn gen_frames(c: &Cast) -> Value {
             entries: vec![first.encode(), second.encode()],
         },
     ));
+    // Sealed relaying (sealed.md): the envelope of sealed.json, the
+    // mailbox's ids, and Ben's done secret for his slot.
+    let env = super::sealed::gen_sealed(c);
+    let envelope = unhex(st(get(&env, "envelope"), "hex"));
+    let id: [u8; 32] = fixed(get(&env, "envelope"), "id");
+    frames.push((
+        "sealed: one envelope".into(),
+        Frame::Sealed {
+            envelopes: vec![envelope],
+        },
+    ));
+    frames.push((
+        "mail_ids: the mailbox holds one envelope".into(),
+        Frame::MailIds { ids: vec![id] },
+    ));
+    frames.push((
+        "mail_want: send me that envelope".into(),
+        Frame::MailWant { ids: vec![id] },
+    ));
+    let ben = &list(&env, "opened")[0];
+    frames.push((
+        "mail_done: Ben opened his slot".into(),
+        Frame::MailDone {
+            done: vec![huddle::wire::MailDoneEntry {
+                id,
+                slot: u16::try_from(num(ben, "slot")).expect("u16"),
+                secret: fixed(ben, "done_secret"),
+            }],
+        },
+    ));
     for (name, revocation) in revocations(c) {
         frames.push((format!("revoked: {name}"), Frame::Revoked { revocation }));
     }
@@ -210,7 +240,7 @@ pub(crate) fn gen_frames(c: &Cast) -> Value {
     let mut invalid = vec![
         bad(vec![], "empty frame", "Truncated", 10),
         bad(vec![0], "tag 0", "Unknown", 10),
-        bad(vec![11], "tag 11", "Unknown", 10),
+        bad(vec![15], "tag 15", "Unknown", 10),
         bad(vec![9], "trail ask without a proof", "Truncated", 10),
         bad(vec![8], "revoked without a revocation", "Truncated", 10),
         bad(
@@ -263,8 +293,19 @@ pub(crate) fn gen_frames(c: &Cast) -> Value {
             "Unknown",
             8,
         ),
-        bad(splice(&hello, 1, 1, &[9]), "hello version 9", "Unknown", 8),
-        bad(vec![1, 9], "hello version 9, nothing after", "Unknown", 8),
+        bad(
+            splice(&hello, 1, 1, &[8]),
+            "hello version 8 (no sealed envelopes)",
+            "Unknown",
+            8,
+        ),
+        bad(
+            splice(&hello, 1, 1, &[10]),
+            "hello version 10",
+            "Unknown",
+            8,
+        ),
+        bad(vec![1, 10], "hello version 10, nothing after", "Unknown", 8),
         bad(vec![1], "hello without version", "Truncated", 10),
         bad(
             hello[..hello.len() - 1].to_vec(),

@@ -58,6 +58,7 @@ mod headers;
 mod messages;
 mod primitives;
 mod revocations;
+mod sealed;
 mod session;
 mod storage;
 use blobs::*;
@@ -71,12 +72,13 @@ use headers::*;
 use messages::*;
 use primitives::*;
 use revocations::*;
+use sealed::*;
 use session::*;
 use storage::*;
 
 const T0: u64 = 1_700_000_000_000;
 const DAY: u64 = 24 * 3600 * 1000;
-const FILES: [&str; 11] = [
+const FILES: [&str; 12] = [
     "primitives.json",
     "certificates.json",
     "revocations.json",
@@ -88,6 +90,7 @@ const FILES: [&str; 11] = [
     "session.json",
     "clinical.json",
     "blobs.json",
+    "sealed.json",
 ];
 
 // ---------------------------------------------------------------------------
@@ -296,6 +299,7 @@ fn generate() -> Vec<(&'static str, Value)> {
         (FILES[8], gen_session(&c)),
         (FILES[9], gen_clinical(&c)),
         (FILES[10], gen_blobs(&c)),
+        (FILES[11], gen_sealed(&c)),
     ];
     assert_eq!(files.iter().map(|(n, _)| *n).collect::<Vec<_>>(), FILES);
     files
