@@ -368,13 +368,6 @@ impl Replica {
         self.doc.get_heads()
     }
 
-    /// The whole history as pushes of at most `max_bytes` of changes
-    /// ([`LocalPush::history`]): what a sealed envelope carries to a member
-    /// device that was unknown when the changes were written.
-    pub fn history_pushes(&self, max_bytes: usize) -> Vec<LocalPush> {
-        LocalPush::history(&self.doc, max_bytes)
-    }
-
     /// The changes of `hashes` the document holds, in that order.
     pub fn changes_by_hash(&self, hashes: &[ChangeHash]) -> Vec<automerge::Change> {
         hashes

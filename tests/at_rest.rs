@@ -39,7 +39,14 @@ fn ward(root: &Path, extra: &[&str]) -> anyhow::Result<Vec<Device>> {
     admit(&ana, &ben, NAME, &[ROLE])?;
     let mut a = Running::start(&ana, &[])?;
     let mut b = Running::start(&ben, &a.listen)?;
-    let chat = json(&ana.dir, &["chat", "new", "--group", TITLE, "--with", NAME])?;
+    // Ana's node learns Ben's member when his device connects.
+    let chat = eventually("Ana's node to know Ben", || {
+        match json(&ana.dir, &["chat", "new", "--group", TITLE, "--with", NAME]) {
+            Ok(chat) => Ok(Some(chat)),
+            Err(e) if e.to_string().contains("no member") => Ok(None),
+            Err(e) => Err(e),
+        }
+    })?;
     let id = chat["id"].as_str().context("a conversation id")?.to_owned();
     let file = root.join("handover.txt");
     std::fs::write(&file, FILE)?;

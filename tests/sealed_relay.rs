@@ -39,6 +39,19 @@ fn bodies(m: &Mesh, i: usize, conv: huddle::ConversationId) -> Vec<String> {
         .collect()
 }
 
+/// Every envelope device `i` was sent, in order.
+fn envelopes_received(m: &Mesh, i: usize) -> Vec<Vec<u8>> {
+    m.devices[i]
+        .received
+        .iter()
+        .filter_map(|f| match Frame::decode(f) {
+            Ok(Frame::Sealed { envelopes }) => Some(envelopes),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
 fn holds_text(m: &Mesh, i: usize, text: &str) -> bool {
     let needle = text.as_bytes();
     m.devices[i]
@@ -142,15 +155,7 @@ fn a_change_sealed_by_a_non_member_is_not_taken() {
     m.disconnect(ana, cleo);
     // Cleo opens nothing (she is not a recipient), but she holds the
     // envelope; she re-seals its sync message under her own key to Ben.
-    let held: Vec<Vec<u8>> = m.devices[cleo]
-        .received
-        .iter()
-        .filter_map(|f| match Frame::decode(f) {
-            Ok(Frame::Sealed { envelopes }) => Some(envelopes),
-            _ => None,
-        })
-        .flatten()
-        .collect();
+    let held = envelopes_received(&m, cleo);
     // The new conversation's header, then the message.
     assert_eq!(held.len(), 2);
     let env = Envelope::decode(&held[1]).unwrap();
@@ -211,6 +216,136 @@ fn a_recipient_met_directly_gets_the_change_by_sync_and_its_slot_is_retired() {
     m.run_until(t);
     let s = m.devices[ana].node.mail_stats();
     assert_eq!((s.envelopes, s.delivered), (0, 2), "{s:?}");
+}
+
+/// Ana and Ben, members of "Transfer", are connected; Cleo (a member of
+/// nothing) is connected to Ana.
+fn ward() -> (Mesh, usize, usize, usize, huddle::ConversationId) {
+    let (mut m, ana, ben, cleo) = sites();
+    m.connect(ana, ben);
+    m.connect(ana, cleo);
+    let conv = group_of(&mut m, ana, &[ana, ben], "Transfer");
+    m.run_until_quiet();
+    // Long after every start: a device away now is not in a grace period
+    // that our own start began.
+    let t = m.now + 120_000;
+    m.run_until(t);
+    (m, ana, ben, cleo, conv)
+}
+
+/// The carrier leaves `from` and meets `to`.
+fn walk(m: &mut Mesh, carrier: usize, from: usize, to: usize) {
+    m.disconnect(from, carrier);
+    m.connect(to, carrier);
+    m.run_until_quiet();
+}
+
+fn sealed_by(m: &Mesh, i: usize) -> usize {
+    m.devices[i].node.mail_stats().envelopes
+}
+
+#[test]
+fn a_push_lost_long_before_a_member_leaves_is_sealed_to_it() {
+    let (mut m, ana, ben, cleo, conv) = ward();
+    m.send_text(ana, conv, "lost push marker-81");
+    // The push to Ben is lost; nothing else tells him for a while, and
+    // then the link goes (longer after the push than any in-flight window).
+    m.queue.retain(|(a, b, _)| !(*a == ana && *b == ben));
+    m.now += 20_000;
+    m.disconnect(ana, ben);
+    m.run_until_quiet();
+    assert!(bodies(&m, ben, conv).is_empty());
+    // Ben never showed he holds it: once his grace ends, it is sealed to
+    // him and Cleo carries it.
+    assert!(
+        sealed_by(&m, cleo) >= 1,
+        "{:?}",
+        m.devices[cleo].node.mail_stats()
+    );
+    walk(&mut m, cleo, ana, ben);
+    assert_eq!(bodies(&m, ben, conv), ["lost push marker-81"]);
+}
+
+#[test]
+fn a_member_back_within_its_grace_costs_no_envelope() {
+    let (mut m, ana, ben, cleo, conv) = ward();
+    m.disconnect(ana, ben);
+    m.send_text(ana, conv, "while Ben restarts");
+    // Ben is back half a minute later: sync brings it, nothing is sealed.
+    let t = m.now + 30_000;
+    m.run_until(t);
+    m.connect(ana, ben);
+    m.run_until_quiet();
+    assert_eq!(bodies(&m, ben, conv), ["while Ben restarts"]);
+    for i in [ana, ben, cleo] {
+        assert_eq!(sealed_by(&m, i), 0, "device {i} holds an envelope");
+    }
+    // Gone for longer, he is sealed to when the grace ends.
+    m.disconnect(ana, ben);
+    m.send_text(ana, conv, "while Ben is away");
+    m.run_until_quiet();
+    assert!(sealed_by(&m, cleo) >= 1);
+}
+
+#[test]
+fn what_is_owed_survives_a_restart_in_the_grace_period() {
+    let (mut m, ana, ben, cleo, conv) = ward();
+    m.disconnect(ana, ben);
+    m.send_text(ana, conv, "owed across a crash");
+    m.crash_restart(ana);
+    m.connect(ana, cleo);
+    m.run_until_quiet();
+    walk(&mut m, cleo, ana, ben);
+    assert_eq!(bodies(&m, ben, conv), ["owed across a crash"]);
+}
+
+#[test]
+fn a_history_for_a_device_new_to_the_directory_is_sealed_by_the_creator_only() {
+    let mut m = Mesh::new(12);
+    let ana = m.add_member("Ana", &["nurse"]);
+    let ben = m.add_member("Ben", &["nurse"]);
+    let dan = m.add_member("Dan", &["nurse"]);
+    let cleo = m.add_member("Cleo", &["porter"]);
+    for i in [ana, ben, dan] {
+        m.connect(i, cleo);
+    }
+    m.run_until_quiet();
+    for i in [ana, ben, dan] {
+        m.disconnect(i, cleo);
+    }
+    m.connect(ana, dan);
+    let conv = group_of(&mut m, ana, &[ana, ben, dan], "Transfer");
+    m.send_text(ana, conv, "history marker-91");
+    m.run_until_quiet();
+    // Ben's new phone enrols: its certificate reaches Cleo's team document.
+    let key = huddle::crypto::DeviceKey::generate(&mut m.rng);
+    let cert = request("Ben", &["nurse"], key.device_id(), m.devices[ben].member())
+        .sign(&m.authority)
+        .unwrap();
+    let phone = m.add_device(key, Some(cert));
+    m.connect(phone, cleo);
+    m.run_until_quiet();
+    m.disconnect(phone, cleo);
+    let t = m.now + 120_000;
+    m.run_until(t);
+    // Ana (the creator) and then Dan learn of it; only Ana seals it the
+    // conversation's history.
+    m.connect(ana, cleo);
+    m.run_until_quiet();
+    let phone_x = sealed::device_x25519_secret(&m.devices[phone].key);
+    let sealers: Vec<[u8; 32]> = envelopes_received(&m, cleo)
+        .into_iter()
+        .filter_map(|e| Envelope::decode(&e).ok()?.open(&phone_x))
+        .map(|o| o.sender)
+        .collect();
+    let of = |i: usize| sealed::device_x25519_public(&m.devices[i].id()).unwrap();
+    assert!(sealers.contains(&of(ana)), "the creator seals the history");
+    assert!(
+        !sealers.contains(&of(dan)),
+        "Dan does not: one copy, not one per member"
+    );
+    walk(&mut m, cleo, ana, phone);
+    assert_eq!(bodies(&m, phone, conv), ["history marker-91"]);
 }
 
 use rand_core::SeedableRng;

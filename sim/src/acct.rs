@@ -63,6 +63,11 @@ pub struct Accounting {
     /// Bytes sent, by wire tag, and their values at the last heal.
     pub bytes_by_tag: [u64; 7],
     bytes_by_tag_at_heal: [u64; 7],
+    /// Frames and bytes of sealed relaying (wire tags 11 Sealed, 12
+    /// MailIds, 13 MailDone, 14 MailWant), and the bytes at the last heal.
+    pub mail_frames: [u64; 4],
+    pub mail_bytes: [u64; 4],
+    mail_bytes_at_heal: [u64; 4],
     /// Bytes of change chunks inside delivered sync messages (the rest of
     /// a sync message is heads, needs and Bloom filters), and at the heal.
     pub chunk_bytes: u64,
@@ -114,8 +119,13 @@ fn split_changes(bytes: &[u8]) -> Option<Vec<&[u8]>> {
 
 impl Accounting {
     pub fn on_send(&mut self, tag: u8, len: usize, sync: Option<(u64, [u8; 16], bool)>) {
-        self.by_tag[usize::from(tag).min(6)] += 1;
-        self.bytes_by_tag[usize::from(tag).min(6)] += len as u64;
+        if (11..=14).contains(&tag) {
+            self.mail_frames[usize::from(tag - 11)] += 1;
+            self.mail_bytes[usize::from(tag - 11)] += len as u64;
+        } else {
+            self.by_tag[usize::from(tag).min(6)] += 1;
+            self.bytes_by_tag[usize::from(tag).min(6)] += len as u64;
+        }
         self.frames += 1;
         self.bytes += len as u64;
         if let Some((session, doc, more)) = sync {
@@ -241,6 +251,7 @@ impl Accounting {
     pub fn heal(&mut self) {
         self.frames_at_heal = self.frames;
         self.bytes_by_tag_at_heal = self.bytes_by_tag;
+        self.mail_bytes_at_heal = self.mail_bytes;
         self.chunk_bytes_at_heal = self.chunk_bytes;
         self.bytes_at_heal = self.bytes;
         self.at_heal_counts = (
@@ -284,6 +295,16 @@ impl Accounting {
             *o = self.bytes_by_tag[i + 1] - self.bytes_by_tag_at_heal[i + 1];
         }
         (out, self.chunk_bytes - self.chunk_bytes_at_heal)
+    }
+
+    /// Since the last heal: bytes of sealed relaying, per tag as in
+    /// `mail_bytes`.
+    pub fn heal_mail_bytes(&self) -> [u64; 4] {
+        let mut out = [0; 4];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = self.mail_bytes[i] - self.mail_bytes_at_heal[i];
+        }
+        out
     }
 
     pub fn since_heal(&self) -> (u64, u64) {

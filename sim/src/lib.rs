@@ -148,6 +148,11 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
         heal_bytes,
         heal_breakdown: w.acct.heal_breakdown(),
         heal_bytes_by_kind: w.acct.heal_bytes_by_kind(),
+        mail: (
+            w.acct.mail_frames,
+            w.acct.mail_bytes,
+            w.acct.heal_mail_bytes(),
+        ),
         heal_change_bytes,
         rtt_median: rtts.get(rtts.len() / 2).map_or(0.0, |v| f64::from(*v)),
         rtt_max: rtts.last().copied().unwrap_or(0),

@@ -49,6 +49,9 @@ pub struct Metrics {
     /// Catalog, Header, Sync, Heads), and the change chunks inside the sync
     /// messages delivered.
     pub heal_bytes_by_kind: ([u64; 6], u64),
+    /// Sealed relaying (Sealed, MailIds, MailDone, MailWant): frames,
+    /// bytes, bytes after the last heal.
+    pub mail: ([u64; 4], [u64; 4], [u64; 4]),
     pub heal_change_bytes: u64,
     pub rtt_median: f64,
     pub rtt_max: u32,
@@ -142,6 +145,12 @@ impl Metrics {
             s,
             "  after last heal, bytes      {} Hello, {} Refuse, {} Catalog, {} Header, {} Sync ({} of it change chunks), {} Heads",
             b[0], b[1], b[2], b[3], b[4], chunks, b[5]
+        );
+        let (f, b, h) = self.mail;
+        let _ = writeln!(
+            s,
+            "  sealed relaying             {} Sealed ({} B), {} MailIds ({} B), {} MailDone ({} B), {} MailWant ({} B); after last heal {} B",
+            f[0], b[0], f[1], b[1], f[2], b[2], f[3], b[3], h.iter().sum::<u64>()
         );
         let _ = writeln!(
             s,

@@ -179,7 +179,7 @@ impl Schedule {
 
     /// Moves every open message's deadlines back by `back` (the clock
     /// stepped back by as much).
-    fn shift_back(&mut self, back: Millis) {
+    pub fn shift_back(&mut self, back: Millis) {
         self.queue.clear();
         for (key, t) in &mut self.tracked {
             t.held_since = t.held_since.saturating_sub(back);

@@ -57,6 +57,8 @@ pub(crate) struct Clinical {
     /// conversation.
     stored: HashMap<Key, Millis>,
     timer_at: Option<Millis>,
+    /// The latest clock reading seen (`clinical_clock`).
+    seen: Millis,
     /// Reminders for our member that are scheduled.
     pub(super) reminders: BTreeSet<Key>,
 }
@@ -560,6 +562,21 @@ impl Node {
             occurrence: k,
             due_ms: r.occurrence(k),
         });
+    }
+
+    /// Every input's clock reading: a step back beyond the tolerance moves
+    /// every deadline back by as much (sync.md §7.6), whichever input
+    /// shows it first — a deadline tracked after the step may have replaced
+    /// the timer set before it, which would have shown it.
+    pub(super) fn clinical_clock(&mut self, now: Millis) {
+        let seen = self.clinical.seen;
+        let stepped = now.saturating_add(crate::clinical::schedule::JUMP_TOLERANCE_MS) < seen;
+        if stepped {
+            self.clinical.schedule.shift_back(seen - now);
+            // The timer set before the step fires when the clock reads this.
+            self.clinical.timer_at = self.clinical.timer_at.map(|t| t - (seen - now).min(t));
+        }
+        self.clinical.seen = if stepped { now } else { seen.max(now) };
     }
 
     /// Sets the clinical timer if its earliest deadline moved.

@@ -359,12 +359,13 @@ impl Node {
     /// Handles one input.
     pub fn handle(&mut self, now: Millis, input: Input) -> Vec<Output> {
         let mut fx = Fx::default();
+        self.clinical_clock(now);
         match input {
             Input::Start => self.on_start(now, &mut fx),
             Input::PeerConnected { peer } => self.on_connected(now, peer, &mut fx),
             Input::PeerDisconnected { peer } => {
                 if let Some(p) = self.peers.remove(&peer) {
-                    self.seal_unconfirmed(now, peer, &p, &mut fx);
+                    self.mail_left(now, peer, &p, &mut fx);
                     self.kept_sync.keep(peer, p);
                     fx.emit.push(Event::PeerLeft { peer });
                 }

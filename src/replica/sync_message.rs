@@ -234,35 +234,6 @@ impl LocalPush {
         }
     }
 
-    /// The document's whole history (every change, genesis too, in causal
-    /// order) as pushes of at most `max_bytes` of changes each (a change
-    /// larger than that goes alone).
-    pub fn history(doc: &Automerge, max_bytes: usize) -> Vec<LocalPush> {
-        let heads = doc.get_heads();
-        let mut out = Vec::new();
-        let mut cur: Vec<automerge::Change> = Vec::new();
-        let mut len = 0;
-        for c in doc.get_changes(&[]) {
-            let n = c.raw_bytes().len();
-            if !cur.is_empty() && len + n > max_bytes {
-                out.push(LocalPush {
-                    changes: std::mem::take(&mut cur),
-                    heads: heads.clone(),
-                });
-                len = 0;
-            }
-            len += n;
-            cur.push(c);
-        }
-        if !cur.is_empty() {
-            out.push(LocalPush {
-                changes: cur,
-                heads,
-            });
-        }
-        out
-    }
-
     /// The hashes of the changes pushed.
     pub fn changes(&self) -> Vec<ChangeHash> {
         self.changes.iter().map(automerge::Change::hash).collect()

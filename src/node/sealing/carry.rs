@@ -152,6 +152,7 @@ impl Node {
     /// A peer proved membership: tell it what we hold, so that it sends
     /// what we lack.
     pub(in crate::node) fn mail_hello(&mut self, peer: DeviceId, fx: &mut Fx) {
+        self.mail_met(&peer, fx);
         // What we hold (a peer holding one we deleted lists it, and we
         // answer with its done secrets), but not our own envelopes sealed
         // to it: it gets those changes by sync.
@@ -282,6 +283,8 @@ impl Node {
     ) {
         let mut news = Vec::new();
         for d in done {
+            // Who handed it to us, before a complete set deletes it.
+            let from = self.mail.mailbox.get(&d.id).map(|h| h.from);
             match self.mail.mailbox.done(&d.id, d.slot, d.secret) {
                 Done::Bad => {
                     tracing::warn!(peer = %peer.short(), "a done secret that does not open its slot");
@@ -291,18 +294,20 @@ impl Node {
                 Done::Nothing => {}
                 Done::Progress | Done::Complete => {
                     self.mail_write(&d.id, fx);
-                    news.push(d);
+                    news.push((d, from));
                 }
             }
         }
-        // On to the peers known to hold the envelope; others learn the
-        // secrets when they next list it (`on_mail_ids`).
+        // On along the envelope's own tree: to the peer that handed it to
+        // us and those we handed it to this session, so that a secret
+        // crosses each holder once, not every pair of holders. The others
+        // learn the secrets when they next list it (`on_mail_ids`).
         for p in self.mail_peers(Some(peer)) {
-            let has = self.mail.has.get(&p);
+            let sent = self.mail.sent.get(&p);
             let to: Vec<MailDoneEntry> = news
                 .iter()
-                .filter(|d| has.is_some_and(|h| h.contains(&d.id)))
-                .cloned()
+                .filter(|(d, from)| *from == Some(p.0) || sent.is_some_and(|s| s.contains(&d.id)))
+                .map(|(d, _)| d.clone())
                 .collect();
             self.mail_post_done(now, &[p], &to, fx);
         }

@@ -20,6 +20,7 @@
 //!   by its limits, what we remember a peer holds by the mailbox's size.
 
 mod carry;
+mod defer;
 mod open;
 
 use carry::{send_done, send_ids};
@@ -51,13 +52,7 @@ const SEAL_DELAY_MS: Millis = 3_000;
 /// Announcements and done secrets wait this long for others to go with.
 const OUTBOX_DELAY_MS: Millis = 200;
 
-/// A change pushed this recently to a member device that then left, and
-/// not shown held by it, may have been lost with the link.
-const IN_FLIGHT_MS: Millis = 10_000;
-/// Recent changes remembered per conversation.
-const MAX_RECENT: usize = 64;
-
-/// Bytes of changes in one envelope of a conversation's history.
+/// Bytes of changes in one envelope.
 const HISTORY_BODY: usize = 192 * 1024;
 
 /// The node's part of sealed relaying.
@@ -87,21 +82,15 @@ pub(crate) struct Mail {
     /// changes by sync, not the envelope, and we show its secret for it
     /// once its sync state shows it holds them (`mail_retire`).
     own: BTreeMap<Id, Own>,
-    /// Changes written to conversations while some member devices were out
-    /// of reach, sealed together when `Timer::Seal` fires: one envelope for
-    /// a message and the receipts around it, not one each.
-    pending: BTreeMap<ConversationId, Pending>,
-    /// When the pending changes are to be sealed.
-    seal_due: Option<Millis>,
     /// Announcements and done secrets for each peer, sent together when
     /// `Timer::Seal` fires (within `OUTBOX_DELAY_MS`): one frame of each
     /// per peer for a burst, not one per envelope.
     outbox: BTreeMap<DeviceId, (Vec<Id>, Vec<MailDoneEntry>)>,
     /// When `Timer::Seal` is set for.
     timer_at: Option<Millis>,
-    /// Our changes of the last `IN_FLIGHT_MS`, per conversation: what a
-    /// member device that leaves may not have received.
-    recent: BTreeMap<ConversationId, std::collections::VecDeque<(Millis, ChangeHash)>>,
+    /// What member devices that left us recently (within `GRACE_MS`) are
+    /// owed, sealed to them if they stay away (`defer.rs`).
+    behind: defer::Behind,
     /// Conversations whose changes were written and not sealed when the
     /// node stopped, with the heads before them: sealed at start.
     queued: Vec<([u8; 16], Vec<u8>)>,
@@ -140,10 +129,8 @@ impl Mail {
             unknown: BTreeSet::new(),
             waiting: BTreeMap::new(),
             own: BTreeMap::new(),
-            pending: BTreeMap::new(),
-            recent: BTreeMap::new(),
+            behind: defer::Behind::default(),
             queued: stored.mail_queue.clone(),
-            seal_due: None,
             outbox: BTreeMap::new(),
             timer_at: None,
             broken,
@@ -162,12 +149,6 @@ impl Mail {
 /// An opened envelope of ours whose changes wait for others: our slot, its
 /// done secret, the changes.
 type Waiting = (u16, [u8; 32], Vec<ChangeHash>);
-
-#[derive(Clone, Default)]
-struct Pending {
-    changes: Vec<automerge::Change>,
-    class: Option<Class>,
-}
 
 #[derive(Clone)]
 struct Own {
@@ -200,10 +181,11 @@ impl Node {
         }
     }
 
-    /// `push`, a change we just wrote to conversation `doc`, is to be
-    /// sealed to every member device not connected to us: at once if it is
-    /// urgent or STAT, else within `SEAL_DELAY_MS`, with what else we write
-    /// meanwhile.
+    /// `push`, a change we just wrote to conversation `doc` on top of
+    /// `before`, is owed to every member device not connected to us
+    /// (`defer.rs`): sealed at once if it is urgent or STAT; else within
+    /// `SEAL_DELAY_MS` with what else we write meanwhile, or when the
+    /// device's grace period ends.
     pub(in crate::node) fn seal_local(
         &mut self,
         now: Millis,
@@ -214,42 +196,38 @@ impl Node {
         fx: &mut Fx,
     ) {
         let id = ConversationId(*doc);
-        let recent = self.mail.recent.entry(id).or_default();
-        recent.retain(|(at, _)| now < at + IN_FLIGHT_MS);
-        recent.extend(push.raw_changes().iter().map(|c| (now, c.hash())));
-        while recent.len() > MAX_RECENT {
-            recent.pop_front();
-        }
         let Some(header) = self.header_of(&id) else {
             return;
         };
-        let any = self
+        let devices: Vec<DeviceId> = self
             .directory()
-            .any(|cert| header.admits(cert) && self.out_of_reach(now, cert));
-        if !any {
-            return;
+            .filter(|cert| header.admits(cert) && self.out_of_reach(now, cert))
+            .map(|cert| cert.device)
+            .collect();
+        // A new conversation's envelope has no change: its header.
+        let announce = push.raw_changes().is_empty();
+        for d in devices {
+            let due = if class > Class::Routine {
+                now
+            } else {
+                (now + SEAL_DELAY_MS).max(self.grace_end(&d))
+            };
+            let owed = defer::Owed {
+                since: before.to_vec(),
+                all: false,
+                announce,
+                class,
+                due,
+            };
+            self.defer_for(now, id, d, owed, fx);
         }
-        let p = self.mail.pending.entry(id).or_default();
-        if p.changes.is_empty() && p.class.is_none() {
-            // Written in this step, with the change: a crash before the
-            // envelope is sealed leaves this for the next start.
-            fx.persist.push(StoreOp::Put {
-                key: keys::mail_queue(doc),
-                value: before.iter().flat_map(|h| h.0).collect(),
-            });
-        }
-        p.changes.extend(push.raw_changes().iter().cloned());
-        p.class = p.class.max(Some(class));
         if class > Class::Routine {
-            self.seal_pending(now, fx);
-        } else if self.mail.seal_due.is_none() {
-            self.mail.seal_due = Some(now + SEAL_DELAY_MS);
-            self.mail_wake(now + SEAL_DELAY_MS, fx);
+            self.seal_behind(now, fx);
         }
     }
 
     /// Makes `Timer::Seal` fire by `at`.
-    fn mail_wake(&mut self, at: Millis, fx: &mut Fx) {
+    pub(super) fn mail_wake(&mut self, at: Millis, fx: &mut Fx) {
         if self.mail.timer_at.is_none_or(|t| at < t) {
             self.mail.timer_at = Some(at);
             fx.timers.push((super::Timer::Seal, at));
@@ -259,11 +237,7 @@ impl Node {
     /// `Timer::Seal`: sends the outbox, and seals what is due.
     pub(in crate::node) fn on_mail_timer(&mut self, now: Millis, fx: &mut Fx) {
         self.mail.timer_at = None;
-        match self.mail.seal_due {
-            Some(due) if due <= now => self.seal_pending(now, fx),
-            Some(due) => self.mail_wake(due, fx),
-            None => {}
-        }
+        self.seal_behind(now, fx);
         for (peer, (ids, done)) in std::mem::take(&mut self.mail.outbox) {
             // Only to a peer still proven and not revoked since it was queued.
             let proven = self.peers.get(&peer).and_then(|p| p.member()).cloned();
@@ -297,30 +271,24 @@ impl Node {
         self.mail_wake(now + OUTBOX_DELAY_MS, fx);
     }
 
-    /// Seals every conversation's pending changes to its member devices
-    /// out of reach now.
-    pub(in crate::node) fn seal_pending(&mut self, now: Millis, fx: &mut Fx) {
-        self.mail.seal_due = None;
-        for (id, p) in std::mem::take(&mut self.mail.pending) {
-            let Some(header) = self.header_of(&id) else {
-                continue;
-            };
-            let Some(heads) = self.replica_of(&id.0).map(crate::replica::Replica::heads) else {
-                // Being read back after a contained panic: sealed once it is.
-                self.mail.pending.insert(id, p);
-                self.mail.seal_due = Some(now + SEAL_DELAY_MS);
-                self.mail_wake(now + SEAL_DELAY_MS, fx);
-                continue;
-            };
-            let devices: Vec<DeviceId> = self
-                .directory()
-                .filter(|cert| header.admits(cert) && self.out_of_reach(now, cert))
-                .map(|cert| cert.device)
-                .collect();
+    /// Seals `changes` of conversation `id` (held at `heads`) to
+    /// `devices`, in envelopes within the body's bound.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn seal_changes(
+        &mut self,
+        now: Millis,
+        id: ConversationId,
+        changes: Vec<automerge::Change>,
+        heads: &[ChangeHash],
+        class: Class,
+        devices: &[DeviceId],
+        fx: &mut Fx,
+    ) {
+        {
             // Within the body's bound: a long burst goes in several.
             let mut groups: Vec<Vec<automerge::Change>> = vec![Vec::new()];
             let mut len = 0;
-            for c in p.changes {
+            for c in changes {
                 let n = c.raw_bytes().len();
                 if len + n > HISTORY_BODY && !groups.last().is_some_and(Vec::is_empty) {
                     groups.push(Vec::new());
@@ -330,70 +298,15 @@ impl Node {
                 groups.last_mut().expect("one group").push(c);
             }
             for changes in groups {
-                let push = LocalPush::of(changes, heads.clone());
-                self.seal_for(
-                    now,
-                    id,
-                    &push,
-                    p.class.unwrap_or(Class::Routine),
-                    &devices,
-                    fx,
-                );
+                let push = LocalPush::of(changes, heads.to_vec());
+                self.seal_for(now, id, &push, class, devices, fx);
             }
-            fx.persist.push(StoreOp::Delete {
-                key: keys::mail_queue(&id.0),
-            });
-        }
-    }
-
-    /// A member device left: what we wrote in the last `IN_FLIGHT_MS` that
-    /// it has not shown us it holds (pushed while the link broke, say) is
-    /// sealed to it, since it may never meet us again. A change it does
-    /// hold costs an envelope it opens, finds applied, and shows done.
-    pub(in crate::node) fn seal_unconfirmed(
-        &mut self,
-        now: Millis,
-        device: DeviceId,
-        peer: &super::peer::Peer,
-        fx: &mut Fx,
-    ) {
-        let Some(cert) = peer.member().cloned() else {
-            return;
-        };
-        // In document order: the envelopes' random draws must not depend on
-        // a hash map's (the simulator replays a seed exactly).
-        let mut docs: Vec<(&[u8; 16], &automerge::sync::State)> = peer.sync.iter().collect();
-        docs.sort_by_key(|(d, _)| **d);
-        for (doc, state) in docs {
-            let id = ConversationId(*doc);
-            if !self.header_of(&id).is_some_and(|h| h.admits(&cert)) {
-                continue;
-            }
-            let Some(replica) = self.replica_of(doc) else {
-                continue;
-            };
-            let Some(recent) = self.mail.recent.get(&id) else {
-                continue;
-            };
-            let hashes: Vec<ChangeHash> = recent
-                .iter()
-                .filter(|(at, _)| now < at + IN_FLIGHT_MS)
-                .map(|(_, h)| *h)
-                .filter(|h| !replica.covers(&state.shared_heads, &[*h]))
-                .collect();
-            let ours = replica.changes_by_hash(&hashes);
-            if ours.is_empty() {
-                continue;
-            }
-            let heads = replica.heads();
-            let push = LocalPush::of(ours, heads);
-            self.seal_for(now, id, &push, Class::Routine, &[device], fx);
         }
     }
 
     /// Not us, not connected as a proven member, valid and not revoked: a
     /// device a change must be sealed to.
-    fn out_of_reach(&self, now: Millis, cert: &crate::membership::Certificate) -> bool {
+    pub(super) fn out_of_reach(&self, now: Millis, cert: &crate::membership::Certificate) -> bool {
         let connected = self
             .peers
             .get(&cert.device)
@@ -404,34 +317,39 @@ impl Node {
             && !self.is_revoked(&cert.device, &cert.member)
     }
 
-    /// Certificates new to our directory: every conversation we hold that
-    /// admits one of them is sealed to it whole (the changes made before
-    /// we knew it are what its later changes depend on).
+    /// Certificates new to our directory: every conversation we created
+    /// that admits one of them is owed to it whole (the changes made
+    /// before we knew it are what its later changes depend on). Only the
+    /// creator's device seals a history, in one envelope for every device
+    /// new to it: not every member that learns of the device, each its
+    /// own copy (most such devices hold the history already, from members
+    /// of their own site).
     pub(in crate::node) fn seal_history_for(
         &mut self,
         now: Millis,
         certs: &[crate::membership::Certificate],
         fx: &mut Fx,
     ) {
-        let convs: Vec<ConversationId> = self.convs.keys().copied().collect();
-        for cert in certs {
-            if !self.out_of_reach(now, cert) {
+        let mut owed: Vec<(ConversationId, DeviceId)> = Vec::new();
+        for (id, slot) in &self.convs {
+            if slot.header.creator != self.device {
                 continue;
             }
-            for id in &convs {
-                if !self.header_of(id).is_some_and(|h| h.admits(cert)) {
-                    continue;
-                }
-                let Some(pushes) = self
-                    .conversation(id)
-                    .map(|c| c.replica().history_pushes(HISTORY_BODY))
-                else {
-                    continue;
-                };
-                for push in &pushes {
-                    self.seal_for(now, *id, push, Class::Routine, &[cert.device], fx);
+            for cert in certs {
+                if slot.header.admits(cert) && self.out_of_reach(now, cert) {
+                    owed.push((*id, cert.device));
                 }
             }
+        }
+        for (id, d) in owed {
+            let o = defer::Owed {
+                since: Vec::new(),
+                all: true,
+                announce: true,
+                class: Class::Routine,
+                due: (now + SEAL_DELAY_MS).max(self.grace_end(&d)),
+            };
+            self.defer_for(now, id, d, o, fx);
         }
     }
 

@@ -229,28 +229,7 @@ impl Node {
         }
         self.mail_expire(now, fx);
         // Changes written before a crash and never sealed.
-        for (doc, before) in std::mem::take(&mut self.mail.queued) {
-            let id = ConversationId(doc);
-            let before: Vec<ChangeHash> = before
-                .chunks_exact(32)
-                .map(|h| ChangeHash(h.try_into().expect("32 bytes")))
-                .collect();
-            let Some(changes) = self
-                .conversation(&id)
-                .map(|c| c.replica().changes_since(&before))
-            else {
-                fx.persist.push(StoreOp::Delete {
-                    key: keys::mail_queue(&doc),
-                });
-                continue;
-            };
-            let p = self.mail.pending.entry(id).or_default();
-            p.changes.extend(changes);
-            p.class = Some(Class::Urgent);
-        }
-        if !self.mail.pending.is_empty() {
-            self.seal_pending(now, fx);
-        }
+        self.defer_queued(now, fx);
         let ids = self.mail.mailbox.held_ids();
         for id in ids {
             if self

@@ -1,0 +1,297 @@
+//! What member devices out of reach are owed (protocol/sealed.md §3), and
+//! when it is sealed. Every change we write while a member device is not
+//! connected to us is *owed* to it: our changes after the heads it last
+//! showed us, or after those before the change. An owed entry is sealed
+//! when it falls due — at once for urgent and STAT, within 3 s for a
+//! routine change (with what else we write meanwhile) — and a routine
+//! change never before the device's grace period ends: a member
+//! device that left us a moment ago (a restart, a roaming laptop, a blip
+//! of the Wi-Fi) is most likely back soon, and sync then brings it
+//! everything, so an envelope for it would cost every team device a copy
+//! for nothing.
+//!
+//! Owing is computed from heads, not remembered change by change: a
+//! device that leaves is owed every change of ours its sync state does not
+//! show it holds, however long ago we pushed it (a push lost with the link
+//! is caught up too). Only our own changes (this session's actor): every
+//! author seals its own, so N members do not each seal the same. What is
+//! owed is kept durably in `mailq/`: after a restart, every change after
+//! the recorded heads is owed to the member devices still away when the
+//! grace (counted from the start) ends.
+
+use super::*;
+
+/// How long a member device may be away before what it is owed is sealed.
+pub(crate) const GRACE_MS: Millis = 60_000;
+
+/// What member devices are owed, and since when they are away.
+#[derive(Clone, Default)]
+pub(crate) struct Behind {
+    /// (conversation, device) → what it is owed.
+    owed: BTreeMap<(ConversationId, DeviceId), Owed>,
+    /// When each device left us; one not here is away since `started`.
+    gone: BTreeMap<DeviceId, Millis>,
+    started: Millis,
+    /// The heads recorded in `mailq/<conversation>`: every change after
+    /// them is owed to someone or waits to be sealed.
+    queued: BTreeMap<ConversationId, Vec<ChangeHash>>,
+}
+
+#[derive(Clone)]
+pub(super) struct Owed {
+    /// The changes after these heads.
+    pub(super) since: Vec<ChangeHash>,
+    /// Every author's, not only ours (restored after a restart: our
+    /// earlier sessions' actors are not ours now; a history).
+    pub(super) all: bool,
+    /// Sealed even with no change: the conversation's header is news.
+    pub(super) announce: bool,
+    pub(super) class: Class,
+    /// When it is sealed if the device is still away.
+    pub(super) due: Millis,
+}
+
+impl Behind {
+    pub(super) fn start(&mut self, now: Millis) {
+        self.started = now;
+    }
+}
+
+impl Node {
+    /// When `device`'s grace period ends: `GRACE_MS` after it left us (or
+    /// we started).
+    pub(super) fn grace_end(&self, device: &DeviceId) -> Millis {
+        let b = &self.mail.behind;
+        b.gone.get(device).copied().unwrap_or(b.started) + GRACE_MS
+    }
+
+    /// Notes that `device` is owed `owed`; an earlier note's heads are
+    /// older, so they stay, and the sooner due and higher class win.
+    pub(super) fn defer_for(
+        &mut self,
+        now: Millis,
+        id: ConversationId,
+        device: DeviceId,
+        owed: Owed,
+        fx: &mut Fx,
+    ) {
+        self.queue_note(id, &owed.since, fx);
+        let due = owed.due;
+        self.mail
+            .behind
+            .owed
+            .entry((id, device))
+            .and_modify(|o| {
+                o.all |= owed.all;
+                o.announce |= owed.announce;
+                o.class = o.class.max(owed.class);
+                o.due = o.due.min(owed.due);
+            })
+            .or_insert(owed);
+        self.mail_wake(due.max(now), fx);
+    }
+
+    /// A member device left us: what it was not shown to hold of our
+    /// changes is owed to it.
+    pub(in crate::node) fn mail_left(
+        &mut self,
+        now: Millis,
+        device: DeviceId,
+        peer: &super::super::peer::Peer,
+        fx: &mut Fx,
+    ) {
+        let Some(cert) = peer.member().cloned() else {
+            return;
+        };
+        self.mail.behind.gone.insert(device, now);
+        // In document order: the envelopes' random draws must not depend on
+        // a hash map's (the simulator replays a seed exactly).
+        let mut docs: Vec<(&[u8; 16], &automerge::sync::State)> = peer.sync.iter().collect();
+        docs.sort_by_key(|(d, _)| **d);
+        for (doc, state) in docs {
+            let id = ConversationId(*doc);
+            if !self.header_of(&id).is_some_and(|h| h.admits(&cert)) {
+                continue;
+            }
+            let Some(replica) = self.replica_of(doc) else {
+                continue;
+            };
+            let ours = replica
+                .changes_since(&state.shared_heads)
+                .iter()
+                .any(|c| c.actor_id() == &self.actor);
+            if ours {
+                let owed = Owed {
+                    since: state.shared_heads.clone(),
+                    all: false,
+                    announce: false,
+                    class: Class::Routine,
+                    due: now + GRACE_MS,
+                };
+                self.defer_for(now, id, device, owed, fx);
+            }
+        }
+    }
+
+    /// A member device is back: sync brings it what it is owed.
+    pub(in crate::node) fn mail_met(&mut self, device: &DeviceId, fx: &mut Fx) {
+        self.mail.behind.gone.remove(device);
+        let convs: Vec<ConversationId> = self
+            .mail
+            .behind
+            .owed
+            .keys()
+            .filter(|(_, d)| d == device)
+            .map(|(c, _)| *c)
+            .collect();
+        for id in convs {
+            self.mail.behind.owed.remove(&(id, *device));
+            self.queue_settled(&id, fx);
+        }
+    }
+
+    /// At start: conversations whose changes were not all sealed when we
+    /// stopped are owed to every member device, sealed to those still
+    /// away when the grace ends.
+    pub(super) fn defer_queued(&mut self, now: Millis, fx: &mut Fx) {
+        self.mail.behind.start(now);
+        for (doc, before) in std::mem::take(&mut self.mail.queued) {
+            let id = ConversationId(doc);
+            let before: Vec<ChangeHash> = before
+                .chunks_exact(32)
+                .map(|h| ChangeHash(h.try_into().expect("32 bytes")))
+                .collect();
+            self.mail.behind.queued.insert(id, before.clone());
+            let devices: Vec<DeviceId> = match self.header_of(&id) {
+                Some(header) => self
+                    .directory()
+                    .filter(|cert| header.admits(cert) && self.out_of_reach(now, cert))
+                    .map(|cert| cert.device)
+                    .collect(),
+                None => Vec::new(),
+            };
+            for d in devices {
+                let owed = Owed {
+                    since: before.clone(),
+                    all: true,
+                    announce: false,
+                    class: Class::Routine,
+                    due: self.grace_end(&d),
+                };
+                self.defer_for(now, id, d, owed, fx);
+            }
+            self.queue_settled(&id, fx);
+        }
+    }
+
+    /// Seals what is owed to devices whose grace ended and are still away.
+    pub(super) fn seal_behind(&mut self, now: Millis, fx: &mut Fx) {
+        let due: Vec<(ConversationId, DeviceId)> = self
+            .mail
+            .behind
+            .owed
+            .iter()
+            .filter(|(_, o)| o.due <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut convs: BTreeMap<ConversationId, Vec<(DeviceId, Owed)>> = BTreeMap::new();
+        for key in due {
+            if let Some(owed) = self.mail.behind.owed.remove(&key) {
+                convs.entry(key.0).or_default().push((key.1, owed));
+            }
+        }
+        for (id, owed) in convs {
+            let Some(replica) = self.replica_of(&id.0) else {
+                // Being read back after a contained panic: sealed once it is.
+                for (d, mut o) in owed {
+                    o.due = now + SEAL_DELAY_MS;
+                    self.mail.behind.owed.insert((id, d), o);
+                }
+                self.mail_wake(now + SEAL_DELAY_MS, fx);
+                continue;
+            };
+            let heads = replica.heads();
+            // One envelope for the devices owed the same changes.
+            let mut groups: BTreeMap<Vec<ChangeHash>, Group> = BTreeMap::new();
+            for (d, o) in owed {
+                let away = self
+                    .directory()
+                    .find(|c| c.device == d)
+                    .is_some_and(|cert| self.out_of_reach(now, cert));
+                if !away {
+                    continue;
+                }
+                let changes: Vec<automerge::Change> = replica
+                    .changes_since(&o.since)
+                    .into_iter()
+                    .filter(|c| o.all || c.actor_id() == &self.actor)
+                    .collect();
+                if changes.is_empty() && !o.announce {
+                    continue;
+                }
+                let key = changes.iter().map(automerge::Change::hash).collect();
+                let g = groups.entry(key).or_insert_with(|| Group {
+                    changes,
+                    devices: Vec::new(),
+                    class: o.class,
+                });
+                g.devices.push(d);
+                g.class = g.class.max(o.class);
+            }
+            for (_, g) in groups {
+                self.seal_changes(now, id, g.changes, &heads, g.class, &g.devices, fx);
+            }
+            self.queue_settled(&id, fx);
+        }
+        let next = self.mail.behind.owed.values().map(|o| o.due).min();
+        if let Some(at) = next {
+            self.mail_wake(at.max(now), fx);
+        }
+    }
+
+    /// Records durably that changes of `id` after `since` are owed.
+    pub(super) fn queue_note(&mut self, id: ConversationId, since: &[ChangeHash], fx: &mut Fx) {
+        let kept = self.mail.behind.queued.get(&id).cloned();
+        let heads = match kept {
+            None => since.to_vec(),
+            // Without reading the document (a restart reads none).
+            Some(kept) if kept == since => return,
+            Some(kept) => {
+                let Some(replica) = self.replica_of(&id.0) else {
+                    return;
+                };
+                if replica.covers(since, &kept) {
+                    // What is recorded is older (or the same): it covers this.
+                    return;
+                } else if replica.covers(&kept, since) {
+                    since.to_vec()
+                } else {
+                    // Neither is older: everything, to be safe.
+                    Vec::new()
+                }
+            }
+        };
+        fx.persist.push(StoreOp::Put {
+            key: keys::mail_queue(&id.0),
+            value: heads.iter().flat_map(|h| h.0).collect(),
+        });
+        self.mail.behind.queued.insert(id, heads);
+    }
+
+    /// Deletes `id`'s record once nothing of it waits to be sealed.
+    pub(super) fn queue_settled(&mut self, id: &ConversationId, fx: &mut Fx) {
+        let waits = self.mail.behind.owed.keys().any(|(c, _)| c == id);
+        if !waits && self.mail.behind.queued.remove(id).is_some() {
+            fx.persist.push(StoreOp::Delete {
+                key: keys::mail_queue(&id.0),
+            });
+        }
+    }
+}
+
+/// Devices owed the same changes: one envelope.
+struct Group {
+    changes: Vec<automerge::Change>,
+    devices: Vec<DeviceId>,
+    class: Class,
+}
