@@ -288,6 +288,25 @@ fn a_member_back_within_its_grace_costs_no_envelope() {
 }
 
 #[test]
+fn what_is_owed_survives_a_visit_too_short_to_sync() {
+    let (mut m, ana, ben, cleo, conv) = ward();
+    m.disconnect(ana, ben);
+    m.send_text(ana, conv, "owed across a visit marker-93");
+    // Ben is back 20 s later, proves he is a member, and is gone again
+    // before anything of the conversation crosses.
+    m.now += 20_000;
+    m.connect(ana, ben);
+    let catalog = |f: &Vec<u8>| matches!(Frame::decode(f), Ok(Frame::Catalog { .. }));
+    while !m.queue.iter().any(|(_, _, f)| catalog(f)) {
+        assert!(m.step(), "the hello ends");
+    }
+    m.disconnect(ana, ben);
+    m.run_until_quiet();
+    walk(&mut m, cleo, ana, ben);
+    assert_eq!(bodies(&m, ben, conv), ["owed across a visit marker-93"]);
+}
+
+#[test]
 fn what_is_owed_survives_a_restart_in_the_grace_period() {
     let (mut m, ana, ben, cleo, conv) = ward();
     m.disconnect(ana, ben);

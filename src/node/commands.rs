@@ -25,6 +25,7 @@ impl Node {
         cmd: Command,
     ) -> (Result<Reply, CommandError>, Vec<Output>) {
         let mut fx = Fx::default();
+        self.clinical_clock(now);
         let r = self.run_command(now, cmd, &mut fx);
         self.clinical_timer(&mut fx);
         (r, fx.into_outputs())

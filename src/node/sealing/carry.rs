@@ -152,7 +152,7 @@ impl Node {
     /// A peer proved membership: tell it what we hold, so that it sends
     /// what we lack.
     pub(in crate::node) fn mail_hello(&mut self, peer: DeviceId, fx: &mut Fx) {
-        self.mail_met(&peer, fx);
+        self.mail_met(&peer);
         // What we hold (a peer holding one we deleted lists it, and we
         // answer with its done secrets), but not our own envelopes sealed
         // to it: it gets those changes by sync.

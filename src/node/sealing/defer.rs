@@ -104,6 +104,38 @@ impl Node {
             return;
         };
         self.mail.behind.gone.insert(device, now);
+        // What it was owed before it came back: kept while it was here, and
+        // settled only if its sync state now shows it holds all of it.
+        let paused: Vec<ConversationId> = self
+            .mail
+            .behind
+            .owed
+            .keys()
+            .filter(|(_, d)| *d == device)
+            .map(|(c, _)| *c)
+            .collect();
+        for id in paused {
+            let covered = match (self.replica_of(&id.0), peer.sync.get(&id.0)) {
+                (Some(replica), Some(state)) => {
+                    let o = &self.mail.behind.owed[&(id, device)];
+                    let owed: Vec<ChangeHash> = replica
+                        .changes_since(&o.since)
+                        .iter()
+                        .filter(|c| o.all || c.actor_id() == &self.actor)
+                        .map(automerge::Change::hash)
+                        .collect();
+                    !o.announce && replica.covers(&state.shared_heads, &owed)
+                }
+                _ => false,
+            };
+            if covered {
+                self.mail.behind.owed.remove(&(id, device));
+                self.queue_settled(&id, fx);
+            } else if let Some(o) = self.mail.behind.owed.get_mut(&(id, device)) {
+                o.due = now + GRACE_MS;
+                self.mail_wake(now + GRACE_MS, fx);
+            }
+        }
         // In document order: the envelopes' random draws must not depend on
         // a hash map's (the simulator replays a seed exactly).
         let mut docs: Vec<(&[u8; 16], &automerge::sync::State)> = peer.sync.iter().collect();
@@ -133,20 +165,15 @@ impl Node {
         }
     }
 
-    /// A member device is back: sync brings it what it is owed.
-    pub(in crate::node) fn mail_met(&mut self, device: &DeviceId, fx: &mut Fx) {
+    /// A member device is back: sync brings it what it is owed, so nothing
+    /// of it falls due while it is here; kept until it leaves, when its
+    /// sync state shows what it still lacks (`mail_left`).
+    pub(in crate::node) fn mail_met(&mut self, device: &DeviceId) {
         self.mail.behind.gone.remove(device);
-        let convs: Vec<ConversationId> = self
-            .mail
-            .behind
-            .owed
-            .keys()
-            .filter(|(_, d)| d == device)
-            .map(|(c, _)| *c)
-            .collect();
-        for id in convs {
-            self.mail.behind.owed.remove(&(id, *device));
-            self.queue_settled(&id, fx);
+        for ((_, d), o) in self.mail.behind.owed.iter_mut() {
+            if d == device {
+                o.due = Millis::MAX;
+            }
         }
     }
 
@@ -202,12 +229,17 @@ impl Node {
         }
         for (id, owed) in convs {
             let Some(replica) = self.replica_of(&id.0) else {
-                // Being read back after a contained panic: sealed once it is.
-                for (d, mut o) in owed {
-                    o.due = now + SEAL_DELAY_MS;
-                    self.mail.behind.owed.insert((id, d), o);
+                if self.reloading(&id.0) {
+                    // Being read back after a contained panic: sealed once it is.
+                    for (d, mut o) in owed {
+                        o.due = now + SEAL_DELAY_MS;
+                        self.mail.behind.owed.insert((id, d), o);
+                    }
+                    self.mail_wake(now + SEAL_DELAY_MS, fx);
+                } else {
+                    // Gone or unreadable for good: nothing to seal.
+                    self.queue_settled(&id, fx);
                 }
-                self.mail_wake(now + SEAL_DELAY_MS, fx);
                 continue;
             };
             let heads = replica.heads();
@@ -243,7 +275,15 @@ impl Node {
             }
             self.queue_settled(&id, fx);
         }
-        let next = self.mail.behind.owed.values().map(|o| o.due).min();
+        // Not for what devices here are owed (`mail_met`).
+        let next = self
+            .mail
+            .behind
+            .owed
+            .values()
+            .map(|o| o.due)
+            .filter(|d| *d != Millis::MAX)
+            .min();
         if let Some(at) = next {
             self.mail_wake(at.max(now), fx);
         }
