@@ -114,6 +114,7 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
         mdns: !a.no_mdns,
         node: NodeConfig {
             trail_admin,
+            seal_grace_ms: seal_grace_ms(),
             ..NodeConfig::default()
         },
     };
@@ -217,6 +218,17 @@ pub const DEFAULT_API: std::net::SocketAddr =
 
 /// Starts the API on `--api`, or on [`DEFAULT_API`] falling back to a free
 /// port (the second value then names the address that was taken).
+/// 60 s, or in a debug build the milliseconds in
+/// `HUDDLE_TEST_SEAL_GRACE_MS` (the namespace tests do not wait a minute
+/// for a routine message to be sealed; a release build ignores it).
+fn seal_grace_ms() -> crate::ids::Millis {
+    let test = cfg!(debug_assertions)
+        .then(|| std::env::var("HUDDLE_TEST_SEAL_GRACE_MS").ok())
+        .flatten()
+        .and_then(|v| v.parse().ok());
+    test.unwrap_or(NodeConfig::default().seal_grace_ms)
+}
+
 async fn start_api(
     handle: NodeHandle,
     api: Option<std::net::SocketAddr>,

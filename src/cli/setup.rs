@@ -116,6 +116,10 @@ pub fn whoami(ctx: &Ctx) -> Result<()> {
             "node_running": node.is_some(),
             "api_url": node.as_ref().map(|c| c.url().to_owned()),
             "data_dir": ctx.dir.path(),
+            "carrying": status.as_ref().map(|s| json!({
+                "envelopes": s.resources.mailbox_envelopes,
+                "bytes": s.resources.mailbox_bytes,
+            })),
         }));
         return Ok(());
     }
@@ -128,6 +132,17 @@ pub fn whoami(ctx: &Ctx) -> Result<()> {
     outln!("device id: {}", who.device);
     outln!("member id: {}", who.member);
     outln!("data dir:  {}", ctx.dir.path().display());
+    if let Some(r) = status.as_ref().map(|s| &s.resources) {
+        if r.mailbox_envelopes > 0 {
+            // Sealed for other devices (protocol/sealed.md): this device
+            // cannot read them; it hands them on when it meets them.
+            outln!(
+                "carrying:  {} sealed message batch(es) for other devices ({} kB)",
+                r.mailbox_envelopes,
+                r.mailbox_bytes.div_ceil(1024)
+            );
+        }
+    }
     match (&who.team, &id) {
         (Some((team, team_name, expires)), _) => outln!(
             "team:      {} (fingerprint {}), member until {}{}",

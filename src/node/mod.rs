@@ -112,6 +112,10 @@ pub struct NodeConfig {
     pub trail_admin: Option<crate::trail::AdminProof>,
     /// How much the mailbox of sealed envelopes holds (sealed.md §4.1).
     pub mailbox: crate::sealed::mailbox::Limits,
+    /// How long a member device may be away before what it is owed is
+    /// sealed for carriers (sealed.md §3): a short absence costs no
+    /// envelope, sync brings the changes when it is back.
+    pub seal_grace_ms: Millis,
 }
 
 impl Default for NodeConfig {
@@ -129,6 +133,7 @@ impl Default for NodeConfig {
             clinical_fault: clinical::Fault::None,
             trail_admin: None,
             mailbox: crate::sealed::mailbox::Limits::default(),
+            seal_grace_ms: 60_000,
         }
     }
 }

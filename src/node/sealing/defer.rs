@@ -21,9 +21,6 @@
 
 use super::*;
 
-/// How long a member device may be away before what it is owed is sealed.
-pub(crate) const GRACE_MS: Millis = 60_000;
-
 /// What member devices are owed, and since when they are away.
 #[derive(Clone, Default)]
 pub(crate) struct Behind {
@@ -58,11 +55,11 @@ impl Behind {
 }
 
 impl Node {
-    /// When `device`'s grace period ends: `GRACE_MS` after it left us (or
-    /// we started).
+    /// When `device`'s grace period ends: `seal_grace_ms` after it left us
+    /// (or we started).
     pub(super) fn grace_end(&self, device: &DeviceId) -> Millis {
         let b = &self.mail.behind;
-        b.gone.get(device).copied().unwrap_or(b.started) + GRACE_MS
+        b.gone.get(device).copied().unwrap_or(b.started) + self.config.seal_grace_ms
     }
 
     /// Notes that `device` is owed `owed`; an earlier note's heads are
@@ -132,8 +129,8 @@ impl Node {
                 self.mail.behind.owed.remove(&(id, device));
                 self.queue_settled(&id, fx);
             } else if let Some(o) = self.mail.behind.owed.get_mut(&(id, device)) {
-                o.due = now + GRACE_MS;
-                self.mail_wake(now + GRACE_MS, fx);
+                o.due = now + self.config.seal_grace_ms;
+                self.mail_wake(now + self.config.seal_grace_ms, fx);
             }
         }
         // In document order: the envelopes' random draws must not depend on
@@ -158,7 +155,7 @@ impl Node {
                     all: false,
                     announce: false,
                     class: Class::Routine,
-                    due: now + GRACE_MS,
+                    due: now + self.config.seal_grace_ms,
                 };
                 self.defer_for(now, id, device, owed, fx);
             }

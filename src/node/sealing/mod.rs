@@ -88,7 +88,7 @@ pub(crate) struct Mail {
     outbox: BTreeMap<DeviceId, (Vec<Id>, Vec<MailDoneEntry>)>,
     /// When `Timer::Seal` is set for.
     timer_at: Option<Millis>,
-    /// What member devices that left us recently (within `GRACE_MS`) are
+    /// What member devices that left us recently (within `seal_grace_ms`) are
     /// owed, sealed to them if they stay away (`defer.rs`).
     behind: defer::Behind,
     /// Conversations whose changes were written and not sealed when the
