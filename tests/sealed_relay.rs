@@ -267,6 +267,31 @@ fn a_push_lost_long_before_a_member_leaves_is_sealed_to_it() {
 }
 
 #[test]
+fn an_urgent_push_lost_with_the_link_is_sealed_at_once() {
+    let (mut m, ana, ben, cleo, conv) = ward();
+    let cmd = huddle::Command::Send {
+        conversation: conv,
+        body: "lost urgent marker-17".into(),
+        priority: huddle::Priority::Urgent,
+        reply_to: None,
+        fields: Default::default(),
+    };
+    m.command(ana, cmd).expect("send");
+    m.queue.retain(|(a, b, _)| !(*a == ana && *b == ben));
+    m.disconnect(ana, ben);
+    // Well inside Ben's grace period: an urgent message does not wait it out.
+    let t = m.now + 5_000;
+    m.run_until(t);
+    assert!(
+        sealed_by(&m, cleo) >= 1,
+        "{:?}",
+        m.devices[cleo].node.mail_stats()
+    );
+    walk(&mut m, cleo, ana, ben);
+    assert_eq!(bodies(&m, ben, conv), ["lost urgent marker-17"]);
+}
+
+#[test]
 fn a_member_back_within_its_grace_costs_no_envelope() {
     let (mut m, ana, ben, cleo, conv) = ward();
     m.disconnect(ana, ben);

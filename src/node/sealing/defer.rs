@@ -32,7 +32,14 @@ pub(crate) struct Behind {
     /// The heads recorded in `mailq/<conversation>`: every change after
     /// them is owed to someone or waits to be sealed.
     queued: BTreeMap<ConversationId, Vec<ChangeHash>>,
+    /// Our latest urgent and STAT changes (at most [`PRESSING_MAX`]): one
+    /// that a device leaves without is owed to it at once, not after the
+    /// grace period.
+    pressing: VecDeque<(ChangeHash, Class)>,
 }
+
+/// How many of our urgent and STAT changes `Behind::pressing` remembers.
+const PRESSING_MAX: usize = 256;
 
 #[derive(Clone)]
 pub(super) struct Owed {
@@ -51,6 +58,29 @@ pub(super) struct Owed {
 impl Behind {
     pub(super) fn start(&mut self, now: Millis) {
         self.started = now;
+    }
+
+    /// Notes our changes written in `class`.
+    pub(super) fn note_class(&mut self, changes: &[automerge::Change], class: Class) {
+        if class == Class::Routine {
+            return;
+        }
+        for c in changes {
+            if self.pressing.len() == PRESSING_MAX {
+                self.pressing.pop_front();
+            }
+            self.pressing.push_back((c.hash(), class));
+        }
+    }
+
+    /// The class of the most pressing of `changes` we remember.
+    fn class_of(&self, changes: &[ChangeHash]) -> Class {
+        self.pressing
+            .iter()
+            .filter(|(h, _)| changes.contains(h))
+            .map(|(_, c)| *c)
+            .max()
+            .unwrap_or(Class::Routine)
     }
 }
 
@@ -129,8 +159,12 @@ impl Node {
                 self.mail.behind.owed.remove(&(id, device));
                 self.queue_settled(&id, fx);
             } else if let Some(o) = self.mail.behind.owed.get_mut(&(id, device)) {
-                o.due = now + self.config.seal_grace_ms;
-                self.mail_wake(now + self.config.seal_grace_ms, fx);
+                o.due = match o.class {
+                    Class::Routine => now + self.config.seal_grace_ms,
+                    _ => now,
+                };
+                let due = o.due;
+                self.mail_wake(due, fx);
             }
         }
         // In document order: the envelopes' random draws must not depend on
@@ -145,17 +179,25 @@ impl Node {
             let Some(replica) = self.replica_of(doc) else {
                 continue;
             };
-            let ours = replica
+            let ours: Vec<ChangeHash> = replica
                 .changes_since(&state.shared_heads)
                 .iter()
-                .any(|c| c.actor_id() == &self.actor);
-            if ours {
+                .filter(|c| c.actor_id() == &self.actor)
+                .map(automerge::Change::hash)
+                .collect();
+            if !ours.is_empty() {
+                // An urgent change it left without (a push lost with the
+                // link) is sealed at once; routine ones wait for the grace.
+                let class = self.mail.behind.class_of(&ours);
                 let owed = Owed {
                     since: state.shared_heads.clone(),
                     all: false,
                     announce: false,
-                    class: Class::Routine,
-                    due: now + self.config.seal_grace_ms,
+                    class,
+                    due: match class {
+                        Class::Routine => now + self.config.seal_grace_ms,
+                        _ => now,
+                    },
                 };
                 self.defer_for(now, id, device, owed, fx);
             }

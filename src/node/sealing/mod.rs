@@ -25,7 +25,7 @@ mod open;
 
 use carry::{send_done, send_ids};
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use automerge::ChangeHash;
 use rand_core::SeedableRng;
@@ -196,6 +196,7 @@ impl Node {
         fx: &mut Fx,
     ) {
         let id = ConversationId(*doc);
+        self.mail.behind.note_class(push.raw_changes(), class);
         let Some(header) = self.header_of(&id) else {
             return;
         };
