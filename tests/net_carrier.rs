@@ -7,8 +7,8 @@
 //!   ns a (Ana) ── 10.N.1.0/24 ── ns g (Gus) ── 10.N.2.0/24 ── ns b (Ben)
 //! ```
 //!
-//! Gus forwards no IP packets (a new namespace does not), so Ana's and
-//! Ben's devices never connect. Their direct conversation converges through
+//! Namespaces a and b have a route only to their own /24, so Ana's and
+//! Ben's devices never connect (the test also checks their peer lists). Their direct conversation converges through
 //! Gus's mailbox of sealed envelopes. Then Gus goes home: stopped, started
 //! again in Ana's namespace (the same data directory: the same device), it
 //! picks up what Ana's device sealed for Ben; stopped once more and started
@@ -49,6 +49,7 @@ struct Row {
 
 impl Row {
     fn create() -> anyhow::Result<Row> {
+        Row::remove_stale();
         let pid = std::process::id();
         let row = Row {
             names: ["a", "g", "b"].map(|n| format!("huddle-c{pid}-{n}")),
@@ -84,6 +85,26 @@ impl Row {
         Ok(row)
     }
 
+    /// Deletes the namespaces of an earlier run that was killed before its
+    /// guard ran (its process is gone), so that a reused pid finds none.
+    fn remove_stale() {
+        let Ok(out) = netns::run(&["ip", "netns", "list"]) else {
+            return;
+        };
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line.split_whitespace().next().unwrap_or_default();
+            let Some(pid) = name
+                .strip_prefix("huddle-c")
+                .and_then(|rest| rest.split('-').next())
+            else {
+                continue;
+            };
+            if !Path::new("/proc").join(pid).exists() {
+                let _ = netns::run(&["ip", "netns", "del", name]);
+            }
+        }
+    }
+
     /// The address prefix of `subnet` (1: a–g, 2: g–b).
     fn subnet(&self, subnet: u32) -> String {
         format!("/ip4/10.{}.{subnet}.", self.net)
@@ -100,10 +121,10 @@ impl Drop for Row {
 }
 
 /// `huddle --data-dir <dir> --json <args>` inside namespace `ns` (where its
-/// running node's local API is), parsed.
+/// running node's local API is), parsed; killed after a minute.
 fn json_in(ns: &str, dir: &Path, args: &[&str]) -> anyhow::Result<Value> {
     let out = Command::new("ip")
-        .args(["netns", "exec", ns])
+        .args(["netns", "exec", ns, "timeout", "60"])
         .arg(assert_cmd::cargo::cargo_bin("huddle"))
         .arg("--data-dir")
         .arg(dir)
@@ -154,9 +175,15 @@ impl InNs {
         for p in peers {
             cmd.args(["--peer", p]);
         }
-        let mut child = cmd.spawn()?;
+        // The guard first: a node that fails to start is killed too.
+        let mut node = InNs {
+            child: cmd.spawn()?,
+            ns: ns.to_owned(),
+            dir: dev.dir.clone(),
+            listen: Vec::new(),
+        };
         let started = eventually(&format!("{} to start in {ns}", dev.dir.display()), || {
-            if let Some(status) = child.try_wait()? {
+            if let Some(status) = node.child.try_wait()? {
                 bail!(
                     "huddle run exited ({status}): {}",
                     std::fs::read_to_string(&err).unwrap_or_default()
@@ -167,18 +194,13 @@ impl InNs {
                 .filter_map(|l| serde_json::from_str::<Value>(l).ok())
                 .find(|v| v["event"] == "started"))
         })?;
-        let listen = started["listen"]
+        node.listen = started["listen"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|a| a.as_str().map(str::to_owned))
             .collect();
-        Ok(InNs {
-            child,
-            ns: ns.to_owned(),
-            dir: dev.dir.clone(),
-            listen,
-        })
+        Ok(node)
     }
 
     /// Its listen address on the subnet starting `prefix`.
@@ -194,20 +216,48 @@ impl InNs {
         json_in(&self.ns, &self.dir, args)
     }
 
-    /// The envelopes its mailbox holds.
-    fn mailbox(&self) -> anyhow::Result<u64> {
-        let me = self.json(&["whoami"])?;
-        me["carrying"]["envelopes"]
-            .as_u64()
-            .ok_or_else(|| anyhow!("no mailbox count in {me}"))
+    /// The envelopes its mailbox holds, if the node answers.
+    fn mailbox(&self) -> Option<u64> {
+        self.json(&["whoami"]).ok()?["carrying"]["envelopes"].as_u64()
     }
 
-    /// Whether its copy of `conversation` holds a message with `body`.
-    fn has(&self, conversation: &str, body: &str) -> anyhow::Result<bool> {
-        Ok(self.json(&["history", conversation]).is_ok_and(|h| {
-            h.as_array()
-                .is_some_and(|a| a.iter().any(|m| m["body"] == body))
-        }))
+    /// Its copy of `conversation`'s message with `body`, if it has it.
+    fn message(&self, conversation: &str, body: &str) -> Option<Value> {
+        let history = self.json(&["history", conversation]).ok()?;
+        history
+            .as_array()?
+            .iter()
+            .find(|m| m["body"] == body)
+            .cloned()
+    }
+
+    /// Waits until its copy of `conversation` holds `body`, delivered to
+    /// (a receipt from) `to` if given.
+    fn wait_for(&self, what: &str, conversation: &str, body: &str, to: Option<&Device>) {
+        let delivered = |m: &Value| {
+            to.is_none_or(|d| {
+                m["delivered_to"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == d.member.as_str()))
+            })
+        };
+        eventually(what, || {
+            Ok(self.message(conversation, body).filter(delivered).map(drop))
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.log()));
+    }
+
+    /// The tail of its log, for a failure's message.
+    fn log(&self) -> String {
+        let err = self.dir.with_extension(format!("{}.stderr", self.ns));
+        let text = std::fs::read_to_string(err).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+        format!(
+            "--- {} in {} ---\n{}",
+            self.dir.display(),
+            self.ns,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
     }
 
     /// SIGTERM, and waits for the clean shutdown (store flushed).
@@ -265,13 +315,12 @@ fn a_gateway_in_no_conversation_carries_one_across_subnets_and_from_one_to_the_o
         .ok_or_else(|| anyhow!("no conversation id"))?
         .to_owned();
     a.json(&["send", &conv, &marker(1)])?;
-    eventually("Ana's message to reach Ben through the gateway", || {
-        Ok(b.has(&conv, &marker(1))?.then_some(()))
-    })?;
+    b.wait_for("Ana's message to reach Ben", &conv, &marker(1), None);
     b.json(&["send", &conv, &marker(2)])?;
-    eventually("Ben's reply to reach Ana through the gateway", || {
-        Ok(a.has(&conv, &marker(2))?.then_some(()))
-    })?;
+    a.wait_for("Ben's reply to reach Ana", &conv, &marker(2), None);
+    // Both delivered receipts crossed too: nothing is left to seal.
+    a.wait_for("Ben's receipt to reach Ana", &conv, &marker(1), Some(&ben));
+    b.wait_for("Ana's receipt to reach Ben", &conv, &marker(2), Some(&ana));
     for (who, other) in [(&a, &ben), (&b, &ana)] {
         let peers = who.json(&["peers"])?;
         assert!(
@@ -281,8 +330,9 @@ fn a_gateway_in_no_conversation_carries_one_across_subnets_and_from_one_to_the_o
     }
     // Delivered everywhere, the envelopes' done secrets empty the mailbox.
     eventually("the gateway's mailbox to empty", || {
-        Ok((g.mailbox()? == 0).then_some(()))
-    })?;
+        Ok((g.mailbox() == Some(0)).then_some(()))
+    })
+    .map_err(|e| anyhow!("{e}\n{}", g.log()))?;
     g.stop()?;
 
     // Gus goes home through Ana's site: what Ana writes meanwhile is
@@ -290,14 +340,17 @@ fn a_gateway_in_no_conversation_carries_one_across_subnets_and_from_one_to_the_o
     a.json(&["send", &conv, &marker(3)])?;
     let g = InNs::start(ns_a, &gus, &[&a.address(&row.subnet(1))?])?;
     eventually("Ana's sealed message to reach Gus's mailbox", || {
-        Ok((g.mailbox()? > 0).then_some(()))
-    })?;
-    assert!(!b.has(&conv, &marker(3))?, "Ben had it before Gus came");
+        Ok(g.mailbox().is_some_and(|n| n > 0).then_some(()))
+    })
+    .map_err(|e| anyhow!("{e}\n{}\n{}", a.log(), g.log()))?;
+    let history = b.json(&["history", &conv])?;
+    assert!(
+        !history.to_string().contains(&marker(3)),
+        "Ben had it before Gus came: {history}"
+    );
     g.stop()?;
     let g = InNs::start(ns_b, &gus, &[&b.address(&row.subnet(2))?])?;
-    eventually("Gus to carry Ana's message to Ben", || {
-        Ok(b.has(&conv, &marker(3))?.then_some(()))
-    })?;
+    b.wait_for("Gus to carry Ana's message to Ben", &conv, &marker(3), None);
     let chats = g.json(&["chats"])?;
     assert_eq!(chats.as_array().map_or(1, Vec::len), 0, "{chats}");
     g.stop()?;

@@ -292,6 +292,39 @@ fn an_urgent_push_lost_with_the_link_is_sealed_at_once() {
 }
 
 #[test]
+fn an_acknowledgement_long_delivered_costs_no_envelope_on_a_blip() {
+    let (mut m, ana, ben, cleo, conv) = ward();
+    let cmd = huddle::Command::Send {
+        conversation: conv,
+        body: "urgent, to acknowledge".into(),
+        priority: huddle::Priority::Urgent,
+        reply_to: None,
+        fields: Default::default(),
+    };
+    let Ok(huddle::Reply::Message(message)) = m.command(ana, cmd) else {
+        panic!("send failed");
+    };
+    m.run_until_quiet();
+    let ack = huddle::Command::Ack {
+        conversation: conv,
+        message,
+    };
+    m.command(ben, ack).expect("ack");
+    // Ana reads the acknowledgement and says nothing back; a minute later
+    // her device blips for 10 s.
+    let t = m.now + 60_000;
+    m.run_until(t);
+    m.disconnect(ana, ben);
+    let t = m.now + 10_000;
+    m.run_until(t);
+    m.connect(ana, ben);
+    m.run_until_quiet();
+    for i in [ana, ben, cleo] {
+        assert_eq!(sealed_by(&m, i), 0, "device {i} holds an envelope");
+    }
+}
+
+#[test]
 fn a_member_back_within_its_grace_costs_no_envelope() {
     let (mut m, ana, ben, cleo, conv) = ward();
     m.disconnect(ana, ben);

@@ -216,8 +216,6 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
 pub const DEFAULT_API: std::net::SocketAddr =
     std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 4835);
 
-/// Starts the API on `--api`, or on [`DEFAULT_API`] falling back to a free
-/// port (the second value then names the address that was taken).
 /// 60 s, or in a debug build the milliseconds in
 /// `HUDDLE_TEST_SEAL_GRACE_MS` (the namespace tests do not wait a minute
 /// for a routine message to be sealed; a release build ignores it).
@@ -229,6 +227,8 @@ fn seal_grace_ms() -> crate::ids::Millis {
     test.unwrap_or(NodeConfig::default().seal_grace_ms)
 }
 
+/// Starts the API on `--api`, or on [`DEFAULT_API`] falling back to a free
+/// port (the second value then names the address that was taken).
 async fn start_api(
     handle: NodeHandle,
     api: Option<std::net::SocketAddr>,

@@ -32,14 +32,20 @@ pub(crate) struct Behind {
     /// The heads recorded in `mailq/<conversation>`: every change after
     /// them is owed to someone or waits to be sealed.
     queued: BTreeMap<ConversationId, Vec<ChangeHash>>,
-    /// Our latest urgent and STAT changes (at most [`PRESSING_MAX`]): one
-    /// that a device leaves without is owed to it at once, not after the
-    /// grace period.
-    pressing: VecDeque<(ChangeHash, Class)>,
+    /// Our latest urgent and STAT changes (at most [`PRESSING_MAX`]), and
+    /// when we wrote them: one written within [`PRESSING_MS`] before a
+    /// device leaves without it (its push lost with the link) is owed to
+    /// it at once, not after the grace period.
+    pressing: VecDeque<(ChangeHash, Class, Millis)>,
 }
 
 /// How many of our urgent and STAT changes `Behind::pressing` remembers.
 const PRESSING_MAX: usize = 256;
+/// How long before a link goes an urgent push may have been lost with it:
+/// a write to a peer must finish within 30 s (the shell's `WRITE_TIMEOUT`).
+/// An older one the device never showed it holds (a peer that only reads
+/// a push states no heads back) is caught up when its grace ends.
+const PRESSING_MS: Millis = 30_000;
 
 #[derive(Clone)]
 pub(super) struct Owed {
@@ -60,8 +66,8 @@ impl Behind {
         self.started = now;
     }
 
-    /// Notes our changes written in `class`.
-    pub(super) fn note_class(&mut self, changes: &[automerge::Change], class: Class) {
+    /// Notes our changes written in `class` at `now`.
+    pub(super) fn note_class(&mut self, now: Millis, changes: &[automerge::Change], class: Class) {
         if class == Class::Routine {
             return;
         }
@@ -69,16 +75,17 @@ impl Behind {
             if self.pressing.len() == PRESSING_MAX {
                 self.pressing.pop_front();
             }
-            self.pressing.push_back((c.hash(), class));
+            self.pressing.push_back((c.hash(), class, now));
         }
     }
 
-    /// The class of the most pressing of `changes` we remember.
-    fn class_of(&self, changes: &[ChangeHash]) -> Class {
+    /// The class of the most pressing of `changes` written within
+    /// `PRESSING_MS` before `now`.
+    fn class_of(&self, now: Millis, changes: &BTreeSet<ChangeHash>) -> Class {
         self.pressing
             .iter()
-            .filter(|(h, _)| changes.contains(h))
-            .map(|(_, c)| *c)
+            .filter(|(h, _, at)| now.saturating_sub(*at) <= PRESSING_MS && changes.contains(h))
+            .map(|(_, c, _)| *c)
             .max()
             .unwrap_or(Class::Routine)
     }
@@ -179,16 +186,17 @@ impl Node {
             let Some(replica) = self.replica_of(doc) else {
                 continue;
             };
-            let ours: Vec<ChangeHash> = replica
+            let ours: BTreeSet<ChangeHash> = replica
                 .changes_since(&state.shared_heads)
                 .iter()
                 .filter(|c| c.actor_id() == &self.actor)
                 .map(automerge::Change::hash)
                 .collect();
             if !ours.is_empty() {
-                // An urgent change it left without (a push lost with the
-                // link) is sealed at once; routine ones wait for the grace.
-                let class = self.mail.behind.class_of(&ours);
+                // An urgent change it left without, just written (a push
+                // lost with the link), is sealed at once; the rest waits
+                // for the grace.
+                let class = self.mail.behind.class_of(now, &ours);
                 let owed = Owed {
                     since: state.shared_heads.clone(),
                     all: false,

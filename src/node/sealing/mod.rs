@@ -196,7 +196,7 @@ impl Node {
         fx: &mut Fx,
     ) {
         let id = ConversationId(*doc);
-        self.mail.behind.note_class(push.raw_changes(), class);
+        self.mail.behind.note_class(now, push.raw_changes(), class);
         let Some(header) = self.header_of(&id) else {
             return;
         };
