@@ -240,6 +240,16 @@ fn walk(m: &mut Mesh, carrier: usize, from: usize, to: usize) {
     m.run_until_quiet();
 }
 
+fn urgent(conversation: huddle::ConversationId, body: &str) -> huddle::Command {
+    huddle::Command::Send {
+        conversation,
+        body: body.into(),
+        priority: huddle::Priority::Urgent,
+        reply_to: None,
+        fields: Default::default(),
+    }
+}
+
 fn sealed_by(m: &Mesh, i: usize) -> usize {
     m.devices[i].node.mail_stats().envelopes
 }
@@ -269,14 +279,8 @@ fn a_push_lost_long_before_a_member_leaves_is_sealed_to_it() {
 #[test]
 fn an_urgent_push_lost_with_the_link_is_sealed_at_once() {
     let (mut m, ana, ben, cleo, conv) = ward();
-    let cmd = huddle::Command::Send {
-        conversation: conv,
-        body: "lost urgent marker-17".into(),
-        priority: huddle::Priority::Urgent,
-        reply_to: None,
-        fields: Default::default(),
-    };
-    m.command(ana, cmd).expect("send");
+    m.command(ana, urgent(conv, "lost urgent marker-17"))
+        .expect("send");
     m.queue.retain(|(a, b, _)| !(*a == ana && *b == ben));
     m.disconnect(ana, ben);
     // Well inside Ben's grace period: an urgent message does not wait it out.
@@ -294,14 +298,7 @@ fn an_urgent_push_lost_with_the_link_is_sealed_at_once() {
 #[test]
 fn an_acknowledgement_long_delivered_costs_no_envelope_on_a_blip() {
     let (mut m, ana, ben, cleo, conv) = ward();
-    let cmd = huddle::Command::Send {
-        conversation: conv,
-        body: "urgent, to acknowledge".into(),
-        priority: huddle::Priority::Urgent,
-        reply_to: None,
-        fields: Default::default(),
-    };
-    let Ok(huddle::Reply::Message(message)) = m.command(ana, cmd) else {
+    let Ok(huddle::Reply::Message(message)) = m.command(ana, urgent(conv, "to acknowledge")) else {
         panic!("send failed");
     };
     m.run_until_quiet();
