@@ -264,11 +264,18 @@ impl InNs {
     fn stop(mut self) -> anyhow::Result<()> {
         netns::must(&["kill", "-TERM", &self.child.id().to_string()]).map_err(|e| anyhow!(e))?;
         let deadline = Instant::now() + cli_support::DEADLINE;
-        while self.child.try_wait()?.is_none() {
+        let status = loop {
+            if let Some(status) = self.child.try_wait()? {
+                break status;
+            }
             if Instant::now() > deadline {
                 bail!("{} did not stop in {}", self.dir.display(), self.ns);
             }
+            // Polling the exit, within the deadline.
             std::thread::sleep(Duration::from_millis(50));
+        };
+        if !status.success() {
+            bail!("it did not stop cleanly ({status})\n{}", self.log());
         }
         Ok(())
     }
