@@ -415,11 +415,13 @@ pub fn check_final(devices: &[Device], ledger: &Ledger, at: u64) -> Result<(), V
                             Invariant::Convergence,
                             vec![*j, i],
                             format!(
-                                "d{j} and d{i} hold different heads for {} (\"{}\"): {} vs {} messages",
+                                "d{j} and d{i} hold different heads for {} (\"{}\"): {} vs {} messages; d{j} lacks {}; d{i} lacks {}",
                                 short(id),
                                 h.title(),
                                 hist0.len(),
-                                hist.len()
+                                hist.len(),
+                                lacking(devices, hist0, &hist),
+                                lacking(devices, &hist, hist0),
                             ),
                         );
                     }
@@ -494,4 +496,34 @@ pub fn check_final(devices: &[Device], ledger: &Ledger, at: u64) -> Result<(), V
         }
     }
     Ok(())
+}
+
+/// Which messages of `theirs` `ours` lacks: each by its author's device and
+/// the time it was written (the first few).
+fn lacking(
+    devices: &[Device],
+    ours: &[huddle::node::RenderedMessage],
+    theirs: &[huddle::node::RenderedMessage],
+) -> String {
+    let missing: Vec<String> = theirs
+        .iter()
+        .filter(|m| !ours.iter().any(|o| o.id == m.id))
+        .map(|m| {
+            let by = devices.iter().position(|d| d.id == m.device);
+            let by = by.map_or_else(|| m.device.short(), |k| format!("d{k}"));
+            // The author's clock, skewed as the run made it.
+            let at = m.time_ms.saturating_sub(crate::device::EPOCH_MS) / 1000;
+            format!(
+                "{by}'s {:?} written at {}:{:02}",
+                m.priority,
+                at / 60,
+                at % 60
+            )
+        })
+        .collect();
+    match missing.len() {
+        0 => "nothing".into(),
+        n if n > 5 => format!("{} and {} more", missing[..5].join(", "), n - 5),
+        _ => missing.join(", "),
+    }
 }

@@ -318,35 +318,36 @@ impl Node {
             && !self.is_revoked(&cert.device, &cert.member)
     }
 
-    /// Certificates new to our directory: every conversation we created
-    /// that admits one of them is owed to it whole (the changes made
-    /// before we knew it are what its later changes depend on). Only the
-    /// creator's device seals a history, in one envelope for every device
-    /// new to it: not every member that learns of the device, each its
-    /// own copy (most such devices hold the history already, from members
-    /// of their own site).
+    /// Certificates new to our directory: every conversation that admits
+    /// one of them is owed to it. The creator's device seals the whole
+    /// history (the changes made before the device was known are what its
+    /// later changes depend on), in one envelope for every device new to
+    /// it: not every member that learns of the device, each its own copy
+    /// (most such devices hold the history already, from members of their
+    /// own site). Every other member seals its own changes: those the
+    /// creator did not hold when it sealed (written on the far side of a
+    /// partition by an author that did not know the device then) reach it
+    /// from nobody else.
     pub(in crate::node) fn seal_history_for(
         &mut self,
         now: Millis,
         certs: &[crate::membership::Certificate],
         fx: &mut Fx,
     ) {
-        let mut owed: Vec<(ConversationId, DeviceId)> = Vec::new();
+        let mut owed: Vec<(ConversationId, DeviceId, bool)> = Vec::new();
         for (id, slot) in &self.convs {
-            if slot.header.creator != self.device {
-                continue;
-            }
+            let creator = slot.header.creator == self.device;
             for cert in certs {
                 if slot.header.admits(cert) && self.out_of_reach(now, cert) {
-                    owed.push((*id, cert.device));
+                    owed.push((*id, cert.device, creator));
                 }
             }
         }
-        for (id, d) in owed {
+        for (id, d, creator) in owed {
             let o = defer::Owed {
                 since: Vec::new(),
-                all: true,
-                announce: true,
+                all: creator,
+                announce: creator,
                 class: Class::Routine,
                 due: (now + SEAL_DELAY_MS).max(self.grace_end(&d)),
             };
