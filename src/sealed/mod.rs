@@ -264,6 +264,13 @@ impl Envelope {
         rng.fill(&mut env.nonce);
         env.body = noise::seal_body(&key, &env.nonce, &env.outside(), &plain);
         let body_hash = env.body_hash();
+        // One ephemeral key for every slot (randomness reuse in
+        // multi-recipient encryption, protocol/sealed.md §2): each device
+        // that tries the envelope computes one X25519 for it, not one per
+        // slot.
+        let mut seed = [0u8; 32];
+        rng.fill(&mut seed);
+        let memo = noise::DhMemo::default();
         for r in recipients {
             let mut secret = [0u8; 32];
             rng.fill(&mut secret);
@@ -272,10 +279,9 @@ impl Envelope {
             payload[..32].copy_from_slice(&key[..]);
             payload[32..64].copy_from_slice(&body_hash);
             payload[64..].copy_from_slice(&secret);
-            let mut seed = [0u8; 32];
-            rng.fill(&mut seed);
-            let noise = noise::seal_slot(sender, r, &env.prologue(&done), &payload[..], seed)
-                .map_err(SealError::Noise)?;
+            let noise =
+                noise::seal_slot(sender, r, &env.prologue(&done), &payload[..], seed, &memo)
+                    .map_err(SealError::Noise)?;
             debug_assert_eq!(noise.len(), SLOT_LEN);
             env.slots.push(Slot { done, noise });
             secrets.push(secret);
@@ -288,9 +294,10 @@ impl Envelope {
     /// (most envelopes a device carries are not for it).
     pub fn open(&self, ours: &[u8; 32]) -> Option<Opened> {
         let body_hash = self.body_hash();
+        let memo = noise::DhMemo::default();
         for (i, slot) in self.slots.iter().enumerate() {
             let Some((sender, payload)) =
-                noise::open_slot(ours, &self.prologue(&slot.done), &slot.noise)
+                noise::open_slot(ours, &self.prologue(&slot.done), &slot.noise, &memo)
             else {
                 continue;
             };

@@ -17,6 +17,11 @@ fn body() -> Body {
 }
 
 fn sealed(to: &[u8]) -> Envelope {
+    sealed_with(to, [3; 32])
+}
+
+/// From device 1 to `to`, drawing from `seed`.
+fn sealed_with(to: &[u8], seed: [u8; 32]) -> Envelope {
     let recipients: Vec<[u8; 32]> = to
         .iter()
         .map(|n| device_x25519_public(&key(*n).device_id()).unwrap())
@@ -28,7 +33,7 @@ fn sealed(to: &[u8]) -> Envelope {
         [9; 16],
         1_000,
         &body(),
-        &mut ChaCha20Rng::from_seed([3; 32]),
+        &mut ChaCha20Rng::from_seed(seed),
     )
     .unwrap()
 }
@@ -137,4 +142,29 @@ fn the_tag_changes_daily_and_differs_by_conversation() {
     assert_eq!(tag(&a, 5), tag(&a, day - 1));
     assert_ne!(tag(&a, 5), tag(&a, day));
     assert_ne!(tag(&a, 5), tag(&b, 5));
+}
+
+#[test]
+fn the_slots_of_one_envelope_share_its_ephemeral_key_and_each_still_opens() {
+    let env = sealed(&[2, 3, 4]);
+    // A Noise X message begins with the ephemeral public key.
+    let e = &env.slots[0].noise[..32];
+    assert!(env.slots.iter().all(|s| &s.noise[..32] == e));
+    // The next envelope has another.
+    let next = sealed_with(&[2], [4; 32]);
+    assert_ne!(&next.slots[0].noise[..32], e);
+    for (n, slot) in [(2u8, 0usize), (3, 1), (4, 2)] {
+        let o = env.open(&device_x25519_secret(&key(n))).expect("opens");
+        assert_eq!((o.slot, o.body), (slot, body()));
+    }
+    // A slot swapped in from another envelope (its own ephemeral key,
+    // another body) does not open for its recipient, and the others,
+    // tried after it with another ephemeral key, still do.
+    let mut mixed = env.clone();
+    mixed.slots[0] = next.slots[0].clone();
+    assert!(mixed.open(&device_x25519_secret(&key(2))).is_none());
+    for (n, slot) in [(3u8, 1usize), (4, 2)] {
+        let o = mixed.open(&device_x25519_secret(&key(n))).expect("opens");
+        assert_eq!(o.slot, slot);
+    }
 }
