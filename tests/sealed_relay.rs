@@ -218,6 +218,40 @@ fn a_recipient_met_directly_gets_the_change_by_sync_and_its_slot_is_retired() {
     assert_eq!((s.envelopes, s.delivered), (0, 2), "{s:?}");
 }
 
+/// An envelope whose changes wait for others that never come is
+/// forgotten with it when it expires, not kept waiting for good.
+#[test]
+fn what_waits_of_an_envelope_goes_when_it_expires() {
+    let (mut m, ana, ben, cleo) = sites();
+    let t = m.now + 120_000;
+    m.run_until(t);
+    m.connect(ana, cleo);
+    let conv = group_of(&mut m, ana, &[ana, ben], "Transfer");
+    m.run_until_quiet();
+    m.send_text(ana, conv, "first");
+    m.run_until_quiet();
+    m.send_text(ana, conv, "second");
+    m.run_until_quiet();
+    // Only the envelope of "second" reaches Ben, through a porter who
+    // carries nothing else: it opens, and its change waits for "first".
+    let last = envelopes_received(&m, cleo).pop().expect("carried");
+    let eve = m.add_member("Eve", &["porter"]);
+    m.connect(ben, eve);
+    m.run_until_quiet();
+    let frame = Frame::Sealed {
+        envelopes: vec![last],
+    }
+    .encode();
+    m.queue.push_back((eve, ben, frame));
+    m.run_until_quiet();
+    assert!(bodies(&m, ben, conv).is_empty());
+    assert_eq!(m.devices[ben].node.mail_stats().waiting, 1);
+    let t = m.now + sealed::MAX_LIFETIME_MS + 3_600_000;
+    m.run_until(t);
+    assert_eq!(m.devices[ben].node.mail_stats().envelopes, 0);
+    assert_eq!(m.devices[ben].node.mail_stats().waiting, 0);
+}
+
 /// Ana and Ben, members of "Transfer", are connected; Cleo (a member of
 /// nothing) is connected to Ana.
 fn ward() -> (Mesh, usize, usize, usize, huddle::ConversationId) {

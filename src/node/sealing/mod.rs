@@ -167,6 +167,8 @@ pub struct MailStats {
     pub dropped: crate::sealed::mailbox::Dropped,
     /// Envelopes sealed to us whose contents were refused.
     pub refused: u64,
+    /// Envelopes opened whose changes wait for others to arrive.
+    pub waiting: usize,
 }
 
 impl Node {
@@ -178,6 +180,7 @@ impl Node {
             delivered: self.mail.mailbox.gone_len(),
             dropped: self.mail.mailbox.dropped,
             refused: self.mail.refused,
+            waiting: self.mail.waiting.values().map(BTreeMap::len).sum(),
         }
     }
 

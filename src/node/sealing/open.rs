@@ -254,6 +254,12 @@ impl Node {
         }
         let mailbox = &self.mail.mailbox;
         self.mail.unknown.retain(|id| mailbox.get(id).is_some());
+        // An envelope the mailbox no longer holds (expired, or dropped for
+        // room) is not shown done: what waited of it goes too.
+        self.mail.waiting.retain(|_, w| {
+            w.retain(|id, _| mailbox.get(id).is_some());
+            !w.is_empty()
+        });
         for sent in self.mail.sent.values_mut() {
             sent.retain(|id| mailbox.get(id).is_some());
         }
