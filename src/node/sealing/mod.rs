@@ -1,5 +1,6 @@
 //! Sealed relaying on the node (protocol/sealed.md); `carry.rs` carries
-//! envelopes, `open.rs` opens those sealed to us: a change we write to
+//! envelopes, `open.rs` opens those sealed to us, `repair.rs` asks for
+//! and answers what opened envelopes wait on: a change we write to
 //! a conversation is sealed to every member device not connected to us at
 //! that moment; every team device keeps envelopes in its mailbox, hands
 //! each peer the ones it lacks (its own pushed, others' announced with
@@ -22,6 +23,7 @@
 mod carry;
 mod defer;
 mod open;
+mod repair;
 
 use carry::{send_done, send_ids};
 
@@ -77,6 +79,9 @@ pub(crate) struct Mail {
     /// Envelopes opened whose changes wait for others: (slot, secret, the
     /// changes), by conversation.
     waiting: BTreeMap<ConversationId, BTreeMap<Id, Waiting>>,
+    /// What we asked for of what waits, and whom we answered
+    /// (`repair.rs`).
+    repair: repair::Repair,
     /// Envelopes we sealed (this run): the conversation, each slot's device
     /// and done secret, the changes. A recipient we meet directly gets the
     /// changes by sync, not the envelope, and we show its secret for it
@@ -128,6 +133,7 @@ impl Mail {
             sent: BTreeMap::new(),
             unknown: BTreeSet::new(),
             waiting: BTreeMap::new(),
+            repair: repair::Repair::default(),
             own: BTreeMap::new(),
             behind: defer::Behind::default(),
             queued: stored.mail_queue.clone(),
@@ -359,7 +365,7 @@ impl Node {
     }
 
     /// Seals `push` of conversation `id` to `devices`, into our mailbox,
-    /// and hands it to our peers.
+    /// and hands it to our peers; the ids of the envelopes taken.
     fn seal_for(
         &mut self,
         now: Millis,
@@ -368,16 +374,16 @@ impl Node {
         class: Class,
         devices: &[DeviceId],
         fx: &mut Fx,
-    ) {
+    ) -> Vec<Id> {
         let Some(header) = self.header_of(&id).cloned() else {
-            return;
+            return Vec::new();
         };
         let (devices, to): (Vec<DeviceId>, Vec<[u8; 32]>) = devices
             .iter()
             .filter_map(|d| sealed::device_x25519_public(d).map(|x| (*d, x)))
             .unzip();
         if to.is_empty() {
-            return;
+            return Vec::new();
         }
         let body = Body {
             conversation: id,
@@ -404,7 +410,7 @@ impl Node {
                 Ok(sealed) => sealed,
                 Err(e) => {
                     tracing::warn!(conversation = %id, "could not seal a change for members out of reach: {e}");
-                    return;
+                    return new;
                 }
             };
             let bytes = env.encode();
@@ -440,6 +446,7 @@ impl Node {
             }
         }
         self.mail_forward(&new, None, fx);
+        new
     }
 }
 

@@ -71,6 +71,13 @@ impl Node {
                 self.mail_write(&id, fx);
             }
             Ok(changes) => {
+                if changes.is_empty() {
+                    // A request for what the sealer lacks (`repair.rs`),
+                    // or a new conversation's announcement.
+                    if let Some(asker) = self.mail_sender(&o.sender) {
+                        self.repair_answer(now, conv, asker, &o.body.sync, fx);
+                    }
+                }
                 self.mail
                     .waiting
                     .entry(conv)
@@ -264,6 +271,7 @@ impl Node {
             sent.retain(|id| mailbox.get(id).is_some());
         }
         self.mail_retire(now, fx);
+        self.repair_ask(now, fx);
     }
 
     /// Shows, for the recipients of our own envelopes that we met, the
