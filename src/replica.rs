@@ -351,6 +351,7 @@ impl Replica {
         Some(LocalPush {
             changes: self.made_page.iter().cloned().chain([change]).collect(),
             heads: self.doc.get_heads(),
+            need: Vec::new(),
         })
     }
 
@@ -362,6 +363,16 @@ impl Replica {
         heads
             .iter()
             .all(|h| self.doc.get_change_meta_by_hash(h).is_some())
+    }
+
+    /// The changes that changes we hold wait for (received, not applied:
+    /// their dependencies never came), sorted, at most `max`.
+    pub fn missing_deps(&self, max: usize) -> Vec<ChangeHash> {
+        let mut missing = self.doc.get_missing_deps(&[]);
+        missing.sort();
+        missing.dedup();
+        missing.truncate(max);
+        missing
     }
 
     pub fn heads(&self) -> Vec<ChangeHash> {

@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::sealed::*;
 use common::*;
 use huddle::node::Event;
 use huddle::sealed::{self, Body, Class, Envelope};
@@ -27,29 +28,6 @@ fn sites() -> (Mesh, usize, usize, usize) {
     m.disconnect(ben, cleo);
     m.run_until_quiet();
     (m, ana, ben, cleo)
-}
-
-fn bodies(m: &Mesh, i: usize, conv: huddle::ConversationId) -> Vec<String> {
-    m.devices[i]
-        .node
-        .history(&conv, None)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|r| r.body)
-        .collect()
-}
-
-/// Every envelope device `i` was sent, in order.
-fn envelopes_received(m: &Mesh, i: usize) -> Vec<Vec<u8>> {
-    m.devices[i]
-        .received
-        .iter()
-        .filter_map(|f| match Frame::decode(f) {
-            Ok(Frame::Sealed { envelopes }) => Some(envelopes),
-            _ => None,
-        })
-        .flatten()
-        .collect()
 }
 
 fn holds_text(m: &Mesh, i: usize, text: &str) -> bool {
@@ -273,13 +251,6 @@ fn ward() -> (Mesh, usize, usize, usize, huddle::ConversationId) {
     (m, ana, ben, cleo, conv)
 }
 
-/// The carrier leaves `from` and meets `to`.
-fn walk(m: &mut Mesh, carrier: usize, from: usize, to: usize) {
-    m.disconnect(from, carrier);
-    m.connect(to, carrier);
-    m.run_until_quiet();
-}
-
 fn urgent(conversation: huddle::ConversationId, body: &str) -> huddle::Command {
     huddle::Command::Send {
         conversation,
@@ -413,45 +384,6 @@ fn what_is_owed_survives_a_restart_in_the_grace_period() {
     assert_eq!(bodies(&m, ben, conv), ["owed across a crash"]);
 }
 
-/// Ana, Ben and Dan in "Transfer", which Ana created and wrote `text` in;
-/// Ana and Dan connected; Cleo (a member of nothing) carried everyone's
-/// certificates and left.
-fn transfer(seed: u64, text: &str) -> (Mesh, [usize; 4], huddle::ConversationId) {
-    let mut m = Mesh::new(seed);
-    let ana = m.add_member("Ana", &["nurse"]);
-    let ben = m.add_member("Ben", &["nurse"]);
-    let dan = m.add_member("Dan", &["nurse"]);
-    let cleo = m.add_member("Cleo", &["porter"]);
-    for i in [ana, ben, dan] {
-        m.connect(i, cleo);
-    }
-    m.run_until_quiet();
-    for i in [ana, ben, dan] {
-        m.disconnect(i, cleo);
-    }
-    m.connect(ana, dan);
-    let conv = group_of(&mut m, ana, &[ana, ben, dan], "Transfer");
-    m.send_text(ana, conv, text);
-    m.run_until_quiet();
-    (m, [ana, ben, dan, cleo], conv)
-}
-
-/// Ben's new phone enrols: its certificate reaches Cleo's team document,
-/// and two minutes pass (past every grace period).
-fn enrol_bens_phone(m: &mut Mesh, ben: usize, cleo: usize) -> usize {
-    let key = huddle::crypto::DeviceKey::generate(&mut m.rng);
-    let cert = request("Ben", &["nurse"], key.device_id(), m.devices[ben].member())
-        .sign(&m.authority)
-        .unwrap();
-    let phone = m.add_device(key, Some(cert));
-    m.connect(phone, cleo);
-    m.run_until_quiet();
-    m.disconnect(phone, cleo);
-    let t = m.now + 120_000;
-    m.run_until(t);
-    phone
-}
-
 #[test]
 fn a_history_for_a_device_new_to_the_directory_is_sealed_by_the_creator_only() {
     let (mut m, [ana, ben, dan, cleo], conv) = transfer(12, "history marker-91");
@@ -506,47 +438,6 @@ fn a_members_change_the_creator_never_held_reaches_a_device_new_to_both() {
     let mut got = bodies(&m, phone, conv);
     got.sort();
     assert_eq!(got, ["far side marker-94", "history marker-93"]);
-}
-
-/// Ana created "Transfer" and is revoked; Ben's new phone is sealed Dan's
-/// message, which depends on Ana's changes, and nobody seals it the
-/// history. The phone asks a member for what it lacks, and gets it.
-#[test]
-fn a_device_missing_what_an_envelope_depends_on_asks_a_member_for_it() {
-    let (mut m, [ana, ben, dan, cleo], conv) = transfer(14, "history marker-95");
-    m.disconnect(ana, dan);
-    let rev = huddle::membership::Revocation::sign(
-        &m.authority,
-        huddle::membership::RevocationTarget::Device(m.devices[ana].id()),
-        m.now,
-    );
-    m.command(dan, huddle::Command::Revoke(rev))
-        .expect("revoke");
-    m.run_until_quiet();
-    let phone = enrol_bens_phone(&mut m, ben, cleo);
-    // Dan learns of the phone (and Cleo of the revocation), and writes.
-    walk(&mut m, cleo, phone, dan);
-    m.send_text(dan, conv, "dan marker-96");
-    let t = m.now + 120_000;
-    m.run_until(t);
-    walk(&mut m, cleo, dan, phone);
-    assert!(
-        bodies(&m, phone, conv).is_empty(),
-        "it waits for Ana's changes"
-    );
-    // The phone asks one member device at a time, Ben's laptop (which
-    // never got the conversation) or Dan; Cleo carries the requests and
-    // the answer back.
-    for _ in 0..2 {
-        let t = m.now + 300_000;
-        m.run_until(t);
-        walk(&mut m, cleo, phone, dan);
-        walk(&mut m, cleo, dan, ben);
-        walk(&mut m, cleo, ben, phone);
-    }
-    let mut got = bodies(&m, phone, conv);
-    got.sort();
-    assert_eq!(got, ["dan marker-96", "history marker-95"]);
 }
 
 use rand_core::SeedableRng;

@@ -170,6 +170,8 @@ pub struct LocalPush {
     /// The change, after the page change it needed, if any.
     pub(super) changes: Vec<automerge::Change>,
     pub(super) heads: Vec<ChangeHash>,
+    /// Changes we ask for (a repair request): sorted, unique.
+    pub(super) need: Vec<ChangeHash>,
 }
 
 impl LocalPush {
@@ -187,7 +189,7 @@ impl LocalPush {
         flags.set(MessageFlags::SUPPORTS_SYNC_RESET);
         let msg = sync::Message {
             heads: self.heads.clone(),
-            need: Vec::new(),
+            need: self.need.clone(),
             have: Vec::new(),
             changes: self
                 .changes
@@ -217,7 +219,11 @@ impl LocalPush {
 
     /// A push of `changes` (in the order written) with our `heads`.
     pub fn of(changes: Vec<automerge::Change>, heads: Vec<ChangeHash>) -> LocalPush {
-        LocalPush { changes, heads }
+        LocalPush {
+            changes,
+            heads,
+            need: Vec::new(),
+        }
     }
 
     /// The changes pushed.
@@ -231,6 +237,17 @@ impl LocalPush {
         LocalPush {
             changes: Vec::new(),
             heads,
+            need: Vec::new(),
+        }
+    }
+
+    /// No change, our heads, and the changes we ask for (`need`, sorted
+    /// and unique): what a repair request carries (protocol/sealed.md §3.1).
+    pub fn request(heads: Vec<ChangeHash>, need: Vec<ChangeHash>) -> LocalPush {
+        LocalPush {
+            changes: Vec::new(),
+            heads,
+            need,
         }
     }
 

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod mutate;
+pub mod sealed;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 

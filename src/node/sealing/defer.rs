@@ -110,6 +110,18 @@ impl Node {
         fx: &mut Fx,
     ) {
         self.queue_note(id, &owed.since, fx);
+        self.defer_volatile(now, id, device, owed, fx);
+    }
+
+    /// [`Node::defer_for`] without the durable record.
+    pub(super) fn defer_volatile(
+        &mut self,
+        now: Millis,
+        id: ConversationId,
+        device: DeviceId,
+        owed: Owed,
+        fx: &mut Fx,
+    ) {
         let due = owed.due;
         self.mail
             .behind

@@ -82,6 +82,8 @@ pub(crate) struct Mail {
     /// What we asked for of what waits, and whom we answered
     /// (`repair.rs`).
     repair: repair::Repair,
+    /// `mail_start` is trying the held envelopes again.
+    starting: bool,
     /// Envelopes we sealed (this run): the conversation, each slot's device
     /// and done secret, the changes. A recipient we meet directly gets the
     /// changes by sync, not the envelope, and we show its secret for it
@@ -134,6 +136,7 @@ impl Mail {
             unknown: BTreeSet::new(),
             waiting: BTreeMap::new(),
             repair: repair::Repair::default(),
+            starting: false,
             own: BTreeMap::new(),
             behind: defer::Behind::default(),
             queued: stored.mail_queue.clone(),
@@ -346,6 +349,11 @@ impl Node {
         let mut owed: Vec<(ConversationId, DeviceId, bool)> = Vec::new();
         for (id, slot) in &self.convs {
             let creator = slot.header.creator == self.device;
+            // A conversation not loaded has no change of this session's
+            // actor: nothing of ours to seal, and no reason to load it.
+            if !creator && slot.if_loaded().is_none() {
+                continue;
+            }
             for cert in certs {
                 if slot.header.admits(cert) && self.out_of_reach(now, cert) {
                     owed.push((*id, cert.device, creator));
@@ -360,7 +368,14 @@ impl Node {
                 class: Class::Routine,
                 due: (now + SEAL_DELAY_MS).max(self.grace_end(&d)),
             };
-            self.defer_for(now, id, d, o, fx);
+            if creator {
+                self.defer_for(now, id, d, o, fx);
+            } else {
+                // Not written to `mailq/`: "everything after no heads" would
+                // make a restart seal every author's history to every
+                // member away. Lost with a crash, it comes by repair.
+                self.defer_volatile(now, id, d, o, fx);
+            }
         }
     }
 

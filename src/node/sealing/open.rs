@@ -47,6 +47,7 @@ impl Node {
         if h.settled.is_some() {
             return;
         }
+        let alone = h.env.slots.len() == 1;
         let opened = h.env.open(&self.mail.x_secret);
         let Some(o) = opened else {
             if let Some(h) = self.mail.mailbox.get_mut(&id) {
@@ -71,7 +72,7 @@ impl Node {
                 self.mail_write(&id, fx);
             }
             Ok(changes) => {
-                if changes.is_empty() {
+                if changes.is_empty() && alone {
                     // A request for what the sealer lacks (`repair.rs`),
                     // or a new conversation's announcement.
                     if let Some(asker) = self.mail_sender(&o.sender) {
@@ -237,6 +238,8 @@ impl Node {
         self.mail_expire(now, fx);
         // Changes written before a crash and never sealed.
         self.defer_queued(now, fx);
+        // Tried again, not answered again (`repair.rs`).
+        self.mail.starting = true;
         let ids = self.mail.mailbox.held_ids();
         for id in ids {
             if self
@@ -251,6 +254,7 @@ impl Node {
                 self.mail_open(now, id, fx);
             }
         }
+        self.mail.starting = false;
     }
 
     pub(in crate::node) fn mail_expire(&mut self, now: Millis, fx: &mut Fx) {

@@ -6,22 +6,27 @@
 //! heads and no change; a member that opens such an envelope seals back
 //! every author's changes after those heads.
 //!
-//! Bounds: requests for a conversation `REPAIR_EVERY_MS` apart and then
-//! twice as far each time, each to the next member device in turn, the
-//! earlier one withdrawn (done) when the next is sealed; one answer per
-//! conversation and asker per `REPAIR_EVERY_MS` (a request costs a few
-//! hundred bytes, an answer a history: a member must not make us seal it
-//! again and again).
+//! Bounds: requests for a conversation `REPAIR_EVERY_MS` apart, and twice
+//! as far each time one brought nothing, each to the next member device
+//! in turn, the earlier one withdrawn (done) when the next is sealed or
+//! nothing waits any more; an answer only to an envelope sealed to us
+//! alone that names changes it needs, one per conversation and asker per
+//! `REPAIR_EVERY_MS`, and one envelope's worth of changes (a request
+//! costs a few hundred bytes: a member must not make us seal a history
+//! again and again, or to many at once).
 
 use super::*;
 
 /// How long an opened envelope waits before its recipient asks.
 const REPAIR_AFTER_MS: Millis = 120_000;
 /// How often one asker is answered for a conversation, and the least time
-/// between two requests for it; later requests wait twice as long each
-/// time, up to `2^REPAIR_BACKOFF_MAX` times as long (about 21 hours).
+/// between two requests for it; while a request brings nothing, the next
+/// waits twice as long each time, up to `2^REPAIR_BACKOFF_MAX` times as
+/// long (about 21 hours).
 const REPAIR_EVERY_MS: Millis = 300_000;
 const REPAIR_BACKOFF_MAX: u32 = 8;
+/// The changes one request names (Automerge's `need`).
+const REPAIR_NEED_MAX: usize = 64;
 
 /// Per conversation with opened envelopes waiting: since when, when we
 /// last asked, how many times, and our latest request (done when the
@@ -37,16 +42,22 @@ pub(super) struct Repair {
 struct Asking {
     since: Millis,
     last: Option<Millis>,
-    asked: u32,
+    /// Requests sealed: whom the next goes to, in turn.
+    asked: usize,
+    /// Requests in a row that brought nothing.
+    idle: u32,
+    /// Our heads when we last asked.
+    heads: [u8; 16],
     request: Option<Id>,
 }
 
 impl Asking {
-    fn due(&self, now: Millis) -> bool {
+    fn due(&self, now: Millis, heads: [u8; 16]) -> bool {
         match self.last {
             None => now.saturating_sub(self.since) >= REPAIR_AFTER_MS,
             Some(last) => {
-                let wait = REPAIR_EVERY_MS << self.asked.saturating_sub(1).min(REPAIR_BACKOFF_MAX);
+                let idle = if heads == self.heads { self.idle } else { 0 };
+                let wait = REPAIR_EVERY_MS << idle.min(REPAIR_BACKOFF_MAX);
                 now.saturating_sub(last) >= wait
             }
         }
@@ -58,61 +69,78 @@ impl Node {
     /// enough still wait for.
     pub(super) fn repair_ask(&mut self, now: Millis, fx: &mut Fx) {
         let waiting: BTreeSet<ConversationId> = self.mail.waiting.keys().copied().collect();
-        let r = &mut self.mail.repair;
-        r.asks.retain(|c, _| waiting.contains(c));
-        r.answered
+        self.mail
+            .repair
+            .answered
             .retain(|_, at| now.saturating_sub(*at) < REPAIR_EVERY_MS);
+        // Nothing waits any more: the last request goes too.
+        let ended: Vec<Option<Id>> = {
+            let asks = &mut self.mail.repair.asks;
+            let ended = asks
+                .iter()
+                .filter(|(c, _)| !waiting.contains(c))
+                .map(|(_, a)| a.request)
+                .collect();
+            asks.retain(|c, _| waiting.contains(c));
+            ended
+        };
+        for old in ended.into_iter().flatten() {
+            self.repair_withdraw(now, old, fx);
+        }
         for id in waiting {
+            let Some(replica) = self.replica_of(&id.0) else {
+                continue;
+            };
+            let (heads, digest) = (replica.heads(), replica.heads_digest());
+            let need = replica.missing_deps(REPAIR_NEED_MAX);
             let asking = self.mail.repair.asks.entry(id).or_insert(Asking {
                 since: now,
                 last: None,
                 asked: 0,
+                idle: 0,
+                heads: digest,
                 request: None,
             });
-            if !asking.due(now) {
+            if need.is_empty() || !asking.due(now, digest) {
                 continue;
             }
+            let idle = if asking.last.is_some() && asking.heads == digest {
+                asking.idle.saturating_add(1)
+            } else {
+                0
+            };
             let (asked, old) = (asking.asked, asking.request);
             let Some(header) = self.header_of(&id).cloned() else {
                 continue;
             };
-            // A member device connected to us brings it by sync.
-            let connected = self.directory().any(|c| {
-                header.admits(c)
-                    && c.device != self.device
-                    && self
-                        .peers
-                        .get(&c.device)
-                        .is_some_and(|p| p.member().is_some())
-            });
-            if connected {
-                continue;
-            }
+            // A member device connected to us that had them would have
+            // brought them by sync by now: ask one out of reach.
             let mut members: Vec<DeviceId> = self
                 .directory()
-                .filter(|c| header.admits(c))
-                .filter(|c| self.out_of_reach(now, c))
+                .filter(|c| header.admits(c) && self.out_of_reach(now, c))
                 .map(|c| c.device)
                 .collect();
             members.sort();
-            let Some(replica) = self.replica_of(&id.0) else {
+            let Some(&to) = members.get(asked % members.len().max(1)) else {
                 continue;
             };
-            let Some(&to) = members.get(asked as usize % members.len().max(1)) else {
-                continue;
-            };
-            let push = LocalPush::heads_only(replica.heads());
             if let Some(old) = old {
                 self.repair_withdraw(now, old, fx);
             }
+            let push = LocalPush::request(heads, need);
             let request = self
                 .seal_for(now, id, &push, Class::Routine, &[to], fx)
                 .first()
                 .copied();
             if let Some(a) = self.mail.repair.asks.get_mut(&id) {
-                a.last = Some(now);
-                a.asked = asked.saturating_add(1);
-                a.request = request;
+                *a = Asking {
+                    since: a.since,
+                    last: Some(now),
+                    asked: asked.wrapping_add(1),
+                    idle,
+                    heads: digest,
+                    request,
+                };
             }
         }
     }
@@ -141,9 +169,11 @@ impl Node {
         self.mail_post_done(now, &peers, &done, fx);
     }
 
-    /// An opened envelope that carried no change: a request (or a new
-    /// conversation's announcement). Seals its sealer, `asker`, every
-    /// author's changes after the heads it showed, if we hold any.
+    /// An opened envelope with no change, sealed to us alone: if its sync
+    /// message names changes it needs (a request, not a new conversation's
+    /// announcement) and we hold any, seals its sealer `asker` our changes
+    /// after the heads it showed that we hold too, oldest first, at most
+    /// one envelope's worth: it asks again for the rest.
     pub(super) fn repair_answer(
         &mut self,
         now: Millis,
@@ -152,7 +182,8 @@ impl Node {
         sync: &[u8],
         fx: &mut Fx,
     ) {
-        if asker == self.device
+        if self.mail.starting
+            || asker == self.device
             || self
                 .mail
                 .repair
@@ -162,28 +193,43 @@ impl Node {
         {
             return;
         }
+        // A device connected to us gets what it lacks by sync.
+        if !self
+            .directory()
+            .find(|c| c.device == asker)
+            .is_some_and(|c| self.out_of_reach(now, c))
+        {
+            return;
+        }
         // Bytes `mail_apply` took already, under the same containment.
-        let heads = match crate::node::contain::guarded(|| {
-            automerge::sync::Message::decode(sync).map(|m| m.heads)
-        }) {
-            Ok(Ok(heads)) => heads,
-            _ => return,
+        let Ok(Ok((heads, need))) = crate::node::contain::guarded(|| {
+            automerge::sync::Message::decode(sync).map(|m| (m.heads, m.need))
+        }) else {
+            return;
         };
         let Some(replica) = self.replica_of(&id.0) else {
             return;
         };
-        if replica.changes_since(&heads).is_empty() {
+        if !need.iter().any(|h| replica.has_all(&[*h])) {
             return;
         }
+        // Its heads that we hold too: the changes after them, ours and
+        // not ours, are what it may lack.
+        let known: Vec<ChangeHash> = heads
+            .into_iter()
+            .filter(|h| replica.has_all(&[*h]))
+            .collect();
+        let mut len = 0;
+        let changes: Vec<automerge::Change> = replica
+            .changes_since(&known)
+            .into_iter()
+            .take_while(|c| {
+                len += c.raw_bytes().len();
+                len <= HISTORY_BODY || len == c.raw_bytes().len()
+            })
+            .collect();
+        let ours = replica.heads();
         self.mail.repair.answered.insert((id, asker), now);
-        let owed = defer::Owed {
-            since: heads,
-            all: true,
-            announce: false,
-            class: Class::Routine,
-            due: now,
-        };
-        self.defer_for(now, id, asker, owed, fx);
-        self.seal_behind(now, fx);
+        self.seal_changes(now, id, changes, &ours, Class::Routine, &[asker], fx);
     }
 }
