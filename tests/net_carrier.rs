@@ -26,7 +26,6 @@ mod cli_support;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use cli_support::{admit, eventually, init, ok, open_store, unlock_env, Device};
@@ -263,17 +262,8 @@ impl InNs {
     /// SIGTERM, and waits for the clean shutdown (store flushed).
     fn stop(mut self) -> anyhow::Result<()> {
         netns::must(&["kill", "-TERM", &self.child.id().to_string()]).map_err(|e| anyhow!(e))?;
-        let deadline = Instant::now() + cli_support::DEADLINE;
-        let status = loop {
-            if let Some(status) = self.child.try_wait()? {
-                break status;
-            }
-            if Instant::now() > deadline {
-                bail!("{} did not stop in {}", self.dir.display(), self.ns);
-            }
-            // Polling the exit, within the deadline.
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let what = format!("{} to stop in {}", self.dir.display(), self.ns);
+        let status = eventually(&what, || Ok(self.child.try_wait()?))?;
         if !status.success() {
             bail!("it did not stop cleanly ({status})\n{}", self.log());
         }
