@@ -39,6 +39,7 @@ pub mod node;
 pub mod private_dir;
 pub mod replica;
 pub mod sealed;
+pub mod sendq;
 pub mod store;
 pub mod team;
 pub mod trail;

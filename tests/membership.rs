@@ -147,7 +147,7 @@ fn sent_by_ana(mesh: &mut Mesh, cert: &Certificate) -> Vec<Vec<u8>> {
     node.handle(now, Input::PeerDisconnected { peer });
     out.into_iter()
         .filter_map(|o| match o {
-            Output::Send { peer: p, frame } if p == peer => Some(frame),
+            Output::Send { peer: p, frame, .. } if p == peer => Some(frame),
             _ => None,
         })
         .collect()
@@ -174,7 +174,7 @@ fn strangers_other_teams_and_revoked_members_never_learn_who_we_are() {
     let to_stranger: Vec<Vec<u8>> = out
         .into_iter()
         .filter_map(|o| match o {
-            Output::Send { peer, frame } if peer == stranger => Some(frame),
+            Output::Send { peer, frame, .. } if peer == stranger => Some(frame),
             _ => None,
         })
         .collect();

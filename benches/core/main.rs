@@ -108,7 +108,7 @@ fn carry_out(dev: &mut Device, outputs: Vec<Output>) -> Vec<(DeviceId, Vec<u8>)>
         match o {
             Output::Persist(ops) => dev.store.apply(&ops).expect("memory store"),
             Output::Flush => dev.store.flush().expect("memory store"),
-            Output::Send { peer, frame } => frames.push((peer, frame)),
+            Output::Send { peer, frame, .. } => frames.push((peer, frame)),
             Output::Disconnect { peer, reason } => panic!("disconnected {peer:?}: {reason}"),
             Output::Emit(_) | Output::SetTimer { .. } => {}
             Output::Reload { .. } => panic!("a document was dropped and reloaded"),

@@ -13,6 +13,7 @@
 use std::collections::BTreeSet;
 
 use huddle::node::{Event, Output, Timer};
+use huddle::sendq::Prio;
 use huddle::store::{keys, Store};
 use huddle::team::TEAM_DOC_ID;
 use huddle::wire::{Frame, MAX_FRAME_LEN};
@@ -20,7 +21,7 @@ use huddle::{DeviceId, Priority};
 use rand::Rng;
 
 use crate::check::{self, Invariant};
-use crate::net::{Dev, SendError};
+use crate::net::{Dev, Held, PipeKey, SendError};
 use crate::queue::{Ev, UserCmd};
 use crate::topo;
 use crate::trace;
@@ -74,7 +75,7 @@ impl World {
                     dirty = false;
                 }
                 Output::Emit(e) => self.on_event(dev, e),
-                Output::Send { peer, frame } => self.send_frame(dev, peer, frame),
+                Output::Send { peer, frame, prio } => self.send_frame(dev, peer, frame, prio),
                 Output::Disconnect { peer, reason } => topo::disconnect(self, dev, peer, reason),
                 Output::SetTimer { timer, at } => self.set_timer(dev, timer, at),
                 Output::Reload { doc } => {
@@ -168,6 +169,14 @@ impl World {
             }
         }
         match e {
+            Event::MessageAdded {
+                message,
+                priority,
+                local: true,
+                ..
+            } => {
+                self.ledger.priority.insert(message, priority);
+            }
             Event::Sent {
                 conversation,
                 message,
@@ -200,6 +209,13 @@ impl World {
                     return;
                 }
                 self.acct.deliveries.insert((dev, message.0));
+                if priority != Priority::Routine {
+                    if let Some(c) = self.ledger.confirmed.get(&message) {
+                        let p = &mut self.counters.pressing;
+                        p.0 += 1;
+                        p.1 = p.1.max(self.now.saturating_sub(c.at));
+                    }
+                }
                 if self.final_heal || !self.devs[dev].is_member() {
                     return;
                 }
@@ -283,7 +299,7 @@ impl World {
         }
     }
 
-    fn send_frame(&mut self, from: Dev, peer: DeviceId, frame: Vec<u8>) {
+    fn send_frame(&mut self, from: Dev, peer: DeviceId, frame: Vec<u8>, prio: Prio) {
         let Some(&to) = self.by_id.get(&peer) else {
             self.counters.unknown_peer += 1;
             return;
@@ -329,27 +345,96 @@ impl World {
             tag,
             len as u64,
         );
+        match self.net.pipe_for(from, to) {
+            Ok((session, key)) if self.net.must_hold(key, self.now) => {
+                let h = Held {
+                    session,
+                    from,
+                    to,
+                    frame,
+                };
+                if self.net.hold(key, prio, h) {
+                    let at = self.net.free_at(key).max(self.now);
+                    self.q.push(at, Ev::PipeFree { key });
+                }
+                let s = &self.net.sessions[&session];
+                let d = &s.dirs[s.dir_from(from)];
+                self.check_queue(from, to, d.in_flight + d.held);
+            }
+            _ => self.transmit(from, to, frame),
+        }
+    }
+
+    /// A pipe may take frames again: sends what it held, in order, until it
+    /// is busy again or holds nothing.
+    pub(crate) fn pipe_free(&mut self, key: PipeKey) {
+        loop {
+            let free = self.net.free_at(key);
+            if free > self.now {
+                self.q.push(free, Ev::PipeFree { key });
+                return;
+            }
+            let Some(h) = self.net.release(key) else {
+                return;
+            };
+            match self.net.pipe_for(h.from, h.to) {
+                Ok((session, _)) if session == h.session => self.transmit(h.from, h.to, h.frame),
+                _ => {
+                    let why = trace::DROP_NOT_CONNECTED;
+                    self.trace.log(
+                        self.now,
+                        trace::Kind::Drop,
+                        Some(h.from),
+                        Some(h.to),
+                        why,
+                        0,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Sends at once what session `id` held: a graceful close drains its
+    /// queue first.
+    pub(crate) fn flush_held(&mut self, id: u64) {
+        for h in self.net.release_session(id) {
+            self.transmit(h.from, h.to, h.frame);
+        }
+    }
+
+    fn check_queue(&mut self, from: Dev, to: Dev, q: usize) {
+        self.counters.peak_queue = self.counters.peak_queue.max(q);
+        if q > self.opts.max_queue {
+            self.fail(
+                Invariant::Bounded,
+                vec![from, to],
+                format!(
+                    "{q} frames queued from d{from} to d{to} (limit {})",
+                    self.opts.max_queue
+                ),
+            );
+        }
+    }
+
+    /// Puts a frame on the wire of its session.
+    fn transmit(&mut self, from: Dev, to: Dev, frame: Vec<u8>) {
+        let len = frame.len();
         match self.net.send(&mut self.rng, self.now, from, to, len) {
             Ok(s) => {
                 if let crate::net::Route::Link { .. } = self.net.sessions[&s.session].route {
                     self.counters.link_bytes += len as u64;
                 }
-                let sync = match &decoded {
-                    Frame::Sync { doc, more, .. } => Some((s.session, *doc, *more)),
-                    _ => None,
-                };
+                // A `Sync` frame (decoded when it was sent): tag 5, doc [16],
+                // more u8 (wire.md §9).
+                let sync = (frame[0] == 5 && frame.len() >= 18).then(|| {
+                    let doc: [u8; 16] = frame[1..17].try_into().expect("16 bytes");
+                    (s.session, doc, frame[17] != 0)
+                });
                 self.acct.on_send(frame[0], len, sync);
-                let q = self.net.sessions[&s.session].dirs[s.dir].in_flight;
-                self.counters.peak_queue = self.counters.peak_queue.max(q);
+                let d = &self.net.sessions[&s.session].dirs[s.dir];
+                let q = d.in_flight + d.held;
+                self.check_queue(from, to, q);
                 if q > self.opts.max_queue {
-                    self.fail(
-                        Invariant::Bounded,
-                        vec![from, to],
-                        format!(
-                            "{q} frames queued from d{from} to d{to} (limit {})",
-                            self.opts.max_queue
-                        ),
-                    );
                     return;
                 }
                 if let Some(g) = s.ghost {

@@ -109,6 +109,8 @@ pub struct Ledger {
     /// Every body the workload wrote, to search frames and stores for
     /// (`leak.rs`).
     pub bodies: crate::leak::Bodies,
+    /// Each confirmed message's priority.
+    pub priority: BTreeMap<MessageId, huddle::Priority>,
 }
 
 impl Ledger {

@@ -166,6 +166,7 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
         stale_blocked: w.counters.stale_blocked,
         rejected: w.counters.rejected,
         events: w.trace.events,
+        pressing: (w.counters.pressing.0, w.counters.pressing.1 as f64 / 1e6),
         clinical: (
             w.clin.alerts_checked,
             w.clin.escalations,

@@ -24,6 +24,9 @@ pub struct Counters {
     pub quiet_at: Option<u64>,
     /// The last time a frame was delivered.
     pub last_delivery: u64,
+    /// Urgent and STAT messages shown on another device, and the longest
+    /// any took from being written (µs).
+    pub pressing: (u64, u64),
     pub heal_at: Option<u64>,
 }
 
@@ -78,6 +81,8 @@ pub struct Metrics {
     /// Clinical checks (`clinical.rs`): alerts raised, escalation entries
     /// written, reminder occurrences checked on time.
     pub clinical: (u64, u64, u64),
+    /// Urgent and STAT deliveries, and the slowest of them (s).
+    pub pressing: (u64, f64),
 }
 
 fn ratio(a: u64, b: u64) -> Option<f64> {
@@ -191,6 +196,13 @@ impl Metrics {
             let _ = writeln!(
                 s,
                 "  clinical                    {alerts} alerts, {escalations} escalation entries, {reminders} reminder occurrences on time"
+            );
+        }
+        let (n, worst) = self.pressing;
+        if n > 0 {
+            let _ = writeln!(
+                s,
+                "  urgent and STAT             {n} deliveries, the slowest {worst:.2} s after it was written"
             );
         }
         let _ = write!(s, "  simulated events            {}", self.events);

@@ -9,14 +9,24 @@
 //! surfaces after its connection died (a "ghost") is dropped because its
 //! session id is stale.
 //!
+//! A sender commits at most [`COMMIT_BYTES`] to a pipe ahead of the wire
+//! (Yamux's window); what it sends past that is **held**
+//! in a [`SendQueue`] per pipe and goes to the wire as the pipe frees, in
+//! `huddle::sendq`'s order (transport.md §5.1): STAT and urgent before
+//! routine, routine before history, each lane of a session in order. On a
+//! link shared by several sessions, the queue orders them all, as a
+//! priority-queueing router would.
+//!
 //! Invariant: inside one session each direction delivers frames exactly
-//! once and in order, and a frame is never delivered into any session but
-//! the one it was sent on.
+//! once and, within a lane, in the order they were sent; a frame is never
+//! delivered into any session but the one it was sent on.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+
+use huddle::sendq::{Lane, Prio, SendQueue};
 
 use crate::scenario::{Latency, Scenario};
 
@@ -27,6 +37,28 @@ pub type Dev = usize;
 pub const BREAK_AFTER_LOSSES: u32 = 6;
 /// The smallest retransmission timeout.
 const MIN_RTO_US: u64 = 200_000;
+/// Bytes a sender commits to a pipe ahead of the wire: Yamux's stream
+/// window (256 KiB, its initial credit; it grows only when a link carries
+/// more than that per round trip, never on a thin one): the node's writer
+/// blocks once the window is full, and what it queues meanwhile goes in
+/// order of rank.
+pub const COMMIT_BYTES: f64 = 262_144.0;
+
+/// A sender's pipe: a session's direction on a LAN, or a link's direction
+/// (shared by the sessions over it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PipeKey {
+    Lan { session: u64, dir: usize },
+    Link { link: usize, dir: usize },
+}
+
+/// A frame held back while its pipe is busy.
+pub struct Held {
+    pub session: u64,
+    pub from: Dev,
+    pub to: Dev,
+    pub frame: Vec<u8>,
+}
 
 #[derive(Clone, Copy, Debug)]
 pub struct Profile {
@@ -72,6 +104,8 @@ pub struct Direction {
     last_arrival: u64,
     pipe: Pipe,
     pub in_flight: usize,
+    /// Frames held back for a busy pipe.
+    pub held: usize,
 }
 
 impl Direction {
@@ -83,6 +117,7 @@ impl Direction {
             last_arrival: 0,
             pipe: Pipe::default(),
             in_flight: 0,
+            held: 0,
         }
     }
 
@@ -164,6 +199,7 @@ pub struct Net {
     by_pair: BTreeMap<(Dev, Dev), u64>,
     next_session: u64,
     stale_dup: f64,
+    held: BTreeMap<PipeKey, SendQueue<Held, (u64, Lane)>>,
 }
 
 pub fn pair(a: Dev, b: Dev) -> (Dev, Dev) {
@@ -211,6 +247,7 @@ impl Net {
             by_pair: BTreeMap::new(),
             next_session: 1,
             stale_dup: s.faults.stale_dup,
+            held: BTreeMap::new(),
         }
     }
 
@@ -293,15 +330,8 @@ impl Net {
         id
     }
 
-    /// Queues a frame from `from` to `to`.
-    pub fn send(
-        &mut self,
-        rng: &mut ChaCha8Rng,
-        now: u64,
-        from: Dev,
-        to: Dev,
-        len: usize,
-    ) -> Result<Sent, SendError> {
+    /// The open session a frame from `from` to `to` goes on, and its pipe.
+    pub fn pipe_for(&self, from: Dev, to: Dev) -> Result<(u64, PipeKey), SendError> {
         let Some(&id) = self.by_pair.get(&pair(from, to)) else {
             return Err(SendError::NotConnected);
         };
@@ -310,6 +340,99 @@ impl Net {
         if !s.open || !s.dirs[dir].open() {
             return Err(SendError::NotConnected);
         }
+        let key = match s.route {
+            Route::Lan { .. } => PipeKey::Lan { session: id, dir },
+            Route::Link { link } => {
+                let forward = self.home[from] == self.links[link].a_site as u32;
+                PipeKey::Link {
+                    link,
+                    dir: usize::from(!forward),
+                }
+            }
+        };
+        Ok((id, key))
+    }
+
+    /// When the pipe takes its next frame: once no more than
+    /// [`COMMIT_BYTES`] wait ahead of the wire.
+    pub fn free_at(&self, key: PipeKey) -> u64 {
+        let (pipe, profile) = match key {
+            PipeKey::Lan { session, dir } => match self.sessions.get(&session) {
+                Some(s) => (s.dirs[dir].pipe, self.profile(s.route)),
+                None => return 0,
+            },
+            PipeKey::Link { link, dir } => (self.links[link].pipes[dir], self.links[link].profile),
+        };
+        let window = (COMMIT_BYTES * 8.0 / profile.bits_per_us) as u64;
+        pipe.busy_until.saturating_sub(window)
+    }
+
+    /// Must a frame for `key` be held (the pipe is busy, or frames wait)?
+    pub fn must_hold(&self, key: PipeKey, now: u64) -> bool {
+        self.held.contains_key(&key) || self.free_at(key) > now
+    }
+
+    /// Holds a frame for `key`; true if it is the first (the caller
+    /// schedules the pipe's release).
+    pub fn hold(&mut self, key: PipeKey, prio: Prio, h: Held) -> bool {
+        if let Some(s) = self.sessions.get_mut(&h.session) {
+            s.dirs[s.dir_from(h.from)].held += 1;
+        }
+        let q = self.held.entry(key).or_default();
+        q.push_in((h.session, prio.lane), prio.rank, h);
+        q.len() == 1
+    }
+
+    /// The next frame held for `key`, in `sendq`'s order.
+    pub fn release(&mut self, key: PipeKey) -> Option<Held> {
+        let q = self.held.get_mut(&key)?;
+        let h = q.pop();
+        if q.is_empty() {
+            self.held.remove(&key);
+        }
+        let h = h?;
+        self.unheld(&h);
+        Some(h)
+    }
+
+    /// Everything held of session `id`, in order: a graceful close sends
+    /// what was queued before it.
+    pub fn release_session(&mut self, id: u64) -> Vec<Held> {
+        let mut out = Vec::new();
+        let keys: Vec<PipeKey> = self.held.keys().copied().collect();
+        for key in keys {
+            let q = self.held.get_mut(&key).expect("listed");
+            let mut mine = q.take_lanes(|k| k.0 == id);
+            if q.is_empty() {
+                self.held.remove(&key);
+            }
+            out.extend(std::iter::from_fn(|| mine.pop()));
+        }
+        for h in &out {
+            self.unheld(h);
+        }
+        out
+    }
+
+    fn unheld(&mut self, h: &Held) {
+        if let Some(s) = self.sessions.get_mut(&h.session) {
+            let d = s.dir_from(h.from);
+            s.dirs[d].held -= 1;
+        }
+    }
+
+    /// Queues a frame from `from` to `to` on the wire.
+    pub fn send(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        now: u64,
+        from: Dev,
+        to: Dev,
+        len: usize,
+    ) -> Result<Sent, SendError> {
+        let (id, _) = self.pipe_for(from, to)?;
+        let s = &self.sessions[&id];
+        let dir = s.dir_from(from);
         let route = s.route;
         let profile = self.profile(route);
         let tx = ((len as f64 * 8.0) / profile.bits_per_us).ceil() as u64;

@@ -39,6 +39,10 @@ pub enum Ev {
         to: Dev,
         frame: Vec<u8>,
     },
+    /// A busy pipe may take the frames it held (`net.rs`).
+    PipeFree {
+        key: crate::net::PipeKey,
+    },
     /// A late duplicate of a frame surfaces.
     Ghost {
         session: u64,
@@ -114,7 +118,7 @@ pub enum Ev {
 impl Ev {
     fn blocks_quiet(&self) -> bool {
         match self {
-            Ev::Deliver { .. } | Ev::Notify { .. } | Ev::Boot { .. } => true,
+            Ev::Deliver { .. } | Ev::PipeFree { .. } | Ev::Notify { .. } | Ev::Boot { .. } => true,
             Ev::Dial { background, .. } => !background,
             _ => false,
         }

@@ -29,6 +29,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "field-carrier",
         include_str!("../scenarios/field-carrier.toml"),
     ),
+    ("thin-link", include_str!("../scenarios/thin-link.toml")),
 ];
 
 /// A set of devices: `"all"`, `"site:ward"`, or indices and ranges `"0-9,12"`.
@@ -254,13 +255,27 @@ pub enum Action {
     /// off) or comes back up (a heal). An intermittent link's next
     /// scheduled flip still comes; the final heal brings every link up.
     Link { link: String, up: bool },
-    /// Every message confirmed before `before` by a device whose home is
-    /// site `from` is, by now, on every member device whose home is `to`
-    /// (the devices that carried it need not be members of anything).
+    /// Every message confirmed before `before` (and not before `since`)
+    /// by a device whose home is site `from`, of `priority` or above, is,
+    /// by now, on every member device whose home is `to` (the devices that
+    /// carried it need not be members of anything).
     CheckCarried {
         from: String,
         to: String,
         before: Dur,
+        #[serde(default)]
+        since: Dur,
+        #[serde(default)]
+        priority: Option<huddle::Priority>,
+    },
+    /// `device`'s user writes a message of `bytes` bytes and `priority` to
+    /// conversation number `conversation` (tried again later while the
+    /// device is down or lacks the conversation).
+    Send {
+        device: usize,
+        conversation: usize,
+        priority: huddle::Priority,
+        bytes: usize,
     },
 }
 
@@ -495,10 +510,15 @@ impl Scenario {
                 Action::Forge {
                     device,
                     conversation,
+                }
+                | Action::Send {
+                    device,
+                    conversation,
+                    ..
                 } => {
-                    dev(*device, "forge")?;
+                    dev(*device, "forge or send")?;
                     if *conversation >= self.conversation.len() {
-                        return Err(format!("forge names conversation {conversation}"));
+                        return Err(format!("an event names conversation {conversation}"));
                     }
                 }
                 Action::CheckCarried { from, to, .. } => {

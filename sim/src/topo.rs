@@ -183,6 +183,7 @@ pub fn disconnect(w: &mut World, by: Dev, peer: DeviceId, reason: Reason) {
     else {
         return;
     };
+    w.flush_held(id);
     let Some(drained) = w.net.close_by(id, by, w.now) else {
         return;
     };

@@ -266,6 +266,7 @@ impl World {
                 to,
                 frame,
             } => self.deliver(session, dir, seq, from, to, frame),
+            Ev::PipeFree { key } => self.pipe_free(key),
             Ev::Ghost { session, from, to } => {
                 if self.net.ghost_is_stale(session, from, to) {
                     self.counters.stale_blocked += 1;

@@ -133,13 +133,14 @@ impl Tamper for Gossip {
         let known = self.0.entry(device).or_default();
         let mut extra = Vec::new();
         for o in outputs.iter() {
-            if let Output::Send { peer, frame } = o {
+            if let Output::Send { peer, frame, prio } = o {
                 known.insert(*peer);
                 if matches!(Frame::decode(frame), Ok(Frame::Header { .. })) {
                     for other in known.iter().filter(|p| *p != peer) {
                         extra.push(Output::Send {
                             peer: *other,
                             frame: frame.clone(),
+                            prio: *prio,
                         });
                     }
                 }
@@ -384,6 +385,7 @@ impl Tamper for PlainHeads {
                 outputs.push(Output::Send {
                     peer: *peer,
                     frame: frame.clone(),
+                    prio: huddle::sendq::Prio::ANNOUNCE,
                 });
             }
         }

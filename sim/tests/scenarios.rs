@@ -91,6 +91,29 @@ fn urgent_ward() {
     }
 }
 
+/// Priority on a thin link (issue 25, part 3): a STAT message written
+/// while the catch-up of a 30-minute outage queues for a 256 kbit/s uplink
+/// reaches the clinic within 20 s (its `check-carried`), where in turn it
+/// would take ~35 s. At full rate: the backlog is what it is about. With
+/// the send queue made a FIFO this fails (carried).
+#[test]
+fn thin_link() {
+    let text = BUILTIN
+        .iter()
+        .find(|(n, _)| *n == "thin-link")
+        .map(|(_, t)| *t)
+        .expect("built in");
+    let sc = Scenario::parse(text).expect("built-in scenario parses");
+    let out = run(&sc, 1, Options::default());
+    assert!(
+        out.passed(),
+        "{}",
+        out.failure_report(&replay_command("thin-link", 1))
+    );
+    let (stat, slowest) = out.metrics.pressing;
+    assert!(stat == 1 && slowest < 20.0, "{:?}", out.metrics.pressing);
+}
+
 /// The small fault storms, at full strength.
 #[test]
 fn mini_sweeps() {

@@ -24,9 +24,10 @@ use libp2p::Multiaddr;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::streams::{Queue, Tasks};
+use super::streams::{Queue, Queued, Tasks};
 use super::FoundBy;
 use crate::ids::DeviceId;
+use crate::sendq::Prio;
 
 /// Most frames queued for one peer and not yet written.
 pub const MAX_QUEUED_FRAMES: usize = 1024;
@@ -56,7 +57,7 @@ pub enum Writer {
     /// Open: frames go straight to the writer task.
     Open {
         conn: ConnectionId,
-        tx: mpsc::UnboundedSender<Vec<u8>>,
+        tx: mpsc::UnboundedSender<Queued>,
     },
     /// The peer declined the protocol: frames are dropped (it cannot take
     /// them; the core refuses it when its hello time is up).
@@ -71,7 +72,7 @@ pub struct Link {
     /// The connection the peer's stream to us arrived on, once it has.
     pub reader: Option<ConnectionId>,
     /// Frames produced before the stream opened, in order.
-    waiting: VecDeque<Vec<u8>>,
+    waiting: VecDeque<Queued>,
     /// Counts everything queued and not yet written (waiting or in the
     /// writer task), shared with the writer task.
     pub queue: Arc<Queue>,
@@ -107,8 +108,8 @@ impl Link {
         }
     }
 
-    /// Queues a frame for the peer.
-    pub fn enqueue(&mut self, frame: Vec<u8>) -> Result<(), Overflow> {
+    /// Queues a frame for the peer, to be written in `prio`'s order.
+    pub fn enqueue(&mut self, frame: Vec<u8>, prio: Prio) -> Result<(), Overflow> {
         if matches!(self.writer, Writer::Declined) {
             return Ok(());
         }
@@ -127,15 +128,15 @@ impl Link {
                 // The task drops its receiver only when the loop dropped
                 // `tx` or after it reported its end, so a failed send
                 // means a cut of this peer is on its way.
-                let _ = tx.send(frame);
+                let _ = tx.send((prio, frame));
             }
-            _ => self.waiting.push_back(frame),
+            _ => self.waiting.push_back((prio, frame)),
         }
         Ok(())
     }
 
     /// Our stream is open: hands it what waited.
-    pub fn opened(&mut self, conn: ConnectionId, tx: mpsc::UnboundedSender<Vec<u8>>) {
+    pub fn opened(&mut self, conn: ConnectionId, tx: mpsc::UnboundedSender<Queued>) {
         for f in self.waiting.drain(..) {
             let _ = tx.send(f);
         }

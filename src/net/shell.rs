@@ -47,6 +47,7 @@ use super::loglimit::LogLimit;
 use super::streams::{Counters, StreamMsg};
 use super::{FoundBy, Request, ShellConfig, ShellError, ShellStats, REQUEST_QUEUE};
 use crate::ids::{DeviceId, Millis};
+use crate::sendq::Prio;
 use crate::store::peers::PeerRecord;
 use crate::store::{SledStore, Store, StoreError, StoreOp};
 use crate::{Event, Input, Node, Output};
@@ -456,7 +457,7 @@ impl Shell {
 
     // ----- sending -----
 
-    pub(super) fn enqueue(&mut self, device: DeviceId, frame: Vec<u8>) {
+    pub(super) fn enqueue(&mut self, device: DeviceId, frame: Vec<u8>, prio: Prio) {
         let Some(peer) = peer_id_of(&device) else {
             return;
         };
@@ -468,7 +469,7 @@ impl Shell {
             return;
         }
         tracing::trace!(peer = %device.short(), len = frame.len(), tag = frame.first().copied().unwrap_or(0), "sending frame");
-        if let Err(o) = link.enqueue(frame) {
+        if let Err(o) = link.enqueue(frame, prio) {
             if let Some(held_back) = self.may_log(self.peer_addr(&peer)) {
                 tracing::warn!(peer = %device.short(), frames = o.frames, bytes = o.bytes,
                     held_back, "send queue full; disconnecting the peer");
@@ -534,7 +535,7 @@ impl Effects for Shell {
                 // No subscriber is not an error.
                 let _ = self.events.send(ev);
             }
-            Output::Send { peer, frame } => self.enqueue(peer, frame),
+            Output::Send { peer, frame, prio } => self.enqueue(peer, frame, prio),
             Output::Disconnect { peer, reason } => {
                 tracing::debug!(peer = %peer.short(), %reason, "closing after the queue drains");
                 self.close_after_drain(peer);

@@ -36,6 +36,7 @@ use libp2p::{PeerId, Stream};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
+use crate::sendq::{Prio, SendQueue};
 use crate::wire::MAX_FRAME_LEN;
 
 /// A write to a peer's stream (a batch of frames) must finish within this.
@@ -271,12 +272,17 @@ pub async fn read_loop<T: AsyncRead + Unpin>(
     let _ = to_loop.send(StreamMsg::Ended { peer, epoch, why }).await;
 }
 
+/// A frame for the writer, with its place in the order (`sendq.rs`).
+pub type Queued = (Prio, Vec<u8>);
+
 /// Writes the frames the loop queues for one peer, gathering what is
-/// waiting into one write. Ends (closing the stream) when the loop drops
-/// its sender, or once drained after [`Queue::closing`] was set.
+/// waiting into one write, highest rank first (transport.md §5.1: what
+/// waits while a thin link is busy is written STAT and urgent first).
+/// Ends (closing the stream) when the loop drops its sender, or once
+/// drained after [`Queue::closing`] was set.
 pub async fn write_loop<T: AsyncWrite + Unpin>(
     mut stream: T,
-    mut frames: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut frames: mpsc::UnboundedReceiver<Queued>,
     queue: Arc<Queue>,
     peer: PeerId,
     epoch: u64,
@@ -285,12 +291,24 @@ pub async fn write_loop<T: AsyncWrite + Unpin>(
 ) {
     let _live = Live::new(&counters.writers);
     let mut buf = Vec::new();
-    while let Some(first) = frames.recv().await {
+    // Unbounded itself; the loop bounds what it queues for the peer
+    // (`Queue`, counted until written).
+    let mut pending: SendQueue<Vec<u8>> = SendQueue::default();
+    loop {
+        if pending.is_empty() {
+            let Some((prio, f)) = frames.recv().await else {
+                break;
+            };
+            pending.push(prio, f);
+        }
+        while let Ok((prio, f)) = frames.try_recv() {
+            pending.push(prio, f);
+        }
         buf.clear();
-        let (mut n, mut bytes) = (1, first.len());
-        let mut result = encode_frame(&mut buf, &first);
+        let (mut n, mut bytes) = (0, 0);
+        let mut result = Ok(());
         while result.is_ok() && buf.len() < WRITE_BATCH {
-            let Ok(f) = frames.try_recv() else { break };
+            let Some(f) = pending.pop() else { break };
             n += 1;
             bytes += f.len();
             result = encode_frame(&mut buf, &f);
@@ -384,7 +402,7 @@ pub fn spawn_writer(
     epoch: u64,
     to_loop: mpsc::Sender<StreamMsg>,
     counters: Arc<Counters>,
-) -> mpsc::UnboundedSender<Vec<u8>> {
+) -> mpsc::UnboundedSender<Queued> {
     let (tx, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(write_loop(
         stream, rx, queue, peer, epoch, to_loop, counters,
@@ -396,204 +414,4 @@ pub fn spawn_writer(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use futures::io::Cursor;
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
-
-    /// Gives its bytes, then never anything more (a peer that stalls).
-    struct Stall(Cursor<Vec<u8>>);
-
-    impl AsyncRead for Stall {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &mut [u8],
-        ) -> Poll<io::Result<usize>> {
-            match Pin::new(&mut self.0).poll_read(cx, buf) {
-                Poll::Ready(Ok(0)) => Poll::Pending,
-                other => other,
-            }
-        }
-    }
-
-    fn stall_after(bytes: &[u8]) -> Stall {
-        Stall(Cursor::new(bytes.to_vec()))
-    }
-
-    fn claim(len: usize, then: &[u8]) -> Vec<u8> {
-        let mut b = (len as u32).to_be_bytes().to_vec();
-        b.extend_from_slice(then);
-        b
-    }
-
-    fn framed(frames: &[&[u8]]) -> Vec<u8> {
-        let mut buf = Vec::new();
-        for f in frames {
-            encode_frame(&mut buf, f).unwrap();
-        }
-        buf
-    }
-
-    /// Hole 3 (issue 18): a prefix claiming the largest frame, and ten
-    /// bytes, cost those ten bytes and room for one more read, not a
-    /// megabyte, and the charge is gone once the read is dropped.
-    #[tokio::test]
-    async fn a_claimed_length_is_not_allocated_before_its_bytes_arrive() {
-        let held = AtomicUsize::new(0);
-        let mut peer = stall_after(&claim(MAX_FRAME_LEN, &[7; 10]));
-        let mut read = Box::pin(read_frame(&mut peer, &held));
-        assert!(futures::poll!(&mut read).is_pending());
-        let charged = held.load(Ordering::SeqCst);
-        assert!(
-            (10..=10 + READ_CHUNK).contains(&charged),
-            "{charged} bytes held for a frame of which 10 arrived"
-        );
-        drop(read);
-        assert_eq!(held.load(Ordering::SeqCst), 0);
-
-        // Whole frames are read exactly, in chunks, and nothing stays held.
-        let body: Vec<u8> = (0..MAX_FRAME_LEN).map(|i| i as u8).collect();
-        let mut r = Cursor::new(claim(body.len(), &body));
-        assert_eq!(read_frame(&mut r, &held).await.unwrap(), Some(body));
-        assert_eq!(held.load(Ordering::SeqCst), 0);
-    }
-
-    /// A frame that has begun must end in time; waiting for one to begin
-    /// has no deadline.
-    #[tokio::test]
-    async fn a_stalled_frame_is_a_violation_after_its_deadline() {
-        let held = AtomicUsize::new(0);
-        let short = Duration::from_millis(50);
-        for begun in [vec![0, 0], claim(100, &[1; 20])] {
-            let e = read_frame_within(&mut stall_after(&begun), &held, short)
-                .await
-                .unwrap_err();
-            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
-            assert_eq!(held.load(Ordering::SeqCst), 0);
-        }
-        let mut idle = stall_after(&[]);
-        let mut read = Box::pin(read_frame_within(&mut idle, &held, Duration::ZERO));
-        assert!(futures::poll!(&mut read).is_pending());
-        assert!(futures::poll!(&mut read).is_pending());
-    }
-
-    #[tokio::test]
-    async fn frames_round_trip_and_limits_hold() {
-        let held = AtomicUsize::new(0);
-        let bytes = framed(&[b"hello", b"", b"again"]);
-        assert_eq!(bytes[..4], [0, 0, 0, 5]);
-        let mut r = Cursor::new(bytes);
-        for want in [&b"hello"[..], b"", b"again"] {
-            assert_eq!(read_frame(&mut r, &held).await.unwrap().unwrap(), want);
-        }
-        assert_eq!(read_frame(&mut r, &held).await.unwrap(), None);
-
-        let over = (MAX_FRAME_LEN as u32 + 1).to_be_bytes();
-        let e = read_frame(&mut Cursor::new(over.to_vec()), &held)
-            .await
-            .unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
-        assert!(encode_frame(&mut Vec::new(), &vec![0; MAX_FRAME_LEN + 1]).is_err());
-
-        for cut in [vec![0, 0], vec![0, 0, 0, 9, 1]] {
-            let e = read_frame(&mut Cursor::new(cut), &held).await.unwrap_err();
-            assert_eq!(e.kind(), io::ErrorKind::InvalidData);
-        }
-        assert_eq!(held.load(Ordering::SeqCst), 0);
-    }
-
-    #[tokio::test]
-    async fn a_writer_batches_in_order_and_a_reader_reports_how_it_ended() {
-        let peer = PeerId::random();
-        let (to_loop, mut from_tasks) = mpsc::channel(64);
-        let queue = Arc::new(Queue::default());
-        let (tx, rx) = mpsc::unbounded_channel();
-        let frames: Vec<Vec<u8>> = (0..50u8).map(|i| vec![i; i as usize * 100]).collect();
-        for f in &frames {
-            queue.frames.fetch_add(1, Ordering::SeqCst);
-            queue.bytes.fetch_add(f.len(), Ordering::SeqCst);
-            tx.send(f.clone()).unwrap();
-        }
-        queue.closing.store(true, Ordering::SeqCst);
-        let mut out = Cursor::new(Vec::new());
-        let counters = Arc::new(Counters::default());
-        write_loop(
-            &mut out,
-            rx,
-            queue.clone(),
-            peer,
-            7,
-            to_loop.clone(),
-            counters.clone(),
-        )
-        .await;
-        assert!(matches!(
-            from_tasks.try_recv(),
-            Ok(StreamMsg::Drained { epoch: 7, .. })
-        ));
-        assert!(queue.is_empty());
-        assert_eq!(queue.bytes.load(Ordering::SeqCst), 0);
-
-        let mut written = out.into_inner();
-        written.extend_from_slice(&[0, 0]); // a torn prefix after the frames
-        read_loop(Cursor::new(written), peer, 9, to_loop, counters.clone()).await;
-        for f in &frames {
-            match from_tasks.recv().await {
-                Some(StreamMsg::Frame {
-                    frame, epoch: 9, ..
-                }) => assert_eq!(&frame, f),
-                other => panic!("expected a frame, got {other:?}"),
-            }
-        }
-        assert!(matches!(
-            from_tasks.recv().await,
-            Some(StreamMsg::Ended {
-                why: Ended::Violation(_),
-                ..
-            })
-        ));
-        assert_eq!(counters.readers.load(Ordering::SeqCst), 0);
-        assert_eq!(counters.writers.load(Ordering::SeqCst), 0);
-    }
-
-    /// Hole 3 (issue 18): a reader waiting on a stream that is never woken
-    /// again (Yamux after its connection closed) ends when its session's
-    /// `Tasks` are dropped, and with it the buffer it held.
-    #[tokio::test]
-    async fn a_stuck_reader_ends_with_its_session() {
-        let counters = Arc::new(Counters::default());
-        let (to_loop, _from_tasks) = mpsc::channel(4);
-        let mut tasks = Tasks::default();
-        let stuck = stall_after(&claim(MAX_FRAME_LEN, &[1; 1000]));
-        spawn_reader(
-            &mut tasks,
-            stuck,
-            PeerId::random(),
-            1,
-            to_loop,
-            counters.clone(),
-        );
-        let held = |c: &Counters| {
-            (
-                c.readers.load(Ordering::SeqCst),
-                c.frame_bytes.load(Ordering::SeqCst),
-            )
-        };
-        while held(&counters).1 == 0 {
-            tokio::task::yield_now().await;
-        }
-        assert_eq!(held(&counters).0, 1);
-        drop(tasks);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while held(&counters) != (0, 0) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{:?} still held",
-                held(&counters)
-            );
-            tokio::task::yield_now().await;
-        }
-    }
-}
+mod tests;

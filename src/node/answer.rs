@@ -11,6 +11,7 @@ use automerge::{sync, ChangeHash};
 
 use super::{Fx, Node, Timer};
 use crate::ids::{ConversationId, DeviceId, Millis};
+use crate::sendq::{Prio, Rank};
 use crate::team::TEAM_DOC_ID;
 use crate::wire::{
     Frame, HeadsEntry, HEADS_FRAME_SOFT_LEN, MAX_ANNOUNCED_HEADS, MAX_CATALOG_ENTRIES,
@@ -137,13 +138,13 @@ impl Node {
             } else {
                 super::Send::Reply
             };
-            self.push_doc_if(doc, peer, rule, fx);
+            self.push_doc_if(doc, peer, rule, Rank::History, fx);
         }
         if lacking && !ask_now {
             self.lacking.insert((*doc, peer), super::Lacking::Pushed);
             self.set_answer_timer(now, fx);
         } else if !needs && !lacking && asked && !level {
-            self.push_doc_if(doc, peer, super::Send::Any, fx);
+            self.push_doc_if(doc, peer, super::Send::Any, Rank::History, fx);
         }
     }
 
@@ -189,7 +190,7 @@ impl Node {
         let frame = Frame::Heads {
             entries: vec![entry],
         };
-        fx.send.push((peer, frame.encode()));
+        fx.send.push((peer, frame.encode(), Prio::ANNOUNCE));
     }
 
     /// Our `Heads` entry for `doc` (no heads if there are too many to list).
@@ -238,15 +239,19 @@ impl Node {
                         || frame.len() == MAX_CATALOG_ENTRIES)
                 {
                     let entries = std::mem::take(&mut frame);
-                    fx.send.push((peer, Frame::Heads { entries }.encode()));
+                    fx.send
+                        .push((peer, Frame::Heads { entries }.encode(), Prio::ANNOUNCE));
                     len = 0;
                 }
                 len += e.encoded_len();
                 frame.push(e);
             }
             if !frame.is_empty() {
-                fx.send
-                    .push((peer, Frame::Heads { entries: frame }.encode()));
+                fx.send.push((
+                    peer,
+                    Frame::Heads { entries: frame }.encode(),
+                    Prio::ANNOUNCE,
+                ));
             }
         }
     }

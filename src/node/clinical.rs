@@ -58,7 +58,7 @@ pub(crate) struct Clinical {
     stored: HashMap<Key, Millis>,
     timer_at: Option<Millis>,
     /// The latest clock reading seen (`clinical_clock`).
-    seen: Millis,
+    pub(super) seen: Millis,
     /// Reminders for our member that are scheduled.
     pub(super) reminders: BTreeSet<Key>,
 }

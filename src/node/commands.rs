@@ -402,7 +402,7 @@ impl Node {
         });
         // push_doc sends the header first to peers that do not know it;
         // members out of reach get it sealed.
-        self.push_doc_to_all(&id.0, fx);
+        self.push_doc_to_all(&id.0, crate::sendq::Rank::Routine, fx);
         if let Some(heads) = self.replica_of(&id.0).map(crate::replica::Replica::heads) {
             let push = crate::replica::LocalPush::heads_only(heads.clone());
             self.seal_local(now, &id.0, &heads, &push, crate::sealed::Class::Routine, fx);
@@ -493,7 +493,7 @@ impl Node {
             fx.emit.push(Event::Revoked { target: rev.target });
         }
         self.enforce_membership(now, fx);
-        self.push_doc_to_all(&TEAM_DOC_ID, fx);
+        self.push_doc_to_all(&TEAM_DOC_ID, crate::sendq::Rank::Stat, fx);
         Ok(())
     }
 

@@ -320,7 +320,7 @@ mod tests {
     fn sent_to(outs: &[Output], peer: DeviceId) -> Vec<Frame> {
         outs.iter()
             .filter_map(|o| match o {
-                Output::Send { peer: p, frame } if *p == peer => Frame::decode(frame).ok(),
+                Output::Send { peer: p, frame, .. } if *p == peer => Frame::decode(frame).ok(),
                 _ => None,
             })
             .collect()

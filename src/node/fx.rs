@@ -4,6 +4,7 @@
 use super::{Event, Output, Timer};
 use crate::ids::{DeviceId, Millis};
 use crate::replica::Persist;
+use crate::sendq::Prio;
 use crate::store::{keys, StoreOp};
 use crate::wire::Reason;
 
@@ -17,7 +18,8 @@ pub(crate) struct Fx {
     /// durable with the next flush, or when the store flushes on its own.
     pub(super) lazy: usize,
     pub(super) emit: Vec<Event>,
-    pub(super) send: Vec<(DeviceId, Vec<u8>)>,
+    /// Frames to send, each with its lane and rank (`sendq.rs`).
+    pub(super) send: Vec<(DeviceId, Vec<u8>, Prio)>,
     pub(super) disconnect: Vec<(DeviceId, Reason)>,
     pub(super) timers: Vec<(Timer, Millis)>,
     /// Documents to read back from the store (`contain.rs`).
@@ -44,7 +46,7 @@ impl Fx {
         out.extend(
             self.send
                 .into_iter()
-                .map(|(peer, frame)| Output::Send { peer, frame }),
+                .map(|(peer, frame, prio)| Output::Send { peer, frame, prio }),
         );
         out.extend(
             self.disconnect

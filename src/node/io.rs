@@ -76,9 +76,12 @@ pub enum Timer {
 /// its own, and a crash before then loses only what peers still hold.
 #[derive(Clone, Debug)]
 pub enum Output {
+    /// A frame for `peer`, written in the order `prio` gives among the
+    /// frames queued for that peer (transport.md §5.1, `sendq.rs`).
     Send {
         peer: DeviceId,
         frame: Vec<u8>,
+        prio: crate::sendq::Prio,
     },
     Disconnect {
         peer: DeviceId,

@@ -59,12 +59,12 @@ pub use view::{
     PREVIEW_CHARS, UNREAD_SCAN,
 };
 
-use crate::conversation::{Applied, Conversation};
+use crate::conversation::Conversation;
 use crate::crypto::DeviceKey;
 use crate::hlc::HlcClock;
 use crate::ids::{ConversationId, DeviceId, MemberId, Millis, TeamId};
 use crate::membership::{Certificate, Revocation};
-use crate::store::{keys, Loader, StoreOp, Stored, StoredDoc};
+use crate::store::{Loader, Stored, StoredDoc};
 use crate::team::{TeamDoc, TEAM_DOC_ID};
 use crate::wire::Reason;
 pub(crate) use answer::Lacking;
@@ -205,6 +205,8 @@ pub struct Node {
     trails: trail::Trails,
     /// The mailbox of sealed envelopes (`sealing.rs`).
     mail: sealing::Mail,
+    /// Conversations with a pressing change lately (`push.rs`).
+    ranks: push::DocRanks,
 }
 
 impl std::fmt::Debug for Node {
@@ -261,6 +263,7 @@ impl Node {
             clinical: clinical::Clinical::from_store(&stored.held),
             trails: trail::Trails::new(&stored, &config, cert.as_ref(), &device),
             mail,
+            ranks: push::DocRanks::default(),
         };
         let Some(cert) = cert else {
             return Ok(node);
@@ -481,11 +484,17 @@ impl Node {
     ) {
         tracing::info!(peer = %peer.short(), %reason, "refusing peer");
         if let Some(revocation) = revocation {
-            fx.send
-                .push((peer, crate::wire::Frame::Revoked { revocation }.encode()));
+            fx.send.push((
+                peer,
+                crate::wire::Frame::Revoked { revocation }.encode(),
+                crate::sendq::Prio::SESSION,
+            ));
         }
-        fx.send
-            .push((peer, crate::wire::Frame::Refuse { reason }.encode()));
+        fx.send.push((
+            peer,
+            crate::wire::Frame::Refuse { reason }.encode(),
+            crate::sendq::Prio::SESSION,
+        ));
         fx.disconnect.push((peer, reason));
         fx.emit.push(Event::PeerRefused {
             peer,
@@ -545,54 +554,6 @@ impl Node {
         {
             persist_ops(&id.0, p, &mut fx.persist);
             self.persist_index(id, fx);
-        }
-    }
-
-    /// Events for newly indexed entries of a conversation.
-    fn emit_applied(&mut self, now: Millis, id: ConversationId, applied: &Applied, fx: &mut Fx) {
-        let me = self.member_id();
-        let mut remote = false;
-        for m in &applied.messages {
-            self.clock.observe(now, m.hlc);
-            remote |= Some(m.author_member) != me;
-            fx.emit.push(Event::MessageAdded {
-                conversation: id,
-                message: m.id(),
-                hlc: m.hlc,
-                author: m.author_member,
-                priority: m.priority,
-                local: false,
-            });
-        }
-        for m in &applied.messages {
-            self.clinical_note(now, id, m, now, fx);
-        }
-        for r in &applied.receipts {
-            self.clinical_receipt(now, id, r.upto.1, r.kind, fx);
-        }
-        if !applied.receipts.is_empty() {
-            fx.emit.push(Event::ReceiptsChanged { conversation: id });
-        }
-        if !applied.rejected.is_empty() {
-            tracing::warn!(conversation = %id, count = applied.rejected.len(), "dropped entries that do not verify");
-            for h in &applied.rejected {
-                fx.persist.push(StoreOp::Put {
-                    key: keys::rejected(&id.0, h),
-                    value: Vec::new(),
-                });
-            }
-            fx.emit.push(Event::Rejected {
-                conversation: Some(id),
-                count: applied.rejected.len(),
-            });
-        }
-        if remote {
-            self.pending_receipts.insert(id);
-            if !self.receipts_timer_set {
-                self.receipts_timer_set = true;
-                fx.timers
-                    .push((Timer::Receipts, now + self.config.receipt_delay_ms));
-            }
         }
     }
 }

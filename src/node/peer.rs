@@ -14,6 +14,7 @@ use automerge::{sync, ChangeHash};
 use super::{Event, Fx, Node, Timer};
 use crate::ids::{ConversationId, DeviceId, Millis};
 use crate::membership::{CertError, Certificate, Pass, Revocation, RevocationTarget, Secret};
+use crate::sendq::{Prio, Rank};
 use crate::team::TEAM_DOC_ID;
 use crate::wire::{
     CatalogEntry, Frame, Reason, MAX_CATALOG_ENTRIES, PROTOCOL_VERSION, SYNC_CHUNK_LEN,
@@ -235,8 +236,10 @@ pub(crate) fn push_sync_frames(
     peer: DeviceId,
     doc: [u8; 16],
     msg: &[u8],
-    send: &mut Vec<(DeviceId, Vec<u8>)>,
+    rank: Rank,
+    send: &mut Vec<(DeviceId, Vec<u8>, Prio)>,
 ) {
+    let rank = if doc == TEAM_DOC_ID { Rank::Stat } else { rank };
     let mut chunks = msg.chunks(SYNC_CHUNK_LEN).peekable();
     while let Some(chunk) = chunks.next() {
         let frame = Frame::Sync {
@@ -244,7 +247,7 @@ pub(crate) fn push_sync_frames(
             more: chunks.peek().is_some(),
             data: chunk.to_vec(),
         };
-        send.push((peer, frame.encode()));
+        send.push((peer, frame.encode(), Prio::doc(doc, rank)));
     }
 }
 
@@ -262,6 +265,7 @@ impl Node {
                     reason: Reason::NotAMember,
                 }
                 .encode(),
+                Prio::SESSION,
             ));
             fx.disconnect.push((peer, Reason::NotAMember));
             return;
@@ -274,7 +278,7 @@ impl Node {
         let mut p = Peer::new();
         p.sync = self.kept_sync.take(&peer);
         self.peers.insert(peer, p);
-        fx.send.push((peer, hello.encode()));
+        fx.send.push((peer, hello.encode(), Prio::SESSION));
         fx.timers
             .push((Timer::Hello(peer), now + self.config.hello_timeout_ms));
     }
@@ -370,7 +374,7 @@ impl Node {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.state = PeerState::AwaitingIdentify(Box::new(pass));
         }
-        fx.send.push((peer, identify.encode()));
+        fx.send.push((peer, identify.encode(), Prio::SESSION));
     }
 
     /// A peer about to refuse us shows the revocation of this device or its
@@ -460,7 +464,7 @@ impl Node {
                     .unwrap_or_default(),
                 last: i + 1 == n,
             };
-            fx.send.push((peer, frame.encode()));
+            fx.send.push((peer, frame.encode(), Prio::SESSION));
         }
     }
 
@@ -544,7 +548,9 @@ impl Node {
                 .is_some_and(|p| p.known.insert(*doc));
         if let (true, Some(h)) = (unknown, self.header_of(&ConversationId(*doc))) {
             let header = Frame::Header { header: h.clone() };
-            fx.send.push((peer, header.encode()));
+            // Its lane's rank: the sync message after it pulls it along.
+            fx.send
+                .push((peer, header.encode(), Prio::doc(*doc, Rank::History)));
         }
     }
 

@@ -6,12 +6,16 @@
 //! Invariant: every function here that puts a document's bytes into a frame
 //! asks `Node::may_share` first.
 
+use std::collections::BTreeMap;
+
 use crate::ids::{ConversationId, DeviceId, Millis};
 use crate::team::TEAM_DOC_ID;
 
 use super::contain::guarded;
 use super::io::Timer;
+use super::sealing::carry;
 use super::{docs, peer, Fx, Node};
+use crate::sendq::Rank;
 
 /// Which sync message [`Node::push_doc_if`] may send.
 #[derive(Clone, Copy, Debug)]
@@ -23,14 +27,65 @@ pub(crate) enum Send {
     Reply,
 }
 
-impl Node {
-    /// Sends `peer` whatever the sync protocol says it should get for `doc`.
-    pub(super) fn push_doc(&mut self, doc: &[u8; 16], peer: DeviceId, fx: &mut Fx) {
-        self.push_doc_if(doc, peer, Send::Any, fx);
+/// How long a conversation's sync messages keep the rank of an urgent or
+/// STAT change written or received in it: a catch-up after a partition
+/// of up to this long goes before other conversations' (transport.md §5.1).
+const RANK_MEMO_MS: Millis = 3_600_000;
+/// Conversations remembered so (the oldest noted is forgotten first).
+const RANK_MEMO_MAX: usize = 256;
+
+/// Conversations with an urgent or STAT change lately, and when.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct DocRanks {
+    recent: BTreeMap<[u8; 16], (Rank, Millis)>,
+}
+
+impl DocRanks {
+    /// A change of `rank` was written or received in `doc` at `now`.
+    pub(crate) fn note(&mut self, doc: [u8; 16], rank: Rank, now: Millis) {
+        if rank <= Rank::Routine {
+            return;
+        }
+        let e = self.recent.entry(doc).or_insert((rank, now));
+        *e = (e.0.max(rank), e.1.max(now));
+        if self.recent.len() > RANK_MEMO_MAX {
+            let oldest = self
+                .recent
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(d, _)| *d);
+            if let Some(d) = oldest {
+                self.recent.remove(&d);
+            }
+        }
     }
 
-    /// [`Node::push_doc`], shaped by `rule`.
-    pub(super) fn push_doc_if(&mut self, doc: &[u8; 16], peer: DeviceId, rule: Send, fx: &mut Fx) {
+    /// `base`, or higher if `doc` had a pressing change within
+    /// [`RANK_MEMO_MS`] before `now`.
+    pub(crate) fn rank(&self, doc: &[u8; 16], base: Rank, now: Millis) -> Rank {
+        match self.recent.get(doc) {
+            Some((r, at)) if now.saturating_sub(*at) <= RANK_MEMO_MS => base.max(*r),
+            _ => base,
+        }
+    }
+}
+
+impl Node {
+    /// Sends `peer` whatever the sync protocol says it should get for `doc`:
+    /// catching up, so after what we write now (`sendq.rs`).
+    pub(super) fn push_doc(&mut self, doc: &[u8; 16], peer: DeviceId, fx: &mut Fx) {
+        self.push_doc_if(doc, peer, Send::Any, Rank::History, fx);
+    }
+
+    /// [`Node::push_doc`], shaped by `rule`, sent at `rank`.
+    pub(super) fn push_doc_if(
+        &mut self,
+        doc: &[u8; 16],
+        peer: DeviceId,
+        rule: Send,
+        rank: Rank,
+        fx: &mut Fx,
+    ) {
         if !self.may_share(doc, &peer) {
             return;
         }
@@ -83,7 +138,8 @@ impl Node {
                 }
             }
         }
-        peer::push_sync_frames(peer, *doc, &msg, &mut fx.send);
+        let rank = self.ranks.rank(doc, rank, self.clinical.seen);
+        peer::push_sync_frames(peer, *doc, &msg, rank, &mut fx.send);
     }
 
     /// Schedules an announcement of `doc`'s heads to every peer that may
@@ -119,6 +175,9 @@ impl Node {
         let Some(push) = self.replica_of(doc).and_then(|r| r.local_push()) else {
             return;
         };
+        if let Some(class) = class {
+            self.ranks.note(*doc, carry::rank_of(class), now);
+        }
         let peers: Vec<DeviceId> = self.peers.keys().copied().collect();
         for peer in peers {
             if !self.may_share(doc, &peer) {
@@ -139,18 +198,20 @@ impl Node {
             if state.their_heads.as_deref() == Some(before) {
                 state.their_heads = Some(push.heads().to_vec());
             }
-            peer::push_sync_frames(peer, *doc, &msg, &mut fx.send);
+            let rank = class.map_or(Rank::Routine, carry::rank_of);
+            peer::push_sync_frames(peer, *doc, &msg, rank, &mut fx.send);
         }
         if let Some(class) = class {
             self.seal_local(now, doc, before, &push, class, fx);
         }
     }
 
-    /// Pushes `doc` to every connected peer allowed to have it.
-    pub(super) fn push_doc_to_all(&mut self, doc: &[u8; 16], fx: &mut Fx) {
+    /// Pushes `doc` to every connected peer allowed to have it, at `rank`
+    /// (something we just did: a new conversation, a revocation).
+    pub(super) fn push_doc_to_all(&mut self, doc: &[u8; 16], rank: Rank, fx: &mut Fx) {
         let peers: Vec<DeviceId> = self.peers.keys().copied().collect();
         for p in peers {
-            self.push_doc(doc, p, fx);
+            self.push_doc_if(doc, p, Send::Any, rank, fx);
         }
     }
 }

@@ -8,7 +8,9 @@
 
 use super::contain::guarded;
 use super::peer::Overflow;
-use super::{Event, Fx, Node};
+use super::sealing::{self, carry};
+use super::{Event, Fx, Node, Timer};
+use crate::conversation::Applied;
 use crate::ids::{ConversationId, DeviceId, Millis};
 use crate::store::{keys, StoreOp};
 use crate::team::TEAM_DOC_ID;
@@ -151,6 +153,64 @@ impl Node {
         let after = self.replica_of(&doc).map(|r| r.heads_digest());
         if after != Some(before) {
             self.schedule_announce(now, doc, fx);
+        }
+    }
+}
+
+impl Node {
+    /// Events for newly indexed entries of a conversation.
+    pub(super) fn emit_applied(
+        &mut self,
+        now: Millis,
+        id: ConversationId,
+        applied: &Applied,
+        fx: &mut Fx,
+    ) {
+        let me = self.member_id();
+        let mut remote = false;
+        for m in &applied.messages {
+            self.clock.observe(now, m.hlc);
+            remote |= Some(m.author_member) != me;
+            fx.emit.push(Event::MessageAdded {
+                conversation: id,
+                message: m.id(),
+                hlc: m.hlc,
+                author: m.author_member,
+                priority: m.priority,
+                local: false,
+            });
+            let rank = carry::rank_of(sealing::class_of(m.priority));
+            self.ranks.note(id.0, rank, now);
+        }
+        for m in &applied.messages {
+            self.clinical_note(now, id, m, now, fx);
+        }
+        for r in &applied.receipts {
+            self.clinical_receipt(now, id, r.upto.1, r.kind, fx);
+        }
+        if !applied.receipts.is_empty() {
+            fx.emit.push(Event::ReceiptsChanged { conversation: id });
+        }
+        if !applied.rejected.is_empty() {
+            tracing::warn!(conversation = %id, count = applied.rejected.len(), "dropped entries that do not verify");
+            for h in &applied.rejected {
+                fx.persist.push(StoreOp::Put {
+                    key: keys::rejected(&id.0, h),
+                    value: Vec::new(),
+                });
+            }
+            fx.emit.push(Event::Rejected {
+                conversation: Some(id),
+                count: applied.rejected.len(),
+            });
+        }
+        if remote {
+            self.pending_receipts.insert(id);
+            if !self.receipts_timer_set {
+                self.receipts_timer_set = true;
+                fx.timers
+                    .push((Timer::Receipts, now + self.config.receipt_delay_ms));
+            }
         }
     }
 }

@@ -176,7 +176,8 @@ impl Node {
                 more: false,
                 entries: vec![bytes.clone()],
             };
-            fx.send.push((peer, frame.encode()));
+            fx.send
+                .push((peer, frame.encode(), crate::sendq::Prio::TRAIL));
         }
     }
 
@@ -215,7 +216,8 @@ impl Node {
             proof: proof.0,
             have: self.trail_have(&peer),
         };
-        fx.send.push((peer, frame.encode()));
+        fx.send
+            .push((peer, frame.encode(), crate::sendq::Prio::TRAIL));
     }
 
     /// What an ask to `peer` lists: for an administrator, every trail held
@@ -328,7 +330,8 @@ impl Node {
             more,
             entries,
         };
-        fx.send.push((peer, frame.encode()));
+        fx.send
+            .push((peer, frame.encode(), crate::sendq::Prio::TRAIL));
     }
 
     /// Entries `from..to` of `device`'s trail, as many from the first as

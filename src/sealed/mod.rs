@@ -65,7 +65,7 @@ pub enum Class {
 }
 
 impl Class {
-    fn from_code(c: u8) -> Result<Class, DecodeError> {
+    pub(crate) fn from_code(c: u8) -> Result<Class, DecodeError> {
         match c {
             0 => Ok(Class::Routine),
             1 => Ok(Class::Urgent),

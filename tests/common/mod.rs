@@ -69,6 +69,9 @@ pub struct Mesh {
     pub bytes_delivered: u64,
     /// The configuration of nodes added or restarted from now on.
     pub config: NodeConfig,
+    /// When set, every frame sent from now on, with its sender and its
+    /// place in the send order (`huddle::sendq`).
+    pub sends: Option<Vec<(usize, huddle::sendq::Prio, Vec<u8>)>>,
 }
 
 pub fn request(
@@ -104,6 +107,7 @@ impl Mesh {
             frames_delivered: 0,
             bytes_delivered: 0,
             config: NodeConfig::default(),
+            sends: None,
         }
     }
 
@@ -162,7 +166,10 @@ impl Mesh {
                     }
                     self.devices[i].events.push(e);
                 }
-                Output::Send { peer, frame } => {
+                Output::Send { peer, frame, prio } => {
+                    if let Some(log) = &mut self.sends {
+                        log.push((i, prio, frame.clone()));
+                    }
                     if let Some(j) = self.index_of(&peer) {
                         if self.links.contains(&(i.min(j), i.max(j))) {
                             self.queue.push_back((i, j, frame));

@@ -4,6 +4,7 @@
 //! done secrets passed on to the peers known to hold an envelope.
 
 use super::*;
+use crate::sendq::{Prio, Rank};
 
 impl Node {
     /// Takes an envelope into the mailbox and writes it; its id if it was new.
@@ -123,13 +124,10 @@ impl Node {
                 continue;
             }
             if frame.len() == MAX_SEALED_PER_FRAME || len + h.bytes.len() + 8 > MAX_FRAME_LEN - 64 {
-                fx.send.push((
-                    peer,
-                    Frame::Sealed {
-                        envelopes: std::mem::take(&mut frame),
-                    }
-                    .encode(),
-                ));
+                let envelopes = std::mem::take(&mut frame);
+                let prio = sealed_prio(&envelopes);
+                fx.send
+                    .push((peer, Frame::Sealed { envelopes }.encode(), prio));
                 len = 0;
             }
             len += h.bytes.len() + 8;
@@ -143,8 +141,9 @@ impl Node {
             ));
         }
         if !frame.is_empty() {
+            let prio = sealed_prio(&frame);
             fx.send
-                .push((peer, Frame::Sealed { envelopes: frame }.encode()));
+                .push((peer, Frame::Sealed { envelopes: frame }.encode(), prio));
         }
         send_done(peer, done, fx);
     }
@@ -234,6 +233,7 @@ impl Node {
                     ids: chunk.to_vec(),
                 }
                 .encode(),
+                Prio::mail(Rank::Routine),
             ));
         }
     }
@@ -333,7 +333,8 @@ pub(in crate::node) fn send_ids(peer: DeviceId, ids: &[Id], fx: &mut Fx) {
         let frame = Frame::MailIds {
             ids: chunk.to_vec(),
         };
-        fx.send.push((peer, frame.encode()));
+        fx.send
+            .push((peer, frame.encode(), Prio::mail(Rank::Routine)));
     }
 }
 
@@ -345,6 +346,27 @@ pub(in crate::node) fn send_done(peer: DeviceId, done: Vec<MailDoneEntry>, fx: &
                 done: chunk.to_vec(),
             }
             .encode(),
+            Prio::mail(Rank::Routine),
         ));
+    }
+}
+
+/// A `Sealed` frame goes in the mail lane at the rank of its highest class
+/// (carriers hand STAT and urgent envelopes on first, sealed.md §4).
+pub(in crate::node) fn sealed_prio(envelopes: &[Vec<u8>]) -> Prio {
+    let class = envelopes
+        .iter()
+        .filter_map(|e| e.get(1).and_then(|&c| Class::from_code(c).ok()))
+        .max()
+        .unwrap_or(Class::Routine);
+    Prio::mail(rank_of(class))
+}
+
+/// The send rank of a change of `class`.
+pub(in crate::node) fn rank_of(class: Class) -> Rank {
+    match class {
+        Class::Routine => Rank::Routine,
+        Class::Urgent => Rank::Urgent,
+        Class::Stat => Rank::Stat,
     }
 }

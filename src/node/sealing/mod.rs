@@ -20,7 +20,7 @@
 //! - Everything from a peer here is bounded: frames by `wire`, the mailbox
 //!   by its limits, what we remember a peer holds by the mailbox's size.
 
-mod carry;
+pub(in crate::node) mod carry;
 mod defer;
 mod open;
 mod repair;
@@ -442,6 +442,7 @@ impl Node {
                                 envelopes: vec![bytes.clone()],
                             }
                             .encode(),
+                            crate::sendq::Prio::mail(carry::rank_of(class)),
                         ));
                     }
                 }
