@@ -129,3 +129,37 @@ fn a_stat_message_received_raises_its_conversation_for_the_next_hop() {
     let ranks = sync_ranks(&m, ben, ward);
     assert!(ranks.contains(&Rank::Stat), "{ranks:?}");
 }
+
+/// A device passing a conversation on to a member that lacks it sends the
+/// header and then a `Heads` announcement naming it; queued together, the
+/// header must still go first (a receiver drops heads of a conversation it
+/// has no header of).
+#[test]
+fn a_header_goes_before_the_announcement_that_names_its_conversation() {
+    let mut m = Mesh::new(44);
+    let ana = m.add_member("Ana", &[]);
+    let ben = m.add_member("Ben", &[]);
+    let cal = m.add_member("Cal", &[]);
+    m.connect(ana, ben);
+    m.connect(ben, cal);
+    m.run_until_quiet();
+    m.sends = Some(Vec::new());
+    let ward = group_of(&mut m, ana, &[ana, ben, cal], "Ward");
+    let mut q = SendQueue::default();
+    for (i, prio, f) in m.sends.take().expect("logging") {
+        if i == ben {
+            q.push(prio, f);
+        }
+    }
+    let order: Vec<&'static str> = std::iter::from_fn(|| q.pop())
+        .filter_map(|f| match Frame::decode(&f) {
+            Ok(Frame::Header { header }) if header.id == ward => Some("header"),
+            Ok(Frame::Heads { entries }) if entries.iter().any(|e| e.doc == ward.0) => {
+                Some("heads")
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order.first(), Some(&"header"), "{order:?}");
+    assert!(order.contains(&"heads"), "{order:?}");
+}

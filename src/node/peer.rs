@@ -548,9 +548,12 @@ impl Node {
                 .is_some_and(|p| p.known.insert(*doc));
         if let (true, Some(h)) = (unknown, self.header_of(&ConversationId(*doc))) {
             let header = Frame::Header { header: h.clone() };
-            // Its lane's rank: the sync message after it pulls it along.
+            // Routine: before a `Heads` announcement that names the
+            // conversation (routine, queued after it), which a receiver
+            // without the header drops; a more urgent sync message after
+            // it in its lane takes it along.
             fx.send
-                .push((peer, header.encode(), Prio::doc(*doc, Rank::History)));
+                .push((peer, header.encode(), Prio::doc(*doc, Rank::Routine)));
         }
     }
 
