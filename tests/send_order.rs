@@ -40,6 +40,18 @@ fn sync_ranks(m: &Mesh, from: usize, conv: ConversationId) -> Vec<Rank> {
         .collect()
 }
 
+/// Ana, Ben and Cal, members of the team, connected Ana–Ben–Cal.
+fn in_a_line(seed: u64) -> (Mesh, usize, usize, usize) {
+    let mut m = Mesh::new(seed);
+    let ana = m.add_member("Ana", &[]);
+    let ben = m.add_member("Ben", &[]);
+    let cal = m.add_member("Cal", &[]);
+    m.connect(ana, ben);
+    m.connect(ben, cal);
+    m.run_until_quiet();
+    (m, ana, ben, cal)
+}
+
 #[test]
 fn a_change_just_written_goes_at_its_priority() {
     let mut m = Mesh::new(41);
@@ -111,13 +123,7 @@ fn a_catch_up_goes_at_the_rank_of_what_it_carries_lately() {
 /// STAT too (a relay's catch-up to a third device).
 #[test]
 fn a_stat_message_received_raises_its_conversation_for_the_next_hop() {
-    let mut m = Mesh::new(43);
-    let ana = m.add_member("Ana", &[]);
-    let ben = m.add_member("Ben", &[]);
-    let cal = m.add_member("Cal", &[]);
-    m.connect(ana, ben);
-    m.connect(ben, cal);
-    m.run_until_quiet();
+    let (mut m, ana, ben, cal) = in_a_line(43);
     let ward = group_of(&mut m, ana, &[ana, ben, cal], "Ward");
     m.disconnect(ben, cal);
     m.run_until_quiet();
@@ -136,13 +142,7 @@ fn a_stat_message_received_raises_its_conversation_for_the_next_hop() {
 /// has no header of).
 #[test]
 fn a_header_goes_before_the_announcement_that_names_its_conversation() {
-    let mut m = Mesh::new(44);
-    let ana = m.add_member("Ana", &[]);
-    let ben = m.add_member("Ben", &[]);
-    let cal = m.add_member("Cal", &[]);
-    m.connect(ana, ben);
-    m.connect(ben, cal);
-    m.run_until_quiet();
+    let (mut m, ana, ben, cal) = in_a_line(44);
     m.sends = Some(Vec::new());
     let ward = group_of(&mut m, ana, &[ana, ben, cal], "Ward");
     let mut q = SendQueue::default();

@@ -8,13 +8,17 @@ use huddle_sim::{replay_command, replay_command_scaled, run, Options, Scenario};
 
 const SCALE: f64 = 0.2;
 
-fn small(name: &str) -> Scenario {
+fn builtin(name: &str) -> Scenario {
     let text = BUILTIN
         .iter()
         .find(|(n, _)| *n == name)
         .map(|(_, t)| *t)
         .expect("built in");
-    let mut sc = Scenario::parse(text).expect("built-in scenario parses");
+    Scenario::parse(text).expect("built-in scenario parses")
+}
+
+fn small(name: &str) -> Scenario {
+    let mut sc = builtin(name);
     sc.traffic.rate_per_min *= SCALE;
     sc
 }
@@ -69,12 +73,7 @@ fn churn_200() {
 /// At full rate: it is small, and its checkers need the urgent traffic.
 #[test]
 fn urgent_ward() {
-    let text = BUILTIN
-        .iter()
-        .find(|(n, _)| *n == "urgent-ward")
-        .map(|(_, t)| *t)
-        .expect("built in");
-    let sc = Scenario::parse(text).expect("built-in scenario parses");
+    let sc = builtin("urgent-ward");
     for seed in 1..=3 {
         let out = run(&sc, seed, Options::default());
         assert!(
@@ -98,12 +97,7 @@ fn urgent_ward() {
 /// the send queue made a FIFO this fails (carried).
 #[test]
 fn thin_link() {
-    let text = BUILTIN
-        .iter()
-        .find(|(n, _)| *n == "thin-link")
-        .map(|(_, t)| *t)
-        .expect("built in");
-    let sc = Scenario::parse(text).expect("built-in scenario parses");
+    let sc = builtin("thin-link");
     let out = run(&sc, 1, Options::default());
     assert!(
         out.passed(),

@@ -16,9 +16,7 @@ use crate::ids::{ConversationId, DeviceId, Millis};
 use crate::membership::{CertError, Certificate, Pass, Revocation, RevocationTarget, Secret};
 use crate::sendq::{Prio, Rank};
 use crate::team::TEAM_DOC_ID;
-use crate::wire::{
-    CatalogEntry, Frame, Reason, MAX_CATALOG_ENTRIES, PROTOCOL_VERSION, SYNC_CHUNK_LEN,
-};
+use crate::wire::{CatalogEntry, Frame, Reason, MAX_CATALOG_ENTRIES, PROTOCOL_VERSION};
 
 /// Most catalog entries we accept from one peer in one catalog.
 const MAX_CATALOG_TOTAL: usize = 1_000_000;
@@ -228,26 +226,6 @@ fn shown_revocation(
     match e {
         CertError::RevokedDevice | CertError::RevokedMember => pass.revocation(revoked).cloned(),
         _ => None,
-    }
-}
-
-/// Splits an encoded sync message into `Sync` frames.
-pub(crate) fn push_sync_frames(
-    peer: DeviceId,
-    doc: [u8; 16],
-    msg: &[u8],
-    rank: Rank,
-    send: &mut Vec<(DeviceId, Vec<u8>, Prio)>,
-) {
-    let rank = if doc == TEAM_DOC_ID { Rank::Stat } else { rank };
-    let mut chunks = msg.chunks(SYNC_CHUNK_LEN).peekable();
-    while let Some(chunk) = chunks.next() {
-        let frame = Frame::Sync {
-            doc,
-            more: chunks.peek().is_some(),
-            data: chunk.to_vec(),
-        };
-        send.push((peer, frame.encode(), Prio::doc(doc, rank)));
     }
 }
 

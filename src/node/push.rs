@@ -14,8 +14,9 @@ use crate::team::TEAM_DOC_ID;
 use super::contain::guarded;
 use super::io::Timer;
 use super::sealing::carry;
-use super::{docs, peer, Fx, Node};
-use crate::sendq::Rank;
+use super::{docs, Fx, Node};
+use crate::sendq::{Prio, Rank};
+use crate::wire::{Frame, SYNC_CHUNK_LEN};
 
 /// Which sync message [`Node::push_doc_if`] may send.
 #[derive(Clone, Copy, Debug)]
@@ -139,7 +140,7 @@ impl Node {
             }
         }
         let rank = self.ranks.rank(doc, rank, self.clinical.seen);
-        peer::push_sync_frames(peer, *doc, &msg, rank, &mut fx.send);
+        push_sync_frames(peer, *doc, &msg, rank, &mut fx.send);
     }
 
     /// Schedules an announcement of `doc`'s heads to every peer that may
@@ -199,7 +200,7 @@ impl Node {
                 state.their_heads = Some(push.heads().to_vec());
             }
             let rank = class.map_or(Rank::Routine, carry::rank_of);
-            peer::push_sync_frames(peer, *doc, &msg, rank, &mut fx.send);
+            push_sync_frames(peer, *doc, &msg, rank, &mut fx.send);
         }
         if let Some(class) = class {
             self.seal_local(now, doc, before, &push, class, fx);
@@ -213,5 +214,25 @@ impl Node {
         for p in peers {
             self.push_doc_if(doc, p, Send::Any, rank, fx);
         }
+    }
+}
+
+/// Splits an encoded sync message into `Sync` frames.
+pub(crate) fn push_sync_frames(
+    peer: DeviceId,
+    doc: [u8; 16],
+    msg: &[u8],
+    rank: Rank,
+    send: &mut Vec<(DeviceId, Vec<u8>, Prio)>,
+) {
+    let rank = if doc == TEAM_DOC_ID { Rank::Stat } else { rank };
+    let mut chunks = msg.chunks(SYNC_CHUNK_LEN).peekable();
+    while let Some(chunk) = chunks.next() {
+        let frame = Frame::Sync {
+            doc,
+            more: chunks.peek().is_some(),
+            data: chunk.to_vec(),
+        };
+        send.push((peer, frame.encode(), Prio::doc(doc, rank)));
     }
 }
