@@ -1,6 +1,7 @@
 //! Issue 18's acceptance on memory, against a real `huddle run`: strangers
 //! that claim 1 MiB frames and stall (hole 3), a member's decompression
-//! bomb (hole 2) and a member's blobs in the team document (hole 5). For
+//! bomb (hole 2), a member's blobs in the team document (hole 5), and
+//! members filling its mailbox past its quota (issue 25, `mail.rs`). For
 //! each phase (before, each attack at its peak, after) it reports the
 //! node's RSS and VmHWM (`/proc`) and every `resources` figure of `GET
 //! /v1/status` — what the node counts it holds for remote devices. Method
@@ -9,15 +10,19 @@
 //! Invariant: the bench fails (exits non-zero) unless, after every attack,
 //! the node holds no session, reader or writer task, frame buffer,
 //! reassembly buffer or pending handshake within [`SETTLE`]; refused each
-//! member attack; stayed up; and kept storing the messages its own member
+//! member attack; held no more envelopes than its mailbox's bounds; stayed
+//! up; and kept storing the messages its own member
 //! sends through the API. Only 127.0.0.0/8 is used, every loop is bounded,
 //! and the child process is killed on every way out.
 //!
 //! `cargo bench --bench attack` runs the full sizes (5 waves of 90
 //! strangers, 10 bombs of 1 GiB, six 8 MiB blobs); `-- --tiny` (or
-//! `HUDDLE_ATTACK_TINY=1`) runs 1 wave of 10, one 128 MiB bomb and six
-//! 256 KiB blobs, in under a minute (CI). `--waves N`, `--strangers N`,
-//! `--bombs N`, `--bomb-mib N` and `--blob-kib N` set sizes.
+//! `HUDDLE_ATTACK_TINY=1`) runs 1 wave of 10, one 128 MiB bomb, six
+//! 256 KiB blobs and one member of each mailbox phase, in under a minute
+//! (CI). The full mailbox phases offer 5 × 8 MiB of 64 KiB envelopes and
+//! 3 × 4,096 small ones. `--waves N`, `--strangers N`, `--bombs N`,
+//! `--bomb-mib N`, `--blob-kib N`, `--mail-large N` and `--mail-small N`
+//! set sizes.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -27,6 +32,7 @@ use serde_json::json;
 
 #[path = "../shared/child.rs"]
 mod child;
+mod mail;
 mod member;
 mod node;
 mod peer;
@@ -46,6 +52,9 @@ struct Opts {
     bomb_mib: usize,
     blobs: usize,
     blob_kib: usize,
+    /// Members handing over large envelopes, and small ones.
+    mail_large: usize,
+    mail_small: usize,
 }
 
 impl Opts {
@@ -69,6 +78,8 @@ impl Opts {
             bomb_mib: value("--bomb-mib", pick(1024, 128)),
             blobs: 6,
             blob_kib: value("--blob-kib", pick(8 << 10, 256)),
+            mail_large: value("--mail-large", pick(5, 1)),
+            mail_small: value("--mail-small", pick(3, 1)),
         }
     }
 }
@@ -278,7 +289,110 @@ fn run(o: &Opts) -> Result<Vec<Row>, String> {
         s: after_s,
         note: String::new(),
     });
+    mailbox(o, &mut node, &api, &rt, &mut rows)?;
     Ok(rows)
+}
+
+/// Bytes of every file under `dir` (the node's store on disk).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// The mailbox at its quota (issue 25): large envelopes past the byte
+/// bound, then small ones past the count bound. In full size the node must
+/// end each phase at its bound, having dropped or refused the rest.
+fn mailbox(
+    o: &Opts,
+    node: &mut Node,
+    api: &huddle::api::client::ApiClient,
+    rt: &tokio::runtime::Runtime,
+    rows: &mut Vec<Row>,
+) -> Result<(), String> {
+    let to: Multiaddr = node.addr.parse().map_err(|e| format!("{e}"))?;
+    let team_name = node.status.team_name.clone().unwrap_or_default();
+    let probe = node::Probe::new(node.api(SETTLE)?, node.pid);
+    let disk_before = dir_bytes(&node.dir);
+    let phases = [
+        (
+            "large",
+            300,
+            mail::Fill {
+                members: o.mail_large,
+                per_member: 128,
+                body_len: 64 << 10,
+            },
+        ),
+        (
+            "small",
+            400,
+            mail::Fill {
+                members: o.mail_small,
+                per_member: 4096,
+                body_len: 16,
+            },
+        ),
+    ];
+    let mut already = node::sample(api, node.pid)
+        .map(|s| s.r.mailbox_envelopes as u64 + s.r.mailbox_dropped.iter().sum::<u64>())?;
+    for (name, seed, fill) in phases {
+        let authority = &node.authority;
+        let admit = |seed| member::Member::admit(authority, &team_name, seed);
+        let sampler = Sampler::start(node.api(SETTLE)?, node.pid);
+        let out = rt.block_on(mail::fill(&to, admit, seed, &fill, &probe, already));
+        let (p, _) = sampler.finish();
+        let out = out.map_err(|e| format!("mailbox, {name} envelopes: {e}"))?;
+        already += out.offered;
+        let r = &out.at.r;
+        let disk = dir_bytes(&node.dir);
+        println!(
+            "mailbox, {name} envelopes: {} offered ({} B) by {} devices in {:.1}s; held {} ({} B), dropped routine {}, not taken {}; store on disk {} B (was {disk_before} B)",
+            out.offered, out.offered_bytes, fill.members, out.secs,
+            r.mailbox_envelopes, r.mailbox_bytes, r.mailbox_dropped[0], r.mailbox_dropped[3], disk
+        );
+        if r.mailbox_envelopes > 8192 || r.mailbox_bytes > 32 << 20 {
+            return Err(format!(
+                "mailbox, {name} envelopes: past its bounds ({} envelopes, {} B)",
+                r.mailbox_envelopes, r.mailbox_bytes
+            ));
+        }
+        if !o.tiny && r.mailbox_dropped.iter().sum::<u64>() == 0 {
+            return Err(format!(
+                "mailbox, {name} envelopes: more than the quota offered, nothing dropped"
+            ));
+        }
+        let after_s = after(node, api, &format!("mailbox, {name} envelopes"))?;
+        rows.push(Row {
+            phase: format!(
+                "mailbox, {} × {} envelopes of {} B: at the end",
+                fill.members,
+                fill.per_member,
+                out.offered_bytes / out.offered.max(1)
+            ),
+            s: p.max(out.at),
+            note: format!(
+                "held {} ({:.1} MiB), store {:.1} MiB on disk",
+                r.mailbox_envelopes,
+                r.mailbox_bytes as f64 / (1 << 20) as f64,
+                disk as f64 / (1 << 20) as f64
+            ),
+        });
+        rows.push(Row {
+            phase: format!("mailbox, {name}: after"),
+            s: after_s,
+            note: String::new(),
+        });
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {

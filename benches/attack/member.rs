@@ -39,8 +39,8 @@ fn now_ms() -> u64 {
 
 /// A device of the team, admitted by the authority.
 pub(crate) struct Member {
-    key: Keypair,
-    cert: Certificate,
+    pub(crate) key: Keypair,
+    pub(crate) cert: Certificate,
 }
 
 impl Member {
@@ -66,7 +66,7 @@ impl Member {
 /// pass) and Identify (the secret part, which the node takes once it has
 /// accepted the pass), the node's Hello, Identify and Catalog (it accepted
 /// us), our Catalog.
-async fn handshake(c: &mut Conn, cert: &Certificate) -> Result<(), String> {
+pub(crate) async fn handshake(c: &mut Conn, cert: &Certificate) -> Result<(), String> {
     c.send(&Frame::Hello {
         version: PROTOCOL_VERSION,
         pass: cert.pass(),

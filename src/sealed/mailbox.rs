@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{done_commitment, Class, Envelope, MAX_LIFETIME_MS};
+use super::{done_commitment, Class, Envelope, DONE_LEN, MAX_LIFETIME_MS};
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::ids::Millis;
 
@@ -55,7 +55,10 @@ impl Default for Limits {
 /// One envelope held.
 #[derive(Clone, Debug)]
 pub struct Held {
-    pub env: Envelope,
+    /// What the mailbox needs of the envelope, beside its bytes (holding
+    /// the decoded envelope too would double what a full mailbox costs in
+    /// memory; `Envelope::decode(&bytes)` when it is opened).
+    pub head: Head,
     pub bytes: Vec<u8>,
     pub received: Millis,
     pub from: [u8; 32],
@@ -64,6 +67,27 @@ pub struct Held {
     /// Whether we tried it with our key: `Some(true)` if it was ours and
     /// everything in it is applied.
     pub settled: Option<bool>,
+}
+
+/// The fields of an envelope the mailbox works with.
+#[derive(Clone, Debug)]
+pub struct Head {
+    pub class: Class,
+    pub tag: [u8; 16],
+    pub expires: Millis,
+    /// Each slot's done commitment, in slot order.
+    pub dones: Vec<[u8; DONE_LEN]>,
+}
+
+impl Head {
+    fn of(env: &Envelope) -> Head {
+        Head {
+            class: env.class,
+            tag: env.tag,
+            expires: env.expires,
+            dones: env.slots.iter().map(|s| s.done).collect(),
+        }
+    }
 }
 
 /// A deleted envelope: when it would have expired, and the secrets that
@@ -217,7 +241,7 @@ impl Mailbox {
         self.insert(
             id,
             Held {
-                env,
+                head: Head::of(&env),
                 bytes,
                 received: now,
                 from,
@@ -240,14 +264,14 @@ impl Mailbox {
             .iter()
             .take_while(|(c, _, _)| *c <= class)
             .find(|(_, _, id)| {
-                tag.is_none_or(|t| self.held.get(id).is_some_and(|h| h.env.tag == *t))
+                tag.is_none_or(|t| self.held.get(id).is_some_and(|h| h.head.tag == *t))
             })
             .map(|k| k.2)
     }
 
     fn drop_one(&mut self, id: &Id) -> Held {
         let h = self.remove(id).expect("a victim is held");
-        match h.env.class {
+        match h.head.class {
             Class::Routine => self.dropped.routine += 1,
             Class::Urgent => self.dropped.urgent += 1,
             Class::Stat => self.dropped.stat += 1,
@@ -258,7 +282,7 @@ impl Mailbox {
     /// Puts back what an offer dropped before it found no room after all.
     fn undo(&mut self, dropped: Vec<Held>) {
         for h in dropped {
-            match h.env.class {
+            match h.head.class {
                 Class::Routine => self.dropped.routine -= 1,
                 Class::Urgent => self.dropped.urgent -= 1,
                 Class::Stat => self.dropped.stat -= 1,
@@ -268,8 +292,8 @@ impl Mailbox {
     }
 
     fn insert(&mut self, id: Id, h: Held) {
-        self.order.insert((h.env.class, h.received, id));
-        let t = self.by_tag.entry(h.env.tag).or_default();
+        self.order.insert((h.head.class, h.received, id));
+        let t = self.by_tag.entry(h.head.tag).or_default();
         t.0 += 1;
         t.1 += h.bytes.len();
         if h.from != OURS {
@@ -283,12 +307,12 @@ impl Mailbox {
 
     fn remove(&mut self, id: &Id) -> Option<Held> {
         let h = self.held.remove(id)?;
-        self.order.remove(&(h.env.class, h.received, *id));
-        if let Some(t) = self.by_tag.get_mut(&h.env.tag) {
+        self.order.remove(&(h.head.class, h.received, *id));
+        if let Some(t) = self.by_tag.get_mut(&h.head.tag) {
             t.0 -= 1;
             t.1 -= h.bytes.len();
             if t.0 == 0 {
-                self.by_tag.remove(&h.env.tag);
+                self.by_tag.remove(&h.head.tag);
             }
         }
         if h.from != OURS {
@@ -310,10 +334,10 @@ impl Mailbox {
             return Done::Nothing;
         };
         let i = usize::from(slot);
-        let Some(s) = h.env.slots.get(i) else {
+        let Some(d) = h.head.dones.get(i) else {
             return Done::Bad;
         };
-        if done_commitment(&secret) != s.done {
+        if done_commitment(&secret) != *d {
             return Done::Bad;
         }
         if h.done[i].is_some() {
@@ -324,7 +348,7 @@ impl Mailbox {
             return Done::Progress;
         }
         let h = self.remove(id).expect("held");
-        self.bury(*id, h.env.expires, secrets_of(&h.done));
+        self.bury(*id, h.head.expires, secrets_of(&h.done));
         Done::Complete
     }
 
@@ -345,7 +369,7 @@ impl Mailbox {
         let dead: Vec<Id> = self
             .held
             .iter()
-            .filter(|(_, h)| h.env.expires <= now)
+            .filter(|(_, h)| h.head.expires <= now)
             .map(|(id, _)| *id)
             .collect();
         for id in &dead {
@@ -420,7 +444,7 @@ impl Mailbox {
                 self.insert(
                     id,
                     Held {
-                        env,
+                        head: Head::of(&env),
                         bytes,
                         received,
                         from,

@@ -47,8 +47,11 @@ impl Node {
         if h.settled.is_some() {
             return;
         }
-        let alone = h.env.slots.len() == 1;
-        let opened = h.env.open(&self.mail.x_secret);
+        let alone = h.head.dones.len() == 1;
+        // Decoded when it was taken: it decodes again.
+        let opened = Envelope::decode(&h.bytes)
+            .ok()
+            .and_then(|env| env.open(&self.mail.x_secret));
         let Some(o) = opened else {
             if let Some(h) = self.mail.mailbox.get_mut(&id) {
                 h.settled = Some(false);
