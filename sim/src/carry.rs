@@ -208,7 +208,13 @@ impl World {
                     );
                     return;
                 }
-                self.acct.deliveries.insert((dev, message.0));
+                let first = self.acct.deliveries.insert((dev, message.0));
+                if let Some(c) = self.ledger.confirmed.get(&message).filter(|_| first) {
+                    let took = self.now.saturating_sub(c.at);
+                    let site = |d: Dev| self.net.site_of_segment(self.net.segment[d]);
+                    let across = site(dev) != site(c.author);
+                    self.counters.latencies.push((took, across));
+                }
                 if priority != Priority::Routine {
                     if let Some(c) = self.ledger.confirmed.get(&message) {
                         let p = &mut self.counters.pressing;

@@ -167,6 +167,15 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
         rejected: w.counters.rejected,
         events: w.trace.events,
         pressing: (w.counters.pressing.0, w.counters.pressing.1 as f64 / 1e6),
+        latency: latency(w.counters.latencies.iter().map(|l| l.0).collect()),
+        latency_across: latency(
+            w.counters
+                .latencies
+                .iter()
+                .filter(|l| l.1)
+                .map(|l| l.0)
+                .collect(),
+        ),
         clinical: (
             w.clin.alerts_checked,
             w.clin.escalations,
@@ -204,4 +213,14 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
         digest: w.trace.digest(),
         trace_tail,
     }
+}
+
+/// Median, 95th percentile and largest of `v` (µs), in seconds.
+fn latency(mut v: Vec<u64>) -> Option<(f64, f64, f64)> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_unstable();
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize] as f64 / 1e6;
+    Some((at(0.5), at(0.95), at(1.0)))
 }

@@ -27,6 +27,10 @@ pub struct Counters {
     /// Urgent and STAT messages shown on another device, and the longest
     /// any took from being written (µs).
     pub pressing: (u64, u64),
+    /// How long each delivery (another device shows a message) took from
+    /// the message being written (µs), and whether the device was then on
+    /// another site than the author.
+    pub latencies: Vec<(u64, bool)>,
     pub heal_at: Option<u64>,
 }
 
@@ -83,6 +87,10 @@ pub struct Metrics {
     pub clinical: (u64, u64, u64),
     /// Urgent and STAT deliveries, and the slowest of them (s).
     pub pressing: (u64, f64),
+    /// Every delivery's time from being written: median, 95th percentile
+    /// and slowest (s); and the same of those to another site.
+    pub latency: Option<(f64, f64, f64)>,
+    pub latency_across: Option<(f64, f64, f64)>,
 }
 
 fn ratio(a: u64, b: u64) -> Option<f64> {
@@ -198,6 +206,14 @@ impl Metrics {
                 "  clinical                    {alerts} alerts, {escalations} escalation entries, {reminders} reminder occurrences on time"
             );
         }
+        for (what, l) in [("", self.latency), (", across sites", self.latency_across)] {
+            if let Some((median, p95, max)) = l {
+                let _ = writeln!(
+                    s,
+                    "  delivered after written{what:<15} median {median:.2} s, 95% within {p95:.2} s, the slowest {max:.2} s"
+                );
+            }
+        }
         let (n, worst) = self.pressing;
         if n > 0 {
             let _ = writeln!(
@@ -232,6 +248,12 @@ const ROWS: &[(&str, Getter)] = &[
     }),
     ("bytes sent / change bytes, whole run", |r| {
         r.metrics.overhead()
+    }),
+    ("delivery after written, median (s)", |r| {
+        r.metrics.latency.map(|l| l.0)
+    }),
+    ("delivery after written, 95th percentile (s)", |r| {
+        r.metrics.latency.map(|l| l.1)
     }),
     ("frames per delivered message", |r| {
         r.metrics.frames_per_delivery()
