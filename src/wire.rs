@@ -38,7 +38,10 @@ pub const PROTOCOL_ID: &str = "/huddle/sync/2";
 /// Hard upper bound on one frame, enforced by the transport and again here.
 pub const MAX_FRAME_LEN: usize = 1024 * 1024;
 /// Sync messages larger than this are split into several `Sync` frames.
-pub const SYNC_CHUNK_LEN: usize = 512 * 1024;
+/// A frame is written whole, so this is also the most a STAT frame queued
+/// behind a catch-up waits for beyond what the transport already holds:
+/// 2 s of a 256 kbit/s link (transport.md §5.1).
+pub const SYNC_CHUNK_LEN: usize = 64 * 1024;
 /// Most catalog entries in one frame (the catalog may span frames).
 pub const MAX_CATALOG_ENTRIES: usize = 16 * 1024;
 /// Heads listed for one document in a `Heads` frame; a document with more is

@@ -22,22 +22,16 @@
 #![cfg(feature = "cli")]
 
 mod cli_support;
+mod ns_support;
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-
-use anyhow::{anyhow, bail, Context};
-use cli_support::{admit, eventually, init, ok, open_store, unlock_env, Device};
+use anyhow::anyhow;
+use cli_support::{admit, eventually, init, ok, open_store};
 use huddle::store::Store;
-use serde_json::Value;
-
-#[path = "../benches/shared/netns.rs"]
-mod netns;
+use ns_support::{netns, InNs};
 
 /// A routine message is sealed for a member device out of reach once its
 /// grace period ends (sealed.md §3): a second here, not a minute.
-const GRACE_MS: &str = "1000";
+const GRACE: [(&str, &str); 1] = [("HUDDLE_TEST_SEAL_GRACE_MS", "1000")];
 
 /// Three namespaces in a row, a and g, g and b joined by veth pairs;
 /// deleted on drop.
@@ -48,7 +42,7 @@ struct Row {
 
 impl Row {
     fn create() -> anyhow::Result<Row> {
-        Row::remove_stale();
+        ns_support::remove_stale("huddle-c");
         let pid = std::process::id();
         let row = Row {
             names: ["a", "g", "b"].map(|n| format!("huddle-c{pid}-{n}")),
@@ -84,26 +78,6 @@ impl Row {
         Ok(row)
     }
 
-    /// Deletes the namespaces of an earlier run that was killed before its
-    /// guard ran (its process is gone), so that a reused pid finds none.
-    fn remove_stale() {
-        let Ok(out) = netns::run(&["ip", "netns", "list"]) else {
-            return;
-        };
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let name = line.split_whitespace().next().unwrap_or_default();
-            let Some(pid) = name
-                .strip_prefix("huddle-c")
-                .and_then(|rest| rest.split('-').next())
-            else {
-                continue;
-            };
-            if !Path::new("/proc").join(pid).exists() {
-                let _ = netns::run(&["ip", "netns", "del", name]);
-            }
-        }
-    }
-
     /// The address prefix of `subnet` (1: a–g, 2: g–b).
     fn subnet(&self, subnet: u32) -> String {
         format!("/ip4/10.{}.{subnet}.", self.net)
@@ -116,165 +90,6 @@ impl Drop for Row {
             // Deleting a namespace deletes its ends of the veth pairs.
             let _ = netns::run(&["ip", "netns", "del", n]);
         }
-    }
-}
-
-/// `huddle --data-dir <dir> --json <args>` inside namespace `ns` (where its
-/// running node's local API is), parsed; killed after a minute.
-fn json_in(ns: &str, dir: &Path, args: &[&str]) -> anyhow::Result<Value> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "timeout", "60"])
-        .arg(assert_cmd::cargo::cargo_bin("huddle"))
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--json")
-        .args(args)
-        .env_remove("HUDDLE_DATA_DIR")
-        .env_remove("RUST_LOG")
-        .envs(unlock_env(dir))
-        .stdin(Stdio::null())
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "huddle {args:?} in {ns} failed: {} {}",
-            String::from_utf8_lossy(&out.stdout).trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    serde_json::from_slice(&out.stdout).with_context(|| format!("huddle {args:?} printed no JSON"))
-}
-
-/// A `huddle run` inside a namespace (`ip netns exec` execs it: the child
-/// is the node itself). Killed if dropped; [`InNs::stop`] stops it cleanly.
-struct InNs {
-    child: Child,
-    ns: String,
-    dir: PathBuf,
-    listen: Vec<String>,
-}
-
-impl InNs {
-    fn start(ns: &str, dev: &Device, peers: &[&str]) -> anyhow::Result<InNs> {
-        let out = dev.dir.with_extension(format!("{ns}.stdout"));
-        let err = dev.dir.with_extension(format!("{ns}.stderr"));
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns])
-            .arg(assert_cmd::cargo::cargo_bin("huddle"))
-            .arg("--data-dir")
-            .arg(&dev.dir)
-            .args(["--json", "run", "--listen", "/ip4/0.0.0.0/tcp/0"])
-            .args(["--no-mdns", "--api", "127.0.0.1:0"])
-            .env_remove("HUDDLE_DATA_DIR")
-            .env_remove("RUST_LOG")
-            .envs(unlock_env(&dev.dir))
-            .env("HUDDLE_TEST_SEAL_GRACE_MS", GRACE_MS)
-            .stdin(Stdio::null())
-            .stdout(File::create(&out)?)
-            .stderr(File::create(&err)?);
-        for p in peers {
-            cmd.args(["--peer", p]);
-        }
-        // The guard first: a node that fails to start is killed too.
-        let mut node = InNs {
-            child: cmd.spawn()?,
-            ns: ns.to_owned(),
-            dir: dev.dir.clone(),
-            listen: Vec::new(),
-        };
-        let started = eventually(&format!("{} to start in {ns}", dev.dir.display()), || {
-            if let Some(status) = node.child.try_wait()? {
-                bail!(
-                    "huddle run exited ({status}): {}",
-                    std::fs::read_to_string(&err).unwrap_or_default()
-                );
-            }
-            Ok(std::fs::read_to_string(&out)?
-                .lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .find(|v| v["event"] == "started"))
-        })?;
-        node.listen = started["listen"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|a| a.as_str().map(str::to_owned))
-            .collect();
-        Ok(node)
-    }
-
-    /// Its listen address on the subnet starting `prefix`.
-    fn address(&self, prefix: &str) -> anyhow::Result<String> {
-        self.listen
-            .iter()
-            .find(|a| a.starts_with(prefix))
-            .cloned()
-            .ok_or_else(|| anyhow!("no listen address under {prefix}: {:?}", self.listen))
-    }
-
-    fn json(&self, args: &[&str]) -> anyhow::Result<Value> {
-        json_in(&self.ns, &self.dir, args)
-    }
-
-    /// The envelopes its mailbox holds, if the node answers.
-    fn mailbox(&self) -> Option<u64> {
-        self.json(&["whoami"]).ok()?["carrying"]["envelopes"].as_u64()
-    }
-
-    /// Its copy of `conversation`'s message with `body`, if it has it.
-    fn message(&self, conversation: &str, body: &str) -> Option<Value> {
-        let history = self.json(&["history", conversation]).ok()?;
-        history
-            .as_array()?
-            .iter()
-            .find(|m| m["body"] == body)
-            .cloned()
-    }
-
-    /// Waits until its copy of `conversation` holds `body`, delivered to
-    /// (a receipt from) `to` if given.
-    fn wait_for(&self, what: &str, conversation: &str, body: &str, to: Option<&Device>) {
-        let delivered = |m: &Value| {
-            to.is_none_or(|d| {
-                m["delivered_to"]
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|x| x == d.member.as_str()))
-            })
-        };
-        eventually(what, || {
-            Ok(self.message(conversation, body).filter(delivered).map(drop))
-        })
-        .unwrap_or_else(|e| panic!("{e}\n{}", self.log()));
-    }
-
-    /// The tail of its log, for a failure's message.
-    fn log(&self) -> String {
-        let err = self.dir.with_extension(format!("{}.stderr", self.ns));
-        let text = std::fs::read_to_string(err).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(40).collect();
-        format!(
-            "--- {} in {} ---\n{}",
-            self.dir.display(),
-            self.ns,
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        )
-    }
-
-    /// SIGTERM, and waits for the clean shutdown (store flushed).
-    fn stop(mut self) -> anyhow::Result<()> {
-        netns::must(&["kill", "-TERM", &self.child.id().to_string()]).map_err(|e| anyhow!(e))?;
-        let what = format!("{} to stop in {}", self.dir.display(), self.ns);
-        let status = eventually(&what, || Ok(self.child.try_wait()?))?;
-        if !status.success() {
-            bail!("it did not stop cleanly ({status})\n{}", self.log());
-        }
-        Ok(())
-    }
-}
-
-impl Drop for InNs {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -300,9 +115,9 @@ fn a_gateway_in_no_conversation_carries_one_across_subnets_and_from_one_to_the_o
     let marker = |n: u32| format!("planted-{}-{n}: K+ 6.1 bed 4", std::process::id());
 
     // The gateway between the subnets; Ana and Ben dial it.
-    let g = InNs::start(ns_g, &gus, &[])?;
-    let a = InNs::start(ns_a, &ana, &[&g.address(&row.subnet(1))?])?;
-    let b = InNs::start(ns_b, &ben, &[&g.address(&row.subnet(2))?])?;
+    let g = InNs::start(ns_g, &gus, &[], &GRACE)?;
+    let a = InNs::start(ns_a, &ana, &[&g.address(&row.subnet(1))?], &GRACE)?;
+    let b = InNs::start(ns_b, &ben, &[&g.address(&row.subnet(2))?], &GRACE)?;
     eventually("Ben's device to reach Ana's directory", || {
         let show = a.json(&["team", "show"])?;
         Ok(show.to_string().contains(&ben.device).then_some(()))
@@ -335,7 +150,7 @@ fn a_gateway_in_no_conversation_carries_one_across_subnets_and_from_one_to_the_o
     // Gus goes home through Ana's site: what Ana writes meanwhile is
     // sealed for Ben's device (out of reach) and handed to Gus.
     a.json(&["send", &conv, &marker(3)])?;
-    let g = InNs::start(ns_a, &gus, &[&a.address(&row.subnet(1))?])?;
+    let g = InNs::start(ns_a, &gus, &[&a.address(&row.subnet(1))?], &GRACE)?;
     eventually("Ana's sealed message to reach Gus's mailbox", || {
         Ok(g.mailbox().is_some_and(|n| n > 0).then_some(()))
     })
@@ -346,7 +161,7 @@ fn a_gateway_in_no_conversation_carries_one_across_subnets_and_from_one_to_the_o
         "Ben had it before Gus came: {history}"
     );
     g.stop()?;
-    let g = InNs::start(ns_b, &gus, &[&b.address(&row.subnet(2))?])?;
+    let g = InNs::start(ns_b, &gus, &[&b.address(&row.subnet(2))?], &GRACE)?;
     b.wait_for("Gus to carry Ana's message to Ben", &conv, &marker(3), None);
     let chats = g.json(&["chats"])?;
     assert_eq!(chats.as_array().map_or(1, Vec::len), 0, "{chats}");
