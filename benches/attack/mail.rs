@@ -71,7 +71,7 @@ fn envelope(rng: &mut impl RngCore, body_len: usize) -> Vec<u8> {
 }
 
 /// Everything the node counts for an offered envelope.
-fn accounted(s: &Sample) -> u64 {
+pub(crate) fn accounted(s: &Sample) -> u64 {
     s.r.mailbox_envelopes as u64 + s.r.mailbox_dropped.iter().sum::<u64>()
 }
 

@@ -342,8 +342,7 @@ fn mailbox(
             },
         ),
     ];
-    let mut already = node::sample(api, node.pid)
-        .map(|s| s.r.mailbox_envelopes as u64 + s.r.mailbox_dropped.iter().sum::<u64>())?;
+    let mut already = node::sample(api, node.pid).map(|s| mail::accounted(&s))?;
     for (name, seed, fill) in phases {
         let authority = &node.authority;
         let admit = |seed| member::Member::admit(authority, &team_name, seed);
